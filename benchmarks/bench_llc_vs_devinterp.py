@@ -93,8 +93,8 @@ def _mlp(generator: torch.Generator) -> nn.Module:
 
 
 def tms_problem(n: int, seed: int) -> dict[str, Any]:
-    from slt_tms.data import OneHotUniform, empirical_loss, fixed_dataset
     from slt_tms.theory.critical_points import kgon
+    from slt_tms.tms import OneHotUniform, empirical_loss, fixed_dataset
 
     cp = kgon(6, 6)
     X = fixed_dataset(OneHotUniform(6), n, seed=seed)

@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from slt_tms._atomic import atomic_write_text
+from slt_tms.io.atomic import atomic_write_text
 from slt_tms.theory.symbolic import population_loss_flat
 
 __all__ = ["bench_evaluator", "bench_generation", "main"]

@@ -26,9 +26,9 @@ import time
 
 import torch
 
-from slt_tms._atomic import atomic_write_text
 from slt_tms.commands.phases import DEFAULT_GRID
 from slt_tms.estimators.hmc import HMCConfig
+from slt_tms.io.atomic import atomic_write_text
 from slt_tms.phases import occupancy, sample_posterior
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from slt_tms._atomic import atomic_write_text
+from slt_tms.io.atomic import atomic_write_text
 from slt_tms.theory import symbolic as S
 
 __all__ = ["main", "render"]

@@ -2,8 +2,17 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from slt_tms.data import OneHotUniform, SparseUniform, empirical_loss, fixed_dataset
-from slt_tms.tms import TMS, forward, num_params, pack, unpack
+from slt_tms.tms import (
+    TMS,
+    OneHotUniform,
+    SparseUniform,
+    empirical_loss,
+    fixed_dataset,
+    forward,
+    num_params,
+    pack,
+    unpack,
+)
 
 try:
     __version__ = version("slt_tms")

@@ -50,12 +50,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from slt_tms._atomic import atomic_write_text, save_figure
 from slt_tms._rng import spawn_seeds
-from slt_tms.data import OneHotUniform, empirical_loss, fixed_dataset
+from slt_tms.io.atomic import atomic_write_text, save_figure
 from slt_tms.sweep import Executor, load_result, run_sweep, task_key
 from slt_tms.theory.critical_point import CriticalPoint
-from slt_tms.tms import num_params, pack, unpack
+from slt_tms.tms import OneHotUniform, empirical_loss, fixed_dataset, num_params, pack, unpack
 
 __all__ = [
     "Classification",
@@ -106,7 +105,7 @@ class DynamicsConfig:
     c, r : int
         Features and hidden dimensions (6, 2).
     n : int
-        Size of the fixed training set of :class:`~slt_tms.data.OneHotUniform` samples (1000).
+        Size of the fixed training set of :class:`~slt_tms.tms.data.OneHotUniform` samples (1000).
     batch_size : int
         Minibatch size (20).
     lr : float

@@ -40,12 +40,11 @@ from scipy.optimize import brentq
 from scipy.special import lambertw
 
 from slt_tms._rng import spawn_seeds
-from slt_tms.data import OneHotUniform, empirical_loss
 from slt_tms.estimators.hmc import HMCConfig, HMCResult, HMCState, diagnostics
 from slt_tms.estimators.hmc import init as hmc_init
 from slt_tms.estimators.hmc import sample as hmc_sample
 from slt_tms.theory.critical_point import CriticalPoint
-from slt_tms.tms import num_params, unpack, validate_shape
+from slt_tms.tms import OneHotUniform, empirical_loss, num_params, unpack, validate_shape
 
 __all__ = [
     "UNCLASSIFIED",
@@ -594,7 +593,7 @@ def tms_potential(
 
     .. math:: U(w) = n L_n(w) + \tfrac12 \lVert w\rVert^2,
 
-    :math:`L_n` = :func:`slt_tms.data.empirical_loss` on the dataset ``x (n, c)``.
+    :math:`L_n` = :func:`slt_tms.tms.losses.empirical_loss` on the dataset ``x (n, c)``.
 
     Parameters
     ----------
@@ -712,7 +711,7 @@ def sample_posterior(
         float64 by default (energy errors of ``n L_n`` stay accurate at large ``n``).
     fast_loss : bool
         Evaluate :math:`n L_n` with the exact one-hot prefix-sum evaluator (:math:`O(c^2 \log n)` per
-        chain, equal to :func:`slt_tms.data.empirical_loss` in value and gradient; see
+        chain, equal to :func:`slt_tms.tms.losses.empirical_loss` in value and gradient; see
         :func:`sample_posterior_ladder`) instead of the dense :func:`tms_potential`.
 
     Returns
@@ -1222,7 +1221,7 @@ def plot_occupancy(
     Top panel: :math:`F_n(a) - \\min_b F_n(b)` of each predicted phase; bottom: the observed share of
     each phase (phases whose share never exceeds ``min_share`` are omitted), with the predicted
     crossovers as dashed lines and observed switch points with bootstrap intervals.
-    Returns the matplotlib figure (save it with :func:`slt_tms._atomic.save_figure`).
+    Returns the matplotlib figure (save it with :func:`slt_tms.io.atomic.save_figure`).
     """
     import matplotlib
 
@@ -1400,7 +1399,7 @@ class _OneHotSums:
     :math:`((\delta - a)\mu - b)^2`, and :math:`\delta\mu^2` elsewhere. With the :math:`\mu`'s of feature
     :math:`i` sorted and prefix sums of :math:`1, \mu, \mu^2`, each :math:`(i, j)` block is a closed-form
     quadratic in the three partial sums over the active set, located by binary search. Differentiable in
-    :math:`w` (the active set is locally constant), equal to :func:`slt_tms.data.empirical_loss` times
+    :math:`w` (the active set is locally constant), equal to :func:`slt_tms.tms.losses.empirical_loss` times
     ``n`` (tested).
 
     Datasets ``X[k]`` are restricted to their first ``sizes[h]`` rows (nested subsets).

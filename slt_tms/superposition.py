@@ -19,7 +19,7 @@ records its configuration, seed and run time, with a separate plotting function:
 
 The model is :math:`f(x) = \mathrm{act}(W^\top W x + b)` (:mod:`slt_tms.tms`), the data are sparse uniform
 (each :math:`x_i` is 0 with probability :math:`S`, else :math:`U[0, 1]`) and the loss is
-:math:`\sum_i I_i (x_i - f(x)_i)^2` (:mod:`slt_tms.data`). Training is :func:`slt_tms.train.train` with
+:math:`\sum_i I_i (x_i - f(x)_i)^2` (:mod:`slt_tms.tms.losses`). Training is :func:`slt_tms.train.train` with
 AdamW on fresh samples: all instances of an experiment (sparsities x restarts, or the whole grid) are
 stacked on the batch axis and each gets its own gradient. Each instance sees its own samples (the data
 callable draws per instance). Of the ``num_restarts`` random initialisations per setting, the one with the
@@ -1271,7 +1271,7 @@ def _label(res: GeometryResult) -> str:
 def plot_geometry(results: Sequence[GeometryResult], path: str) -> Any:
     r"""Draw the columns :math:`W_i` in the plane: one row per result (e.g. ReLU, linear), one column per
     sparsity; colour = feature index (dark = most important). Saved atomically as PNG; returns the path."""
-    from slt_tms._atomic import save_figure
+    from slt_tms.io.atomic import save_figure
 
     if len(results) == 0:
         raise ValueError("plot_geometry needs at least one GeometryResult")
@@ -1315,7 +1315,7 @@ def plot_phase_diagram(result: PhaseDiagramResult, path: str) -> Any:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    from slt_tms._atomic import save_figure
+    from slt_tms.io.atomic import save_figure
 
     plt = _plt()
     cmap = ListedColormap(_PHASE_COLORS)
@@ -1363,7 +1363,7 @@ def plot_phase_diagram(result: PhaseDiagramResult, path: str) -> Any:
 def plot_dimensionality(result: DimensionalityResult, path: str) -> Any:
     r"""Dimensions per feature :math:`m/\|W\|_F^2` (line) and per-feature :math:`D_i` (dots) against
     :math:`1/(1-S)` (log x), with the plateau fractions of :data:`PLATEAUS`. Saved atomically as PNG."""
-    from slt_tms._atomic import save_figure
+    from slt_tms.io.atomic import save_figure
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -1395,7 +1395,7 @@ def plot_swish(result: SwishResult, geometry_path: str, metrics_path: str) -> tu
     metrics against :math:`\gamma` (Procrustes distance to ReLU per sparsity with the ReLU
     restart-to-restart spread and the tolerance; number of represented features; largest dropped-column
     norm)."""
-    from slt_tms._atomic import save_figure
+    from slt_tms.io.atomic import save_figure
 
     p1 = plot_geometry([result.relu, *result.swish], geometry_path)
     plt = _plt()

@@ -57,8 +57,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from slt_tms._atomic import atomic_path, atomic_write_text
 from slt_tms._progress import progress_disabled
+from slt_tms.io.atomic import atomic_path, atomic_write_text
 
 __all__ = [
     "SweepError",

@@ -264,14 +264,14 @@ def test_classify_exact_critical_points_from_theory():
 
 
 def _nested_data(c=6, sizes=(10, 57, 300), K=2):
-    from slt_tms.data import OneHotUniform
+    from slt_tms.tms import OneHotUniform
 
     X = torch.stack([OneHotUniform(c).sample(max(sizes), torch.Generator().manual_seed(s)) for s in range(K)])
     return X.double(), list(sizes)
 
 
 def test_one_hot_sums_equal_empirical_loss_value_and_gradient():
-    from slt_tms.data import empirical_loss
+    from slt_tms.tms import empirical_loss
 
     X, sizes = _nested_data()
     sums = ph._OneHotSums(X, sizes)
@@ -291,7 +291,7 @@ def test_one_hot_sums_equal_empirical_loss_value_and_gradient():
 
 
 def test_swap_ratio_is_the_metropolis_ratio_of_the_two_posteriors():
-    from slt_tms.data import empirical_loss
+    from slt_tms.tms import empirical_loss
 
     X, sizes = _nested_data()
     sums = ph._OneHotSums(X, sizes)
@@ -386,7 +386,7 @@ def test_occupancy_end_to_end_small(tmp_path):
     csv_text = occ.to_csv()
     assert csv_text.splitlines()[0] == "n,phase,proportion,chain0,chain1"
     fig = ph.plot_occupancy(occ, [("4", pts[0].loss, 6.0), ("3+", pts[1].loss, 4.0)])
-    from slt_tms._atomic import save_figure
+    from slt_tms.io.atomic import save_figure
 
     save_figure(fig, tmp_path / "occ.png")
     assert (tmp_path / "occ.png").stat().st_size > 1000

@@ -9,9 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from slt_tms._atomic import atomic_write_text, save_figure
 from slt_tms.commands.reproduce import Stage, _summary, run_stages
-from slt_tms.report import write_report
+from slt_tms.io.atomic import atomic_write_text, save_figure
+from slt_tms.io.report import write_report
 
 
 def _stages(calls: list[str]):

@@ -639,7 +639,7 @@ def run_llc_critical(
     with its theoretical :math:`\lambda` where the theory has one). ``potential="population"`` uses the
     closed-form population loss :math:`L(w)` with nominal sample size ``n`` (default
     :data:`DEFAULT_CRITICAL_N`); ``"empirical"`` the empirical loss :math:`L_n` on ``n`` one-hot samples
-    (:class:`slt_tms.data.OneHotUniform`) drawn with a seed derived from ``seed`` (recorded).
+    (:class:`slt_tms.tms.data.OneHotUniform`) drawn with a seed derived from ``seed`` (recorded).
 
     Returns
     -------
@@ -647,8 +647,8 @@ def run_llc_critical(
         ``config["cli"]`` records the point (name, k, sigma, phi, c, loss, lambda_theory and its reason).
     """
     from slt_tms._rng import spawn_seeds
-    from slt_tms.data import OneHotUniform, fixed_dataset
     from slt_tms.theory.critical_points import kgon
+    from slt_tms.tms import OneHotUniform, fixed_dataset
 
     if potential not in POTENTIALS:
         raise ValueError(f"unknown --potential {potential!r}; allowed: {', '.join(POTENTIALS)}")

@@ -201,7 +201,7 @@ def _free_energy_figure(records, n_min: float, n_max: float, c: int):
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from slt_tms._atomic import atomic_write_text
+    from slt_tms.io.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
@@ -233,7 +233,7 @@ def _crossover_csv(pred: dict[str, Any]) -> str:
 # phases predict
 # ---------------------------------------------------------------------------------------------
 def _predict_handler(args: argparse.Namespace) -> int:
-    from slt_tms._atomic import atomic_write_text, save_figure
+    from slt_tms.io.atomic import atomic_write_text, save_figure
 
     if args.n_min < 2 or args.n_max <= args.n_min:
         raise ValueError(f"need 2 <= --n-min < --n-max, got {args.n_min}, {args.n_max}")
@@ -324,8 +324,8 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 # phases sample
 # ---------------------------------------------------------------------------------------------
 def _sample_handler(args: argparse.Namespace) -> int:
-    from slt_tms._atomic import atomic_write_text, save_figure
     from slt_tms.estimators.hmc import HMCConfig
+    from slt_tms.io.atomic import atomic_write_text, save_figure
     from slt_tms.phases import occupancy, plot_occupancy
 
     grid = sorted(set(args.n or DEFAULT_GRID))

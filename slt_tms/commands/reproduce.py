@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slt_tms._atomic import atomic_write_text
+from slt_tms.io.atomic import atomic_write_text
 
 __all__ = ["PROFILES", "STAGES", "Stage", "StageOutcome", "register", "run_stages"]
 
@@ -264,7 +264,7 @@ def run_stages(
 
 
 def _summary(outcomes: Sequence[StageOutcome], profile: str, seed: int) -> dict[str, Any]:
-    from slt_tms.report import package_versions
+    from slt_tms.io.report import package_versions
 
     descriptions = {s.name: s.description for s in STAGES}
     return {
@@ -283,7 +283,7 @@ def _summary(outcomes: Sequence[StageOutcome], profile: str, seed: int) -> dict[
 def _handler(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
-    from slt_tms.report import write_report
+    from slt_tms.io.report import write_report
 
     t0 = time.perf_counter()
     outcomes = run_stages(args.out, args.profile, seed=args.seed, quiet=args.quiet, only=args.only,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slt_tms._atomic import atomic_write_text
+from slt_tms.io.atomic import atomic_write_text
 
 __all__ = ["FIGURES", "register", "run_figure"]
 

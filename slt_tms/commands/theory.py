@@ -129,7 +129,7 @@ def _critical_points_handler(args: argparse.Namespace) -> int:
         if notes:
             text += "\nlambda_theory n/a because:\n" + "\n".join(f"  - {n}" for n in notes) + "\n"
     if args.output:
-        from slt_tms._atomic import atomic_write_text
+        from slt_tms.io.atomic import atomic_write_text
 
         atomic_write_text(args.output, text)
     else:

@@ -28,11 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from slt_tms._atomic import atomic_write_text, save_figure
 from slt_tms._rng import spawn_seeds
-from slt_tms.data import OneHotUniform, SparseUniform, fixed_dataset, geometric_importance
 from slt_tms.io import save_checkpoint
-from slt_tms.tms import ACTIVATIONS, TMS
+from slt_tms.io.atomic import atomic_write_text, save_figure
+from slt_tms.tms import ACTIVATIONS, TMS, OneHotUniform, SparseUniform, fixed_dataset, geometric_importance
 from slt_tms.train import OPTIMIZERS, Trajectory, train
 
 __all__ = ["DISTRIBUTIONS", "plot_loss_curve", "register", "run_train"]
@@ -103,7 +102,8 @@ def run_train(
     out : path-like
         Output directory (created; existing files of the same names are replaced).
     distribution : {"onehot", "sparse"}
-        :class:`~slt_tms.data.OneHotUniform` or :class:`~slt_tms.data.SparseUniform` (needs ``sparsity``).
+        :class:`~slt_tms.tms.data.OneHotUniform` or :class:`~slt_tms.tms.data.SparseUniform`
+        (needs ``sparsity``).
     n : int, optional
         Size of a fixed training set; None trains on fresh samples every step.
     Other parameters are those of :func:`slt_tms.train.train`.

@@ -142,45 +142,6 @@ def module_potential(
     return f, w_star
 
 
-def tms_empirical_vg(
-    c: int, r: int, activation: str = "relu", gamma: float = 1.0, weight: float = 1.0
-) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    r"""Closed-form value and gradient of the TMS empirical loss, batched over chains.
-
-    .. math::
-
-        L_B(w) = \frac{\omega}{m} \sum_{k=1}^m \lVert \mathrm{act}(x_k W^\top W + b) - x_k\rVert^2
-
-    (:math:`\omega` = ``weight``: 1 for :func:`slt_tms.data.empirical_loss`, :math:`1/c` for
-    ``F.mse_loss`` of a :class:`slt_tms.tms.TMS` module on its own inputs; ReLU gradient formula in the
-    module docstring, all activations of :mod:`slt_tms.tms` are supported). The
-    gradient is :func:`slt_tms.train._residual_and_grad` (shared with training, tested against autograd
-    there and in ``tests/estimators/test_llc.py``); the value is the mean over rows of the squared residual
-    it returns (no second forward pass). Returns ``vg(w (C, d), x) -> (loss (C,), grad (C, d))`` with
-    ``x`` either shared ``(m, c)`` or per chain ``(C, m, c)``. Shapes are not re-validated per call (the
-    caller checked them once).
-    """
-    from slt_tms.train import _residual_and_grad
-
-    scales: dict[tuple, Tensor] = {}
-
-    def vg(w: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        m = x.shape[-2]
-        key = (m, x.dtype, x.device)
-        scale = scales.get(key)
-        if scale is None:  # d/df of (w/m) sum_k |f_k - x_k|^2 is (2 w/m)(f - x)
-            scale = scales[key] = torch.full((), 2.0 * weight / m, dtype=x.dtype, device=x.device)
-        with torch.no_grad():
-            w = w.detach()
-            residual, grad = _residual_and_grad(w, x, scale, c, r, activation, gamma)
-            loss = residual.square_().sum(-1).mean(-1)
-            if weight != 1.0:
-                loss = loss.mul_(weight)
-        return loss, grad
-
-    return vg
-
-
 def _autograd_vg(
     f_batched: Callable[[Tensor, Any], Tensor],
 ) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:

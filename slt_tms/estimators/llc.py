@@ -39,12 +39,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from slt_tms._atomic import atomic_path, atomic_write_text
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators import _potentials
 from slt_tms.estimators import diagnostics as _diag
 from slt_tms.estimators.calibration import CalibrationResult, calibrate_step_size
 from slt_tms.estimators.sgld import SGLDConfig, _default_block, sample
+from slt_tms.io.atomic import atomic_path, atomic_write_text
+from slt_tms.tms.losses import empirical_value_and_grad
 
 __all__ = ["LLCResult", "default_nbeta", "estimate_llc"]
 
@@ -271,7 +272,7 @@ def _tms_module_vg(module: nn.Module, loss: Any, tensors: tuple[Tensor, ...]) ->
     names = [k for k, p in module.named_parameters() if p.requires_grad]
     if names != ["W", "b"] or tensors[0].ndim != 2 or tensors[0].shape[1] != module.c:
         return None
-    return _potentials.tms_empirical_vg(
+    return empirical_value_and_grad(
         module.c, module.r, module.activation, module.gamma, weight=1.0 / module.c
     )
 
@@ -343,7 +344,7 @@ def _resolve_source(
                 batch_size=None, n=n, description=f"TMS population loss at critical point {cp.name} (c={c})",
             )
             return built, None
-        from slt_tms.data import empirical_loss
+        from slt_tms.tms import empirical_loss
 
         if len(tensors) != 1 or tensors[0].ndim != 2 or tensors[0].shape[1] != c:
             raise ValueError(f"TMS data must be one tensor of inputs with shape (n, {c})")
@@ -351,7 +352,7 @@ def _resolve_source(
         built = _potentials.build(
             f_batched=lambda w, x: empirical_loss(w, x, c, r), f_single=None, w_star=w0, data=tensors,
             batch_size=batch_size, n=n, native_chain_batches=True,
-            vg_batched=_potentials.tms_empirical_vg(c, r),
+            vg_batched=empirical_value_and_grad(c, r),
             description=f"TMS empirical loss at critical point {cp.name} (c={c}, n={tensors[0].shape[0]})",
         )
         return built, tensors[0].shape[0]

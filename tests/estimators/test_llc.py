@@ -245,7 +245,7 @@ def _square_4gon():
 
 
 def test_tms_critical_point_population_and_empirical():
-    from slt_tms.data import OneHotUniform, fixed_dataset
+    from slt_tms.tms import OneHotUniform, fixed_dataset
 
     cp = _square_4gon()
     kw = dict(step_size=1e-5, num_chains=2, num_draws=100, num_burnin=20, progress=False)
@@ -304,9 +304,9 @@ def test_tms_critical_points_population_default_settings(name, c):
 def test_tms_closed_form_value_and_gradient_equal_autograd(per_chain):
     """The closed-form TMS gradient used for CriticalPoint + data equals autograd of empirical_loss
     (float64, 1e-10), at the 6-gon and at random points, for shared and per-chain minibatches."""
-    from slt_tms.data import OneHotUniform, empirical_loss, fixed_dataset
-    from slt_tms.estimators._potentials import tms_empirical_vg
     from slt_tms.theory.critical_points import kgon
+    from slt_tms.tms import OneHotUniform, empirical_loss, fixed_dataset
+    from slt_tms.tms.losses import empirical_value_and_grad as tms_empirical_vg
 
     c, r, C = 6, 2, 4
     cp = kgon(6, 6)

@@ -17,10 +17,9 @@ import torch
 from scipy.integrate import quad
 
 from slt_tms.cli import main as cli_main
-from slt_tms.data import OneHotUniform, empirical_loss
 from slt_tms.theory import symbolic as S
 from slt_tms.theory._codegen import numpy_indicator, piecewise_function
-from slt_tms.tms import forward, pack
+from slt_tms.tms import OneHotUniform, empirical_loss, forward, pack
 
 A, B, MU = S.symbols()
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from slt_tms._atomic import atomic_path
+from slt_tms.io.atomic import atomic_path
 from slt_tms.tms import ACTIVATIONS, TMS, activation_fn, num_params, pack, validate_shape
 
 __all__ = [

@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from slt_tms._atomic import atomic_write_text
+from slt_tms.io.atomic import atomic_write_text
 
 __all__ = ["package_versions", "write_report"]
 

@@ -1,15 +1,13 @@
-r"""Input distributions, fixed datasets and the importance-weighted squared-error loss.
+r"""Input distributions and fixed datasets of the TMS.
 
-Distributions (THEORY.md §2)
-----------------------------
+Distributions
+-------------
 * :class:`OneHotUniform` (the TMS paper, eq. 2): pick :math:`i` uniformly in :math:`\{1..c\}`,
   :math:`\mu \sim U[0,1]`, :math:`x = \mu e_i`. Target :math:`y = x`.
 * :class:`SparseUniform` (Elhage et al. 2022): each coordinate is independently 0 with probability
   :math:`S` (the sparsity), otherwise :math:`U[0,1]`; importance weights :math:`I_i`.
 
-Loss (THEORY.md §3), squared error, NOT halved:
-
-.. math:: L_n(w) = \frac1n \sum_{k=1}^n \sum_{i=1}^c I_i \,(x_{k,i} - f(x_k; w)_i)^2 .
+The losses on these inputs live in :mod:`slt_tms.tms.losses`.
 """
 
 from __future__ import annotations
@@ -20,25 +18,24 @@ import torch
 from torch import Tensor
 
 from slt_tms._rng import SeedLike, as_generator
-from slt_tms.tms import forward, validate_shape
+from slt_tms.tms.model import validate_shape
+from slt_tms.validation import check_int
 
 __all__ = [
     "OneHotUniform",
     "SparseUniform",
-    "empirical_loss",
+    "check_importance",
     "fixed_dataset",
     "geometric_importance",
-    "weighted_sq_error",
 ]
 
 
 def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of samples n must be a positive integer, got {n!r}")
-    return n
+    return check_int("the number of samples n", n, minimum=1)
 
 
-def _check_importance(importance: Tensor | None, c: int) -> Tensor:
+def check_importance(importance: Tensor | None, c: int) -> Tensor:
+    """Validate importance weights :math:`I` of shape ``(c,)`` (finite, non-negative); None means ones."""
     if importance is None:
         return torch.ones(c)
     imp = torch.as_tensor(importance)
@@ -124,7 +121,7 @@ class SparseUniform:
         if isinstance(s, bool) or not isinstance(s, int | float) or not (0.0 <= float(s) < 1.0):
             raise ValueError(f"sparsity must be a number in [0, 1), got {s!r}")
         object.__setattr__(self, "sparsity", float(s))
-        object.__setattr__(self, "importance", _check_importance(self.importance, self.c))
+        object.__setattr__(self, "importance", check_importance(self.importance, self.c))
 
     @property
     def density(self) -> float:
@@ -142,44 +139,3 @@ class SparseUniform:
 def fixed_dataset(dist: OneHotUniform | SparseUniform, n: int, seed: SeedLike = 0) -> Tensor:
     """A fixed training set of ``n`` samples drawn from ``dist`` with ``seed`` (shape ``(n, c)``)."""
     return dist.sample(_check_n(n), as_generator(seed))
-
-
-def weighted_sq_error(pred: Tensor, x: Tensor, importance: Tensor | None = None) -> Tensor:
-    r"""Mean over samples of :math:`\sum_i I_i (x_i - \hat x_i)^2` (not halved).
-
-    ``pred`` has shape ``(*B, n, c)``; ``x`` has shape ``(n, c)`` or ``(*B, n, c)``. Returns ``(*B,)``.
-    """
-    if pred.shape[-1] != x.shape[-1]:
-        raise ValueError(f"prediction and input widths differ: {pred.shape[-1]} vs {x.shape[-1]}")
-    sq = (x - pred) ** 2
-    if importance is not None:
-        sq = sq * importance.to(sq)
-    return sq.sum(-1).mean(-1)
-
-
-def empirical_loss(
-    w: Tensor,
-    x: Tensor,
-    c: int,
-    r: int,
-    activation: str = "relu",
-    gamma: float = 1.0,
-    importance: Tensor | None = None,
-) -> Tensor:
-    r"""Empirical loss :math:`L_n(w)` of flat parameters ``w (*B, d)`` on data ``x (n, c)``.
-
-    .. math:: L_n(w) = \frac1n \sum_k \sum_i I_i (x_{k,i} - f(x_k; w)_i)^2
-
-    Returns a tensor of shape ``(*B,)``, differentiable in ``w``.
-
-    Examples
-    --------
-    >>> from slt_tms.tms import pack
-    >>> w = pack(torch.zeros(2, 3), -torch.ones(3))   # everything dead: f = 0
-    >>> x = torch.tensor([[0.5, 0.0, 0.0]])
-    >>> float(empirical_loss(w, x, c=3, r=2))
-    0.25
-    """
-    if importance is not None:
-        importance = _check_importance(importance, c)
-    return weighted_sq_error(forward(w, x, c, r, activation, gamma), x, importance)

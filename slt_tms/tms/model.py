@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from slt_tms.validation import check_int
+
 __all__ = [
     "ACTIVATIONS",
     "TMS",
@@ -47,9 +49,8 @@ def validate_shape(c: int, r: int) -> None:
     ValueError
         If either is not an integer >= 1.
     """
-    for name, v in (("c (number of features)", c), ("r (hidden dimensions)", r)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    check_int("c (number of features)", c, minimum=1)
+    check_int("r (hidden dimensions)", r, minimum=1)
 
 
 def num_params(c: int, r: int) -> int:

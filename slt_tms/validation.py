@@ -1,0 +1,115 @@
+"""Input validation shared by the whole package: one message style, one place.
+
+Every public function checks its arguments on entry with these helpers and raises :class:`ValueError`
+with a message that names the argument, what was expected and what was given.
+
+Examples
+--------
+>>> check_int("num_chains", 4, minimum=1)
+4
+>>> check_int("num_chains", 0, minimum=1)
+Traceback (most recent call last):
+...
+ValueError: num_chains must be an integer >= 1 (a positive integer), got 0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "check_choice",
+    "check_float",
+    "check_int",
+    "check_probability",
+    "check_seed",
+]
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as an ``int`` if it is an integer (not a bool) within ``[minimum, maximum]``."""
+    ok = not isinstance(value, bool) and isinstance(value, int | np.integer)
+    if ok and minimum is not None and value < minimum:
+        ok = False
+    if ok and maximum is not None and value > maximum:
+        ok = False
+    if not ok:
+        if minimum is not None and maximum is not None:
+            want = f"an integer in [{minimum}, {maximum}]"
+        elif minimum == 1:
+            want = "an integer >= 1 (a positive integer)"
+        elif minimum is not None:
+            want = f"an integer >= {minimum}"
+        elif maximum is not None:
+            want = f"an integer <= {maximum}"
+        else:
+            want = "an integer"
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    return int(value)
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    positive: bool = False,
+    nonnegative: bool = False,
+    finite: bool = True,
+    lower: float | None = None,
+    upper: float | None = None,
+) -> float:
+    """Return ``value`` as a ``float`` after checking it is a real number with the stated properties.
+
+    NaN is always refused (it would silently switch comparisons off); ``finite=False`` admits +-inf.
+    """
+    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
+    v = float(value) if ok else math.nan
+    if ok and math.isnan(v):
+        ok = False
+    if ok and finite and not math.isfinite(v):
+        ok = False
+    if ok and positive and not v > 0:
+        ok = False
+    if ok and nonnegative and not v >= 0:
+        ok = False
+    if ok and lower is not None and v < lower:
+        ok = False
+    if ok and upper is not None and v > upper:
+        ok = False
+    if not ok:
+        parts = ["finite" if finite else "non-NaN"]
+        if positive:
+            parts.append("positive")
+        if nonnegative:
+            parts.append("non-negative")
+        want = " ".join(parts) + " number"
+        if lower is not None or upper is not None:
+            want += f" in [{'-inf' if lower is None else lower}, {'inf' if upper is None else upper}]"
+        raise ValueError(f"{name} must be a {want}, got {value!r}")
+    return v
+
+
+def check_probability(name: str, value: Any, *, open_interval: bool = True) -> float:
+    """A number in ``(0, 1)`` (or ``[0, 1]`` with ``open_interval=False``)."""
+    v = check_float(name, value)
+    if (open_interval and not 0.0 < v < 1.0) or (not open_interval and not 0.0 <= v <= 1.0):
+        interval = "(0, 1)" if open_interval else "[0, 1]"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return v
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A non-negative integer seed."""
+    return check_int(name, value, minimum=0)
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``allowed``; the error lists the allowed values."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(repr(a) for a in allowed)}")
+    return value
