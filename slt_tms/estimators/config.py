@@ -16,12 +16,12 @@ from slt_tms.validation import check_choice, check_float, check_int, check_proba
 
 __all__ = ["FIELD_HELP", "KERNEL_DEFAULT_ACCEPT", "SAMPLERS", "LLCConfig", "default_nbeta"]
 
-#: Samplers the estimator can use; "auto" = a Metropolis-adjusted kernel (MALA) where the full loss is
+#: Samplers the estimator can use; "auto" = a Metropolis-adjusted kernel (HMC) where the full loss is
 #: available (population and full-batch potentials), SGLD for minibatch and streamed potentials.
 SAMPLERS: tuple[str, ...] = ("auto", "mala", "hmc", "sgld")
 
 #: Dual-averaging targets when ``target_accept`` is None (see :mod:`slt_tms.samplers.adaptation`).
-KERNEL_DEFAULT_ACCEPT: dict[str, float] = {"mala": 0.574, "hmc": 0.8, "sgld": 0.9}
+KERNEL_DEFAULT_ACCEPT: dict[str, float] = {"mala": 0.9, "hmc": 0.9, "sgld": 0.9}
 
 
 def default_nbeta(n: int) -> float:
@@ -38,8 +38,8 @@ def default_nbeta(n: int) -> float:
 
 #: One line of help per field: the CLI flags and the docs table are generated from it.
 FIELD_HELP: dict[str, str] = {
-    "sampler": "kernel: 'auto' (MALA for population/full-batch losses, SGLD for minibatches), 'mala', "
-               "'hmc' or 'sgld'",
+    "sampler": "kernel: 'auto' (HMC for population/full-batch losses, SGLD for minibatches), 'hmc', "
+               "'mala' or 'sgld'",
     "num_chains": "independent chains (R-hat needs at least 2)",
     "num_burnin": "warmup transitions per chain (step size and metric adaptation), discarded",
     "num_draws": "kept draws per chain; None samples in blocks until converged (or max_draws)",
@@ -48,7 +48,7 @@ FIELD_HELP: dict[str, str] = {
     "target_rhat": "convergence: split R-hat of the lambda trace at most this",
     "target_ess": "convergence: bulk ESS of the lambda trace at least this",
     "step_size": "step size; None adapts it during the warmup",
-    "target_accept": "dual-averaging acceptance target; None: 0.574 (MALA), 0.8 (HMC), 0.9 (SGLD)",
+    "target_accept": "dual-averaging acceptance target; None: 0.9 (every kernel)",
     "num_leapfrog": "mean leapfrog steps per HMC transition",
     "adapt_metric": "adapt a diagonal metric in the warmup (MALA/HMC)",
     "nbeta": "inverse temperature times n; None: n / log n",

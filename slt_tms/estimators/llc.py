@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -48,13 +47,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from slt_tms._progress import progress_bar
-from slt_tms._rng import spawn_seeds
-from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, default_nbeta
+from slt_tms.estimators.config import LLCConfig, default_nbeta
+from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.result import AsymptoticFit, LLCResult
 from slt_tms.potentials import as_potential
-from slt_tms.samplers import HMC, MALA, SGLD, BatchSupply, ChainStreams, RMSProp, Tempered, Warmup, run_chains
-from slt_tms.samplers import diagnostics as diag
 from slt_tms.validation import check_seed
 
 __all__ = ["LLCConfig", "LLCResult", "default_nbeta", "estimate_llc", "fit_asymptotic"]
@@ -192,9 +188,10 @@ def estimate_llc(
         raise ValueError(f"init must be a tensor of shape (num_chains, d) = ({cfg.num_chains}, "
                          f"{pot.w_star.numel()}), got {tuple(getattr(init, 'shape', ()))}")
     if cfg.ladder is None:
-        return _estimate_at(pot, cfg, nbeta0, n_eff, anchor, init, seed, progress)
-    rungs = [_estimate_at(pot, cfg, nbeta0 * m, n_eff, anchor, init, seed, progress, warn=False)
-             for m in cfg.ladder]
+        return run_groups(pot, [Group(pot.w_star, anchor, nbeta0, seed, init)], cfg, n=n_eff,
+                          progress=progress)[0]
+    rungs = run_groups(pot, [Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m})
+                             for m in cfg.ladder], cfg, n=n_eff, progress=progress, warn=False)
     fit = fit_asymptotic([r.nbeta for r in rungs], [r.llc for r in rungs], [r.se for r in rungs],
                          [r.converged for r in rungs])
     main = next((r for r, m in zip(rungs, cfg.ladder, strict=True) if m == 1.0), rungs[0])
@@ -204,9 +201,7 @@ def estimate_llc(
                       f"{fit.llc:.4g} +/- {fit.se:.4g} inherits that", RuntimeWarning, stacklevel=2)
     cfg_rec = {**main.config, "rungs": [r.to_dict(traces=False) for r in rungs]}
     return dataclasses.replace(main, asymptotic=fit, flags=flags, config=cfg_rec,
-                               num_grads=sum(r.num_grads for r in rungs),
-                               seconds=sum(r.seconds for r in rungs),
-                               cpu_seconds=sum(r.cpu_seconds for r in rungs))
+                               num_grads=max(r.num_grads for r in rungs))
 
 
 def fit_asymptotic(nbeta: Sequence[float], estimates: Sequence[float], errors: Sequence[float],
@@ -240,199 +235,3 @@ def fit_asymptotic(nbeta: Sequence[float], estimates: Sequence[float], errors: S
     return AsymptoticFit(float(beta[0]), float(math.sqrt(cov[0, 0])), float(beta[1]), chi2,
                          tuple(float(v) for v in nbeta), tuple(float(v) for v in y),
                          tuple(float(v) for v in se), conv)
-
-
-def _kernel(cfg: LLCConfig, batches: BatchSupply) -> Any:
-    name = cfg.sampler
-    if name == "auto":
-        name = "mala" if batches.exact else "sgld"
-    if name in ("mala", "hmc") and not batches.exact:
-        raise ValueError(f"sampler={name!r} needs the full loss at every step, but the data are "
-                         f"{'streamed from a DataLoader' if batches.kind == 'stream' else 'minibatched'}; "
-                         "use sampler='sgld' (or full-batch tensors)")
-    if name == "mala":
-        return MALA()
-    if name == "hmc":
-        return HMC(num_leapfrog=cfg.num_leapfrog)
-    return SGLD()
-
-
-def _initial_step_size(kernel: Any, target: Tempered, w: Tensor, batches: BatchSupply,
-                       streams: ChainStreams) -> Tensor:
-    r"""Per-chain first step size: halve (or double) from :math:`1/n\beta` until the acceptance of one
-    Langevin proposal from the anchor crosses 0.5 (Hoffman & Gelman 2014, Algorithm 4, for MALA)."""
-    probe = MALA()
-    C = w.shape[0]
-    eps = torch.full((C,), 1.0 / max(target.nbeta, 1e-12), dtype=w.dtype, device=w.device)
-    draws = streams.next()
-    batch = batches(draws)
-    state = probe.init(w, target, batch)
-    _, info = probe.step(state, target, eps, batch, draws)
-    direction = torch.where(info.accept_prob > 0.5, 2.0, 0.5).to(w.dtype)
-    done = torch.zeros(C, dtype=torch.bool, device=w.device)
-    for _ in range(60):
-        trial = torch.where(done, eps, eps * direction)
-        _, info = probe.step(state, target, trial, batch, draws)
-        crossed = torch.where(direction > 1, info.accept_prob < 0.5, info.accept_prob >= 0.5)
-        eps = torch.where(done | (crossed & (direction > 1)), eps, trial)
-        done = done | crossed
-        if bool(done.all()):
-            break
-    return eps
-
-
-def _estimate_at(pot: Any, cfg: LLCConfig, nbeta: float, n: int, anchor: float, init: Tensor | None,
-                 seed: int, progress: bool | None, *, warn: bool = True) -> LLCResult:
-    t0, c0 = time.perf_counter(), time.process_time()
-    w_star = pot.w_star
-    d = int(w_star.numel())
-    C = cfg.num_chains
-    threshold = cfg.divergence_threshold if cfg.divergence_threshold is not None else max(1e4, 100.0 * d)
-    batches = BatchSupply(pot.data, cfg.batch_size)
-    kernel = _kernel(cfg, batches)
-    target = Tempered(pot, float(nbeta), float(cfg.localization), w_star)
-    chain_seeds = spawn_seeds(seed, C)
-    streams = ChainStreams(chain_seeds, d, w_star.dtype, w_star.device,
-                           num_rows=None if pot.data is None else pot.data.num_rows, batch_size=batches.batch_size)
-    w0 = w_star.expand(C, d).clone() if init is None else init.detach().to(w_star)
-    budget = cfg.num_draws if cfg.num_draws is not None else cfg.max_draws
-    bias_steps = budget if (kernel.name == "sgld" and cfg.bias_check) else 0
-    bar = progress_bar(total=cfg.num_burnin + budget, desc=f"LLC ({kernel.name}, nbeta={nbeta:.4g})",
-                       enabled=progress)
-    try:
-        if cfg.step_size is not None:
-            eps = torch.full((C,), float(cfg.step_size), dtype=w_star.dtype, device=w_star.device)
-        else:
-            eps = _initial_step_size(kernel, target, w0, batches, streams)
-        first = batches(None) if batches.exact else None
-        state = kernel.init(w0, target, first)
-        grads = 0
-        metric = None
-        accept_target = cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name]
-        if cfg.num_burnin > 0:
-            warm = Warmup(cfg.num_burnin, None if cfg.step_size is not None else accept_target,
-                          adapt_metric=cfg.adapt_metric and kernel.exact,
-                          rmsprop=RMSProp() if (kernel.name == "sgld" and cfg.preconditioner == "rmsprop") else None)
-            res = run_chains(kernel, target, state, num_steps=cfg.num_burnin, streams=streams, batches=batches,
-                             step_size=eps, warmup=warm, record=(), bar=bar)
-            state, eps, metric, grads = res.state, res.step_size, res.metric, res.num_grads
-        losses: list[np.ndarray] = []
-        accepts: list[np.ndarray] = []
-        bad = np.zeros(C, dtype=bool)
-        total = 0
-        rhat = ess = math.nan
-        block = cfg.num_draws if cfg.num_draws is not None else cfg.draws_per_block
-        while total < budget:
-            steps = min(block, budget - total)
-            res = run_chains(kernel, target, state, num_steps=steps, streams=streams, batches=batches,
-                             step_size=eps, metric=metric, record=("loss", "accept_prob"), bar=bar)
-            state, grads = res.state, grads + res.num_grads
-            losses.append(res.records["loss"])
-            accepts.append(res.records["accept_prob"])
-            total += steps
-            llc_block = nbeta * (res.records["loss"] - anchor)
-            bad |= diag.divergence_flags(llc_block, threshold)
-            if bad.all():
-                break
-            llc_all = nbeta * (np.concatenate(losses, axis=1)[~bad] - anchor)
-            rhat, ess = diag.rhat(llc_all), diag.ess(llc_all)
-            if cfg.num_draws is None and rhat <= cfg.target_rhat and ess >= cfg.target_ess:
-                break
-        bar.total = bar.n  # the budget was not all needed: close the bar at what ran
-        loss_kept = np.concatenate(losses, axis=1)
-        acc_kept = np.concatenate(accepts, axis=1)
-        if bad.all():
-            raise ValueError(
-                f"all {C} chains diverged (non-finite loss or nbeta*(L - L*) > {threshold:g}) at step size "
-                f"{float(eps.mean()):.3g}; use a smaller step_size (or step_size=None to adapt it), a larger "
-                "localization, or check the potential near w*")
-        good = ~bad
-        with np.errstate(over="ignore", invalid="ignore"):
-            llc_draws = nbeta * (loss_kept - anchor)
-        x = llc_draws[good]
-        llc_hat = float(np.mean(x))
-        se = diag.mcse_mean(x)
-        if not math.isfinite(rhat):
-            rhat, ess = diag.rhat(x), diag.ess(x)
-        with np.errstate(invalid="ignore"):
-            per_chain = np.where(good, np.mean(llc_draws, axis=1), np.nan)
-        frac_below = float(np.mean(loss_kept[good] < anchor))
-        acceptance = diag.mala_acceptance(acc_kept[good])
-        bias = None
-        if bias_steps:
-            bias = _bias_check(kernel, target, state, streams, batches, eps, metric, cfg, nbeta, anchor, llc_hat,
-                               se, total, seed)
-            grads += bias.pop("num_grads")
-    finally:
-        bar.close()
-    converged = bool(rhat <= cfg.target_rhat and ess >= cfg.target_ess)
-    flags = []
-    if not converged:
-        flags.append(f"not converged: R-hat {rhat:.3f} (target <= {cfg.target_rhat}), ESS {ess:.0f} "
-                     f"(target >= {cfg.target_ess:.0f}) after {total} draws per chain")
-    if batches.exact and frac_below > cfg.escape_fraction:
-        flags.append(f"chains escaped: {frac_below:.0%} of the draws have L < L(w*): w* is not a local "
-                     "minimum at this temperature; the number is not an LLC of w* (raise n/nbeta or the "
-                     "localization, or move w* to a minimum)")
-    elif llc_hat < 0:
-        flags.append(f"negative estimate ({frac_below:.0%} of draws below L(w*)): w* is not near a minimum")
-    if bad.any():
-        flags.append(f"{int(bad.sum())} of {C} chains diverged (excluded: {np.flatnonzero(bad).tolist()})")
-    if bias is not None and abs(bias["difference"]) > 3 * bias["se_difference"]:
-        flags.append(f"SGLD discretisation bias: half the step gives {bias['llc_half_step']:.4g} "
-                     f"(difference {bias['difference']:.3g} +/- {bias['se_difference']:.2g}); use a smaller "
-                     "step_size, a larger batch_size, or full batch")
-    if warn and flags:
-        warnings.warn("LLC estimate " + f"{llc_hat:.4g} +/- {se:.2g} is not trustworthy: " + "; ".join(flags),
-                      RuntimeWarning, stacklevel=3)
-    idata = diag.inference_data({"llc": llc_draws, "loss": loss_kept}, {"accept_prob": acc_kept})
-    eps_np = eps.detach().cpu().double().numpy()
-    record = {
-        **cfg.to_dict(),
-        "description": pot.description,
-        "potential": getattr(pot, "info", {}),
-        "kind": batches.kind,
-        "d": d,
-        "n": n,
-        "nbeta_used": nbeta,
-        "anchor_loss": anchor,
-        "divergence_threshold": threshold,
-        "sampler_used": kernel.name,
-        "step_size_per_chain": eps_np.tolist(),
-        "step_size_mean": float(eps_np.mean()),
-        "target_accept_used": cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name],
-        "chain_seeds": chain_seeds,
-        "dtype": str(w_star.dtype),
-        "device": str(w_star.device),
-        "block": streams.block,
-    }
-    return LLCResult(
-        llc=llc_hat, se=se, rhat=float(rhat), ess=float(ess), converged=converged, flags=tuple(flags),
-        estimand=(f"localized tempered posterior mean of nbeta*(L - L(w*)) at nbeta = {nbeta:.6g}, "
-                  f"localization {cfg.localization:g} (approaches lambda as nbeta grows)"),
-        nbeta=float(nbeta), n=n, anchor_loss=anchor, sampler=kernel.name, acceptance=acceptance,
-        frac_below_anchor=frac_below, llc_per_chain=per_chain, diverged=bad, num_draws=total, num_grads=grads,
-        seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0, bias_check=bias,
-        trace=idata, config=record, seed=seed,
-    )
-
-
-def _bias_check(kernel: Any, target: Tempered, state: Any, streams: ChainStreams, batches: BatchSupply,
-                eps: Tensor, metric: Tensor | None, cfg: LLCConfig, nbeta: float, anchor: float,
-                llc_hat: float, se: float, steps: int, seed: int) -> dict[str, Any]:
-    """SGLD at half the step from the main run's final state (fresh streams from the same root seed)."""
-    C, d = state.w.shape
-    check_streams = ChainStreams(spawn_seeds(spawn_seeds(seed, 2)[1], C), d, state.w.dtype, state.w.device,
-                                 num_rows=streams.num_rows, batch_size=batches.batch_size)
-    half = eps / 2
-    burn = run_chains(kernel, target, kernel.init(state.w, target, None), num_steps=max(cfg.num_burnin, 10),
-                      streams=check_streams, batches=batches, step_size=half, metric=metric, record=())
-    res = run_chains(kernel, target, burn.state, num_steps=steps, streams=check_streams, batches=batches,
-                     step_size=half, metric=metric, record=("loss",))
-    x = nbeta * (res.records["loss"] - anchor)
-    x = x[np.all(np.isfinite(x), axis=1)]
-    llc_half = float(np.mean(x)) if x.size else math.nan
-    se_half = diag.mcse_mean(x) if x.size else math.nan
-    return {"llc_half_step": llc_half, "se_half_step": se_half, "difference": llc_hat - llc_half,
-            "se_difference": math.sqrt(se * se + se_half * se_half), "half_step_draws": steps,
-            "num_grads": burn.num_grads + res.num_grads}

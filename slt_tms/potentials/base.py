@@ -267,8 +267,10 @@ def _autograd_vg(fn: Callable[[Tensor, Any], Tensor]) -> Callable[[Tensor, Any],
     def vg(w: Tensor, rows: Any) -> tuple[Tensor, Tensor]:
         wr = w.detach().requires_grad_(True)
         val = fn(wr, rows)
-        (g,) = torch.autograd.grad(val.sum(), wr)
-        return val.detach(), g
+        if not val.requires_grad:  # a loss that does not depend on w
+            return val.detach(), torch.zeros_like(wr)
+        (g,) = torch.autograd.grad(val.sum(), wr, allow_unused=True)
+        return val.detach(), torch.zeros_like(wr) if g is None else g
 
     return vg
 

@@ -13,7 +13,7 @@
 
 from slt_tms.samplers import diagnostics
 from slt_tms.samplers.adaptation import DualAveraging, MetricWindows
-from slt_tms.samplers.base import BatchSupply, ChainStreams, Draws, Evaluation, Tempered
+from slt_tms.samplers.base import BatchSupply, ChainStreams, Draws, Evaluation, Tempered, select_state
 from slt_tms.samplers.exchange import exchange, swap_rungs
 from slt_tms.samplers.hmc import HMC
 from slt_tms.samplers.mala import MALA
@@ -40,5 +40,6 @@ __all__ = [
     "exchange",
     "run_chains",
     "sample",
+    "select_state",
     "swap_rungs",
 ]

@@ -36,6 +36,7 @@ block: normals ``(block, d)``, uniforms ``(block, 2)``, then minibatch indices `
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -45,7 +46,7 @@ from torch import Tensor
 
 from slt_tms.potentials import Batch, DataSource
 
-__all__ = ["BatchSupply", "ChainStreams", "Draws", "Evaluation", "Tempered", "default_block"]
+__all__ = ["BatchSupply", "ChainStreams", "Draws", "Evaluation", "Tempered", "default_block", "select_state"]
 
 #: Pre-drawn normal numbers per chain per block at most (bounds the stream buffer to 16 MB in float32).
 _NOISE_ELEMENTS_PER_CHAIN = 2**22
@@ -67,32 +68,47 @@ class Tempered:
     ----------
     potential : Potential
         Supplies ``value_and_grad(w, batch) -> (L, grad L)`` and ``loss(w, batch)``.
-    nbeta : float
-        :math:`n\beta > 0`.
+    nbeta : float or Tensor ``(C,)``
+        :math:`n\beta > 0` (one per chain allows chains at different temperatures in one batch).
     localization : float
         :math:`\gamma \ge 0`.
-    center : Tensor, shape ``(d,)``
-        :math:`w_0`.
+    center : Tensor, shape ``(d,)`` or ``(C, d)``
+        :math:`w_0` (one per chain allows chains around different anchors in one batch).
     """
 
     potential: Any
-    nbeta: float
+    nbeta: float | Tensor
     localization: float
     center: Tensor
 
+    def _nbeta(self, like: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        nb = self.nbeta
+        if isinstance(nb, Tensor):
+            nb = nb.to(like)
+            return nb, nb.unsqueeze(-1)
+        return nb, nb
+
     def evaluate(self, w: Tensor, batch: Batch | None) -> Evaluation:
-        """:math:`U`, :math:`\\nabla U` and :math:`L` at ``w (C, d)``."""
+        """:math:`U`, :math:`\nabla U` and :math:`L` at ``w (C, d)``."""
         loss, grad = self.potential.value_and_grad(w, batch)
+        nb, nb_col = self._nbeta(loss)
         diff = w - self.center
-        u = loss * self.nbeta + (diff * diff).sum(-1) * (0.5 * self.localization)
-        g = grad * self.nbeta + diff * self.localization if self.localization else grad * self.nbeta
+        u = loss * nb + (diff * diff).sum(-1) * (0.5 * self.localization)
+        g = grad * nb_col + diff * self.localization if self.localization else grad * nb_col
         return Evaluation(u, g, loss)
 
     def energy(self, w: Tensor, batch: Batch | None) -> tuple[Tensor, Tensor]:
         """:math:`(U, L)` at ``w`` without gradient."""
         loss = self.potential.loss(w, batch)
+        nb, _ = self._nbeta(loss)
         diff = w - self.center
-        return loss * self.nbeta + (diff * diff).sum(-1) * (0.5 * self.localization), loss
+        return loss * nb + (diff * diff).sum(-1) * (0.5 * self.localization), loss
+
+    def select(self, idx: Tensor) -> Tempered:
+        """The target of the chains ``idx`` only (per-chain temperatures and centers sliced)."""
+        nb = self.nbeta[idx] if isinstance(self.nbeta, Tensor) else self.nbeta
+        center = self.center[idx] if self.center.ndim == 2 else self.center
+        return Tempered(self.potential, nb, self.localization, center)
 
 
 class Draws(NamedTuple):
@@ -160,6 +176,19 @@ class ChainStreams:
                 torch.randint(0, self.num_rows, self.index.shape[1:], generator=g, out=self.index[k])
         self.pos = 0
 
+    def select(self, idx: Sequence[int]) -> ChainStreams:
+        """The streams of the chains ``idx`` only, at the same positions (a subset continues exactly as it
+        would have in the full batch)."""
+        sub = object.__new__(ChainStreams)
+        sub.seeds = [self.seeds[i] for i in idx]
+        sub.gens = [self.gens[i] for i in idx]
+        sub.block, sub.num_rows, sub.pos = self.block, self.num_rows, self.pos
+        t = torch.as_tensor(list(idx), dtype=torch.long, device=self.normal.device)
+        sub.normal = self.normal[t].clone()
+        sub.uniform = self.uniform[t].clone()
+        sub.index = None if self.index is None else self.index[t].clone()
+        return sub
+
     def next(self) -> Draws:
         """The draws of the next step (views into the block buffer: use them before the next call)."""
         if self.pos == self.block:
@@ -210,3 +239,20 @@ class BatchSupply:
             return self.data.next_batch()
         assert draws is not None and draws.index is not None
         return self.data.take(draws.index)
+
+
+def select_state(state: Any, idx: Tensor) -> Any:
+    """The kernel state of the chains ``idx`` only: every tensor with a leading chain axis is sliced
+    (kernel states are NamedTuples or dataclasses of such tensors, possibly nested)."""
+    C = state.w.shape[0]
+
+    def take(x: Any) -> Any:
+        if isinstance(x, Tensor):
+            return x[idx] if x.ndim >= 1 and x.shape[0] == C else x
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            return type(x)(*(take(v) for v in x))
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return dataclasses.replace(x, **{f.name: take(getattr(x, f.name)) for f in dataclasses.fields(x)})
+        return x
+
+    return take(state)
