@@ -16,8 +16,12 @@ from slt_tms.validation import check_choice, check_float, check_int, check_proba
 
 __all__ = ["FIELD_HELP", "KERNEL_DEFAULT_ACCEPT", "SAMPLERS", "LLCConfig", "default_nbeta"]
 
-#: Samplers the estimator can use; "auto" = a Metropolis-adjusted kernel (HMC) where the full loss is
-#: available (population and full-batch potentials), SGLD for minibatch and streamed potentials.
+#: Samplers the estimator can use. "auto": HMC (Metropolis-adjusted, adapted diagonal metric) where every
+#: step can see the full loss (population and full-batch potentials), SGLD for minibatch and streamed
+#: potentials. Measured (docs: estimators): MALA gives more effective samples per gradient on small
+#: well-conditioned problems, but at singular minima whose flat directions are not axis-aligned (deep
+#: linear networks, MLPs) its chains look converged while under-exploring (estimates biased low, worse as
+#: nbeta grows); HMC's longer moves do not show that bias.
 SAMPLERS: tuple[str, ...] = ("auto", "mala", "hmc", "sgld")
 
 #: Dual-averaging targets when ``target_accept`` is None (see :mod:`slt_tms.samplers.adaptation`).
@@ -50,7 +54,7 @@ FIELD_HELP: dict[str, str] = {
     "step_size": "step size; None adapts it during the warmup",
     "target_accept": "dual-averaging acceptance target; None: 0.9 (every kernel)",
     "num_leapfrog": "mean leapfrog steps per HMC transition",
-    "adapt_metric": "adapt a diagonal metric in the warmup (MALA/HMC)",
+    "adapt_metric": "adapt a diagonal metric in the warmup; None: yes for HMC, no for MALA",
     "nbeta": "inverse temperature times n; None: n / log n",
     "localization": "gamma of the Gaussian pull (gamma/2)|w - w*|^2 towards the anchor",
     "batch_size": "minibatch rows per chain and step (SGLD); None: full batch",
@@ -60,6 +64,8 @@ FIELD_HELP: dict[str, str] = {
     "bias_check": "SGLD: measure the discretisation bias with a second run at half the step",
     "ladder": "nbeta multipliers for the asymptotic fit lambda + a/(nbeta) (e.g. 1 2 4 8); None: no fit",
     "escape_fraction": "flag the run when more than this fraction of draws has L < L(w*)",
+    "multiplicity": "ladder fit: the multiplicity m of lambda if known (m > 1 adds the -(m-1)/log(nbeta) term)",
+    "correction_exponent": "ladder fit (m = 1): the exponent p of the finite-temperature term a/(nbeta)^p",
 }
 
 
@@ -81,7 +87,7 @@ class LLCConfig:
     step_size : float, optional
     target_accept : float, optional
     num_leapfrog : int
-    adapt_metric : bool
+    adapt_metric : bool, optional
     nbeta : float, optional
     localization : float
     batch_size : int, optional
@@ -90,6 +96,8 @@ class LLCConfig:
     bias_check : bool
     ladder : tuple of float, optional
     escape_fraction : float
+    multiplicity : int
+    correction_exponent : float
 
     See :data:`FIELD_HELP` for each field's meaning.
 
@@ -113,7 +121,7 @@ class LLCConfig:
     step_size: float | None = None
     target_accept: float | None = None
     num_leapfrog: int = 8
-    adapt_metric: bool = True
+    adapt_metric: bool | None = None
     nbeta: float | None = None
     localization: float = 1.0
     batch_size: int | None = None
@@ -122,6 +130,8 @@ class LLCConfig:
     bias_check: bool = True
     ladder: tuple[float, ...] | None = None
     escape_fraction: float = 0.2
+    multiplicity: int = 1
+    correction_exponent: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("sampler", self.sampler, SAMPLERS)
@@ -145,8 +155,8 @@ class LLCConfig:
             check_int("batch_size", self.batch_size, minimum=1)
         check_choice("preconditioner", self.preconditioner, (None, "rmsprop"))
         if self.preconditioner is not None and self.sampler in ("mala", "hmc"):
-            raise ValueError("preconditioner='rmsprop' is for SGLD; MALA and HMC adapt a metric "
-                             "(adapt_metric=True)")
+            raise ValueError("preconditioner='rmsprop' is for SGLD; MALA and HMC adapt a diagonal metric "
+                             "instead (adapt_metric=True)")
         if self.divergence_threshold is not None:
             check_float("divergence_threshold", self.divergence_threshold, positive=True)
         if self.ladder is not None:
@@ -155,6 +165,8 @@ class LLCConfig:
                 raise ValueError(f"ladder needs at least two distinct nbeta multipliers, got {self.ladder!r}")
             object.__setattr__(self, "ladder", tuple(sorted(lad)))
         check_probability("escape_fraction", self.escape_fraction)
+        check_int("multiplicity", self.multiplicity, minimum=1)
+        check_float("correction_exponent", self.correction_exponent, positive=True)
         if self.sampler in ("mala", "hmc") and self.batch_size is not None:
             raise ValueError(f"sampler={self.sampler!r} needs the full loss at every step; it cannot use "
                              "minibatches (batch_size): use sampler='sgld' or batch_size=None")

@@ -90,6 +90,11 @@ def _kernel(cfg: LLCConfig, batches: BatchSupply) -> Any:
     return SGLD()
 
 
+def _uses_metric(cfg: LLCConfig, kernel: Any) -> bool:
+    """Whether the warmup adapts a diagonal metric: as configured, else for HMC only (kernel default)."""
+    return bool(cfg.adapt_metric if cfg.adapt_metric is not None else kernel.name == "hmc") and kernel.exact
+
+
 def _initial_step_size(target: Tempered, w: Tensor, batches: BatchSupply, streams: ChainStreams) -> Tensor:
     r"""Per-chain first step size: from :math:`1/n\beta`, halve (or double) until the acceptance of one
     Langevin proposal from the start crosses 0.5 (Hoffman & Gelman 2014, Algorithm 4)."""
@@ -124,6 +129,7 @@ def run_groups(pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progres
     dev, dt = pot.w_star.device, pot.w_star.dtype
     batches = BatchSupply(pot.data, cfg.batch_size)
     kernel = _kernel(cfg, batches)
+    adapt_metric = _uses_metric(cfg, kernel)
     seeds = [s for g in groups for s in spawn_seeds(g.seed, C)]
     streams = ChainStreams(seeds, d, dt, dev, num_rows=None if pot.data is None else pot.data.num_rows,
                            batch_size=batches.batch_size)
@@ -148,7 +154,7 @@ def run_groups(pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progres
         grads = 0
         if cfg.num_burnin > 0:
             warm = Warmup(cfg.num_burnin, None if cfg.step_size is not None else accept_target,
-                          adapt_metric=cfg.adapt_metric and kernel.exact,
+                          adapt_metric=adapt_metric and kernel.exact,
                           rmsprop=RMSProp() if kernel.name == "sgld" and cfg.preconditioner else None)
             res = run_chains(kernel, target, state, num_steps=cfg.num_burnin, streams=streams,
                              batches=batches, step_size=eps, warmup=warm, record=(), bar=bar)
@@ -297,6 +303,7 @@ def _result(pot: Any, g: Group, tr: _Track, cfg: LLCConfig, kernel: Any, batches
         "anchor_loss": g.anchor_loss,
         "divergence_threshold": threshold,
         "sampler_used": kernel.name,
+        "adapt_metric_used": _uses_metric(cfg, kernel),
         "step_size_per_chain": eps_np.tolist(),
         "step_size_mean": float(eps_np.mean()),
         "target_accept_used": cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name],

@@ -193,7 +193,8 @@ def estimate_llc(
     rungs = run_groups(pot, [Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m})
                              for m in cfg.ladder], cfg, n=n_eff, progress=progress, warn=False)
     fit = fit_asymptotic([r.nbeta for r in rungs], [r.llc for r in rungs], [r.se for r in rungs],
-                         [r.converged for r in rungs])
+                         [r.converged for r in rungs], multiplicity=cfg.multiplicity,
+                         exponent=cfg.correction_exponent)
     main = next((r for r, m in zip(rungs, cfg.ladder, strict=True) if m == 1.0), rungs[0])
     flags = tuple(sorted({f for r in rungs for f in r.flags}))
     if not all(r.ok for r in rungs):
@@ -205,12 +206,23 @@ def estimate_llc(
 
 
 def fit_asymptotic(nbeta: Sequence[float], estimates: Sequence[float], errors: Sequence[float],
-                   converged: Sequence[bool] | None = None) -> AsymptoticFit:
-    r"""Weighted least-squares fit of :math:`\hat\lambda_i = \lambda + a / (n\beta)_i` (weights
-    :math:`1/\mathrm{se}_i^2`).
+                   converged: Sequence[bool] | None = None, *, multiplicity: int = 1,
+                   exponent: float = 1.0) -> AsymptoticFit:
+    r"""Weighted least-squares extrapolation of finite-temperature estimates to :math:`n\beta \to \infty`.
 
-    The standard errors are those of the weighted fit, inflated by :math:`\sqrt{\chi^2/(k-2)}` when the
-    residuals exceed their errors (:math:`k` rungs; no inflation with two rungs).
+    With :math:`s = n\beta` and :math:`Z(s) \propto s^{-\lambda}(\log s)^{m-1}(1 + \dots)` the estimand is
+    :math:`\lambda_s = -\,d\log Z/d\log s`, so
+
+    .. math::
+
+        \lambda_s = \lambda + a\,s^{-p} \quad (m = 1), \qquad
+        \lambda_s = \lambda - \frac{m - 1}{\log s} + \frac{a}{(\log s)^2} \quad (m > 1).
+
+    :math:`p = 1` (the default) holds at regular and minimally singular minima (the TMS polygons); at
+    other singularities :math:`p` is the gap to the next pole of the zeta function (e.g. 1/4 for
+    :math:`K = w_1^2 w_2^4`). :math:`\lambda` and :math:`a` are fitted with weights :math:`1/\mathrm{se}_i^2`;
+    the standard errors are those of the weighted fit, inflated by :math:`\sqrt{\chi^2/(k-2)}` when the
+    residuals exceed their errors (:math:`k` rungs).
 
     Examples
     --------
@@ -218,11 +230,16 @@ def fit_asymptotic(nbeta: Sequence[float], estimates: Sequence[float], errors: S
     >>> round(fit.llc, 3), round(fit.slope, 1)
     (7.0, 700.0)
     """
-    x = 1.0 / np.asarray(nbeta, dtype=float)
+    s = np.asarray(nbeta, dtype=float)
     y = np.asarray(estimates, dtype=float)
     se = np.asarray(errors, dtype=float)
-    if len(x) < 2 or not (np.all(np.isfinite(y)) and np.all(se > 0)):
-        raise ValueError("the asymptotic fit needs at least two finite estimates with positive errors")
+    if len(s) < 2 or not (np.all(np.isfinite(y)) and np.all(se > 0) and np.all(s > 1)):
+        raise ValueError("the asymptotic fit needs two or more finite estimates with positive errors at nbeta > 1")
+    if multiplicity > 1:
+        y = y + (multiplicity - 1) / np.log(s)
+        x = 1.0 / np.log(s) ** 2
+    else:
+        x = s ** (-float(exponent))
     wts = 1.0 / se**2
     X = np.stack([np.ones_like(x), x], axis=1)
     cov = np.linalg.inv(X.T @ (X * wts[:, None]))
@@ -233,5 +250,5 @@ def fit_asymptotic(nbeta: Sequence[float], estimates: Sequence[float], errors: S
         cov = cov * (chi2 / dof)
     conv = tuple(bool(c) for c in (converged if converged is not None else [True] * len(x)))
     return AsymptoticFit(float(beta[0]), float(math.sqrt(cov[0, 0])), float(beta[1]), chi2,
-                         tuple(float(v) for v in nbeta), tuple(float(v) for v in y),
+                         tuple(float(v) for v in nbeta), tuple(float(v) for v in estimates),
                          tuple(float(v) for v in se), conv)
