@@ -293,9 +293,10 @@ def from_module(
                 pred = functional_call(target, ({**p, **frozen}, buffers), (probe[0],))
             except Exception as exc:
                 first_line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+                shape = tuple(probe[0].shape[1:]) if src.streaming else tuple(src.rows[0].shape)
                 raise ValueError(
-                    f"the model cannot be applied to the inputs of shape {tuple(probe[0].shape)}: "
-                    f"{type(exc).__name__}: {first_line}"
+                    f"the model cannot be applied to the inputs of shape {shape} (rows of shape "
+                    f"{tuple(probe[0].shape[1:])}): {type(exc).__name__}: {first_line}"
                 ) from exc
             if not callable(loss):
                 _check_targets(pred, probe[1] if len(probe) > 1 else probe[0], loss, all_targets)

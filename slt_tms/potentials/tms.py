@@ -94,7 +94,8 @@ def from_tms(
         w_star=w0, n=src.num_rows if n is None else int(n), data=src, batched=batched,
         batched_per_chain=True, closed_form=closed_form,
         description=f"TMS empirical loss{label} (c={c}, r={r}, {src.num_rows} rows)",
-        info={"source": "tms", "loss": "empirical", "c": c, "r": r, "name": name, "activation": activation},
+        info={"source": "tms", "loss": "empirical", "c": c, "r": r, "name": name, "activation": activation,
+              "data": src.describe()},
     )
 
 
