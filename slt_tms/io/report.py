@@ -115,6 +115,11 @@ def _stage_section(stage: dict[str, Any], root: Path) -> str:
         parts.append(f"<pre class='error'>{_esc(stage['error'])}</pre>")
     files = [Path(f) for f in stage.get("files", [])]
     files = [f if f.is_absolute() else (root / f) for f in files]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        items = "".join(f"<li>{_esc(_rel(f, root))}</li>" for f in missing)
+        parts.append(f"<div class='error'><b>MISSING</b>: {len(missing)} file(s) this stage wrote are not in the "
+                     f"output directory any more:<ul>{items}</ul></div>")
     for f in files:
         if f.suffix == ".csv" and f.exists():
             parts.append(f"<h3>{_esc(f.name)}</h3>" + _csv_table(f))
