@@ -88,7 +88,9 @@ def test_tighter_energy_tolerance_rejects_a_point_off_its_level(points):
     w = p.flat() + 0.05 * torch.randn(p.d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     no_flow = ClassifyTolerances(flow_steps=0, energy_tol=1.0)
     loose = classify(w, points, tolerances=no_flow)
-    tight = classify(w, points, tolerances=ClassifyTolerances(flow_steps=0, energy_tol=abs(loose.loss_gap[0]) / 10))
+    tight = classify(
+        w, points, tolerances=ClassifyTolerances(flow_steps=0, energy_tol=abs(loose.loss_gap[0]) / 10)
+    )
     assert loose.names[0] == p.name and tight.names[0] == UNCLASSIFIED
 
 
@@ -184,11 +186,36 @@ def test_config_validation_and_initial_point():
 
 
 def test_tiny_end_to_end_run_and_llc(tmp_path, capsys):
-    args = ["dynamics", "run", "--c", "6", "--n", "200", "--steps", "400", "--num-checkpoints", "12", "--lr", "0.01",
-            "--seeds", "2", "--max-workers", "1", "--quiet", "--out", str(tmp_path)]
+    args = [
+        "dynamics",
+        "run",
+        "--c",
+        "6",
+        "--n",
+        "200",
+        "--steps",
+        "400",
+        "--num-checkpoints",
+        "12",
+        "--lr",
+        "0.01",
+        "--seeds",
+        "2",
+        "--max-workers",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
-    for name in ("config.json", "analysis.json", "transitions.csv", "transition_counts.csv", "loss_vs_step.png",
-                 "polygons.png"):
+    for name in (
+        "config.json",
+        "analysis.json",
+        "transitions.csv",
+        "transition_counts.csv",
+        "loss_vs_step.png",
+        "polygons.png",
+    ):
         assert (tmp_path / name).is_file(), name
     assert len(list((tmp_path / "runs").glob("*.safetensors"))) == 2
     analysis = json.loads((tmp_path / "analysis.json").read_text())
@@ -197,17 +224,71 @@ def test_tiny_end_to_end_run_and_llc(tmp_path, capsys):
     assert all(r["labels"][0] is not None and r["labels"][0].startswith("4") for r in analysis["runs"])
     first = json.loads((tmp_path / "runs" / "sweep.json").read_text())
     # resuming loads the saved runs (no retraining); a second call with other seeds ADDS them
-    more = ["dynamics", "run", "--c", "6", "--n", "200", "--steps", "400", "--num-checkpoints", "12", "--lr",
-            "0.01", "--seeds", "1", "--first-seed", "2", "--max-workers", "1", "--quiet", "--out", str(tmp_path)]
+    more = [
+        "dynamics",
+        "run",
+        "--c",
+        "6",
+        "--n",
+        "200",
+        "--steps",
+        "400",
+        "--num-checkpoints",
+        "12",
+        "--lr",
+        "0.01",
+        "--seeds",
+        "1",
+        "--first-seed",
+        "2",
+        "--max-workers",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(more) == 0
     analysis = json.loads((tmp_path / "analysis.json").read_text())
     assert analysis["seeds"] == [0, 1, 2] and len(analysis["runs"]) == 3
     assert len(first["tasks"]) == 2
-    assert main(["dynamics", "run", "--n", "200", "--steps", "401", "--num-checkpoints", "12", "--seeds", "1",
-                 "--quiet", "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "dynamics",
+                "run",
+                "--n",
+                "200",
+                "--steps",
+                "401",
+                "--num-checkpoints",
+                "12",
+                "--seeds",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "different configuration" in capsys.readouterr().err
-    assert main(["dynamics", "llc", str(tmp_path), "--extra", "2", "--max-draws", "100", "--max-workers", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "dynamics",
+                "llc",
+                str(tmp_path),
+                "--extra",
+                "2",
+                "--max-draws",
+                "100",
+                "--max-workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "llc_summary.json").read_text())
     assert summary["points"] and all(math.isfinite(p["llc"]) for p in summary["points"])
     for name in ("llc.csv", "llc_transitions.csv", "llc_summary.json", "llc_vs_step.png"):

@@ -23,8 +23,8 @@ from slt_tms.analysis.free_energy import (
 from slt_tms.analysis.kgon_classify import UNCLASSIFIED, ClassifyTolerances, classify
 from slt_tms.analysis.switch import switch_point
 from slt_tms.plotting.phases import plot_occupancy
-from slt_tms.tms import OneHotSums
 from slt_tms.theory.critical_point import CriticalPoint
+from slt_tms.tms import OneHotSums
 
 # ---------------------------------------------------------------------------------------------------------
 # free energies and crossovers
@@ -240,7 +240,9 @@ def test_classify_rejects_non_polygons_and_off_energy():
     assert list(cls.names) == [UNCLASSIFIED, UNCLASSIFIED]
     assert not cls.regular[0] and cls.regular[1]
     # a looser energy tolerance accepts the shifted point (negative control for the energy test)
-    assert classify(far[None], HAND, tolerances=ClassifyTolerances(flow_steps=0, energy_tol=1.0)).names[0] == "6"
+    assert (
+        classify(far[None], HAND, tolerances=ClassifyTolerances(flow_steps=0, energy_tol=1.0)).names[0] == "6"
+    )
 
 
 def test_classify_bad_input():
@@ -330,7 +332,12 @@ def test_sample_size_ladder():
 
 def test_ladder_sampling_seeded_shapes_and_swaps():
     kw = dict(
-        num_chains=2, num_draws=15, num_warmup=20, config=post.HMCConfig(num_leapfrog=4), seed=5, progress=False
+        num_chains=2,
+        num_draws=15,
+        num_warmup=20,
+        config=post.HMCConfig(num_leapfrog=4),
+        seed=5,
+        progress=False,
     )
     a = post.sample_posterior_ladder(4, [50, 80], **kw)
     b = post.sample_posterior_ladder(4, [50, 80], **kw)

@@ -128,7 +128,8 @@ class Classification:
 
 
 def gradient_flow(w: torch.Tensor, c: int, r: int, steps: int, lr: float) -> torch.Tensor:
-    r""":math:`T` steps of :math:`w \leftarrow w - \eta \nabla L(w)` for every row of ``w (N, d)`` (float64)."""
+    r""":math:`T` steps of :math:`w \leftarrow w - \eta \nabla L(w)` for every row of ``w (N, d)``
+    (float64)."""
     x = w.detach().to(torch.float64).clone()
     for _ in range(steps):
         xr = x.requires_grad_(True)
@@ -206,8 +207,19 @@ def classify(
         e = np.zeros(0)
         o = np.zeros(0, dtype=object)
         i0 = np.zeros(0, dtype=int)
-        return Classification(o, o.copy(), e, e.copy(), o.copy(), e.copy(), i0, i0.copy(), i0.copy(),
-                              np.zeros(0, dtype=bool), e.copy())
+        return Classification(
+            o,
+            o.copy(),
+            e,
+            e.copy(),
+            o.copy(),
+            e.copy(),
+            i0,
+            i0.copy(),
+            i0.copy(),
+            np.zeros(0, dtype=bool),
+            e.copy(),
+        )
     with torch.no_grad():
         loss_start = np.asarray(population_loss_flat(wt, c, r), dtype=float).reshape(-1)
     wf = gradient_flow(wt, c, r, tol.flow_steps, tol.flow_lr)
@@ -242,8 +254,10 @@ def classify(
         if not math.isfinite(loss[s]):
             reason[s] = "non-finite loss"
         elif not cands:
-            reason[s] = (f"no family with k={key[0]}, sigma={key[1]}, phi={key[2]} (nearest level: {nearest[s]}, "
-                         f"gap {loss_gap[s]:+.2e})")
+            reason[s] = (
+                f"no family with k={key[0]}, sigma={key[1]}, phi={key[2]} (nearest level: {nearest[s]}, "
+                f"gap {loss_gap[s]:+.2e})"
+            )
         elif not regular[s]:
             reason[s] = f"the {key[0]} vertices do not form a regular {key[0]}-gon"
         else:
@@ -252,6 +266,10 @@ def classify(
                 names[s] = best.name
                 reason[s] = f"basin of {best.name}: energy level and geometry match"
             else:
-                reason[s] = (f"geometry of {best.name} but the energy after the flow is off its level by "
-                             f"{loss[s] - best.loss:+.2e} (tolerance {energy_tol:.1e})")
-    return Classification(names, reason, loss, loss_start, nearest, loss_gap, k, sigma, phi, regular, grad_norm)
+                reason[s] = (
+                    f"geometry of {best.name} but the energy after the flow is off its level by "
+                    f"{loss[s] - best.loss:+.2e} (tolerance {energy_tol:.1e})"
+                )
+    return Classification(
+        names, reason, loss, loss_start, nearest, loss_gap, k, sigma, phi, regular, grad_norm
+    )

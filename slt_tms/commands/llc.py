@@ -1,4 +1,5 @@
-r"""``slt-tms llc``: the local learning coefficient of checkpoints of your own model, or of a TMS critical point.
+r"""``slt-tms llc``: the local learning coefficient of checkpoints of your own model, or of a TMS critical
+point.
 
 * **Checkpoints of any PyTorch model.** ``slt-tms llc CKPT... --model MODULE:FACTORY --data FILE`` builds
   the model with ``FACTORY()`` (a zero-argument callable in ``MODULE``, an importable module or a ``.py``
@@ -25,9 +26,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import re
 import sys
 import warnings
-import re
 from pathlib import Path
 from typing import Any
 
@@ -109,19 +110,26 @@ def _handler(ns: argparse.Namespace) -> int:
     progress = False if ns.quiet else None
     if ns.tms_critical is not None:
         if ns.checkpoint or ns.model or ns.torchscript or ns.data:
-            raise ValueError("--tms-critical estimates at a named TMS critical point: do not give CHECKPOINT, "
-                             "--model, --torchscript or --data with it")
+            raise ValueError(
+                "--tms-critical estimates at a named TMS critical point: do not give CHECKPOINT, "
+                "--model, --torchscript or --data with it"
+            )
         if ns.c is None:
-            raise ValueError("--tms-critical needs --c C (the number of features), e.g. --tms-critical 5+ --c 6")
+            raise ValueError(
+                "--tms-critical needs --c C (the number of features), e.g. --tms-critical 5+ --c 6"
+            )
         return _critical(ns, overrides, progress)
     if ns.c is not None or ns.potential is not None:
         raise ValueError("--c and --potential apply only to --tms-critical")
     if not ns.checkpoint:
-        raise ValueError("give CHECKPOINT... (with --model MODULE:FACTORY or --torchscript, and --data FILE), "
-                         "or --tms-critical NAME --c C")
+        raise ValueError(
+            "give CHECKPOINT... (with --model MODULE:FACTORY or --torchscript, and --data FILE), "
+            "or --tms-critical NAME --c C"
+        )
     if ns.data is None:
-        raise ValueError("--data FILE is required: inputs under 'x' and targets under 'y' (.safetensors, .pt "
-                         "or .npz)")
+        raise ValueError(
+            "--data FILE is required: inputs under 'x' and targets under 'y' (.safetensors, .pt or .npz)"
+        )
     if not ns.model and not ns.torchscript:
         raise ValueError("say how to build the model: --model MODULE:FACTORY or --torchscript")
     return _checkpoint_run(ns, overrides, progress)
@@ -147,16 +155,25 @@ def _critical(ns: argparse.Namespace, overrides: dict[str, Any], progress: bool 
     n = ns.n if ns.n is not None else CRITICAL_N
     cp = kgon(k, ns.c, sigma, phi)
     data = None
-    cli: dict[str, Any] = {"command": "slt-tms llc --tms-critical", "critical_point": cp.name, "c": ns.c,
-                           "population_loss": cp.loss, "lambda_theory": cp.lambda_theory,
-                           "lambda_reason": cp.lambda_reason, "potential": potential}
+    cli: dict[str, Any] = {
+        "command": "slt-tms llc --tms-critical",
+        "critical_point": cp.name,
+        "c": ns.c,
+        "population_loss": cp.loss,
+        "lambda_theory": cp.lambda_theory,
+        "lambda_reason": cp.lambda_reason,
+        "potential": potential,
+    }
     if potential == "empirical":
         (data_seed,) = spawn_seeds(ns.seed, 1)
         data = fixed_dataset(OneHotUniform(ns.c), n, seed=data_seed).double()
         cli.update(data_seed=data_seed, data=f"OneHotUniform({ns.c}), n={n}")
     pot = from_critical_point(cp, data, n=n, device=ns.device)
     if not ns.quiet:
-        print(f"critical point {cp.name} at c={ns.c}: L = {cp.loss:.6g}, {potential} loss, n = {n}", file=sys.stderr)
+        print(
+            f"critical point {cp.name} at c={ns.c}: L = {cp.loss:.6g}, {potential} loss, n = {n}",
+            file=sys.stderr,
+        )
     res = _estimate(estimate_llc, pot, config=cfg, seed=ns.seed, progress=progress)
     res = dataclasses.replace(res, config={**res.config, "cli": cli})
     if out is not None:
@@ -167,7 +184,9 @@ def _critical(ns: argparse.Namespace, overrides: dict[str, Any], progress: bool 
         if cp.lambda_theory is not None:
             line = f"  theory          lambda = {cp.lambda_theory:g} ({cp.lambda_reason})"
             if res.asymptotic is not None:
-                line += f"; asymptotic estimate off by {100 * (res.asymptotic.llc / cp.lambda_theory - 1):+.1f}%"
+                line += (
+                    f"; asymptotic estimate off by {100 * (res.asymptotic.llc / cp.lambda_theory - 1):+.1f}%"
+                )
             print(line)
         else:
             print(f"  theory          no closed-form lambda ({cp.lambda_reason})")
@@ -181,25 +200,55 @@ def _checkpoint_run(ns: argparse.Namespace, overrides: dict[str, Any], progress:
     paths = _checkpoints(ns.checkpoint)
     out = prepare_output_dir(ns.out) if ns.out else None
     if ns.device is not None and torch.device(ns.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {ns.device}: CUDA is not available in this torch build ({torch.__version__})")
+        raise ValueError(
+            f"--device {ns.device}: CUDA is not available in this torch build ({torch.__version__})"
+        )
     if ns.loss not in ("mse", "cross_entropy"):
         raise ValueError(f"unknown --loss {ns.loss!r}; allowed: mse, cross_entropy")
     labels = ns.loss == "cross_entropy"
     X, Y = load_data(ns.data, x_key=ns.x_key, y_key=ns.y_key, labels=labels)
-    cli = {"command": "slt-tms llc", "data": str(ns.data), "data_sha256": sha256(ns.data), "loss": ns.loss,
-           "model": ns.model, "torchscript": bool(ns.torchscript), "params": ns.params,
-           "x_shape": list(X.shape), "y_shape": list(Y.shape)}
+    cli = {
+        "command": "slt-tms llc",
+        "data": str(ns.data),
+        "data_sha256": sha256(ns.data),
+        "loss": ns.loss,
+        "model": ns.model,
+        "torchscript": bool(ns.torchscript),
+        "params": ns.params,
+        "x_shape": list(X.shape),
+        "y_shape": list(Y.shape),
+    }
     if len(paths) == 1:
-        net = load_model(paths[0], model=ns.model, torchscript=ns.torchscript,
-                         trust_torchscript=ns.trust_torchscript)
+        net = load_model(
+            paths[0], model=ns.model, torchscript=ns.torchscript, trust_torchscript=ns.trust_torchscript
+        )
         if not ns.quiet:
             d = sum(p.numel() for p in net.parameters())
-            print(f"model: {type(net).__name__} with {d} parameters from {paths[0].name}; data {tuple(X.shape)} "
-                  f"-> {tuple(Y.shape)}; loss {ns.loss}", file=sys.stderr)
-        res = _estimate(estimate_llc, net, (X, Y), config=cfg, loss=ns.loss, params=ns.params, n=ns.n,
-                        seed=ns.seed, progress=progress, device=ns.device)
-        res = dataclasses.replace(res, config={**res.config, "cli": {**cli, "checkpoint": str(paths[0]),
-                                                                      "checkpoint_sha256": sha256(paths[0])}})
+            print(
+                f"model: {type(net).__name__} with {d} parameters from {paths[0].name}; "
+                f"data {tuple(X.shape)} "
+                f"-> {tuple(Y.shape)}; loss {ns.loss}",
+                file=sys.stderr,
+            )
+        res = _estimate(
+            estimate_llc,
+            net,
+            (X, Y),
+            config=cfg,
+            loss=ns.loss,
+            params=ns.params,
+            n=ns.n,
+            seed=ns.seed,
+            progress=progress,
+            device=ns.device,
+        )
+        res = dataclasses.replace(
+            res,
+            config={
+                **res.config,
+                "cli": {**cli, "checkpoint": str(paths[0]), "checkpoint_sha256": sha256(paths[0])},
+            },
+        )
         if out is not None:
             res.to_netcdf(out / "llc.nc")
             res.to_json(out / "llc.json")
@@ -209,15 +258,37 @@ def _checkpoint_run(ns: argparse.Namespace, overrides: dict[str, Any], progress:
                 print(f"wrote {out / 'llc.nc'} and {out / 'llc.json'}")
         return _finish([res], ns)
     if ns.torchscript:
-        raise ValueError("several checkpoints need --model MODULE:FACTORY (TorchScript archives one at a time)")
+        raise ValueError(
+            "several checkpoints need --model MODULE:FACTORY (TorchScript archives one at a time)"
+        )
     factory = load_factory(ns.model)
-    series = _estimate(estimate_llc_series, paths, factory, (X, Y), config=cfg, loss=ns.loss, params=ns.params,
-                       n=ns.n, seed=ns.seed, progress=progress, device=ns.device)
+    series = _estimate(
+        estimate_llc_series,
+        paths,
+        factory,
+        (X, Y),
+        config=cfg,
+        loss=ns.loss,
+        params=ns.params,
+        n=ns.n,
+        seed=ns.seed,
+        progress=progress,
+        device=ns.device,
+    )
     if out is not None:
         atomic_write_text(out / "llc_series.csv", series.to_csv())
-        write_json(out / "llc_series.json", {"rows": series.rows(), "config": series.config,
-                                             "cli": {**cli, "checkpoints": [str(p) for p in paths],
-                                                     "checkpoint_sha256": [sha256(p) for p in paths]}})
+        write_json(
+            out / "llc_series.json",
+            {
+                "rows": series.rows(),
+                "config": series.config,
+                "cli": {
+                    **cli,
+                    "checkpoints": [str(p) for p in paths],
+                    "checkpoint_sha256": [sha256(p) for p in paths],
+                },
+            },
+        )
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         for nm, r in zip(series.names, series.results, strict=True):
             r.to_netcdf(out / "checkpoints" / f"{Path(nm).stem}.nc")
@@ -236,43 +307,85 @@ def register(subparsers: Any) -> None:
         help="estimate the local learning coefficient of checkpoints or of a TMS critical point",
         description="Estimate the local learning coefficient (lambda_hat +/- SE, R-hat, ESS, flags) of "
         "CHECKPOINT... of your model (--model MODULE:FACTORY, --data FILE), or at a TMS critical point "
-        "(--tms-critical NAME --c C). Chains run until converged (R-hat <= 1.01, ESS >= 400) or the budget is "
+        "(--tms-critical NAME --c C). Chains run until converged (R-hat <= 1.01, ESS >= 400) or the budget "
+        "is "
         "spent; untrustworthy estimates are marked. Writes DIR/llc.json and llc.nc (one checkpoint), or "
         "llc_series.csv/.json/.png (several).",
     )
-    p.add_argument("checkpoint", nargs="*", metavar="CKPT",
-                   help="state_dict files (.safetensors/.pt; globs allowed) or, with --torchscript, an archive")
+    p.add_argument(
+        "checkpoint",
+        nargs="*",
+        metavar="CKPT",
+        help="state_dict files (.safetensors/.pt; globs allowed) or, with --torchscript, an archive",
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", default=None, metavar="MODULE:FACTORY",
-                     help="zero-argument callable returning the nn.Module (MODULE: import name or .py path)")
-    src.add_argument("--torchscript", action="store_true",
-                     help="CKPT is a TorchScript archive (its code runs when loaded: needs --trust-torchscript)")
-    src.add_argument("--tms-critical", default=None, metavar="NAME",
-                     help="a TMS critical point by the paper's name, e.g. 6, 5, 5+, 4++ (needs --c)")
-    p.add_argument("--trust-torchscript", action="store_true",
-                   help="load a TorchScript archive although its code runs on loading and evaluation")
-    p.add_argument("--data", default=None, metavar="FILE", help="data file (.safetensors, .pt, .npz) with x and y")
+    src.add_argument(
+        "--model",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="zero-argument callable returning the nn.Module (MODULE: import name or .py path)",
+    )
+    src.add_argument(
+        "--torchscript",
+        action="store_true",
+        help="CKPT is a TorchScript archive (its code runs when loaded: needs --trust-torchscript)",
+    )
+    src.add_argument(
+        "--tms-critical",
+        default=None,
+        metavar="NAME",
+        help="a TMS critical point by the paper's name, e.g. 6, 5, 5+, 4++ (needs --c)",
+    )
+    p.add_argument(
+        "--trust-torchscript",
+        action="store_true",
+        help="load a TorchScript archive although its code runs on loading and evaluation",
+    )
+    p.add_argument(
+        "--data", default=None, metavar="FILE", help="data file (.safetensors, .pt, .npz) with x and y"
+    )
     p.add_argument("--x-key", default="x", help="name of the inputs in the data file (default: x)")
     p.add_argument("--y-key", default="y", help="name of the targets in the data file (default: y)")
-    p.add_argument("--loss", default="mse", metavar="{mse,cross_entropy}",
-                   help="loss, mean over rows (default: mse)")
-    p.add_argument("--params", nargs="+", default=None, metavar="PATTERN",
-                   help="sample only parameters whose names match these patterns (restricted LLC), e.g. '2.*'")
+    p.add_argument(
+        "--loss", default="mse", metavar="{mse,cross_entropy}", help="loss, mean over rows (default: mse)"
+    )
+    p.add_argument(
+        "--params",
+        nargs="+",
+        default=None,
+        metavar="PATTERN",
+        help="sample only parameters whose names match these patterns (restricted LLC), e.g. '2.*'",
+    )
     p.add_argument("--c", type=int, default=None, help="number of features (with --tms-critical)")
-    p.add_argument("--potential", default=None, metavar="{population,empirical}",
-                   help="--tms-critical: the closed-form population loss (default) or the empirical loss on n "
-                   "one-hot samples")
-    p.add_argument("--n", type=int, default=None,
-                   help=f"training-set size behind L_n, sets nbeta = n/log n (default: the rows of the data; "
-                   f"{CRITICAL_N} for --tms-critical)")
+    p.add_argument(
+        "--potential",
+        default=None,
+        metavar="{population,empirical}",
+        help="--tms-critical: the closed-form population loss (default) or the empirical loss on n "
+        "one-hot samples",
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help=f"training-set size behind L_n, sets nbeta = n/log n (default: the rows of the data; "
+        f"{CRITICAL_N} for --tms-critical)",
+    )
     add_dataclass_flags(p, LLCConfig, FIELD_HELP)
-    p.add_argument("--no-ladder", action="store_true",
-                   help="--tms-critical: no asymptotic fit (default ladder: " + " ".join(map(str, CRITICAL_LADDER))
-                   + ")")
+    p.add_argument(
+        "--no-ladder",
+        action="store_true",
+        help="--tms-critical: no asymptotic fit (default ladder: "
+        + " ".join(map(str, CRITICAL_LADDER))
+        + ")",
+    )
     p.add_argument("--seed", type=int, default=0, help="root seed (default: 0)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: the model's)")
     p.add_argument("--out", default="llc_out", metavar="DIR", help="output directory (default: llc_out)")
-    p.add_argument("--strict", action="store_true",
-                   help=f"exit with status {EXIT_NOT_TRUSTWORTHY} when an estimate is not trustworthy")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit with status {EXIT_NOT_TRUSTWORTHY} when an estimate is not trustworthy",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=_handler)

@@ -39,8 +39,6 @@ __all__ = ["options", "predict", "register", "sample"]
 DEFAULT_GRID = (100, 200, 300, 400, 500, 700, 1000, 1500, 2000)
 
 
-
-
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(float(v)) for v in text.split(",") if v.strip()]
@@ -188,8 +186,12 @@ def _predict_handler(args: argparse.Namespace) -> int:
         out = Path(args.out)
         write_json(out / "prediction.json", pred)
         atomic_write_text(out / "crossovers.csv", _crossover_csv(pred))
-        fig = plot_free_energy(records, max(args.n_min, 10.0), args.n_max,
-                               title=f"c = {args.c}: local free energies (dotted: crossovers)")
+        fig = plot_free_energy(
+            records,
+            max(args.n_min, 10.0),
+            args.n_max,
+            title=f"c = {args.c}: local free energies (dotted: crossovers)",
+        )
         save_figure(fig, out / "free_energy.png", dpi=120)
         sys.stdout.write(f"\nwrote {out / 'prediction.json'}, crossovers.csv, free_energy.png\n")
     return 0
@@ -213,7 +215,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--estimate-n",
         type=_positive_int,
         default=2000,
-        help="nominal n of the LLC estimates for --lambda estimate (default 2000; estimator defaults otherwise)",
+        help="nominal n of the LLC estimates for --lambda estimate (default 2000; estimator defaults "
+        "otherwise)",
     )
     p.add_argument(
         "--num-estimate",

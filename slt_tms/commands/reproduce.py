@@ -114,15 +114,29 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
         a = res.asymptotic
         lam = cp.lambda_theory
         ok_fit = bool(lam) and abs(a.llc - lam) <= 3 * a.se + 0.05 * lam
-        rows.append({"name": name, "c": c, "d": cp.d, "loss": f"{cp.loss:.10f}", "lambda_theory": lam,
-                     "lambda_hat_n1e5": f"{res.llc:.4f}", "se": f"{res.se:.4f}", "rhat": f"{res.rhat:.3f}",
-                     "ess": f"{res.ess:.0f}", "lambda_asymptotic": f"{a.llc:.4f}", "se_asymptotic": f"{a.se:.4f}",
-                     "off_by_percent": f"{100 * (a.llc / lam - 1):+.1f}" if lam else "",
-                     "within_5pct_plus_3se": "yes" if ok_fit else "NO",
-                     "trustworthy": "yes" if res.ok else "NO: " + "; ".join(res.flags)})
+        rows.append(
+            {
+                "name": name,
+                "c": c,
+                "d": cp.d,
+                "loss": f"{cp.loss:.10f}",
+                "lambda_theory": lam,
+                "lambda_hat_n1e5": f"{res.llc:.4f}",
+                "se": f"{res.se:.4f}",
+                "rhat": f"{res.rhat:.3f}",
+                "ess": f"{res.ess:.0f}",
+                "lambda_asymptotic": f"{a.llc:.4f}",
+                "se_asymptotic": f"{a.se:.4f}",
+                "off_by_percent": f"{100 * (a.llc / lam - 1):+.1f}" if lam else "",
+                "within_5pct_plus_3se": "yes" if ok_fit else "NO",
+                "trustworthy": "yes" if res.ok else "NO: " + "; ".join(res.flags),
+            }
+        )
         if not quiet:
-            print(f"  {name} (c={c}): lambda {lam}; n=1e5: {res.llc:.3f} +- {res.se:.3f}; asymptotic "
-                  f"{a.llc:.3f} +- {a.se:.3f}")
+            print(
+                f"  {name} (c={c}): lambda {lam}; n=1e5: {res.llc:.3f} +- {res.se:.3f}; asymptotic "
+                f"{a.llc:.3f} +- {a.se:.3f}"
+            )
     write_csv(folder / "llc_vs_theory.csv", rows, list(rows[0]))
     return _files_in(folder)
 
@@ -130,8 +144,11 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
 def _phases_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
     folder = out / "phases"
     phases_cmd.predict(phases_cmd.options("predict", c=6, out=str(folder), quiet=quiet))
-    phases_cmd.sample(phases_cmd.options("sample", c=6, seed=seed, quick=(profile == "quick"),
-                                         out=str(folder / "sample"), quiet=quiet))
+    phases_cmd.sample(
+        phases_cmd.options(
+            "sample", c=6, seed=seed, quick=(profile == "quick"), out=str(folder / "sample"), quiet=quiet
+        )
+    )
     return _files_in(folder) + _files_in(folder / "sample")
 
 
@@ -149,23 +166,46 @@ def _dynamics_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Pat
 
 #: The reproduction, in order.
 STAGES: list[Stage] = [
-    Stage("theory", "Critical points of the TMS population loss for c = 4..8 (derived with sympy, certified)",
-          _theory_stage),
-    Stage("llc", "LLC estimates at critical points (converged, n = 1e5) and their asymptotic fit against "
-          "rank(H)/2",
-          _llc_stage),
-    Stage("phases", "Bayesian phase transitions in n: free-energy prediction, posterior occupancy (c = 6)",
-          _phases_stage),
-    Stage("dynamics", "SGD trajectories through the k-gon critical points, LLC along training (c = 6)",
-          _dynamics_stage),
-    Stage("superposition-geometry", "Elhage et al.: columns of W (n=5, m=2) over sparsity, ReLU and linear",
-          _superposition_stage("geometry")),
-    Stage("superposition-phase-diagram", "Elhage et al.: 2 features in 1 dimension with analytic boundaries",
-          _superposition_stage("phase-diagram")),
-    Stage("superposition-dimensionality", "Elhage et al.: dimensions per feature against 1/(1-S)",
-          _superposition_stage("dimensionality")),
-    Stage("superposition-swish", "swish_gamma vs ReLU geometry: how large must gamma be",
-          _superposition_stage("swish")),
+    Stage(
+        "theory",
+        "Critical points of the TMS population loss for c = 4..8 (derived with sympy, certified)",
+        _theory_stage,
+    ),
+    Stage(
+        "llc",
+        "LLC estimates at critical points (converged, n = 1e5) and their asymptotic fit against rank(H)/2",
+        _llc_stage,
+    ),
+    Stage(
+        "phases",
+        "Bayesian phase transitions in n: free-energy prediction, posterior occupancy (c = 6)",
+        _phases_stage,
+    ),
+    Stage(
+        "dynamics",
+        "SGD trajectories through the k-gon critical points, LLC along training (c = 6)",
+        _dynamics_stage,
+    ),
+    Stage(
+        "superposition-geometry",
+        "Elhage et al.: columns of W (n=5, m=2) over sparsity, ReLU and linear",
+        _superposition_stage("geometry"),
+    ),
+    Stage(
+        "superposition-phase-diagram",
+        "Elhage et al.: 2 features in 1 dimension with analytic boundaries",
+        _superposition_stage("phase-diagram"),
+    ),
+    Stage(
+        "superposition-dimensionality",
+        "Elhage et al.: dimensions per feature against 1/(1-S)",
+        _superposition_stage("dimensionality"),
+    ),
+    Stage(
+        "superposition-swish",
+        "swish_gamma vs ReLU geometry: how large must gamma be",
+        _superposition_stage("swish"),
+    ),
 ]
 
 
@@ -266,13 +306,18 @@ def run_stages(
             files = [Path(f) for f in stage.run(out, profile, seed, quiet)]
             seconds = time.perf_counter() - t0
             outcomes.append(StageOutcome(stage.name, True, files, seconds))
-            entries = [{"path": _relative(f, out), "size": f.stat().st_size, "sha256": _file_digest(f)}
-                       for f in files]
-            atomic_write_text(out / ".stages" / f"{stage.name}.json", json.dumps(
-                {"fingerprint": fingerprint, "files": entries, "seconds": seconds}))
+            entries = [
+                {"path": _relative(f, out), "size": f.stat().st_size, "sha256": _file_digest(f)}
+                for f in files
+            ]
+            atomic_write_text(
+                out / ".stages" / f"{stage.name}.json",
+                json.dumps({"fingerprint": fingerprint, "files": entries, "seconds": seconds}),
+            )
         except Exception as exc:  # a failing stage must not stop the others
-            outcomes.append(StageOutcome(stage.name, False, [], time.perf_counter() - t0,
-                                         f"{type(exc).__name__}: {exc}"))
+            outcomes.append(
+                StageOutcome(stage.name, False, [], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
+            )
             if not quiet:
                 traceback.print_exc(file=sys.stderr)
     return outcomes
@@ -286,8 +331,15 @@ def _summary(outcomes: Sequence[StageOutcome], profile: str, seed: int, out: Pat
         "command": "slt-tms " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
         "versions": package_versions(),
         "stages": [
-            {"name": o.name, "description": descriptions.get(o.name, ""), "ok": o.ok, "seconds": o.seconds,
-             "cached": o.cached, "files": [_relative(f, out) for f in o.files], "error": o.error}
+            {
+                "name": o.name,
+                "description": descriptions.get(o.name, ""),
+                "ok": o.ok,
+                "seconds": o.seconds,
+                "cached": o.cached,
+                "files": [_relative(f, out) for f in o.files],
+                "error": o.error,
+            }
             for o in outcomes
         ],
     }
@@ -306,8 +358,9 @@ def _handler(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     t0 = time.perf_counter()
-    outcomes = run_stages(args.out, args.profile, seed=args.seed, quiet=args.quiet, only=args.only,
-                          force=args.force)
+    outcomes = run_stages(
+        args.out, args.profile, seed=args.seed, quiet=args.quiet, only=args.only, force=args.force
+    )
     summary = _summary(outcomes, args.profile, args.seed, Path(args.out))
     summary["seconds"] = time.perf_counter() - t0
     summary_path = atomic_write_text(Path(args.out) / "reproduce_summary.json", json.dumps(summary, indent=1))
@@ -329,10 +382,14 @@ def register(subparsers: Any) -> None:
         "reproduce",
         help="run the whole reproduction (stages) into one folder",
         description="Run every reproduction stage into --out; a failing stage is reported and the rest "
-                    "still run. Stages: " + ", ".join(s.name for s in STAGES) + ".",
+        "still run. Stages: " + ", ".join(s.name for s in STAGES) + ".",
     )
-    p.add_argument("--profile", choices=PROFILES, default="quick",
-                   help="quick: small settings; paper: full settings (default quick)")
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="quick",
+        help="quick: small settings; paper: full settings (default quick)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="root seed passed to every stage (default 0)")
     p.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")

@@ -43,7 +43,7 @@ def default_nbeta(n: int) -> float:
 #: One line of help per field: the CLI flags and the docs table are generated from it.
 FIELD_HELP: dict[str, str] = {
     "sampler": "kernel: 'auto' (HMC for population/full-batch losses, SGLD for minibatches), 'hmc', "
-               "'mala' or 'sgld'",
+    "'mala' or 'sgld'",
     "num_chains": "independent chains (R-hat needs at least 2)",
     "num_burnin": "warmup transitions per chain (step size and metric adaptation), discarded",
     "num_draws": "kept draws per chain; None samples in blocks until converged (or max_draws)",
@@ -60,11 +60,12 @@ FIELD_HELP: dict[str, str] = {
     "batch_size": "minibatch rows per chain and step (SGLD); None: full batch",
     "preconditioner": "SGLD preconditioner: None or 'rmsprop' (adapted in the warmup, then frozen)",
     "divergence_threshold": "a draw of nbeta*(L - L*) above this marks a chain diverged; None: "
-                            "max(1e4, 100 d)",
+    "max(1e4, 100 d)",
     "bias_check": "SGLD: measure the discretisation bias with a second run at half the step",
     "ladder": "nbeta multipliers for the asymptotic fit lambda + a/(nbeta) (e.g. 1 2 4 8); None: no fit",
     "escape_fraction": "flag the run when more than this fraction of draws has L < L(w*)",
-    "multiplicity": "ladder fit: the multiplicity m of lambda if known (m > 1 adds the -(m-1)/log(nbeta) term)",
+    "multiplicity": "ladder fit: the multiplicity m of lambda if known (m > 1 adds the -(m-1)/log(nbeta) "
+    "term)",
     "correction_exponent": "ladder fit (m = 1): the exponent p of the finite-temperature term a/(nbeta)^p",
 }
 
@@ -155,8 +156,10 @@ class LLCConfig:
             check_int("batch_size", self.batch_size, minimum=1)
         check_choice("preconditioner", self.preconditioner, (None, "rmsprop"))
         if self.preconditioner is not None and self.sampler in ("mala", "hmc"):
-            raise ValueError("preconditioner='rmsprop' is for SGLD; MALA and HMC adapt a diagonal metric "
-                             "instead (adapt_metric=True)")
+            raise ValueError(
+                "preconditioner='rmsprop' is for SGLD; MALA and HMC adapt a diagonal metric "
+                "instead (adapt_metric=True)"
+            )
         if self.divergence_threshold is not None:
             check_float("divergence_threshold", self.divergence_threshold, positive=True)
         if self.ladder is not None:
@@ -168,15 +171,19 @@ class LLCConfig:
         check_int("multiplicity", self.multiplicity, minimum=1)
         check_float("correction_exponent", self.correction_exponent, positive=True)
         if self.sampler in ("mala", "hmc") and self.batch_size is not None:
-            raise ValueError(f"sampler={self.sampler!r} needs the full loss at every step; it cannot use "
-                             "minibatches (batch_size): use sampler='sgld' or batch_size=None")
+            raise ValueError(
+                f"sampler={self.sampler!r} needs the full loss at every step; it cannot use "
+                "minibatches (batch_size): use sampler='sgld' or batch_size=None"
+            )
 
     def replace(self, **changes: Any) -> LLCConfig:
         """A copy with some fields changed (validated)."""
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
-            raise ValueError(f"unknown LLCConfig fields {sorted(unknown)}; known: "
-                             f"{', '.join(f.name for f in fields(self))}")
+            raise ValueError(
+                f"unknown LLCConfig fields {sorted(unknown)}; known: "
+                f"{', '.join(f.name for f in fields(self))}"
+            )
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

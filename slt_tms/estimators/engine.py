@@ -80,9 +80,11 @@ def _kernel(cfg: LLCConfig, batches: BatchSupply) -> Any:
     if name == "auto":
         name = "hmc" if batches.exact else "sgld"
     if name in ("mala", "hmc") and not batches.exact:
-        raise ValueError(f"sampler={name!r} needs the full loss at every step, but the data are "
-                         f"{'streamed from a DataLoader' if batches.kind == 'stream' else 'minibatched'}; "
-                         "use sampler='sgld' (or full-batch tensors)")
+        raise ValueError(
+            f"sampler={name!r} needs the full loss at every step, but the data are "
+            f"{'streamed from a DataLoader' if batches.kind == 'stream' else 'minibatched'}; "
+            "use sampler='sgld' (or full-batch tensors)"
+        )
     if name == "mala":
         return MALA()
     if name == "hmc":
@@ -119,8 +121,9 @@ def _initial_step_size(target: Tempered, w: Tensor, batches: BatchSupply, stream
     return eps
 
 
-def run_groups(pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progress: bool | None = None,
-               warn: bool = True) -> list[LLCResult]:
+def run_groups(
+    pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progress: bool | None = None, warn: bool = True
+) -> list[LLCResult]:
     """Sample every group's chains in one batch until each group converges or spends its budget."""
     t0, c0 = time.perf_counter(), time.process_time()
     d = int(pot.w_star.numel())
@@ -131,13 +134,25 @@ def run_groups(pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progres
     kernel = _kernel(cfg, batches)
     adapt_metric = _uses_metric(cfg, kernel)
     seeds = [s for g in groups for s in spawn_seeds(g.seed, C)]
-    streams = ChainStreams(seeds, d, dt, dev, num_rows=None if pot.data is None else pot.data.num_rows,
-                           batch_size=batches.batch_size)
+    streams = ChainStreams(
+        seeds,
+        d,
+        dt,
+        dev,
+        num_rows=None if pot.data is None else pot.data.num_rows,
+        batch_size=batches.batch_size,
+    )
     centers = torch.stack([g.center.to(device=dev, dtype=dt) for g in groups]).repeat_interleave(C, 0)
     nbetas = torch.tensor([g.nbeta for g in groups], dtype=dt, device=dev).repeat_interleave(C)
     target = Tempered(pot, nbetas, float(cfg.localization), centers)
-    w0 = torch.cat([g.center.expand(C, d).to(device=dev, dtype=dt) if g.init is None
-                    else g.init.detach().to(device=dev, dtype=dt) for g in groups])
+    w0 = torch.cat(
+        [
+            g.center.expand(C, d).to(device=dev, dtype=dt)
+            if g.init is None
+            else g.init.detach().to(device=dev, dtype=dt)
+            for g in groups
+        ]
+    )
     threshold = cfg.divergence_threshold if cfg.divergence_threshold is not None else max(1e4, 100.0 * d)
     budget = cfg.num_draws if cfg.num_draws is not None else cfg.max_draws
     accept_target = cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name]
@@ -153,11 +168,24 @@ def run_groups(pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progres
         metric: Tensor | None = None
         grads = 0
         if cfg.num_burnin > 0:
-            warm = Warmup(cfg.num_burnin, None if cfg.step_size is not None else accept_target,
-                          adapt_metric=adapt_metric and kernel.exact,
-                          rmsprop=RMSProp() if kernel.name == "sgld" and cfg.preconditioner else None)
-            res = run_chains(kernel, target, state, num_steps=cfg.num_burnin, streams=streams,
-                             batches=batches, step_size=eps, warmup=warm, record=(), bar=bar)
+            warm = Warmup(
+                cfg.num_burnin,
+                None if cfg.step_size is not None else accept_target,
+                adapt_metric=adapt_metric and kernel.exact,
+                rmsprop=RMSProp() if kernel.name == "sgld" and cfg.preconditioner else None,
+            )
+            res = run_chains(
+                kernel,
+                target,
+                state,
+                num_steps=cfg.num_burnin,
+                streams=streams,
+                batches=batches,
+                step_size=eps,
+                warmup=warm,
+                record=(),
+                bar=bar,
+            )
             state, eps, metric, grads = res.state, res.step_size, res.metric, res.num_grads
         for tr in tracks:
             tr.grads = grads
@@ -165,8 +193,18 @@ def run_groups(pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progres
         active = list(range(G))
         while active:
             steps = min(block, budget - tracks[active[0]].draws)
-            res = run_chains(kernel, target, state, num_steps=steps, streams=streams, batches=batches,
-                             step_size=eps, metric=metric, record=("loss", "accept_prob"), bar=bar)
+            res = run_chains(
+                kernel,
+                target,
+                state,
+                num_steps=steps,
+                streams=streams,
+                batches=batches,
+                step_size=eps,
+                metric=metric,
+                record=("loss", "accept_prob"),
+                bar=bar,
+            )
             state = res.state
             retire: list[int] = []
             for pos, gi in enumerate(active):
@@ -181,7 +219,9 @@ def run_groups(pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progres
                 block_bad = diag.divergence_flags(llc_block, threshold)
                 tr.bad = block_bad if tr.bad is None else (tr.bad | block_bad)
                 if not tr.bad.all():
-                    x = groups[gi].nbeta * (np.concatenate(tr.losses, axis=1)[~tr.bad] - groups[gi].anchor_loss)
+                    x = groups[gi].nbeta * (
+                        np.concatenate(tr.losses, axis=1)[~tr.bad] - groups[gi].anchor_loss
+                    )
                     tr.rhat, tr.ess = diag.rhat(x), diag.ess(x)
                 converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
                 if tr.bad.all() or tr.draws >= budget or (cfg.num_draws is None and converged):
@@ -208,34 +248,93 @@ def run_groups(pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progres
     for gi, (g, tr) in enumerate(zip(groups, tracks, strict=True)):
         bias = None
         if kernel.name == "sgld" and cfg.bias_check and tr.bad is not None and not tr.bad.all():
-            bias = _bias_check(kernel, Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
-                               tr, batches, cfg, g, streams.num_rows)
-        results.append(_result(pot, g, tr, cfg, kernel, batches, n, threshold, bias, seeds[gi * C:(gi + 1) * C],
-                               streams.block, seconds, cpu, warn))
+            bias = _bias_check(
+                kernel,
+                Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
+                tr,
+                batches,
+                cfg,
+                g,
+                streams.num_rows,
+            )
+        results.append(
+            _result(
+                pot,
+                g,
+                tr,
+                cfg,
+                kernel,
+                batches,
+                n,
+                threshold,
+                bias,
+                seeds[gi * C : (gi + 1) * C],
+                streams.block,
+                seconds,
+                cpu,
+                warn,
+            )
+        )
     return results
 
 
-def _bias_check(kernel: Any, target: Tempered, tr: _Track, batches: BatchSupply, cfg: LLCConfig, g: Group,
-                num_rows: int | None) -> dict[str, Any]:
+def _bias_check(
+    kernel: Any,
+    target: Tempered,
+    tr: _Track,
+    batches: BatchSupply,
+    cfg: LLCConfig,
+    g: Group,
+    num_rows: int | None,
+) -> dict[str, Any]:
     """SGLD at half the step from the group's final state, on fresh streams derived from its seed."""
     state, eps, metric = tr.final_state, tr.final_eps, tr.final_metric
     C, d = state.w.shape
     llc_main = _llc_mean(tr, g)
     se_main = diag.mcse_mean(_llc_draws(tr, g)[~tr.bad])
-    streams = ChainStreams(spawn_seeds(spawn_seeds(g.seed, 2)[1], C), d, state.w.dtype, state.w.device,
-                           num_rows=num_rows, batch_size=batches.batch_size)
+    streams = ChainStreams(
+        spawn_seeds(spawn_seeds(g.seed, 2)[1], C),
+        d,
+        state.w.dtype,
+        state.w.device,
+        num_rows=num_rows,
+        batch_size=batches.batch_size,
+    )
     half = eps / 2
-    burn = run_chains(kernel, target, kernel.init(state.w, target, None), num_steps=max(cfg.num_burnin, 10),
-                      streams=streams, batches=batches, step_size=half, metric=metric, record=())
-    res = run_chains(kernel, target, burn.state, num_steps=tr.draws, streams=streams, batches=batches,
-                     step_size=half, metric=metric, record=("loss",))
+    burn = run_chains(
+        kernel,
+        target,
+        kernel.init(state.w, target, None),
+        num_steps=max(cfg.num_burnin, 10),
+        streams=streams,
+        batches=batches,
+        step_size=half,
+        metric=metric,
+        record=(),
+    )
+    res = run_chains(
+        kernel,
+        target,
+        burn.state,
+        num_steps=tr.draws,
+        streams=streams,
+        batches=batches,
+        step_size=half,
+        metric=metric,
+        record=("loss",),
+    )
     x = g.nbeta * (res.records["loss"] - g.anchor_loss)
     x = x[np.all(np.isfinite(x), axis=1)]
     llc_half = float(np.mean(x)) if x.size else math.nan
     se_half = diag.mcse_mean(x) if x.size else math.nan
     tr.grads += burn.num_grads + res.num_grads
-    return {"llc_half_step": llc_half, "se_half_step": se_half, "difference": llc_main - llc_half,
-            "se_difference": math.sqrt(se_main**2 + se_half**2), "half_step_draws": tr.draws}
+    return {
+        "llc_half_step": llc_half,
+        "se_half_step": se_half,
+        "difference": llc_main - llc_half,
+        "se_difference": math.sqrt(se_main**2 + se_half**2),
+        "half_step_draws": tr.draws,
+    }
 
 
 def _llc_draws(tr: _Track, g: Group) -> np.ndarray:
@@ -248,16 +347,30 @@ def _llc_mean(tr: _Track, g: Group) -> float:
     return float(np.mean(_llc_draws(tr, g)[~tr.bad]))
 
 
-def _result(pot: Any, g: Group, tr: _Track, cfg: LLCConfig, kernel: Any, batches: BatchSupply, n: int,
-            threshold: float, bias: dict[str, Any] | None, chain_seeds: list[int], block: int, seconds: float,
-            cpu: float, warn: bool) -> LLCResult:
+def _result(
+    pot: Any,
+    g: Group,
+    tr: _Track,
+    cfg: LLCConfig,
+    kernel: Any,
+    batches: BatchSupply,
+    n: int,
+    threshold: float,
+    bias: dict[str, Any] | None,
+    chain_seeds: list[int],
+    block: int,
+    seconds: float,
+    cpu: float,
+    warn: bool,
+) -> LLCResult:
     C = cfg.num_chains
     bad = tr.bad if tr.bad is not None else np.zeros(C, dtype=bool)
     if bad.all():
         raise ValueError(
             f"all {C} chains diverged (non-finite loss or nbeta*(L - L*) > {threshold:g}) at step size "
             f"{float(tr.final_eps.mean()):.3g}; use a smaller step_size (or step_size=None to adapt it), a "
-            "larger localization, or check the potential near w*")
+            "larger localization, or check the potential near w*"
+        )
     loss_kept = np.concatenate(tr.losses, axis=1)
     acc_kept = np.concatenate(tr.accepts, axis=1)
     llc_draws = _llc_draws(tr, g)
@@ -273,23 +386,32 @@ def _result(pot: Any, g: Group, tr: _Track, cfg: LLCConfig, kernel: Any, batches
     converged = bool(rhat <= cfg.target_rhat and ess >= cfg.target_ess)
     flags = []
     if not converged:
-        flags.append(f"not converged: R-hat {rhat:.3f} (target <= {cfg.target_rhat}), ESS {ess:.0f} "
-                     f"(target >= {cfg.target_ess:.0f}) after {tr.draws} draws per chain")
+        flags.append(
+            f"not converged: R-hat {rhat:.3f} (target <= {cfg.target_rhat}), ESS {ess:.0f} "
+            f"(target >= {cfg.target_ess:.0f}) after {tr.draws} draws per chain"
+        )
     if batches.exact and frac_below > cfg.escape_fraction:
-        flags.append(f"chains escaped: {frac_below:.0%} of the draws have L < L(w*): w* is not a local "
-                     "minimum at this temperature, the number is not an LLC of w* (raise n/nbeta or the "
-                     "localization, or move w* to a minimum)")
+        flags.append(
+            f"chains escaped: {frac_below:.0%} of the draws have L < L(w*): w* is not a local "
+            "minimum at this temperature, the number is not an LLC of w* (raise n/nbeta or the "
+            "localization, or move w* to a minimum)"
+        )
     elif llc_hat < 0:
         flags.append(f"negative estimate ({frac_below:.0%} of draws below L(w*)): w* is not near a minimum")
     if bad.any():
         flags.append(f"{int(bad.sum())} of {C} chains diverged (excluded: {np.flatnonzero(bad).tolist()})")
     if bias is not None and abs(bias["difference"]) > 3 * bias["se_difference"]:
-        flags.append(f"SGLD discretisation bias: half the step gives {bias['llc_half_step']:.4g} (difference "
-                     f"{bias['difference']:.3g} +/- {bias['se_difference']:.2g}); use a smaller step_size, a "
-                     "larger batch_size, or full batch")
+        flags.append(
+            f"SGLD discretisation bias: half the step gives {bias['llc_half_step']:.4g} (difference "
+            f"{bias['difference']:.3g} +/- {bias['se_difference']:.2g}); use a smaller step_size, a "
+            "larger batch_size, or full batch"
+        )
     if warn and flags:
-        warnings.warn(f"LLC estimate {llc_hat:.4g} +/- {se:.2g} is not trustworthy: " + "; ".join(flags),
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"LLC estimate {llc_hat:.4g} +/- {se:.2g} is not trustworthy: " + "; ".join(flags),
+            RuntimeWarning,
+            stacklevel=4,
+        )
     eps_np = tr.final_eps.detach().cpu().double().numpy()
     record = {
         **cfg.to_dict(),
@@ -314,11 +436,30 @@ def _result(pot: Any, g: Group, tr: _Track, cfg: LLCConfig, kernel: Any, batches
     }
     idata = diag.inference_data({"llc": llc_draws, "loss": loss_kept}, {"accept_prob": acc_kept})
     return LLCResult(
-        llc=llc_hat, se=se, rhat=float(rhat), ess=float(ess), converged=converged, flags=tuple(flags),
-        estimand=(f"localized tempered posterior mean of nbeta*(L - L(w*)) at nbeta = {g.nbeta:.6g}, "
-                  f"localization {cfg.localization:g} (approaches lambda as nbeta grows)"),
-        nbeta=float(g.nbeta), n=n, anchor_loss=g.anchor_loss, sampler=kernel.name, acceptance=acceptance,
-        frac_below_anchor=frac_below, llc_per_chain=per_chain, diverged=bad, num_draws=tr.draws,
-        num_grads=tr.grads, seconds=seconds, cpu_seconds=cpu, bias_check=bias, trace=idata, config=record,
+        llc=llc_hat,
+        se=se,
+        rhat=float(rhat),
+        ess=float(ess),
+        converged=converged,
+        flags=tuple(flags),
+        estimand=(
+            f"localized tempered posterior mean of nbeta*(L - L(w*)) at nbeta = {g.nbeta:.6g}, "
+            f"localization {cfg.localization:g} (approaches lambda as nbeta grows)"
+        ),
+        nbeta=float(g.nbeta),
+        n=n,
+        anchor_loss=g.anchor_loss,
+        sampler=kernel.name,
+        acceptance=acceptance,
+        frac_below_anchor=frac_below,
+        llc_per_chain=per_chain,
+        diverged=bad,
+        num_draws=tr.draws,
+        num_grads=tr.grads,
+        seconds=seconds,
+        cpu_seconds=cpu,
+        bias_check=bias,
+        trace=idata,
+        config=record,
         seed=g.seed,
     )

@@ -57,9 +57,15 @@ __all__ = ["LLCConfig", "LLCResult", "default_nbeta", "estimate_llc", "fit_asymp
 
 #: devinterp keyword names and how they map to ours (see docs: migrating from devinterp).
 _DEVINTERP_KEYWORDS = {"num_burnin_steps": "num_burnin", "lr": "step_size"}
-_DEVINTERP_OPTIMIZER_KEYS = {"lr": "step_size", "nbeta": "nbeta", "localization": "localization",
-                             "noise_level": None, "weight_decay": None, "bounding_box_size": None,
-                             "temperature": None}
+_DEVINTERP_OPTIMIZER_KEYS = {
+    "lr": "step_size",
+    "nbeta": "nbeta",
+    "localization": "localization",
+    "noise_level": None,
+    "weight_decay": None,
+    "bounding_box_size": None,
+    "temperature": None,
+}
 
 
 def _resolve_config(config: LLCConfig | None, overrides: Mapping[str, Any]) -> LLCConfig:
@@ -71,23 +77,32 @@ def _resolve_config(config: LLCConfig | None, overrides: Mapping[str, Any]) -> L
         if key == "optimizer_kwargs":
             for k, v in dict(value or {}).items():
                 if k not in _DEVINTERP_OPTIMIZER_KEYS:
-                    raise ValueError(f"optimizer_kwargs[{k!r}] is not a setting of this estimator; known: "
-                                     f"{', '.join(k2 for k2, t in _DEVINTERP_OPTIMIZER_KEYS.items() if t)}")
+                    raise ValueError(
+                        f"optimizer_kwargs[{k!r}] is not a setting of this estimator; known: "
+                        f"{', '.join(k2 for k2, t in _DEVINTERP_OPTIMIZER_KEYS.items() if t)}"
+                    )
                 target = _DEVINTERP_OPTIMIZER_KEYS[k]
                 if target is None:
-                    if (k == "noise_level" and v == 1.0) or (k == "weight_decay" and v == 0.0) or \
-                            (k == "temperature" and v is None):
+                    if (
+                        (k == "noise_level" and v == 1.0)
+                        or (k == "weight_decay" and v == 0.0)
+                        or (k == "temperature" and v is None)
+                    ):
                         continue  # devinterp's defaults: nothing to translate
-                    raise ValueError(f"optimizer_kwargs[{k!r}] = {v!r} changes the target density; this "
-                                     "estimator samples the localized tempered posterior only (use nbeta and "
-                                     "localization)")
+                    raise ValueError(
+                        f"optimizer_kwargs[{k!r}] = {v!r} changes the target density; this "
+                        "estimator samples the localized tempered posterior only (use nbeta and "
+                        "localization)"
+                    )
                 changes[target] = v
             changes.setdefault("sampler", "sgld")  # devinterp's SGLD, translated
         elif key == "sampling_method":
             name = getattr(value, "__name__", str(value)).lower()
             if name not in ("sgld", "sgld_class"):
-                raise ValueError(f"sampling_method={value!r}: only devinterp's SGLD has an equivalent here "
-                                 "(sampler='sgld'); MALA and HMC are available as sampler='mala'/'hmc'")
+                raise ValueError(
+                    f"sampling_method={value!r}: only devinterp's SGLD has an equivalent here "
+                    "(sampler='sgld'); MALA and HMC are available as sampler='mala'/'hmc'"
+                )
             changes["sampler"] = "sgld"
         elif key in ("num_steps_bw_draws", "cores", "online", "callbacks", "verbose", "grad_accum_steps"):
             raise ValueError(
@@ -99,8 +114,10 @@ def _resolve_config(config: LLCConfig | None, overrides: Mapping[str, Any]) -> L
         elif key in LLCConfig.field_names():
             changes[key] = value
         else:
-            raise TypeError(f"estimate_llc() got an unexpected keyword argument {key!r}; LLCConfig fields: "
-                            f"{', '.join(LLCConfig.field_names())}")
+            raise TypeError(
+                f"estimate_llc() got an unexpected keyword argument {key!r}; LLCConfig fields: "
+                f"{', '.join(LLCConfig.field_names())}"
+            )
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -168,46 +185,94 @@ def estimate_llc(
     """
     check_seed(seed)
     cfg = _resolve_config(config, overrides)
-    pot = as_potential(source, data, w_star=w_star, loss=loss, evaluate=evaluate, params=params, masks=masks,
-                       n=n, device=device, dtype=dtype)
+    pot = as_potential(
+        source,
+        data,
+        w_star=w_star,
+        loss=loss,
+        evaluate=evaluate,
+        params=params,
+        masks=masks,
+        n=n,
+        device=device,
+        dtype=dtype,
+    )
     n_eff = pot.n if n is None else n
     if n_eff is None:
-        raise ValueError("n (the number of training samples) is required for a population loss: it sets "
-                         "the temperature nbeta = n / log n")
+        raise ValueError(
+            "n (the number of training samples) is required for a population loss: it sets "
+            "the temperature nbeta = n / log n"
+        )
     n_eff = int(n_eff)
-    if cfg.batch_size is not None and pot.data is not None and not pot.data.streaming and \
-            n_eff == cfg.batch_size < pot.data.num_rows:
-        warnings.warn(f"n = {n_eff} equals the batch size but the data has {pot.data.num_rows} rows: n must be "
-                      "the number of training samples, not the batch size (nbeta = n / log n)",
-                      UserWarning, stacklevel=2)
+    if (
+        cfg.batch_size is not None
+        and pot.data is not None
+        and not pot.data.streaming
+        and n_eff == cfg.batch_size < pot.data.num_rows
+    ):
+        warnings.warn(
+            f"n = {n_eff} equals the batch size but the data has {pot.data.num_rows} rows: n must be "
+            "the number of training samples, not the batch size (nbeta = n / log n)",
+            UserWarning,
+            stacklevel=2,
+        )
     nbeta0 = cfg.nbeta if cfg.nbeta is not None else default_nbeta(n_eff)
     anchor = pot.anchor_loss()
     if not math.isfinite(anchor):
-        raise ValueError(f"the loss at the anchor w* is not finite ({anchor}); check w_star and the potential")
-    if init is not None and (not isinstance(init, Tensor) or init.shape != (cfg.num_chains, pot.w_star.numel())):
-        raise ValueError(f"init must be a tensor of shape (num_chains, d) = ({cfg.num_chains}, "
-                         f"{pot.w_star.numel()}), got {tuple(getattr(init, 'shape', ()))}")
+        raise ValueError(
+            f"the loss at the anchor w* is not finite ({anchor}); check w_star and the potential"
+        )
+    if init is not None and (
+        not isinstance(init, Tensor) or init.shape != (cfg.num_chains, pot.w_star.numel())
+    ):
+        raise ValueError(
+            f"init must be a tensor of shape (num_chains, d) = ({cfg.num_chains}, "
+            f"{pot.w_star.numel()}), got {tuple(getattr(init, 'shape', ()))}"
+        )
     if cfg.ladder is None:
-        return run_groups(pot, [Group(pot.w_star, anchor, nbeta0, seed, init)], cfg, n=n_eff,
-                          progress=progress)[0]
-    rungs = run_groups(pot, [Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m})
-                             for m in cfg.ladder], cfg, n=n_eff, progress=progress, warn=False)
-    fit = fit_asymptotic([r.nbeta for r in rungs], [r.llc for r in rungs], [r.se for r in rungs],
-                         [r.converged for r in rungs], multiplicity=cfg.multiplicity,
-                         exponent=cfg.correction_exponent)
+        return run_groups(
+            pot, [Group(pot.w_star, anchor, nbeta0, seed, init)], cfg, n=n_eff, progress=progress
+        )[0]
+    rungs = run_groups(
+        pot,
+        [Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m}) for m in cfg.ladder],
+        cfg,
+        n=n_eff,
+        progress=progress,
+        warn=False,
+    )
+    fit = fit_asymptotic(
+        [r.nbeta for r in rungs],
+        [r.llc for r in rungs],
+        [r.se for r in rungs],
+        [r.converged for r in rungs],
+        multiplicity=cfg.multiplicity,
+        exponent=cfg.correction_exponent,
+    )
     main = next((r for r, m in zip(rungs, cfg.ladder, strict=True) if m == 1.0), rungs[0])
     flags = tuple(sorted({f for r in rungs for f in r.flags}))
     if not all(r.ok for r in rungs):
-        warnings.warn(f"LLC ladder: not every rung is trustworthy ({'; '.join(flags)}); the asymptotic fit "
-                      f"{fit.llc:.4g} +/- {fit.se:.4g} inherits that", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"LLC ladder: not every rung is trustworthy ({'; '.join(flags)}); the asymptotic fit "
+            f"{fit.llc:.4g} +/- {fit.se:.4g} inherits that",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     cfg_rec = {**main.config, "rungs": [r.to_dict(traces=False) for r in rungs]}
-    return dataclasses.replace(main, asymptotic=fit, flags=flags, config=cfg_rec,
-                               num_grads=max(r.num_grads for r in rungs))
+    return dataclasses.replace(
+        main, asymptotic=fit, flags=flags, config=cfg_rec, num_grads=max(r.num_grads for r in rungs)
+    )
 
 
-def fit_asymptotic(nbeta: Sequence[float], estimates: Sequence[float], errors: Sequence[float],
-                   converged: Sequence[bool] | None = None, *, multiplicity: int = 1,
-                   exponent: float = 1.0) -> AsymptoticFit:
+def fit_asymptotic(
+    nbeta: Sequence[float],
+    estimates: Sequence[float],
+    errors: Sequence[float],
+    converged: Sequence[bool] | None = None,
+    *,
+    multiplicity: int = 1,
+    exponent: float = 1.0,
+) -> AsymptoticFit:
     r"""Weighted least-squares extrapolation of finite-temperature estimates to :math:`n\beta \to \infty`.
 
     With :math:`s = n\beta` and :math:`Z(s) \propto s^{-\lambda}(\log s)^{m-1}(1 + \dots)` the estimand is
@@ -234,7 +299,9 @@ def fit_asymptotic(nbeta: Sequence[float], estimates: Sequence[float], errors: S
     y = np.asarray(estimates, dtype=float)
     se = np.asarray(errors, dtype=float)
     if len(s) < 2 or not (np.all(np.isfinite(y)) and np.all(se > 0) and np.all(s > 1)):
-        raise ValueError("the asymptotic fit needs two or more finite estimates with positive errors at nbeta > 1")
+        raise ValueError(
+            "the asymptotic fit needs two or more finite estimates with positive errors at nbeta > 1"
+        )
     if multiplicity > 1:
         y = y + (multiplicity - 1) / np.log(s)
         x = 1.0 / np.log(s) ** 2
@@ -249,6 +316,13 @@ def fit_asymptotic(nbeta: Sequence[float], estimates: Sequence[float], errors: S
     if dof > 0 and chi2 > dof:
         cov = cov * (chi2 / dof)
     conv = tuple(bool(c) for c in (converged if converged is not None else [True] * len(x)))
-    return AsymptoticFit(float(beta[0]), float(math.sqrt(cov[0, 0])), float(beta[1]), chi2,
-                         tuple(float(v) for v in nbeta), tuple(float(v) for v in estimates),
-                         tuple(float(v) for v in se), conv)
+    return AsymptoticFit(
+        float(beta[0]),
+        float(math.sqrt(cov[0, 0])),
+        float(beta[1]),
+        chi2,
+        tuple(float(v) for v in nbeta),
+        tuple(float(v) for v in estimates),
+        tuple(float(v) for v in se),
+        conv,
+    )

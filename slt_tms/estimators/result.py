@@ -57,9 +57,16 @@ class AsymptoticFit:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AsymptoticFit:
-        return cls(as_float(d["llc"]), as_float(d["se"]), as_float(d["slope"]), as_float(d["chi2"]),
-                   tuple(as_float(v) for v in d["nbeta"]), tuple(as_float(v) for v in d["estimates"]),
-                   tuple(as_float(v) for v in d["errors"]), tuple(bool(v) for v in d["converged"]))
+        return cls(
+            as_float(d["llc"]),
+            as_float(d["se"]),
+            as_float(d["slope"]),
+            as_float(d["chi2"]),
+            tuple(as_float(v) for v in d["nbeta"]),
+            tuple(as_float(v) for v in d["estimates"]),
+            tuple(as_float(v) for v in d["errors"]),
+            tuple(bool(v) for v in d["converged"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -152,8 +159,10 @@ class LLCResult:
         if self.asymptotic is not None:
             a = self.asymptotic
             ok = "" if all(a.converged) else "  [some rungs not converged]"
-            lines.append(f"  asymptotic lambda (fit lambda + a/(n beta) over n beta = "
-                         f"{', '.join(f'{v:.4g}' for v in a.nbeta)}): {a.llc:.4f} +/- {a.se:.4f}{ok}")
+            lines.append(
+                f"  asymptotic lambda (fit lambda + a/(n beta) over n beta = "
+                f"{', '.join(f'{v:.4g}' for v in a.nbeta)}): {a.llc:.4f} +/- {a.se:.4f}{ok}"
+            )
         lines += [
             f"  estimand        {self.estimand}",
             f"  potential       {c.get('description', '?')}",
@@ -174,8 +183,10 @@ class LLCResult:
         ]
         if self.bias_check is not None:
             b = self.bias_check
-            lines.append(f"  bias check      half step: {b['llc_half_step']:.4f} +/- {b['se_half_step']:.4f}; "
-                         f"difference {b['difference']:.4f} +/- {b['se_difference']:.4f}")
+            lines.append(
+                f"  bias check      half step: {b['llc_half_step']:.4f} +/- {b['se_half_step']:.4f}; "
+                f"difference {b['difference']:.4f} +/- {b['se_difference']:.4f}"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -191,9 +202,12 @@ class LLCResult:
         """JSON-ready dictionary (with the ``(chain, draw)`` traces as nested lists if ``traces``)."""
         out = self._fields()
         if traces and self.trace is not None:
-            out["traces"] = {grp + "/" + k: to_jsonable(np.asarray(v.values))
-                             for grp in ("posterior", "sample_stats") if hasattr(self.trace, grp)
-                             for k, v in getattr(self.trace, grp).data_vars.items()}
+            out["traces"] = {
+                grp + "/" + k: to_jsonable(np.asarray(v.values))
+                for grp in ("posterior", "sample_stats")
+                if hasattr(self.trace, grp)
+                for k, v in getattr(self.trace, grp).data_vars.items()
+            }
         return out
 
     def to_json(self, path: str | Path) -> Path:
@@ -210,8 +224,18 @@ class LLCResult:
 
     @classmethod
     def _from_fields(cls, f: dict[str, Any], trace: Any) -> LLCResult:
-        floats = ("llc", "se", "rhat", "ess", "nbeta", "anchor_loss", "acceptance", "frac_below_anchor",
-                  "seconds", "cpu_seconds")
+        floats = (
+            "llc",
+            "se",
+            "rhat",
+            "ess",
+            "nbeta",
+            "anchor_loss",
+            "acceptance",
+            "frac_below_anchor",
+            "seconds",
+            "cpu_seconds",
+        )
         kw = {k: f[k] for k in cls.__dataclass_fields__ if k in f and k != "trace"}
         for k in floats:
             kw[k] = as_float(f[k])

@@ -40,8 +40,20 @@ from slt_tms.validation import check_int, check_seed
 __all__ = ["SERIES_COLUMNS", "LLCSeries", "estimate_llc_series", "step_from_name"]
 
 #: Columns of the tidy table, in order.
-SERIES_COLUMNS: tuple[str, ...] = ("step", "checkpoint", "lambda_hat", "se", "rhat", "ess", "converged", "ok",
-                                   "anchor_loss", "nbeta", "num_draws", "flags")
+SERIES_COLUMNS: tuple[str, ...] = (
+    "step",
+    "checkpoint",
+    "lambda_hat",
+    "se",
+    "rhat",
+    "ess",
+    "converged",
+    "ok",
+    "anchor_loss",
+    "nbeta",
+    "num_draws",
+    "flags",
+)
 
 
 def step_from_name(name: str) -> int | None:
@@ -84,10 +96,23 @@ class LLCSeries:
 
     def rows(self) -> list[dict[str, Any]]:
         """The tidy table: one dict per checkpoint with the keys of :data:`SERIES_COLUMNS`."""
-        return [{"step": s, "checkpoint": nm, "lambda_hat": r.llc, "se": r.se, "rhat": r.rhat, "ess": r.ess,
-                 "converged": r.converged, "ok": r.ok, "anchor_loss": r.anchor_loss, "nbeta": r.nbeta,
-                 "num_draws": r.num_draws, "flags": "; ".join(r.flags)}
-                for s, nm, r in zip(self.steps, self.names, self.results, strict=True)]
+        return [
+            {
+                "step": s,
+                "checkpoint": nm,
+                "lambda_hat": r.llc,
+                "se": r.se,
+                "rhat": r.rhat,
+                "ess": r.ess,
+                "converged": r.converged,
+                "ok": r.ok,
+                "anchor_loss": r.anchor_loss,
+                "nbeta": r.nbeta,
+                "num_draws": r.num_draws,
+                "flags": "; ".join(r.flags),
+            }
+            for s, nm, r in zip(self.steps, self.names, self.results, strict=True)
+        ]
 
     def to_csv(self) -> str:
         """The tidy table as CSV text."""
@@ -103,8 +128,10 @@ class LLCSeries:
         lines = [f"{'step':>8} {'lambda_hat':>11} {'se':>7} {'R-hat':>6} {'ESS':>6}  status"]
         for row in self.rows():
             status = "ok" if row["ok"] else "NOT TRUSTWORTHY: " + row["flags"]
-            lines.append(f"{row['step']:>8} {row['lambda_hat']:11.4f} {row['se']:7.4f} {row['rhat']:6.3f} "
-                         f"{row['ess']:6.0f}  {status}")
+            lines.append(
+                f"{row['step']:>8} {row['lambda_hat']:11.4f} {row['se']:7.4f} {row['rhat']:6.3f} "
+                f"{row['ess']:6.0f}  {status}"
+            )
         return "\n".join(lines)
 
 
@@ -173,12 +200,18 @@ def estimate_llc_series(
         raise ValueError("estimate_llc_series needs at least one checkpoint")
     cfg = _resolve_config(config, overrides)
     if cfg.ladder is not None:
-        raise ValueError("ladder= is not supported in a series; estimate the asymptotic lambda of single "
-                         "checkpoints with estimate_llc")
-    names = [Path(c).name if isinstance(c, str | Path) else f"checkpoint {i}" for i, c in enumerate(checkpoints)]
+        raise ValueError(
+            "ladder= is not supported in a series; estimate the asymptotic lambda of single "
+            "checkpoints with estimate_llc"
+        )
+    names = [
+        Path(c).name if isinstance(c, str | Path) else f"checkpoint {i}" for i, c in enumerate(checkpoints)
+    ]
     if steps is None:
-        steps = [step_from_name(nm) if isinstance(c, str | Path) and step_from_name(nm) is not None else i
-                 for i, (c, nm) in enumerate(zip(checkpoints, names, strict=True))]
+        steps = [
+            step_from_name(nm) if isinstance(c, str | Path) and step_from_name(nm) is not None else i
+            for i, (c, nm) in enumerate(zip(checkpoints, names, strict=True))
+        ]
     if len(steps) != len(checkpoints):
         raise ValueError(f"steps has {len(steps)} entries for {len(checkpoints)} checkpoints")
     seeds = spawn_seeds(seed, len(checkpoints))
@@ -190,8 +223,17 @@ def estimate_llc_series(
     def potential(ckpt: Any) -> Any:
         model = make_model()
         model.load_state_dict(_state(ckpt), strict=True)
-        return from_module(model, data, loss=loss, evaluate=evaluate, params=params, masks=masks, n=n,
-                           device=device, dtype=dtype)
+        return from_module(
+            model,
+            data,
+            loss=loss,
+            evaluate=evaluate,
+            params=params,
+            masks=masks,
+            n=n,
+            device=device,
+            dtype=dtype,
+        )
 
     shared = params is None and not masks
     step = batch if shared else 1
@@ -201,8 +243,21 @@ def estimate_llc_series(
         pot = pots[0]
         n_eff = int(pot.n if n is None else n)
         nbeta = cfg.nbeta if cfg.nbeta is not None else default_nbeta(n_eff)
-        groups = [Group(p.w_star, p.anchor_loss(), nbeta, seeds[i], None,
-                        {"checkpoint": names[i], "step": int(steps[i])}) for p, i in zip(pots, chunk, strict=True)]
+        groups = [
+            Group(
+                p.w_star,
+                p.anchor_loss(),
+                nbeta,
+                seeds[i],
+                None,
+                {"checkpoint": names[i], "step": int(steps[i])},
+            )
+            for p, i in zip(pots, chunk, strict=True)
+        ]
         results.extend(run_groups(pot, groups, cfg, n=n_eff, progress=progress))
-    return LLCSeries(tuple(int(s) for s in steps), tuple(names), tuple(results),
-                     {**cfg.to_dict(), "seed": seed, "batch": batch, "checkpoint_seeds": seeds})
+    return LLCSeries(
+        tuple(int(s) for s in steps),
+        tuple(names),
+        tuple(results),
+        {**cfg.to_dict(), "seed": seed, "batch": batch, "checkpoint_seeds": seeds},
+    )

@@ -42,8 +42,15 @@ from slt_tms.samplers.diagnostics import inference_data, summary_stats
 from slt_tms.tms import OneHotSums, OneHotUniform, num_params, unpack, validate_shape
 from slt_tms.validation import check_float, check_int, check_seed
 
-__all__ = ["HMCConfig", "LadderSamples", "PosteriorSamples", "sample_posterior", "sample_posterior_ladder",
-           "sample_size_ladder", "swap_log_ratio"]
+__all__ = [
+    "HMCConfig",
+    "LadderSamples",
+    "PosteriorSamples",
+    "sample_posterior",
+    "sample_posterior_ladder",
+    "sample_size_ladder",
+    "swap_log_ratio",
+]
 
 
 @dataclass(frozen=True)
@@ -123,12 +130,20 @@ def sample_size_ladder(
 
 def _invariants(samples: Tensor, loss: Tensor, c: int, r: int) -> dict[str, np.ndarray]:
     W, b = unpack(samples, c, r)
-    return {"loss": loss.double().cpu().numpy(), "W_sq": (W * W).sum((-1, -2)).double().cpu().numpy(),
-            "b_sq": (b * b).sum(-1).double().cpu().numpy()}
+    return {
+        "loss": loss.double().cpu().numpy(),
+        "W_sq": (W * W).sum((-1, -2)).double().cpu().numpy(),
+        "b_sq": (b * b).sum(-1).double().cpu().numpy(),
+    }
 
 
-def _diagnostics(potential: np.ndarray, invariants: dict[str, np.ndarray], accept: np.ndarray,
-                 divergent: np.ndarray, step_size: np.ndarray) -> dict[str, Any]:
+def _diagnostics(
+    potential: np.ndarray,
+    invariants: dict[str, np.ndarray],
+    accept: np.ndarray,
+    divergent: np.ndarray,
+    step_size: np.ndarray,
+) -> dict[str, Any]:
     """R-hat / ESS (ArviZ) of the potential and of symmetry-invariant scalars (raw coordinates are not
     identified: rotations and feature permutations leave the posterior unchanged); acceptance, divergences."""
     out = summary_stats(inference_data({"potential": potential, **invariants}))
@@ -168,8 +183,13 @@ class PosteriorSamples:
 
     def diagnostics(self) -> dict[str, Any]:
         """R-hat and ESS of the potential and the invariants; acceptance; divergences."""
-        return _diagnostics(self.potential, _invariants(self.samples, self.empirical_loss, self.c, self.r),
-                            self.accept_prob, self.divergent, self.step_size)
+        return _diagnostics(
+            self.potential,
+            _invariants(self.samples, self.empirical_loss, self.c, self.r),
+            self.accept_prob,
+            self.divergent,
+            self.step_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -208,9 +228,13 @@ class LadderSamples:
 
     def diagnostics_at(self, g: int) -> dict[str, Any]:
         """R-hat / ESS (ArviZ) across replica sets of the invariants at ladder index ``g``."""
-        return _diagnostics(self.potential[:, g], _invariants(self.samples[:, g], self.empirical_loss[:, g],
-                                                              self.c, self.r),
-                            self.accept_prob[:, g], self.divergent[:, g], self.step_size[:, g])
+        return _diagnostics(
+            self.potential[:, g],
+            _invariants(self.samples[:, g], self.empirical_loss[:, g], self.c, self.r),
+            self.accept_prob[:, g],
+            self.divergent[:, g],
+            self.step_size[:, g],
+        )
 
 
 def _target(sums: OneHotSums, kk: Tensor, hh: Tensor, r: int, like: Tensor) -> Tempered:
@@ -220,19 +244,43 @@ def _target(sums: OneHotSums, kk: Tensor, hh: Tensor, r: int, like: Tensor) -> T
         return sums.total(w, kk, hh, r)
 
     zero = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device)
-    pot = FunctionalPotential(w_star=zero, n=None, data=None, description="TMS n L_n (one-hot prefix sums)",
-                              batched=total, grad_mode="autograd")
+    pot = FunctionalPotential(
+        w_star=zero,
+        n=None,
+        data=None,
+        description="TMS n L_n (one-hot prefix sums)",
+        batched=total,
+        grad_mode="autograd",
+    )
     return Tempered(pot, 1.0, 1.0, zero)
 
 
-def _run(target: Tempered, w0: Tensor, cfg: HMCConfig, num_warmup: int, num_draws: int,
-         chain_seeds: list[int], hook: Any, progress: bool | None, desc: str) -> Any:
+def _run(
+    target: Tempered,
+    w0: Tensor,
+    cfg: HMCConfig,
+    num_warmup: int,
+    num_draws: int,
+    chain_seeds: list[int],
+    hook: Any,
+    progress: bool | None,
+    desc: str,
+) -> Any:
     bar = progress_bar(total=num_warmup + num_draws, desc=desc, enabled=progress)
     try:
-        res = sample(cfg.kernel(), target, w0, num_warmup=num_warmup, num_draws=num_draws,
-                     chain_seeds=chain_seeds, step_size=cfg.step_size,
-                     target_accept=cfg.target_accept if cfg.adapt_step_size else None,
-                     adapt_metric=cfg.adapt_mass, hook=hook, bar=bar)
+        res = sample(
+            cfg.kernel(),
+            target,
+            w0,
+            num_warmup=num_warmup,
+            num_draws=num_draws,
+            chain_seeds=chain_seeds,
+            step_size=cfg.step_size,
+            target_accept=cfg.target_accept if cfg.adapt_step_size else None,
+            adapt_metric=cfg.adapt_mass,
+            hook=hook,
+            bar=bar,
+        )
     finally:
         bar.close()
     return res
@@ -247,8 +295,9 @@ def swap_log_ratio(sums: OneHotSums, k: Tensor, g: Tensor, w_lo: Tensor, w_hi: T
     return t_hi - t_lo
 
 
-def _checks(c: int, r: int, num_chains: int, num_draws: int, num_warmup: int, init_scale: float,
-            seed: int) -> None:
+def _checks(
+    c: int, r: int, num_chains: int, num_draws: int, num_warmup: int, init_scale: float, seed: int
+) -> None:
     validate_shape(c, r)
     check_int("num_chains", num_chains, minimum=1)
     check_int("num_draws", num_draws, minimum=1)
@@ -293,15 +342,46 @@ def sample_posterior(
     cfg = config or HMCConfig()
     zeros = torch.zeros(num_chains, dtype=torch.long, device=dev)
     target = _target(OneHotSums(x[None], [n]), zeros, zeros, r, w0)
-    res = _run(target, w0.to(dev), cfg, num_warmup, num_draws, spawn_seeds(s_hmc, num_chains), None, progress,
-               f"posterior n={n}")
+    res = _run(
+        target,
+        w0.to(dev),
+        cfg,
+        num_warmup,
+        num_draws,
+        spawn_seeds(s_hmc, num_chains),
+        None,
+        progress,
+        f"posterior n={n}",
+    )
     samples = torch.as_tensor(res.records["w"])
     loss = torch.as_tensor(res.records["loss"]) / n
-    conf = {"c": c, "r": r, "n": n, "num_chains": num_chains, "num_draws": num_draws, "num_warmup": num_warmup,
-            "init_scale": init_scale, "dtype": str(dtype), "hmc": {**asdict(cfg), **res.config},
-            "prior": "N(0, I)", "dataset": "OneHotUniform", "seeds": {"data": s_data, "init": s_init, "hmc": s_hmc}}
-    return PosteriorSamples(samples, loss, res.records["potential"], res.records["accept_prob"],
-                            res.records["divergent"], res.step_size, n, c, r, int(seed), conf)
+    conf = {
+        "c": c,
+        "r": r,
+        "n": n,
+        "num_chains": num_chains,
+        "num_draws": num_draws,
+        "num_warmup": num_warmup,
+        "init_scale": init_scale,
+        "dtype": str(dtype),
+        "hmc": {**asdict(cfg), **res.config},
+        "prior": "N(0, I)",
+        "dataset": "OneHotUniform",
+        "seeds": {"data": s_data, "init": s_init, "hmc": s_hmc},
+    }
+    return PosteriorSamples(
+        samples,
+        loss,
+        res.records["potential"],
+        res.records["accept_prob"],
+        res.records["divergent"],
+        res.step_size,
+        n,
+        c,
+        r,
+        int(seed),
+        conf,
+    )
 
 
 def sample_posterior_ladder(
@@ -351,8 +431,9 @@ def sample_posterior_ladder(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     K, G, n_max = num_chains, len(ladder), ladder[-1]
     s_data, s_init, s_hmc, s_swap = spawn_seeds(int(seed), 4)
-    X = torch.stack([OneHotUniform(c).sample(n_max, torch.Generator().manual_seed(s))
-                     for s in spawn_seeds(s_data, K)]).to(device=dev, dtype=dtype)
+    X = torch.stack(
+        [OneHotUniform(c).sample(n_max, torch.Generator().manual_seed(s)) for s in spawn_seeds(s_data, K)]
+    ).to(device=dev, dtype=dtype)
     d = num_params(c, r)
     w0 = init_scale * torch.randn(K * G, d, generator=torch.Generator().manual_seed(s_init), dtype=dtype)
     sums = OneHotSums(X, ladder)
@@ -366,7 +447,9 @@ def sample_posterior_ladder(
     target = _target(sums, kk, hh, r, w0.to(dev))
 
     def log_ratio(g: Tensor, w_lo: Tensor, w_hi: Tensor) -> Tensor:
-        return swap_log_ratio(sums, torch.arange(K, device=dev).repeat_interleave(len(g) // K), g, w_lo, w_hi, r)
+        return swap_log_ratio(
+            sums, torch.arange(K, device=dev).repeat_interleave(len(g) // K), g, w_lo, w_hi, r
+        )
 
     def hook(state: Any, it: int) -> Any:
         if not swap or G < 2:
@@ -384,19 +467,52 @@ def sample_posterior_ladder(
             return state
         return kernel.init(new.reshape(K * G, d), target, None)
 
-    res = _run(target, w0.to(dev), cfg, num_warmup, num_draws, spawn_seeds(s_hmc, K * G), hook, progress,
-               f"posterior ladder ({G} sample sizes)")
+    res = _run(
+        target,
+        w0.to(dev),
+        cfg,
+        num_warmup,
+        num_draws,
+        spawn_seeds(s_hmc, K * G),
+        hook,
+        progress,
+        f"posterior ladder ({G} sample sizes)",
+    )
     D = num_draws
     samples = torch.as_tensor(res.records["w"]).reshape(K, G, D, d)
     n_t = torch.tensor(ladder, dtype=samples.dtype)[None, :, None]
     loss = torch.as_tensor(res.records["loss"]).reshape(K, G, D) / n_t
-    conf = {"c": c, "r": r, "n_grid": sorted({int(v) for v in n_grid}), "ladder": ladder, "num_chains": num_chains,
-            "num_draws": num_draws, "num_warmup": num_warmup, "swap": swap, "max_ratio": max_ratio,
-            "n_floor": n_floor, "init_scale": init_scale, "dtype": str(dtype), "hmc": {**asdict(cfg), **res.config},
-            "prior": "N(0, I)", "dataset": "OneHotUniform, nested per replica set",
-            "seeds": {"data": s_data, "init": s_init, "hmc": s_hmc, "swap": s_swap}}
+    conf = {
+        "c": c,
+        "r": r,
+        "n_grid": sorted({int(v) for v in n_grid}),
+        "ladder": ladder,
+        "num_chains": num_chains,
+        "num_draws": num_draws,
+        "num_warmup": num_warmup,
+        "swap": swap,
+        "max_ratio": max_ratio,
+        "n_floor": n_floor,
+        "init_scale": init_scale,
+        "dtype": str(dtype),
+        "hmc": {**asdict(cfg), **res.config},
+        "prior": "N(0, I)",
+        "dataset": "OneHotUniform, nested per replica set",
+        "seeds": {"data": s_data, "init": s_init, "hmc": s_hmc, "swap": s_swap},
+    }
     swap_acc = np.divide(accepted, tried, out=np.full_like(accepted, np.nan), where=tried > 0)
     rec = res.records
-    return LadderSamples(ladder, samples, loss, rec["potential"].reshape(K, G, D), rec["accept_prob"].reshape(K, G, D),
-                         rec["divergent"].reshape(K, G, D), res.step_size.reshape(K, G), swap_acc, c, r, int(seed),
-                         conf)
+    return LadderSamples(
+        ladder,
+        samples,
+        loss,
+        rec["potential"].reshape(K, G, D),
+        rec["accept_prob"].reshape(K, G, D),
+        rec["divergent"].reshape(K, G, D),
+        res.step_size.reshape(K, G),
+        swap_acc,
+        c,
+        r,
+        int(seed),
+        conf,
+    )

@@ -303,8 +303,15 @@ def run(
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
-    records = run_sweep(run_seed, _tasks(config, seeds), out_dir=work_dir, executor=executor,
-                        max_workers=max_workers, dask_address=dask_address, progress=progress)
+    records = run_sweep(
+        run_seed,
+        _tasks(config, seeds),
+        out_dir=work_dir,
+        executor=executor,
+        max_workers=max_workers,
+        dask_address=dask_address,
+        progress=progress,
+    )
     pts = tuple(points) if points is not None else family_points(config.c)
     analyses = [analyze_run(r, pts, tolerances=tolerances) for r in records]
     return DynamicsRun(config, seeds, records, analyses, pts, Path(work_dir))
@@ -323,8 +330,9 @@ def load(
     for t in _tasks(config, seeds):
         rec = load_result(work_dir, task_key(t))
         if rec is None:
-            raise FileNotFoundError(f"seed {t['seed']} in {work_dir} is not finished: rerun 'slt-tms dynamics run' "
-                                    "to resume")
+            raise FileNotFoundError(
+                f"seed {t['seed']} in {work_dir} is not finished: rerun 'slt-tms dynamics run' to resume"
+            )
         records.append(rec["result"])
     pts = tuple(points) if points is not None else family_points(config.c)
     analyses = [analyze_run(r, pts, tolerances=tolerances) for r in records]

@@ -50,10 +50,20 @@ def llc_task(task: Mapping[str, Any]) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the flags are kept with the result instead of printed per task
         res = estimate_llc(pot, config=LLCConfig(**task["llc"]), seed=int(task["llc_seed"]), progress=False)
-    return {"seed": int(task["seed"]), "step": int(task["step"]), "llc": res.llc, "se": res.se,
-            "seconds": time.perf_counter() - t0, "rhat": res.rhat, "ess": res.ess, "acceptance": res.acceptance,
-            "frac_below_anchor": res.frac_below_anchor, "diverged": int(np.sum(res.diverged)),
-            "ok": res.ok, "flags": list(res.flags)}
+    return {
+        "seed": int(task["seed"]),
+        "step": int(task["step"]),
+        "llc": res.llc,
+        "se": res.se,
+        "seconds": time.perf_counter() - t0,
+        "rhat": res.rhat,
+        "ess": res.ess,
+        "acceptance": res.acceptance,
+        "frac_below_anchor": res.frac_below_anchor,
+        "diverged": int(np.sum(res.diverged)),
+        "ok": res.ok,
+        "flags": list(res.flags),
+    }
 
 
 @dataclass(frozen=True)
@@ -125,18 +135,46 @@ def llc_along_training(
     for rec, a in zip(run.records, run.analyses, strict=True):
         ck = rec["tensors"]["checkpoints"]
         for i, plateau in _select_checkpoints(a, extra_per_run):
-            tasks.append({"config": run.config.to_dict(), "seed": a.seed, "step": int(a.checkpoint_steps[i]),
-                          "w": ck[i].double().tolist(), "llc": overrides,
-                          "llc_seed": int(spawn_seeds(a.seed, 4)[3] % (2**31) + i)})
+            tasks.append(
+                {
+                    "config": run.config.to_dict(),
+                    "seed": a.seed,
+                    "step": int(a.checkpoint_steps[i]),
+                    "w": ck[i].double().tolist(),
+                    "llc": overrides,
+                    "llc_seed": int(spawn_seeds(a.seed, 4)[3] % (2**31) + i),
+                }
+            )
             meta.append((a, i, plateau))
-    results = run_sweep(llc_task, tasks, out_dir=work_dir, executor=executor, max_workers=max_workers,
-                        dask_address=dask_address, progress=progress)
+    results = run_sweep(
+        llc_task,
+        tasks,
+        out_dir=work_dir,
+        executor=executor,
+        max_workers=max_workers,
+        dask_address=dask_address,
+        progress=progress,
+    )
     pts_out: list[LLCPoint] = []
     for (a, i, plateau), res in zip(meta, results, strict=True):
-        diag = {k: res[k] for k in ("rhat", "ess", "acceptance", "frac_below_anchor", "diverged", "ok", "flags")
-                if k in res}
-        pts_out.append(LLCPoint(a.seed, int(a.checkpoint_steps[i]), i, a.labels[i],
-                                float(a.population_losses[i]), res["llc"], res["se"], plateau, diag))
+        diag = {
+            k: res[k]
+            for k in ("rhat", "ess", "acceptance", "frac_below_anchor", "diverged", "ok", "flags")
+            if k in res
+        }
+        pts_out.append(
+            LLCPoint(
+                a.seed,
+                int(a.checkpoint_steps[i]),
+                i,
+                a.labels[i],
+                float(a.population_losses[i]),
+                res["llc"],
+                res["se"],
+                plateau,
+                diag,
+            )
+        )
     by_key = {(p.seed, p.index): p for p in pts_out}
     comparisons = []
     for a in run.analyses:
@@ -147,16 +185,31 @@ def llc_along_training(
             ps, pt = by_key[(a.seed, plateau_index(a, s))], by_key[(a.seed, plateau_index(a, t))]
             diff = pt.llc - ps.llc
             se = math.hypot(ps.se, pt.se)
-            comparisons.append({"seed": a.seed, "source": s.name, "target": t.name, "step": t.start_step,
-                                "llc_source": ps.llc, "se_source": ps.se, "llc_target": pt.llc,
-                                "se_target": pt.se, "difference": diff, "increase": bool(diff > 0),
-                                "significant": bool(diff > 2 * se)})
+            comparisons.append(
+                {
+                    "seed": a.seed,
+                    "source": s.name,
+                    "target": t.name,
+                    "step": t.start_step,
+                    "llc_source": ps.llc,
+                    "se_source": ps.se,
+                    "llc_target": pt.llc,
+                    "se_target": pt.se,
+                    "difference": diff,
+                    "increase": bool(diff > 0),
+                    "significant": bool(diff > 2 * se),
+                }
+            )
     fam: dict[str, list[float]] = {}
     for p in pts_out:
         if p.plateau and p.name is not None:
             fam.setdefault(p.name, []).append(p.llc)
-    return LLCAlongTraining(tuple(pts_out), tuple(comparisons), {k: float(np.mean(v)) for k, v in fam.items()},
-                            {**LLCConfig(**overrides).to_dict()})
+    return LLCAlongTraining(
+        tuple(pts_out),
+        tuple(comparisons),
+        {k: float(np.mean(v)) for k, v in fam.items()},
+        {**LLCConfig(**overrides).to_dict()},
+    )
 
 
 @dataclass(frozen=True)
@@ -170,9 +223,13 @@ class LLCAlongTraining:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {"llc_config": self.llc_config, "points": [p.to_dict() for p in self.points],
-                "transitions": list(self.transitions), "lambda_by_family": self.lambda_by_family,
-                "num_transitions": len(self.transitions),
-                "num_increase": sum(c["increase"] for c in self.transitions),
-                "num_significant_increase": sum(c["significant"] for c in self.transitions),
-                "num_not_trustworthy": sum(not p.diagnostics.get("ok", True) for p in self.points)}
+        return {
+            "llc_config": self.llc_config,
+            "points": [p.to_dict() for p in self.points],
+            "transitions": list(self.transitions),
+            "lambda_by_family": self.lambda_by_family,
+            "num_transitions": len(self.transitions),
+            "num_increase": sum(c["increase"] for c in self.transitions),
+            "num_significant_increase": sum(c["significant"] for c in self.transitions),
+            "num_not_trustworthy": sum(not p.diagnostics.get("ok", True) for p in self.points),
+        }

@@ -16,19 +16,33 @@ from slt_tms.plotting.style import phase_color
 __all__ = ["plot_free_energy", "plot_occupancy"]
 
 
-def _free_energy_axes(ax, phases: Sequence[PhaseLike], n_min: float, n_max: float, *, label: bool = True) -> None:
+def _free_energy_axes(
+    ax, phases: Sequence[PhaseLike], n_min: float, n_max: float, *, label: bool = True
+) -> None:
     ps = as_phases(phases)
     nn = np.geomspace(max(n_min, 2.0), n_max, 400)
     F = free_energy(ps, nn)
     rel = F - F.min(axis=0, keepdims=True)
     for i, p in enumerate(ps):
-        ax.plot(nn, rel[i], color=phase_color(p.name), lw=1.8,
-                label=f"{p.name} (L={p.loss:.4f}, λ={p.lambda_:.2f})" if label else p.name)
+        ax.plot(
+            nn,
+            rel[i],
+            color=phase_color(p.name),
+            lw=1.8,
+            label=f"{p.name} (L={p.loss:.4f}, λ={p.lambda_:.2f})" if label else p.name,
+        )
     for x in crossovers(ps):
         if x.n_c is not None and nn[0] <= x.n_c <= nn[-1]:
             ax.axvline(x.n_c, color="k", ls=":", lw=0.7)
-            ax.annotate(f"{x.low_n}→{x.high_n}\nn={x.n_c:.0f}", (x.n_c, 0.0), xytext=(2, 4),
-                        textcoords="offset points", rotation=90, fontsize=7, va="bottom")
+            ax.annotate(
+                f"{x.low_n}→{x.high_n}\nn={x.n_c:.0f}",
+                (x.n_c, 0.0),
+                xytext=(2, 4),
+                textcoords="offset points",
+                rotation=90,
+                fontsize=7,
+                va="bottom",
+            )
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1.0)  # every curve stays visible, however large n * dL grows
     ax.set_ylim(0, float(rel.max()) * 1.3 + 1.0)
@@ -82,12 +96,20 @@ def plot_occupancy(
         ax1.set_title(f"c = {result.c}: posterior occupancy")
     for i in shown:
         nm = result.phase_names[i]
-        ax1.plot(grid, prop[:, i], "o-", color=phase_color(nm), label=nm, ls="--" if nm == UNCLASSIFIED else "-")
+        ax1.plot(
+            grid, prop[:, i], "o-", color=phase_color(nm), label=nm, ls="--" if nm == UNCLASSIFIED else "-"
+        )
     for sw in switches:
         if sw.n_switch is not None:
             lo, hi = sw.interval if sw.interval else (sw.n_switch, sw.n_switch)
-            ax1.errorbar([sw.n_switch], [0.5], xerr=[[sw.n_switch - lo], [hi - sw.n_switch]], fmt="s", color="k",
-                         capsize=3)
+            ax1.errorbar(
+                [sw.n_switch],
+                [0.5],
+                xerr=[[sw.n_switch - lo], [hi - sw.n_switch]],
+                fmt="s",
+                color="k",
+                capsize=3,
+            )
             ax1.text(sw.n_switch, 0.53, f"observed {sw.low_n}→{sw.high_n}", fontsize=7, ha="center")
     ax1.set_xscale("log")
     ax1.set_ylim(0, 1.1)

@@ -171,8 +171,10 @@ class FunctionalPotential:
     def _vg_per_chain(self) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:
         if self.grad_mode == "loop":
             return _looped(self.single, per_chain=True)
-        if self.batched is not None and self.batched_per_chain and (
-            self.grad_mode == "autograd" or self.single is None
+        if (
+            self.batched is not None
+            and self.batched_per_chain
+            and (self.grad_mode == "autograd" or self.single is None)
         ):
             return _autograd_vg(self.batched)
         single = self.single
@@ -213,8 +215,9 @@ class FunctionalPotential:
                 single = self.single
                 assert single is not None
                 per_chain = batch is not None and batch.per_chain
-                return torch.stack([single(w[k], _row_k(rows, k) if per_chain else rows)
-                                    for k in range(w.shape[0])])
+                return torch.stack(
+                    [single(w[k], _row_k(rows, k) if per_chain else rows) for k in range(w.shape[0])]
+                )
             if batch is not None and batch.per_chain:
                 return self._loss_per_chain(w, rows)
             if self.batched is not None:
@@ -311,8 +314,11 @@ def from_callable(
     """
     dev = None if device is None else torch.device(device)
     w0 = check_anchor(w_star, dtype=dtype, device=dev)
-    src = None if data is None else (data if isinstance(data, DataSource) else
-                                     DataSource(data, device=w0.device, dtype=w0.dtype))
+    src = (
+        None
+        if data is None
+        else (data if isinstance(data, DataSource) else DataSource(data, device=w0.device, dtype=w0.dtype))
+    )
     probe_rows = None if src is None else src.head(2)
 
     def call(w: Tensor, rows: Any) -> Tensor:
@@ -336,8 +342,9 @@ def from_callable(
     if n is None and src is not None:
         n = src.num_rows
     name = description or f"potential {getattr(fn, '__name__', type(fn).__name__)} (d={w0.numel()})"
-    return FunctionalPotential(w_star=w0, n=n, data=src, description=name, single=call, batched=call,
-                               grad_mode="autograd")
+    return FunctionalPotential(
+        w_star=w0, n=n, data=src, description=name, single=call, batched=call, grad_mode="autograd"
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -376,11 +383,17 @@ class RestrictedPotential:
     @property
     def description(self) -> str:
         what = f" ({', '.join(self.names)})" if self.names else ""
-        return f"{self.base.description}, restricted to {self.d} of {self.base.w_star.numel()} parameters{what}"
+        return (
+            f"{self.base.description}, restricted to {self.d} of {self.base.w_star.numel()} parameters{what}"
+        )
 
     @property
     def info(self) -> dict[str, Any]:
-        return {**getattr(self.base, "info", {}), "restricted_to": self.d, "restricted_names": list(self.names)}
+        return {
+            **getattr(self.base, "info", {}),
+            "restricted_to": self.d,
+            "restricted_names": list(self.names),
+        }
 
     def _full(self, w: Tensor) -> Tensor:
         full = self.base.w_star.to(w).expand(w.shape[0], -1)
@@ -414,4 +427,3 @@ def restrict(potential: Any, mask: Tensor, names: tuple[str, ...] = ()) -> Restr
     if index.numel() == 0:
         raise ValueError("the restriction selects no parameter: at least one mask entry must be True")
     return RestrictedPotential(potential, index, tuple(names))
-

@@ -68,8 +68,9 @@ def causal_lm_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     .. math:: L = \frac{1}{|\{(k, t)\}|}\sum_{k,\,t < T} -\log p_w(y_{k,t+1} \mid y_{k,\le t})
     """
     if not isinstance(batch, Mapping) or "input_ids" not in batch:
-        raise ValueError("a causal-LM batch must be a dict with 'input_ids' (and optionally "
-                         "'attention_mask', 'labels')")
+        raise ValueError(
+            "a causal-LM batch must be a dict with 'input_ids' (and optionally 'attention_mask', 'labels')"
+        )
     ids = batch["input_ids"]
     kwargs = {"input_ids": ids}
     if "attention_mask" in batch:
@@ -77,8 +78,9 @@ def causal_lm_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     out = model(**kwargs)
     logits = out.logits if hasattr(out, "logits") else out
     labels = batch.get("labels", ids)
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                           ignore_index=-100)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
 
 
 def select_parameters(module: nn.Module, params: Sequence[str] | None) -> list[str]:
@@ -104,8 +106,9 @@ def select_parameters(module: nn.Module, params: Sequence[str] | None) -> list[s
                 f"no parameter matches {unmatched}; the module's parameters are: {', '.join(names)}"
             )
     if not chosen:
-        raise ValueError("no parameter to sample: the module has no trainable parameters, or params= "
-                         "selects none")
+        raise ValueError(
+            "no parameter to sample: the module has no trainable parameters, or params= selects none"
+        )
     return chosen
 
 
@@ -122,8 +125,10 @@ class _Evaluate(nn.Module):
         if isinstance(out, tuple | list):
             out = out[0]
         if not isinstance(out, Tensor) or out.ndim != 0:
-            raise ValueError("evaluate(model, batch) must return a scalar loss tensor (or a tuple whose first "
-                             f"element is one); got {getattr(out, 'shape', type(out).__name__)}")
+            raise ValueError(
+                "evaluate(model, batch) must return a scalar loss tensor (or a tuple whose first "
+                f"element is one); got {getattr(out, 'shape', type(out).__name__)}"
+            )
         return out
 
 
@@ -260,8 +265,10 @@ def from_module(
         _check_named_rows(probe, loss)
         if len(probe) == 3:
             if callable(loss):
-                raise ValueError("sample weights (a third data tensor) need a named loss ('mse' or "
-                                 "'cross_entropy'); with a callable loss, weight inside evaluate=")
+                raise ValueError(
+                    "sample weights (a third data tensor) need a named loss ('mse' or "
+                    "'cross_entropy'); with a callable loss, weight inside evaluate="
+                )
             weights_mean = _weights_mean(src)
         if not src.streaming and len(probe) >= 2:
             all_targets = src.rows[1]
@@ -310,7 +317,9 @@ def from_module(
     except Exception as exc:  # models with data-dependent control flow: loop over chains instead
         grad_mode = "loop"
         vmap_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    what = "evaluate hook" if evaluate is not None else f"loss={loss if isinstance(loss, str) else 'callable'}"
+    what = (
+        "evaluate hook" if evaluate is not None else f"loss={loss if isinstance(loss, str) else 'callable'}"
+    )
     info = {
         "source": "nn.Module",
         "module": type(module).__name__,
@@ -326,9 +335,13 @@ def from_module(
     if vmap_error:
         info["vmap_error"] = vmap_error
     pot = FunctionalPotential(
-        w_star=w_star, n=src.num_rows if n is None else int(n), data=src,
+        w_star=w_star,
+        n=src.num_rows if n is None else int(n),
+        data=src,
         description=f"nn.Module {type(module).__name__} ({w_star.numel()} parameters), {what}",
-        single=single, grad_mode=grad_mode, info=info,
+        single=single,
+        grad_mode=grad_mode,
+        info=info,
     )
     if masks:
         return restrict(pot, _mask_vector(masks, chosen, model), tuple(sorted(masks)))
@@ -340,8 +353,10 @@ def _weights_mean(src: DataSource) -> float:
     for part, m in src.chunks(8192):
         s = part[2]
         if s.shape != (m,) or not s.is_floating_point():
-            raise ValueError(f"sample weights (the third data tensor) must be a float tensor of shape (n,); "
-                             f"got {tuple(s.shape)} {s.dtype}")
+            raise ValueError(
+                f"sample weights (the third data tensor) must be a float tensor of shape (n,); "
+                f"got {tuple(s.shape)} {s.dtype}"
+            )
         if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
             raise ValueError("sample weights must be finite and non-negative")
         total += float(s.sum())
@@ -365,16 +380,20 @@ def _mask_vector(masks: Mapping[str, Tensor], chosen: list[str], model: nn.Modul
             continue
         m = torch.as_tensor(m)
         if m.dtype != torch.bool or m.shape != p.shape:
-            raise ValueError(f"mask of {k!r} must be a boolean tensor of shape {tuple(p.shape)}, got "
-                             f"{m.dtype} {tuple(m.shape)}")
+            raise ValueError(
+                f"mask of {k!r} must be a boolean tensor of shape {tuple(p.shape)}, got "
+                f"{m.dtype} {tuple(m.shape)}"
+            )
         parts.append(m.reshape(-1).cpu())
     return torch.cat(parts)
 
 
 def _check_device(dev: torch.device) -> None:
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {dev} was asked for but CUDA is not available in this torch build "
-                         f"({torch.__version__}); use device='cpu'")
+        raise ValueError(
+            f"device {dev} was asked for but CUDA is not available in this torch build "
+            f"({torch.__version__}); use device='cpu'"
+        )
 
 
 def from_torchscript(
@@ -410,8 +429,9 @@ def from_torchscript(
     shapes = [p.shape for p in params]
     sizes = [p.numel() for p in params]
     w_star = torch.cat([p.reshape(-1) for p in params]).to(dev)
-    src = data if isinstance(data, DataSource) else DataSource(data, device=dev, dtype=w_star.dtype,
-                                                               num_rows=n)
+    src = (
+        data if isinstance(data, DataSource) else DataSource(data, device=dev, dtype=w_star.dtype, num_rows=n)
+    )
     probe = src.head(2)
     _check_named_rows(probe, loss)
     if len(probe) == 3:
@@ -427,12 +447,22 @@ def from_torchscript(
     with torch.no_grad():
         pieces = [t.view(s) for t, s in zip(torch.split(w_star, sizes), shapes, strict=True)]
         pred = fn(probe[0], *pieces)
-        _check_targets(pred, probe[1] if len(probe) > 1 else probe[0], loss,
-                       None if src.streaming or len(probe) < 2 else src.rows[1])
+        _check_targets(
+            pred,
+            probe[1] if len(probe) > 1 else probe[0],
+            loss,
+            None if src.streaming or len(probe) < 2 else src.rows[1],
+        )
     return FunctionalPotential(
-        w_star=w_star, n=src.num_rows if n is None else int(n), data=src,
+        w_star=w_star,
+        n=src.num_rows if n is None else int(n),
+        data=src,
         description=f"TorchScript module ({w_star.numel()} parameters), loss={loss}",
-        single=single, info={"source": "torchscript", "loss": loss, "data": src.describe(),
-                             "num_parameters": int(w_star.numel())},
+        single=single,
+        info={
+            "source": "torchscript",
+            "loss": loss,
+            "data": src.describe(),
+            "num_parameters": int(w_star.numel()),
+        },
     )
-

@@ -120,7 +120,8 @@ class Draws(NamedTuple):
 
 
 def default_block(d: int) -> int:
-    r"""Steps pre-drawn per refill: :math:`\min(256, \max(1, \lfloor 2^{22}/d\rfloor))` (depends on d only)."""
+    r"""Steps pre-drawn per refill: :math:`\min(256, \max(1, \lfloor 2^{22}/d\rfloor))` (depends on d
+    only)."""
     return min(256, max(1, _NOISE_ELEMENTS_PER_CHAIN // d))
 
 
@@ -159,8 +160,11 @@ class ChainStreams:
         C = len(self.gens)
         self.normal = torch.empty(C, self.block, d, dtype=dtype, device=device)
         self.uniform = torch.empty(C, self.block, 2, dtype=dtype, device=device)
-        self.index = (None if batch_size is None else
-                      torch.empty(C, self.block, batch_size, dtype=torch.int64, device=device))
+        self.index = (
+            None
+            if batch_size is None
+            else torch.empty(C, self.block, batch_size, dtype=torch.int64, device=device)
+        )
         self.pos = self.block
 
     @property

@@ -69,7 +69,7 @@ def exchange(
     >>> new.flatten().tolist(), acc.tolist()
     ([1.0, 0.0, 3.0, 2.0], [[True, True]])
     """
-    K, G, d = w.shape
+    K, _, d = w.shape
     P = rungs.numel()
     if P == 0:
         return w, torch.zeros(K, 0, dtype=torch.bool, device=w.device)

@@ -37,7 +37,8 @@ __all__ = ["HMC", "HMCInfo", "HMCState"]
 
 
 class HMCState(NamedTuple):
-    """Points ``w (C, d)`` with :math:`U` ``(C,)``, :math:`\\nabla U` ``(C, d)`` and :math:`L` ``(C,)`` there."""
+    """Points ``w (C, d)`` with :math:`U` ``(C,)``, :math:`\\nabla U` ``(C, d)`` and :math:`L` ``(C,)``
+    there."""
 
     w: Tensor
     potential: Tensor
@@ -153,8 +154,13 @@ class HMC:
         accept_prob = torch.exp(torch.clamp(log_a, max=0.0))
         accepted = (torch.log(draws.uniform[:, 0]) < log_a) & ~divergent
         a = accepted[:, None]
-        new = HMCState(torch.where(a, w, w0), torch.where(accepted, u, u0), torch.where(a, g, g0),
-                       torch.where(accepted, loss, l0))
-        info = HMCInfo(new.loss, new.potential, new.grad, accept_prob, divergent, n_max, num_steps,
-                       energy_error)
+        new = HMCState(
+            torch.where(a, w, w0),
+            torch.where(accepted, u, u0),
+            torch.where(a, g, g0),
+            torch.where(accepted, loss, l0),
+        )
+        info = HMCInfo(
+            new.loss, new.potential, new.grad, accept_prob, divergent, n_max, num_steps, energy_error
+        )
         return new, info

@@ -11,8 +11,8 @@ accepted with probability :math:`\min(1, \alpha)`,
 .. math::
 
     \log\alpha = U(w) - U(w') + \log q(w \mid w') - \log q(w' \mid w), \qquad
-    \log q(a \mid b) = -\frac{1}{2\epsilon}\bigl\lVert G^{-1/2}\bigl(a - b + \tfrac{\epsilon}{2} G\nabla U(b)\bigr)
-    \bigr\rVert^2 + \text{const}.
+    \log q(a \mid b) = -\frac{1}{2\epsilon}\bigl\lVert G^{-1/2}\bigl(a - b
+        + \tfrac{\epsilon}{2} G\nabla U(b)\bigr)\bigr\rVert^2 + \text{const}.
 
 The Metropolis test removes the discretisation bias of the Langevin step exactly (Roberts & Tweedie
 1996), so the chain leaves :math:`e^{-U}` invariant for any step size; the step size only trades
@@ -36,7 +36,8 @@ __all__ = ["MALA", "MALAInfo", "MALAState"]
 
 
 class MALAState(NamedTuple):
-    """Points ``w (C, d)`` with :math:`U` ``(C,)``, :math:`\\nabla U` ``(C, d)`` and :math:`L` ``(C,)`` there."""
+    """Points ``w (C, d)`` with :math:`U` ``(C,)``, :math:`\\nabla U` ``(C, d)`` and :math:`L` ``(C,)``
+    there."""
 
     w: Tensor
     potential: Tensor

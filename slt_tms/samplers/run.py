@@ -64,8 +64,9 @@ class Warmup:
         if self.rmsprop is not None:
             self._v = self.rmsprop.init(w)
 
-    def after(self, it: int, info: Any, w: Tensor, step_size: Tensor, metric: Tensor | None
-              ) -> tuple[Tensor, Tensor | None]:
+    def after(
+        self, it: int, info: Any, w: Tensor, step_size: Tensor, metric: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
         """Update from transition ``it``; returns the step sizes and metric for the next one."""
         if self._da is not None:
             step_size = self._da.update(info.accept_prob).to(step_size)
@@ -265,13 +266,33 @@ def sample(
     C, d = w0.shape
     if len(chain_seeds) != C:
         raise ValueError(f"need one chain seed per chain ({C}), got {len(chain_seeds)}")
-    streams = ChainStreams(chain_seeds, d, w0.dtype, w0.device, num_rows=None if batches.data is None
-                           else batches.data.num_rows, batch_size=batches.batch_size)
+    streams = ChainStreams(
+        chain_seeds,
+        d,
+        w0.dtype,
+        w0.device,
+        num_rows=None if batches.data is None else batches.data.num_rows,
+        batch_size=batches.batch_size,
+    )
     state = kernel.init(w0, target, batches(None) if batches.kind in ("population", "full") else None)
     eps = torch.full((C,), float(step_size), dtype=w0.dtype, device=w0.device)
-    warm = run_chains(kernel, target, state, num_steps=num_warmup, streams=streams, batches=batches,
-                      step_size=eps, warmup=Warmup(num_warmup, target_accept, adapt_metric), record=("accept_prob",),
-                      hook=hook, bar=bar) if num_warmup > 0 else None
+    warm = (
+        run_chains(
+            kernel,
+            target,
+            state,
+            num_steps=num_warmup,
+            streams=streams,
+            batches=batches,
+            step_size=eps,
+            warmup=Warmup(num_warmup, target_accept, adapt_metric),
+            record=("accept_prob",),
+            hook=hook,
+            bar=bar,
+        )
+        if num_warmup > 0
+        else None
+    )
     if warm is not None:
         state, eps, metric = warm.state, warm.step_size, warm.metric
         warm_acc = warm.records["accept_prob"].mean(1)
@@ -279,8 +300,19 @@ def sample(
     else:
         metric, warm_acc, grads = None, np.full(C, np.nan), 0
     shifted = None if hook is None else (lambda s, it: hook(s, it + num_warmup))
-    main = run_chains(kernel, target, state, num_steps=num_draws, streams=streams, batches=batches,
-                      step_size=eps, metric=metric, record=record, hook=shifted, bar=bar)
+    main = run_chains(
+        kernel,
+        target,
+        state,
+        num_steps=num_draws,
+        streams=streams,
+        batches=batches,
+        step_size=eps,
+        metric=metric,
+        record=record,
+        hook=shifted,
+        bar=bar,
+    )
     return SampleResult(
         records=main.records,
         step_size=main.step_size.cpu().double().numpy(),
@@ -288,7 +320,14 @@ def sample(
         warmup_accept=warm_acc,
         num_grads=grads + main.num_grads,
         chain_seeds=[int(s) for s in chain_seeds],
-        config={"kernel": kernel.name, "num_warmup": num_warmup, "num_draws": num_draws,
-                "step_size_init": float(step_size), "target_accept": target_accept,
-                "adapt_metric": adapt_metric, "num_chains": C, "dim": d},
+        config={
+            "kernel": kernel.name,
+            "num_warmup": num_warmup,
+            "num_draws": num_draws,
+            "step_size_init": float(step_size),
+            "target_accept": target_accept,
+            "adapt_metric": adapt_metric,
+            "num_chains": C,
+            "dim": d,
+        },
     )

@@ -151,7 +151,8 @@ class SGLD:
             if not same_batch:
                 prev_u, _ = target.energy(prev.w, batch)
             # back = w_{t-1} - w_t + (eps/2) G gU(w_t) = (eps/2) G (gU_{t-1} + gU_t) - sqrt(eps G) xi;
-            # log q_back - log q_fwd = sum_i [ (sqrt(eps)/2) sqrt(G) s xi - (eps/8) G s^2 ], s = gU_{t-1} + gU_t
+            # log q_back - log q_fwd = sum_i [ (sqrt(eps)/2) sqrt(G) s xi - (eps/8) G s^2 ],
+            # with s = gU_{t-1} + gU_t
             s = prev.grad + ev.grad
             pe = prev.step_size
             if prev.metric is None:
@@ -168,6 +169,7 @@ class SGLD:
         else:
             w_new = w - (0.5 * eps) * metric * ev.grad + (eps * metric).sqrt() * noise
         divergent = ~torch.isfinite(ev.potential)
-        new = SGLDState(w_new, _Previous(w, ev.potential, ev.grad, noise.clone(), metric,
-                                         eps.expand(w.shape[0], 1)))
+        new = SGLDState(
+            w_new, _Previous(w, ev.potential, ev.grad, noise.clone(), metric, eps.expand(w.shape[0], 1))
+        )
         return new, SGLDInfo(ev.loss, ev.potential, ev.grad, accept, divergent, grads)

@@ -78,8 +78,21 @@ def test_end_to_end_pt_npz_outputs(files, tmp_path, capsys, monkeypatch):
     import arviz as az
 
     out = tmp_path / "res"
-    code, stdout, stderr = _run([str(files["pt"]), "--model", FACTORY, "--data", str(files["npz"]), *TINY,
-                                 "--seed", "7", "--out", str(out)], capsys)
+    code, stdout, stderr = _run(
+        [
+            str(files["pt"]),
+            "--model",
+            FACTORY,
+            "--data",
+            str(files["npz"]),
+            *TINY,
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, stderr
     assert "lambda_hat = " in stdout and "+/-" in stdout and "R-hat" in stdout
     assert "NOT TRUSTWORTHY" in stdout.splitlines()[0]  # 40 draws cannot converge: said on the first line
@@ -106,16 +119,37 @@ def test_formats_agree(files, tmp_path, capsys, monkeypatch):
     runs = {
         "pt_npz": [str(files["pt"]), "--model", FACTORY, "--data", str(files["npz"])],
         "st_st": [str(files["st"]), "--model", FACTORY, "--data", str(files["dst"])],
-        "ts": [str(files["ts"]), "--torchscript", "--trust-torchscript", "--data", str(files["dpt"]), "--x-key", "inputs",
-               "--y-key", "targets"],
+        "ts": [
+            str(files["ts"]),
+            "--torchscript",
+            "--trust-torchscript",
+            "--data",
+            str(files["dpt"]),
+            "--x-key",
+            "inputs",
+            "--y-key",
+            "targets",
+        ],
     }
     for name, args in runs.items():
         code, _, err = _run([*args, *TINY, "--quiet", "--out", str(tmp_path / name)], capsys)
         assert code == 0, err
         res[name] = json.loads((tmp_path / name / "llc.json").read_text())
     monkeypatch.chdir(ROOT / "examples")  # MODULE as an import name, found on the current directory
-    code, _, err = _run([str(files["st"]), "--model", "my_factory:make_mlp", "--data", str(files["npz"]),
-                         *TINY, "--quiet", "--out", str(tmp_path / "mod")], capsys)
+    code, _, err = _run(
+        [
+            str(files["st"]),
+            "--model",
+            "my_factory:make_mlp",
+            "--data",
+            str(files["npz"]),
+            *TINY,
+            "--quiet",
+            "--out",
+            str(tmp_path / "mod"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     res["mod"] = json.loads((tmp_path / "mod" / "llc.json").read_text())
     assert res["pt_npz"]["llc"] == res["st_st"]["llc"] == res["mod"]["llc"]
@@ -134,10 +168,24 @@ def test_torchscript_minibatch_and_cross_entropy(tmp_path, capsys):
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     torch.jit.save(torch.jit.script(net), str(tmp_path / "clf.pt"))
     np.savez(tmp_path / "clf.npz", x=x.numpy(), y=labels.numpy())
-    code, _, err = _run([str(tmp_path / "clf.pt"), "--torchscript", "--trust-torchscript", "--data",
-                         str(tmp_path / "clf.npz"),
-                         "--loss", "cross_entropy", "--batch-size", "16", *TINY, "--quiet",
-                         "--out", str(tmp_path / "o")], capsys)
+    code, _, err = _run(
+        [
+            str(tmp_path / "clf.pt"),
+            "--torchscript",
+            "--trust-torchscript",
+            "--data",
+            str(tmp_path / "clf.npz"),
+            "--loss",
+            "cross_entropy",
+            "--batch-size",
+            "16",
+            *TINY,
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     rec = json.loads((tmp_path / "o" / "llc.json").read_text())
     assert rec["config"]["kind"] == "minibatch" and rec["config"]["batch_size"] == 16
@@ -292,9 +340,28 @@ def test_parse_critical_name():
 
 def test_tms_critical_population(tmp_path, capsys):
     out = tmp_path / "cp"
-    code, stdout, err = _run(["--tms-critical", "5+", "--c", "6", "--n", "1000", "--step-size", "1e-4",
-                              "--num-chains", "2", "--num-draws", "60", "--num-burnin", "10", "--no-ladder",
-                              "--out", str(out)], capsys)
+    code, stdout, err = _run(
+        [
+            "--tms-critical",
+            "5+",
+            "--c",
+            "6",
+            "--n",
+            "1000",
+            "--step-size",
+            "1e-4",
+            "--num-chains",
+            "2",
+            "--num-draws",
+            "60",
+            "--num-burnin",
+            "10",
+            "--no-ladder",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "theory          lambda = 8.5" in stdout  # rank(H)/2 = 17/2 (slt_tms.theory.critical_points.kgon)
     rec = json.loads((out / "llc.json").read_text())
@@ -307,9 +374,33 @@ def test_tms_critical_population(tmp_path, capsys):
 
 def test_tms_critical_empirical(tmp_path, capsys):
     out = tmp_path / "cp"
-    code, _, err = _run(["--tms-critical", "6", "--c", "6", "--potential", "empirical", "--n", "200",
-                         "--batch-size", "50", "--step-size", "1e-4", "--num-chains", "2", "--num-draws",
-                         "30", "--num-burnin", "5", "--no-ladder", "--quiet", "--out", str(out)], capsys)
+    code, _, err = _run(
+        [
+            "--tms-critical",
+            "6",
+            "--c",
+            "6",
+            "--potential",
+            "empirical",
+            "--n",
+            "200",
+            "--batch-size",
+            "50",
+            "--step-size",
+            "1e-4",
+            "--num-chains",
+            "2",
+            "--num-draws",
+            "30",
+            "--num-burnin",
+            "5",
+            "--no-ladder",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     rec = json.loads((out / "llc.json").read_text())
     assert rec["config"]["kind"] == "minibatch" and rec["config"]["potential"]["data"]["num_rows"] == 200

@@ -32,7 +32,9 @@ def _net(seed: int = 0) -> nn.Module:
 
 def _data(n: int = 40, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randn(n, 2, generator=g, dtype=torch.float64)
+    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randn(
+        n, 2, generator=g, dtype=torch.float64
+    )
 
 
 def _autograd_reference(net: nn.Module, X, Y, w: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +108,7 @@ def test_bad_inputs_fail_before_sampling_with_a_fix():
     one_logit = nn.Sequential(nn.Linear(3, 1)).double()
     with pytest.raises(ValueError, match="class axis of size >= 2"):
         from_module(one_logit, (X, torch.zeros(40, dtype=torch.long)), loss="cross_entropy")
-    with pytest.raises(ValueError, match="half precision|float16"):
+    with pytest.raises(ValueError, match=r"half precision|float16"):
         from_module(_net().half(), (X.half(), Y.half()), loss="mse")
     with pytest.raises(ValueError, match="bfloat16"):
         from_module(_net(), (X, Y), loss="mse", dtype=torch.bfloat16)
@@ -121,7 +123,9 @@ def test_bad_inputs_fail_before_sampling_with_a_fix():
 
 def test_batchnorm_model_in_train_mode_is_sampled_in_eval_mode_and_left_untouched():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 2)).double()
+    net = nn.Sequential(
+        nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 2)
+    ).double()
     X, Y = _data()
     net.train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -188,8 +192,11 @@ def test_parameter_selection_and_masks():
 
 
 def test_restrict_keeps_the_other_coordinates_at_the_anchor():
-    pot = from_callable(lambda w, rows=None: (w * w * torch.arange(1.0, 4.0).to(w)).sum(-1),
-                        torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), n=10)
+    pot = from_callable(
+        lambda w, rows=None: (w * w * torch.arange(1.0, 4.0).to(w)).sum(-1),
+        torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
+        n=10,
+    )
     sub = restrict(pot, torch.tensor([False, True, True]))
     loss, grad = sub.value_and_grad(torch.tensor([[0.0, 0.0]], dtype=torch.float64))
     assert float(loss[0]) == 1.0 and grad.tolist() == [[0.0, 0.0]]
@@ -203,8 +210,9 @@ def test_tms_potentials_population_and_closed_form_empirical():
     assert pop.anchor_loss() == pytest.approx(cp.loss, rel=1e-12)
     x = fixed_dataset(OneHotUniform(6), 500, seed=0).double()
     emp = from_critical_point(cp, x)
-    w = emp.w_star.expand(3, -1) + 0.01 * torch.randn(3, 18, generator=torch.Generator().manual_seed(0),
-                                                          dtype=torch.float64)
+    w = emp.w_star.expand(3, -1) + 0.01 * torch.randn(
+        3, 18, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     loss, grad = emp.value_and_grad(w, emp.data.full())
     wr = w.clone().requires_grad_(True)
     ref = empirical_loss(wr, x, 6, 2)

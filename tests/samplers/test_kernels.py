@@ -51,8 +51,17 @@ def _run(kernel, target, w0, seeds, steps, step_size=0.05, record=("loss",), met
     streams = ChainStreams(seeds, d, w0.dtype, w0.device)
     batches = BatchSupply(None)
     state = kernel.init(w0, target, None)
-    return run_chains(kernel, target, state, num_steps=steps, streams=streams, batches=batches,
-                      step_size=torch.full((C,), step_size, dtype=w0.dtype), metric=metric, record=record)
+    return run_chains(
+        kernel,
+        target,
+        state,
+        num_steps=steps,
+        streams=streams,
+        batches=batches,
+        step_size=torch.full((C,), step_size, dtype=w0.dtype),
+        metric=metric,
+        record=record,
+    )
 
 
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
@@ -88,7 +97,9 @@ def test_sgld_mala_diagnostic_matches_the_direct_formula():
     s0 = k.init(w0, target, None)
     xi = torch.randn(2, 3, generator=gen, dtype=torch.float64)
     s1, _ = k.step(s0, target, eps, None, Draws(xi, torch.rand(2, 2), None))
-    _, info = k.step(s1, target, eps, None, Draws(torch.zeros(2, 3, dtype=torch.float64), torch.rand(2, 2), None))
+    _, info = k.step(
+        s1, target, eps, None, Draws(torch.zeros(2, 3, dtype=torch.float64), torch.rand(2, 2), None)
+    )
     e0, e1 = target.evaluate(w0, None), target.evaluate(s1.w, None)
 
     def logq(a, b, gb):  # log N(a; b - eps/2 g(b), eps I)
@@ -113,8 +124,9 @@ def test_same_seed_same_output_and_batched_equals_loop(kernel):
 
 
 def test_streams_follow_the_documented_block_order():
-    s = ChainStreams([11, 12], d=3, dtype=torch.float64, device=torch.device("cpu"), num_rows=10, batch_size=4,
-                     block=5)
+    s = ChainStreams(
+        [11, 12], d=3, dtype=torch.float64, device=torch.device("cpu"), num_rows=10, batch_size=4, block=5
+    )
     draws = [Draws(*(None if t is None else t.clone() for t in s.next())) for _ in range(7)]  # views: copy
     g = torch.Generator().manual_seed(12)
     normal = torch.randn(5, 3, generator=g, dtype=torch.float64)
@@ -146,8 +158,15 @@ def test_metropolis_kernels_are_exact_on_an_anisotropic_gaussian_and_negative_co
     var = np.array([1.0, 0.01, 0.3])
     prec = torch.tensor(1.0 / var)
     target = _target(lambda w, rows=None: 0.5 * (w * w * prec.to(w)).sum(-1), 3)
-    res = sample(kernel, target, torch.zeros(4, 3, dtype=torch.float64), num_warmup=500, num_draws=3000,
-                 chain_seeds=spawn_seeds(3, 4), target_accept=0.7)
+    res = sample(
+        kernel,
+        target,
+        torch.zeros(4, 3, dtype=torch.float64),
+        num_warmup=500,
+        num_draws=3000,
+        chain_seeds=spawn_seeds(3, 4),
+        target_accept=0.7,
+    )
     z = _gaussian_check(res.records["w"], np.zeros(3), var, ess_floor=300)
     assert max(z) < K_SE, z
     with pytest.raises(AssertionError):
@@ -159,8 +178,15 @@ def test_sgld_stationary_variance_has_the_known_discretisation_bias():
     matches that (not 1) within K_SE standard errors; a half step halves the bias."""
     target = _target(lambda w, rows=None: 0.5 * (w * w).sum(-1), 1)
     for eps in (0.8, 0.4):
-        res = _run(SGLD(diagnose=False), target, torch.zeros(8, 1, dtype=torch.float64), spawn_seeds(eps > 0.5, 8),
-                   20_000, step_size=eps, record=("w",))
+        res = _run(
+            SGLD(diagnose=False),
+            target,
+            torch.zeros(8, 1, dtype=torch.float64),
+            spawn_seeds(eps > 0.5, 8),
+            20_000,
+            step_size=eps,
+            record=("w",),
+        )
         x = res.records["w"][:, 1000:, 0] ** 2
         se = x.std() / math.sqrt(diagnostics.ess(x))
         assert abs(x.mean() - 1.0 / (1.0 - eps / 4.0)) < K_SE * se
@@ -172,13 +198,30 @@ def test_rmsprop_warmup_adapts_then_freezes_the_metric():
     w0 = torch.zeros(2, 2, dtype=torch.float64)
     streams = ChainStreams([1, 2], 2, torch.float64, torch.device("cpu"))
     state = SGLD().init(w0, target, None)
-    res = run_chains(SGLD(), target, state, num_steps=300, streams=streams, batches=BatchSupply(None),
-                     step_size=torch.full((2,), 1e-2, dtype=torch.float64),
-                     warmup=Warmup(300, rmsprop=RMSProp()), record=())
+    res = run_chains(
+        SGLD(),
+        target,
+        state,
+        num_steps=300,
+        streams=streams,
+        batches=BatchSupply(None),
+        step_size=torch.full((2,), 1e-2, dtype=torch.float64),
+        warmup=Warmup(300, rmsprop=RMSProp()),
+        record=(),
+    )
     assert res.metric is not None and res.metric.shape == (2, 2)
     assert bool((res.metric[:, 0] < res.metric[:, 1]).all())  # the stiff direction gets the smaller step
-    after = run_chains(SGLD(), target, res.state, num_steps=50, streams=streams, batches=BatchSupply(None),
-                       step_size=res.step_size, metric=res.metric, record=())
+    after = run_chains(
+        SGLD(),
+        target,
+        res.state,
+        num_steps=50,
+        streams=streams,
+        batches=BatchSupply(None),
+        step_size=res.step_size,
+        metric=res.metric,
+        record=(),
+    )
     assert torch.equal(after.metric, res.metric)
 
 
