@@ -218,6 +218,16 @@ def test_tms_potentials_population_and_closed_form_empirical():
     ref = empirical_loss(wr, x, 6, 2)
     torch.testing.assert_close(loss, ref.detach())
     torch.testing.assert_close(grad, torch.autograd.grad(ref.sum(), wr)[0])
+    # one-hot rows take the sorted-prefix-sum path on the full batch; a minibatch and dense rows do not
+    assert emp.info["one_hot_sums"]
+    loss_b, grad_b = emp.value_and_grad(w, Batch((x[:100],)))
+    ref_b = empirical_loss(wr, x[:100], 6, 2)
+    torch.testing.assert_close(loss_b, ref_b.detach())
+    torch.testing.assert_close(grad_b, torch.autograd.grad(ref_b.sum(), wr)[0])
+    dense = from_critical_point(cp, x + 0.1)
+    assert not dense.info["one_hot_sums"]
+    torch.testing.assert_close(dense.value_and_grad(w, dense.data.full())[0],
+                               empirical_loss(w, x + 0.1, 6, 2))
 
 
 def test_as_potential_dispatch_and_errors():
