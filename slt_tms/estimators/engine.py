@@ -193,6 +193,7 @@ def run_groups(
         active = list(range(G))
         while active:
             steps = min(block, budget - tracks[active[0]].draws)
+            block = cfg.num_draws if cfg.num_draws is not None else cfg.draws_per_block
             res = run_chains(
                 kernel,
                 target,
@@ -222,7 +223,8 @@ def run_groups(
                     x = groups[gi].nbeta * (
                         np.concatenate(tr.losses, axis=1)[~tr.bad] - groups[gi].anchor_loss
                     )
-                    tr.rhat, tr.ess = diag.rhat(x), diag.ess(x)
+                    xd = x if batches.exact else _block_means(x)
+                    tr.rhat, tr.ess = diag.rhat(xd), diag.ess(xd)
                 converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
                 if tr.bad.all() or tr.draws >= budget or (cfg.num_draws is None and converged):
                     idx = torch.arange(pos * C, (pos + 1) * C, device=dev)
@@ -230,6 +232,10 @@ def run_groups(
                     tr.final_eps = eps[idx]
                     tr.final_metric = None if metric is None else metric[idx]
                     retire.append(pos)
+            if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
+                need = [_draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
+                if need:
+                    block = max(min(max(need), cfg.draws_per_block), min(100, cfg.draws_per_block))
             if retire:
                 keep = [pos for pos in range(len(active)) if pos not in retire]
                 active = [active[pos] for pos in keep]
@@ -291,7 +297,7 @@ def _bias_check(
     state, eps, metric = tr.final_state, tr.final_eps, tr.final_metric
     C, d = state.w.shape
     llc_main = _llc_mean(tr, g)
-    se_main = diag.mcse_mean(_llc_draws(tr, g)[~tr.bad])
+    se_main = diag.mcse_mean(_block_means(_llc_draws(tr, g)[~tr.bad]))
     streams = ChainStreams(
         spawn_seeds(spawn_seeds(g.seed, 2)[1], C),
         d,
@@ -326,7 +332,7 @@ def _bias_check(
     x = g.nbeta * (res.records["loss"] - g.anchor_loss)
     x = x[np.all(np.isfinite(x), axis=1)]
     llc_half = float(np.mean(x)) if x.size else math.nan
-    se_half = diag.mcse_mean(x) if x.size else math.nan
+    se_half = diag.mcse_mean(_block_means(x)) if x.size else math.nan
     tr.grads += burn.num_grads + res.num_grads
     return {
         "llc_half_step": llc_half,
@@ -335,6 +341,36 @@ def _bias_check(
         "se_difference": math.sqrt(se_main**2 + se_half**2),
         "half_step_draws": tr.draws,
     }
+
+
+def _draws_needed(tr: _Track, cfg: LLCConfig) -> int:
+    """More draws per chain a group needs to reach the target ESS, if ESS grows linearly (+10%); a full
+    block when the ESS is unknown or R-hat is the problem."""
+    if not (math.isfinite(tr.ess) and tr.ess > 0) or tr.ess >= cfg.target_ess:
+        return cfg.draws_per_block
+    return math.ceil(1.1 * tr.draws * (cfg.target_ess / tr.ess - 1.0))
+
+
+#: Draws per block mean when the trace comes from minibatches (SGLD on minibatches or a DataLoader).
+NOISY_BLOCK = 20
+
+
+def _block_means(x: np.ndarray, m: int = NOISY_BLOCK) -> np.ndarray:
+    r"""Means of consecutive blocks of ``m`` draws per chain (the first ``draws mod m`` draws dropped).
+
+    A minibatch trace is :math:`n\beta(L_B(w_t) - L_n(w^*))`: the slowly moving
+    :math:`n\beta(L_n(w_t) - L_n(w^*))` plus minibatch noise that is independent from step to step. That
+    noise inflates the variance *and* makes the autocorrelation look short, so the ESS of the raw trace
+    counts noise as information and R-hat / the Monte-Carlo error can pass while the chains have not
+    mixed. Block means average the noise out (by :math:`\sqrt m`) and keep the slow part, so R-hat, ESS
+    and the standard error of a minibatch estimate are computed on them (ESS then counts independent
+    blocks, a conservative unit).
+    """
+    draws = x.shape[1]
+    if draws < 4 * m:
+        return x
+    k = draws // m
+    return x[:, draws - k * m :].reshape(x.shape[0], k, m).mean(-1)
 
 
 def _llc_draws(tr: _Track, g: Group) -> np.ndarray:
@@ -377,8 +413,9 @@ def _result(
     good = ~bad
     x = llc_draws[good]
     llc_hat = float(np.mean(x))
-    se = diag.mcse_mean(x)
-    rhat, ess = diag.rhat(x), diag.ess(x)
+    xd = x if batches.exact else _block_means(x)
+    se = diag.mcse_mean(xd)
+    rhat, ess = diag.rhat(xd), diag.ess(xd)
     with np.errstate(invalid="ignore"):
         per_chain = np.where(good, np.mean(llc_draws, axis=1), np.nan)
     frac_below = float(np.mean(loss_kept[good] < g.anchor_loss))

@@ -336,3 +336,47 @@ def test_bad_inputs_fail_before_sampling():
     with pytest.raises(ValueError, match="needs the full loss"):
         model, X, Y = _linear_model_and_data(n=100)
         estimate_llc(model, data=(X, Y), sampler="mala", batch_size=10)
+
+
+# ------------------------------------------------------------------ diagnostics of minibatch traces
+def _ar1_plus_noise(noise: float, seed: int = 0, chains: int = 4, draws: int = 8000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rho = 0.995
+    s = np.empty((chains, draws))
+    s[:, 0] = rng.standard_normal(chains) / math.sqrt(1 - rho**2)
+    e = rng.standard_normal((chains, draws))
+    for t in range(1, draws):
+        s[:, t] = rho * s[:, t - 1] + e[:, t]
+    return s + noise * rng.standard_normal((chains, draws))
+
+
+def test_block_means_keep_minibatch_noise_from_passing_for_mixing():
+    """A minibatch trace = slow chain + step-to-step noise. The raw trace's ESS counts the noise as
+    information (about var(noise)/var(slow) times too large); the ESS of 20-draw block means is that of
+    the slow chain (the one that tells whether the chains mixed). The slow AR(1) here has
+    ESS = N (1 - rho) / (1 + rho) ~ 80 over 4 x 8000 draws."""
+    from slt_tms.estimators.engine import _block_means
+    from slt_tms.samplers import diagnostics as diag
+
+    slow = diag.ess(_ar1_plus_noise(0.0))
+    noisy = _ar1_plus_noise(30.0)
+    raw, blocked = diag.ess(noisy), diag.ess(_block_means(noisy))
+    assert raw > 5 * blocked
+    assert 0.5 * slow < blocked < 2.5 * slow
+    # the standard error of the mean is not hurt by blocking: theory sqrt(var_slow (1+rho)/(1-rho) / N)
+    se_theory = math.sqrt(1 / (1 - 0.995**2) * 1.995 / 0.005 / (4 * 8000))
+    assert 0.5 * se_theory < diag.mcse_mean(_block_means(noisy)) < 2 * se_theory
+    assert _block_means(noisy[:, :50]).shape == (4, 50)  # too short to block: left alone
+
+
+def test_next_block_is_what_the_ess_target_still_needs():
+    from slt_tms.estimators.engine import _draws_needed, _Track
+
+    cfg = LLCConfig()
+    tr = _Track(chains=[0, 1, 2, 3])
+    tr.draws, tr.ess = 500, cfg.target_ess / 2
+    assert _draws_needed(tr, cfg) == math.ceil(1.1 * 500)
+    tr.ess = math.nan
+    assert _draws_needed(tr, cfg) == cfg.draws_per_block
+    tr.ess = 2 * cfg.target_ess  # R-hat is what holds it back: a full block
+    assert _draws_needed(tr, cfg) == cfg.draws_per_block
