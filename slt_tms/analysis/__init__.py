@@ -1,0 +1,1 @@
+"""Pure analysis: no sampling, no files, no plots."""
