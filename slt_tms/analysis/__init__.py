@@ -1,1 +1,1 @@
-"""Pure analysis: no sampling, no files, no plots."""
+"""pure analysis: no sampling, no files, no plots"""

@@ -1,1 +1,1 @@
-"""Experiments: Config -> run(config) -> frozen Result, no files, no plots."""
+"""experiments: Config -> run(config) -> frozen Result, no files, no plots"""
