@@ -108,6 +108,13 @@ def sparse_uniform_sampler(
     :math:`(0, 1]`: exactly the sparse uniform law, with half the random numbers of drawing the mask and
     the value separately. Returns ``(batch_size, generator) -> Tensor (B, batch_size, c)`` on the
     generator's device.
+
+    Examples
+    --------
+    >>> sample = sparse_uniform_sampler(torch.tensor([1.0, 0.1]), c=3)
+    >>> x = sample(1000, torch.Generator().manual_seed(0))
+    >>> x.shape, bool((x[0] > 0).all()), round(float((x[1] > 0).float().mean()), 1)
+    (torch.Size([2, 1000, 3]), True, 0.1)
     """
     dens = torch.as_tensor(densities, dtype=torch.get_default_dtype()).reshape(-1)
     if dens.numel() == 0 or bool(((dens <= 0) | (dens > 1)).any()):
@@ -177,7 +184,6 @@ def _train_batched(
     )
     W, b = unpack(traj.final.to(torch.float64), n, m)
     return W.numpy(), b.numpy(), np.asarray(traj.losses[-1], dtype=float)
-
 
 
 # ============================================================================ experiments
@@ -372,7 +378,6 @@ def dimensionality(
         seed=seed,
         runtime_seconds=time.perf_counter() - t0,
     )
-
 
 
 def swish_comparison(
