@@ -4,8 +4,8 @@ Two measurements (wall-clock and process CPU time, one process, ``OMP_NUM_THREAD
 caller; with ``OMP_NUM_THREADS=1`` the CPU time approximates the wall time on an idle core):
 
 1. ``single``: :func:`slt_tms.experiments.posterior.sample_posterior` at one ``n`` (default 1000),
-   4 chains x 1000 draws after 1000 warmup transitions (target: a few minutes on 2 cores). Reports time, step sizes,
-   acceptance, divergences, R-hat / ESS of the invariants.
+   4 chains x 1000 draws after 1000 warmup transitions (target: a few minutes on 2 cores). Reports time,
+   step sizes, acceptance, divergences, R-hat / ESS of the invariants.
 2. ``quick``: :func:`slt_tms.experiments.occupancy.occupancy` for c = 6 with the settings of
    ``slt-tms phases sample --c 6 --quick`` (target: <= 10 minutes), including the critical points.
 
