@@ -14,7 +14,7 @@ from typing import Any
 
 from slt_tms.validation import check_choice, check_float, check_int, check_probability
 
-__all__ = ["FIELD_HELP", "KERNEL_DEFAULT_ACCEPT", "SAMPLERS", "LLCConfig", "default_nbeta"]
+__all__ = ["FIELD_HELP", "KERNEL_DEFAULT_ACCEPT", "SAMPLERS", "LLCConfig", "default_nbeta", "defaults_table"]
 
 #: Samplers the estimator can use. "auto": HMC (Metropolis-adjusted, adapted diagonal metric) where every
 #: step can see the full loss (population and full-batch potentials), SGLD for minibatch and streamed
@@ -197,3 +197,27 @@ class LLCConfig:
     def field_names(cls) -> tuple[str, ...]:
         """The names of the fields, in order."""
         return tuple(f.name for f in fields(cls))
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def defaults_table() -> str:
+    """The estimator's settings as a Markdown table (field, default, meaning), built from
+    :class:`LLCConfig` and :data:`FIELD_HELP`: the documentation prints this, ``slt-tms llc --help``
+    shows the same defaults, so neither can drift from the code.
+
+    Examples
+    --------
+    >>> print(defaults_table().splitlines()[3])
+    | `num_chains` | `4` | independent chains (R-hat needs at least 2) |
+    """
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for f in fields(LLCConfig):
+        rows.append(f"| `{f.name}` | `{_shown(f.default)}` | {FIELD_HELP[f.name]} |")
+    return "\n".join(rows)

@@ -17,15 +17,21 @@ estimator also fits that form over several :math:`n\beta` and reports the extrap
 Algorithm
 ---------
 1. The sampler: where every step can see the full loss (a population loss, or full-batch data) a
-   Metropolis-adjusted kernel (MALA by default; HMC on request), which has no discretisation bias; for
-   minibatches SGLD, whose bias is then measured by a second run at half the step.
+   Metropolis-adjusted kernel (HMC with an adapted diagonal metric by default; MALA on request), which
+   has no discretisation bias; for minibatches SGLD, whose bias is then measured by a second run at half
+   the step. (MALA gives more effective samples per gradient on small well-conditioned problems, but at
+   singular minima whose flat directions are not axis-aligned its chains under-explore while looking
+   converged; docs: estimators.)
 2. Warmup (``num_burnin`` transitions, discarded): a first step size from a doubling/halving search,
    then per-chain dual averaging towards a moderate acceptance (effective samples per gradient, not
    acceptance, is what matters) and a diagonal metric estimated in windows (MALA/HMC) or an RMSProp
    preconditioner (SGLD, frozen afterwards).
-3. Sampling in blocks of ``draws_per_block`` draws; after each block split R-hat and bulk ESS of the
-   :math:`\hat\lambda` trace (ArviZ); stop when R-hat :math:`\le 1.01` and ESS :math:`\ge 400` or at the
-   budget ``max_draws`` (or after exactly ``num_draws`` draws when given).
+3. Sampling in blocks (the first of ``draws_per_block`` draws, then what the ESS target still needs if
+   the ESS grows linearly, +10%); after each block split R-hat and bulk ESS of the :math:`\hat\lambda`
+   trace (ArviZ); stop when R-hat :math:`\le 1.01` and ESS :math:`\ge 400` or at the budget
+   ``max_draws`` (or after exactly ``num_draws`` draws when given). For minibatch traces the diagnostics
+   and the standard error are computed on means of 20-draw blocks: step-to-step minibatch noise would
+   otherwise count as independent information and let an unmixed run pass.
 4. Flags: not converged; chains that escaped to lower loss (more than ``escape_fraction`` of the draws
    below :math:`L(w^*)`, exact kernels: :math:`w^*` is not a local minimum at this temperature, the
    number is not an LLC of :math:`w^*`); diverged chains (excluded); SGLD bias larger than 3 standard

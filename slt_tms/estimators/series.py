@@ -187,12 +187,20 @@ def estimate_llc_series(
 
     Examples
     --------
-    >>> X = torch.randn(200, 3); Y = X @ torch.randn(3, 1)
-    >>> make = lambda: nn.Linear(3, 1)
-    >>> ckpts = [make().state_dict() for _ in range(2)]
-    >>> series = estimate_llc_series(ckpts, make, (X, Y), num_draws=200, progress=False)
-    >>> len(series.rows()), series.rows()[0]["step"]
-    (2, 0)
+    Two checkpoints of a linear regression, early (random weights: not a minimum, so flagged) and at the
+    least-squares solution (a regular minimum: lambda = d/2 = 2):
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.randn(500, 3, generator=g)
+    >>> Y = X @ torch.randn(3, 1, generator=g) + 0.1 * torch.randn(500, 1, generator=g)
+    >>> sol = torch.linalg.lstsq(torch.cat([X, torch.ones(500, 1)], 1), Y).solution
+    >>> ckpts = [nn.Linear(3, 1).state_dict(), {"weight": sol[:3].T, "bias": sol[3]}]
+    >>> import warnings; warnings.simplefilter("ignore")  # the early checkpoint warns: not a minimum
+    >>> series = estimate_llc_series(ckpts, lambda: nn.Linear(3, 1), (X, Y), progress=False)
+    >>> [(r["step"], r["ok"]) for r in series.rows()]
+    [(0, False), (1, True)]
+    >>> round(series.rows()[1]["lambda_hat"])
+    2
     """
     check_seed(seed)
     batch = check_int("batch", batch, minimum=1)

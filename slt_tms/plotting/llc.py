@@ -21,9 +21,11 @@ def plot_llc_series(series: LLCSeries, *, title: str = "") -> Figure:
     >>> import torch
     >>> from torch import nn
     >>> from slt_tms.estimators.series import estimate_llc_series
-    >>> X = torch.randn(100, 2); Y = X @ torch.randn(2, 1)
-    >>> s = estimate_llc_series([nn.Linear(2, 1).state_dict()], lambda: nn.Linear(2, 1), (X, Y),
-    ...                         num_draws=100, progress=False)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.randn(200, 2, generator=g); Y = X @ torch.randn(2, 1, generator=g)
+    >>> sol = torch.linalg.lstsq(torch.cat([X, torch.ones(200, 1)], 1), Y).solution
+    >>> minimum = {"weight": sol[:2].T, "bias": sol[2]}
+    >>> s = estimate_llc_series([minimum, minimum], lambda: nn.Linear(2, 1), (X, Y), progress=False)
     >>> len(plot_llc_series(s).axes)
     2
     """

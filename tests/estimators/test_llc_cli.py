@@ -412,3 +412,31 @@ def test_example_runs_tiny(capsys, monkeypatch):
     monkeypatch.setenv("SLT_TMS_NO_PROGRESS", "1")
     runpy.run_path(str(ROOT / "examples" / "llc_custom_model.py"), run_name="__main__")
     assert "lambda_hat = " in capsys.readouterr().out
+
+
+def test_one_source_of_defaults_cli_docs_api(capsys):
+    """The CLI help, the documentation table and the API all show LLCConfig's defaults, and the
+    documentation builds its table from the code (so it cannot drift)."""
+    import dataclasses
+    import re
+
+    from slt_tms.estimators import LLCConfig
+    from slt_tms.estimators.config import defaults_table
+
+    with pytest.raises(SystemExit):
+        main(["llc", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    helptext = helptext[helptext.index("options:"):]  # past the usage line
+    table = defaults_table()
+    for f in dataclasses.fields(LLCConfig):
+        shown = "none" if f.default is None else (
+            " ".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default))
+        flag = "--" + f.name.replace("_", "-")
+        m = re.search(re.escape(flag) + r"(?![\w-]).*?\(default: ([^)]*)\)", helptext)
+        assert m and m.group(1) == shown, (flag, m and m.group(1), shown)
+        assert f"| `{f.name}` | `{'None' if f.default is None else shown}` |" in table
+    doc = (ROOT / "docs" / "estimators.md").read_text()
+    assert "print(defaults_table())" in doc
+    # no hand-written default in the estimator's docstrings or docs can contradict the code
+    for text in (doc, __import__("slt_tms.estimators.llc", fromlist=["x"]).__doc__):
+        assert "localization 100" not in text and "MALA by default" not in text
