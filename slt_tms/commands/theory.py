@@ -165,7 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = subparsers.add_parser(
         "theory",
         help="exact theory: closed-form loss, critical points, learning coefficients",
-        description="Exact theory of the TMS (THEORY.md §3-5).",
+        description="Exact theory of the TMS.",
     )
 
     def _group_help(args: argparse.Namespace) -> int:

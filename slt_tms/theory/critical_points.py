@@ -1,4 +1,4 @@
-r"""The k-gon critical points of the TMS population loss for :math:`r = 2` (THEORY.md §4).
+r"""The k-gon critical points of the TMS population loss for :math:`r = 2`.
 
 Families
 --------
@@ -75,7 +75,7 @@ __all__ = [
     "solve_kgon_family",
 ]
 
-#: Gradient norm below which a point counts as critical (THEORY.md §4 asks for 1e-10).
+#: Gradient norm below which a point counts as critical.
 GRAD_TOL = 1e-10
 #: Default bias of dead columns without positive bias (flat direction: any b < 0 gives the same loss).
 DEAD_BIAS = -1.0

@@ -1,4 +1,4 @@
-r"""Numerical discovery of critical points of the TMS population loss (r = 2), THEORY.md §4.
+r"""Numerical discovery of critical points of the TMS population loss (r = 2).
 
 :func:`find_critical_points` searches the closed-form loss :math:`L(w)` of
 :mod:`slt_tms.theory.symbolic` without using the k-gon families, then compares what it found with them:
@@ -215,7 +215,7 @@ def _random_starts(num: int, c: int, gen: torch.Generator) -> torch.Tensor:
 
     * A third are **unstructured**: half with Gaussian columns (sd 0.7), half with columns of length
       U[0, 1.6] at uniform angles; each column shrunk by 0.05 with probability 0.3; biases U[-0.7, 0.3].
-    * Two thirds are **structured** like the critical points of THEORY.md §4 without fixing any of them:
+    * Two thirds are **structured** like the k-gon critical points without fixing any of them:
       a number :math:`m \sim U\{1, \dots, c\}` of random columns are *live*, of length
       :math:`1 + 0.1\,\mathcal N(0, 1)` (the scale of a perfectly reconstructed feature) at independent
       uniform angles with bias U[-0.3, 0.1]; the other columns are *dead*, a vector of sd 0.01 (so an

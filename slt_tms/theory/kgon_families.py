@@ -1,4 +1,4 @@
-r"""Stationary points of the symmetric k-gon family loss of the TMS for :math:`r = 2` (THEORY.md §4).
+r"""Stationary points of the symmetric k-gon family loss of the TMS for :math:`r = 2`.
 
 A *k-gon in c features* has :math:`k` live columns of common length :math:`l` at angles
 :math:`2\pi j/k` (:math:`j = 0..k-1`), all with the common bias :math:`b`; the other :math:`c - k`
