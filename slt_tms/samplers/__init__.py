@@ -13,7 +13,16 @@
 
 from slt_tms.samplers import diagnostics
 from slt_tms.samplers.adaptation import DualAveraging, MetricWindows
-from slt_tms.samplers.base import BatchSupply, ChainStreams, Draws, Evaluation, Tempered, select_state
+from slt_tms.samplers.base import (
+    BatchSupply,
+    ChainStreams,
+    Draws,
+    Evaluation,
+    Info,
+    PointState,
+    Tempered,
+    select_state,
+)
 from slt_tms.samplers.exchange import exchange, swap_rungs
 from slt_tms.samplers.hmc import HMC
 from slt_tms.samplers.mala import MALA
@@ -30,7 +39,9 @@ __all__ = [
     "Draws",
     "DualAveraging",
     "Evaluation",
+    "Info",
     "MetricWindows",
+    "PointState",
     "RMSProp",
     "RunResult",
     "SampleResult",

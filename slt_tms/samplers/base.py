@@ -46,7 +46,10 @@ from torch import Tensor
 
 from slt_tms.potentials import Batch, DataSource
 
-__all__ = ["BatchSupply", "ChainStreams", "Draws", "Evaluation", "Tempered", "default_block", "select_state"]
+__all__ = [
+    "BatchSupply", "ChainStreams", "Draws", "Evaluation", "Info", "PointState", "Tempered", "default_block",
+    "select_state",
+]
 
 #: Pre-drawn normal numbers per chain per block at most (bounds the stream buffer to 16 MB in float32).
 _NOISE_ELEMENTS_PER_CHAIN = 2**22
@@ -58,6 +61,32 @@ class Evaluation(NamedTuple):
     potential: Tensor
     grad: Tensor
     loss: Tensor
+
+
+class PointState(NamedTuple):
+    """State of a Metropolis-adjusted kernel: points ``w (C, d)`` with :math:`U` ``(C,)``,
+    :math:`\nabla U` ``(C, d)`` and :math:`L` ``(C,)`` there (so a rejected move costs no gradient)."""
+
+    w: Tensor
+    potential: Tensor
+    grad: Tensor
+    loss: Tensor
+
+
+class Info(NamedTuple):
+    """What every kernel's ``step`` reports (shapes ``(C,)``, ``grad`` ``(C, d)``): ``loss``, ``potential``
+    and ``grad`` at the point the chain holds for the record (the new point for MALA/HMC, the point the
+    step started from for SGLD), the acceptance probability (SGLD: of its proposal had it been tested),
+    divergences, gradient evaluations; HMC adds the leapfrog steps and the energy error."""
+
+    loss: Tensor
+    potential: Tensor
+    grad: Tensor
+    accept_prob: Tensor
+    divergent: Tensor
+    num_grads: int
+    num_steps: Tensor | None = None
+    energy_error: Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +132,23 @@ class Tempered:
         nb, _ = self._nbeta(loss)
         diff = w - self.center
         return loss * nb + (diff * diff).sum(-1) * (0.5 * self.localization), loss
+
+    @classmethod
+    def gaussian(cls, d: int, nbeta: float = 1.0, localization: float = 0.0) -> Tempered:
+        r"""The target of :math:`L(w) = \frac12\lVert w\rVert^2` (a standard Gaussian at
+        :math:`n\beta = 1`, :math:`\gamma = 0`) around :math:`w_0 = 0` in ``d`` dimensions: a target
+        whose answer is known, for examples and tests of the kernels.
+
+        Examples
+        --------
+        >>> target = Tempered.gaussian(2)
+        >>> target.evaluate(torch.ones(3, 2), None).potential.tolist()
+        [1.0, 1.0, 1.0]
+        """
+        from slt_tms.potentials import from_callable  # potentials sit below samplers; local: example helper
+
+        pot = from_callable(lambda w, rows=None: 0.5 * (w**2).sum(-1), torch.zeros(d), n=100)
+        return cls(pot, nbeta=nbeta, localization=localization, center=torch.zeros(d))
 
     def select(self, idx: Tensor) -> Tempered:
         """The target of the chains ``idx`` only (per-chain temperatures and centers sliced)."""

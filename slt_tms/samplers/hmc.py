@@ -24,39 +24,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from slt_tms.potentials import Batch
-from slt_tms.samplers.base import Draws, Tempered
+from slt_tms.samplers.base import Draws, Info, PointState, Tempered
 from slt_tms.validation import check_float, check_int
 
 __all__ = ["HMC", "HMCInfo", "HMCState"]
 
 
-class HMCState(NamedTuple):
-    """Points ``w (C, d)`` with :math:`U` ``(C,)``, :math:`\\nabla U` ``(C, d)`` and :math:`L` ``(C,)``
-    there."""
-
-    w: Tensor
-    potential: Tensor
-    grad: Tensor
-    loss: Tensor
-
-
-class HMCInfo(NamedTuple):
-    """Diagnostics of one transition (shapes ``(C,)``); ``loss`` is :math:`L` at the chain's new point."""
-
-    loss: Tensor
-    potential: Tensor
-    grad: Tensor
-    accept_prob: Tensor
-    divergent: Tensor
-    num_grads: int
-    num_steps: Tensor
-    energy_error: Tensor
+#: The state and the transition report of HMC (shared by the kernels, see :mod:`slt_tms.samplers.base`).
+HMCState = PointState
+HMCInfo = Info
 
 
 @dataclass(frozen=True)
@@ -74,10 +55,7 @@ class HMC:
 
     Examples
     --------
-    >>> from slt_tms.potentials import from_callable
-    >>> pot = from_callable(lambda w, rows=None: 0.5 * (w ** 2).sum(-1), torch.zeros(2), n=100)
-    >>> target = Tempered(pot, nbeta=1.0, localization=0.0, center=torch.zeros(2))
-    >>> kernel = HMC(num_leapfrog=5)
+    >>> target, kernel = Tempered.gaussian(2), HMC(num_leapfrog=5)
     >>> state = kernel.init(torch.zeros(3, 2), target, None)
     >>> state, info = kernel.step(state, target, 0.3, None, Draws(torch.randn(3, 2), torch.rand(3, 2), None))
     >>> info.num_steps.tolist()[0] in range(4, 7)

@@ -24,36 +24,19 @@ gradient evaluation per step (the gradient at the accepted point is cached in th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from slt_tms.potentials import Batch
-from slt_tms.samplers.base import Draws, Tempered
+from slt_tms.samplers.base import Draws, Info, PointState, Tempered
 
 __all__ = ["MALA", "MALAInfo", "MALAState"]
 
 
-class MALAState(NamedTuple):
-    """Points ``w (C, d)`` with :math:`U` ``(C,)``, :math:`\\nabla U` ``(C, d)`` and :math:`L` ``(C,)``
-    there."""
-
-    w: Tensor
-    potential: Tensor
-    grad: Tensor
-    loss: Tensor
-
-
-class MALAInfo(NamedTuple):
-    """Diagnostics of one transition (shapes ``(C,)``); ``loss`` is :math:`L` at the chain's new point."""
-
-    loss: Tensor
-    potential: Tensor
-    grad: Tensor
-    accept_prob: Tensor
-    divergent: Tensor
-    num_grads: int
+#: The state and the transition report of MALA (shared by the kernels, see :mod:`slt_tms.samplers.base`).
+MALAState = PointState
+MALAInfo = Info
 
 
 @dataclass(frozen=True)
@@ -68,13 +51,9 @@ class MALA:
 
     Examples
     --------
-    >>> from slt_tms.potentials import from_callable
-    >>> pot = from_callable(lambda w, rows=None: 0.5 * (w ** 2).sum(-1), torch.zeros(2), n=100)
-    >>> target = Tempered(pot, nbeta=1.0, localization=0.0, center=torch.zeros(2))
-    >>> kernel = MALA()
+    >>> target, kernel = Tempered.gaussian(2), MALA()
     >>> state = kernel.init(torch.zeros(4, 2), target, None)
-    >>> draws = Draws(torch.randn(4, 2), torch.rand(4, 2), None)
-    >>> state, info = kernel.step(state, target, 0.5, None, draws)
+    >>> state, info = kernel.step(state, target, 0.5, None, Draws(torch.randn(4, 2), torch.rand(4, 2), None))
     >>> tuple(state.w.shape), bool(((info.accept_prob >= 0) & (info.accept_prob <= 1)).all())
     ((4, 2), True)
     """

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from slt_tms.potentials import Batch
-from slt_tms.samplers.base import Draws, Tempered
+from slt_tms.samplers.base import Draws, Info, Tempered
 
 __all__ = ["SGLD", "SGLDInfo", "SGLDState"]
 
@@ -63,15 +63,8 @@ class SGLDState:
     prev: _Previous | None = None
 
 
-class SGLDInfo(NamedTuple):
-    """Diagnostics of one step, at the point the step started from (shapes ``(C,)``; ``grad`` ``(C, d)``)."""
-
-    loss: Tensor
-    potential: Tensor
-    grad: Tensor
-    accept_prob: Tensor
-    divergent: Tensor
-    num_grads: int
+#: The transition report of SGLD (the kernels share one, see :mod:`slt_tms.samplers.base`).
+SGLDInfo = Info
 
 
 def _col(step_size: Tensor | float, w: Tensor) -> Tensor:
@@ -90,13 +83,9 @@ class SGLD:
 
     Examples
     --------
-    >>> from slt_tms.potentials import from_callable
-    >>> pot = from_callable(lambda w, rows=None: 0.5 * (w ** 2).sum(-1), torch.zeros(2), n=100)
-    >>> target = Tempered(pot, nbeta=10.0, localization=1.0, center=torch.zeros(2))
-    >>> kernel = SGLD()
+    >>> target, kernel = Tempered.gaussian(2, nbeta=10.0, localization=1.0), SGLD()
     >>> state = kernel.init(torch.zeros(3, 2), target, None)
-    >>> draws = Draws(torch.zeros(3, 2), torch.rand(3, 2), None)
-    >>> state, info = kernel.step(state, target, 0.1, None, draws)
+    >>> state, info = kernel.step(state, target, 0.1, None, Draws(torch.zeros(3, 2), torch.rand(3, 2), None))
     >>> bool((state.w == 0).all())                           # zero noise, zero gradient: no move
     True
     """
