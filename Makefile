@@ -13,7 +13,7 @@ OUT ?= results
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,dask,docs]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,dask,docs,transformers]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -61,17 +61,54 @@ from slt_tms.validation import check_seed
 
 __all__ = ["LLCConfig", "LLCResult", "default_nbeta", "estimate_llc", "fit_asymptotic"]
 
-#: devinterp keyword names and how they map to ours (see docs: migrating from devinterp).
-_DEVINTERP_KEYWORDS = {"num_burnin_steps": "num_burnin", "lr": "step_size"}
+#: devinterp keyword names and how they map to ours (docs: migrating from devinterp).
+_DEVINTERP_KEYWORDS = {"num_burnin_steps": "num_burnin", "lr": "step_size", "n_beta": "nbeta"}
+#: keys of devinterp's optimizer_kwargs (1.x) / sampling_method_kwargs; "temperature" is 1.x's old nbeta.
 _DEVINTERP_OPTIMIZER_KEYS = {
     "lr": "step_size",
     "nbeta": "nbeta",
+    "temperature": "nbeta",
     "localization": "localization",
     "noise_level": None,
     "weight_decay": None,
+    "llc_weight_decay": None,
     "bounding_box_size": None,
-    "temperature": None,
 }
+#: devinterp settings with no counterpart here, and the value at which they change nothing.
+_DEVINTERP_NO_OPS = {
+    "noise_level": 1.0,
+    "weight_decay": 0.0,
+    "llc_weight_decay": 0.0,
+    "bounding_box_size": None,
+    "num_steps_bw_draws": 1,
+    "grad_accum_steps": 1,
+    "gradient_accumulation_steps": 1,
+    "cores": 1,
+    "online": False,
+}
+#: devinterp 2.x sampling_method names.
+_DEVINTERP_METHODS = {"sgmcmc_sgld": {}, "sgld": {}, "rmsprop_sgld": {"preconditioner": "rmsprop"}}
+
+
+def _translate_optimizer_kwargs(key: str, value: Any, changes: dict[str, Any]) -> None:
+    for k, v in dict(value or {}).items():
+        if k not in _DEVINTERP_OPTIMIZER_KEYS:
+            raise ValueError(
+                f"{key}[{k!r}] is not a setting of this estimator; known: "
+                f"{', '.join(k2 for k2, t in _DEVINTERP_OPTIMIZER_KEYS.items() if t)}"
+            )
+        target = _DEVINTERP_OPTIMIZER_KEYS[k]
+        if target is None:
+            if k in _DEVINTERP_NO_OPS and v == _DEVINTERP_NO_OPS[k]:
+                continue  # devinterp's default: nothing to translate
+            raise ValueError(
+                f"{key}[{k!r}] = {v!r} changes the target density; this estimator samples the "
+                "localized tempered posterior only (use nbeta and localization)"
+            )
+        if target in changes and changes[target] != v:
+            raise ValueError(f"{key}: two values for {target} ({changes[target]!r} and {v!r})")
+        changes[target] = v
+    changes.setdefault("sampler", "sgld")  # devinterp's SGLD, translated
 
 
 def _resolve_config(config: LLCConfig | None, overrides: Mapping[str, Any]) -> LLCConfig:
@@ -80,40 +117,30 @@ def _resolve_config(config: LLCConfig | None, overrides: Mapping[str, Any]) -> L
         raise ValueError(f"config must be an LLCConfig, got {type(config).__name__}")
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
-        if key == "optimizer_kwargs":
-            for k, v in dict(value or {}).items():
-                if k not in _DEVINTERP_OPTIMIZER_KEYS:
-                    raise ValueError(
-                        f"optimizer_kwargs[{k!r}] is not a setting of this estimator; known: "
-                        f"{', '.join(k2 for k2, t in _DEVINTERP_OPTIMIZER_KEYS.items() if t)}"
-                    )
-                target = _DEVINTERP_OPTIMIZER_KEYS[k]
-                if target is None:
-                    if (
-                        (k == "noise_level" and v == 1.0)
-                        or (k == "weight_decay" and v == 0.0)
-                        or (k == "temperature" and v is None)
-                    ):
-                        continue  # devinterp's defaults: nothing to translate
-                    raise ValueError(
-                        f"optimizer_kwargs[{k!r}] = {v!r} changes the target density; this "
-                        "estimator samples the localized tempered posterior only (use nbeta and "
-                        "localization)"
-                    )
-                changes[target] = v
-            changes.setdefault("sampler", "sgld")  # devinterp's SGLD, translated
+        if key in ("optimizer_kwargs", "sampling_method_kwargs"):
+            _translate_optimizer_kwargs(key, value, changes)
         elif key == "sampling_method":
             name = getattr(value, "__name__", str(value)).lower()
-            if name not in ("sgld", "sgld_class"):
+            if name in ("sgld_class",):
+                name = "sgld"
+            if name not in _DEVINTERP_METHODS:
                 raise ValueError(
-                    f"sampling_method={value!r}: only devinterp's SGLD has an equivalent here "
-                    "(sampler='sgld'); MALA and HMC are available as sampler='mala'/'hmc'"
+                    f"sampling_method={value!r}: only devinterp's SGLD ('sgmcmc_sgld', SGLD) and "
+                    "'rmsprop_sgld' have an equivalent here (sampler='sgld', preconditioner='rmsprop'); "
+                    "MALA and HMC are available as sampler='mala'/'hmc'"
                 )
             changes["sampler"] = "sgld"
-        elif key in ("num_steps_bw_draws", "cores", "online", "callbacks", "verbose", "grad_accum_steps"):
+            changes.update(_DEVINTERP_METHODS[name])
+        elif key in _DEVINTERP_NO_OPS:
+            if value != _DEVINTERP_NO_OPS[key]:
+                raise ValueError(
+                    f"{key}={value!r} is devinterp's; here every step is kept (no thinning), chains run "
+                    "batched in one process and diagnostics are always computed (summary() reports them)"
+                )
+        elif key in ("callbacks", "verbose"):
             raise ValueError(
-                f"{key}= is devinterp's; here every step is kept (no thinning), chains run batched in one "
-                "process, diagnostics are always computed and summary() reports them"
+                f"{key}= is devinterp's; diagnostics are always computed and summary() reports them "
+                "(progress=False silences the progress bar)"
             )
         elif key in _DEVINTERP_KEYWORDS:
             changes[_DEVINTERP_KEYWORDS[key]] = value
@@ -157,8 +184,12 @@ def estimate_llc(
         ``DataLoader`` (streamed minibatches).
     config : LLCConfig, optional
         Estimator settings (default ``LLCConfig()``); any field can also be passed as a keyword
-        (``num_chains=8``). devinterp's ``optimizer_kwargs=dict(lr=..., nbeta=..., localization=...)``,
-        ``num_burnin_steps`` and ``sampling_method=SGLD`` are translated.
+        (``num_chains=8``). devinterp's keywords are translated: ``optimizer_kwargs`` /
+        ``sampling_method_kwargs`` (``lr``, ``nbeta`` or its old name ``temperature``, ``localization``),
+        ``lr``, ``n_beta``, ``num_burnin_steps``, ``sampling_method`` (SGLD, ``"sgmcmc_sgld"``,
+        ``"rmsprop_sgld"``), and devinterp's defaults of settings that have no counterpart here
+        (``num_steps_bw_draws=1``, ``noise_level=1``, ``weight_decay=0`` ...) are accepted and ignored;
+        anything else of devinterp's is refused with the reason (docs: migrating from devinterp).
     w_star : Tensor, optional
         The anchor for a loss callable.
     loss, evaluate, params, masks, n, device, dtype

@@ -121,6 +121,11 @@ class FunctionalPotential:
         Gradient path: ``"vmap"`` (``vmap(grad_and_value(single))``), ``"autograd"`` (reverse mode through
         ``batched``) or ``"loop"`` (a Python loop over chains with ``grad_and_value(single)``, for losses
         that ``vmap`` cannot trace, e.g. models with data-dependent control flow).
+    grad_mode_per_chain : {None, "loop"}
+        Per-chain batches (each chain its own rows, vmapped over the rows too) only: ``"loop"`` evaluates
+        them chain by chain even when shared rows go through ``vmap`` (models whose control flow depends
+        on the input data, e.g. HuggingFace models that inspect ``input_ids`` or the attention mask);
+        None: as ``grad_mode``.
     info : dict
         Anything the constructor records (loss, selected parameters, evaluation mode ...).
     """
@@ -134,6 +139,7 @@ class FunctionalPotential:
     closed_form: Callable[[Tensor, Any], tuple[Tensor, Tensor]] | None = field(default=None, repr=False)
     batched_per_chain: bool = False
     grad_mode: str = "vmap"
+    grad_mode_per_chain: str | None = None
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -141,8 +147,14 @@ class FunctionalPotential:
             raise ValueError("a FunctionalPotential needs a single-chain or a batched loss function")
         if self.grad_mode not in ("vmap", "autograd", "loop"):
             raise ValueError(f"grad_mode must be 'vmap', 'autograd' or 'loop', got {self.grad_mode!r}")
-        if self.grad_mode == "loop" and self.single is None:
+        if self.grad_mode_per_chain not in (None, "loop"):
+            raise ValueError(f"grad_mode_per_chain must be None or 'loop', got {self.grad_mode_per_chain!r}")
+        if "loop" in (self.grad_mode, self.grad_mode_per_chain) and self.single is None:
             raise ValueError("grad_mode='loop' needs the single-chain loss")
+
+    @property
+    def _loop_per_chain(self) -> bool:
+        return "loop" in (self.grad_mode, self.grad_mode_per_chain)
 
     @property
     def d(self) -> int:
@@ -169,7 +181,7 @@ class FunctionalPotential:
 
     @functools.cached_property
     def _vg_per_chain(self) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:
-        if self.grad_mode == "loop":
+        if self._loop_per_chain:
             return _looped(self.single, per_chain=True)
         if (
             self.batched is not None
@@ -210,11 +222,11 @@ class FunctionalPotential:
     def loss(self, w: Tensor, batch: Batch | None = None) -> Tensor:
         """Loss ``(C,)`` of every chain, without gradient."""
         rows = None if batch is None else batch.data
+        per_chain = batch is not None and batch.per_chain
         with torch.no_grad():
-            if self.grad_mode == "loop":
+            if self.grad_mode == "loop" or (per_chain and self._loop_per_chain):
                 single = self.single
                 assert single is not None
-                per_chain = batch is not None and batch.per_chain
                 return torch.stack(
                     [single(w[k], _row_k(rows, k) if per_chain else rows) for k in range(w.shape[0])]
                 )

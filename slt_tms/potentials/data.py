@@ -18,7 +18,7 @@ A row structure is any nesting of tuples, lists and dicts of tensors that share 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -129,6 +129,8 @@ class DataSource:
                 data = (data,)
             elif isinstance(data, list):
                 data = tuple(data)
+            elif isinstance(data, Mapping) and not isinstance(data, dict):
+                data = dict(data)  # e.g. a tokenizer's BatchEncoding (a UserDict)
             if not isinstance(data, tuple | dict):
                 raise ValueError(
                     "data must be a Tensor (n, ...), a tuple/list/dict of tensors sharing the leading axis n "
@@ -178,6 +180,8 @@ class DataSource:
     def _prepare(self, raw: Any) -> Any:
         if isinstance(raw, list):
             raw = tuple(raw)
+        if isinstance(raw, Mapping) and not isinstance(raw, dict):
+            raw = dict(raw)  # e.g. a HuggingFace collator's BatchEncoding
         if isinstance(raw, Tensor):
             raw = (raw,)
         _check_rows(raw, "a DataLoader batch")

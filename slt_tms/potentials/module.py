@@ -15,7 +15,13 @@ Losses
   1, as ``torch.nn.functional.cross_entropy``); labels must lie in ``[0, num_classes)``.
 * ``loss=callable(pred, target) -> scalar`` (mean over the batch).
 * ``evaluate=callable(model, batch) -> loss`` (devinterp's convention; ``batch`` is whatever the data
-  holds: tuples, dicts, several inputs; a returned tuple/list is taken at its first element).
+  holds: tuples, dicts, several inputs). It may return a scalar tensor, an object or dict with a scalar
+  ``loss`` (a HuggingFace ``ModelOutput`` of ``model(**batch, labels=...)``) or a tuple/list whose first
+  element is the loss. :func:`causal_lm_loss` is such a hook for causal language models (dict batches
+  with ``input_ids``, optional ``attention_mask`` and ``labels``).
+
+A model that returns an object rather than a tensor (a ``ModelOutput``) is read at its ``.logits`` for
+the named losses.
 
 Rows ``(X,)`` mean target ``X`` (an autoencoder), ``(X, Y)`` inputs and targets, ``(X, Y, s)`` adds sample
 weights :math:`s_k \ge 0` with a named loss: :math:`L_n = \sum_k s_k \ell_k / \sum_k s_k`, estimated on a
@@ -28,6 +34,14 @@ Train/eval mode
 The model is sampled in **eval mode** on a copy (the caller's module is never changed): BatchNorm uses
 its running statistics, dropout is off, so :math:`L` is a deterministic function of :math:`w` as the LLC
 requires. Buffers (running statistics) are held fixed.
+
+Vectorisation
+-------------
+Chains share one ``vmap`` over the parameters. Per-chain minibatches (``batch_size`` with in-memory
+rows) are vmapped over the rows too; a model whose Python control flow looks at its input data
+(HuggingFace models check ``input_ids`` for padding and build attention masks with data-dependent
+branches) cannot be traced that way, and those batches are then evaluated chain by chain
+(``info["grad_mode_per_chain"] == "loop"``). Shared batches (full batch, DataLoader batches) keep ``vmap``.
 """
 
 from __future__ import annotations
@@ -39,6 +53,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
@@ -60,26 +75,48 @@ LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
 def causal_lm_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     r"""Per-token next-token cross-entropy of a HuggingFace-style causal LM (an ``evaluate`` hook).
 
-    ``batch["input_ids"]`` has shape ``(m, T)``; optional ``attention_mask`` ``(m, T)`` and ``labels``
-    (default: the inputs; ``-100`` marks ignored positions). The model is called as
-    ``model(input_ids=..., attention_mask=...)`` and must return logits ``(m, T, V)`` (a tensor or an
-    object with ``.logits``).
+    ``batch["input_ids"]`` has shape ``(m, T)``; optional ``attention_mask`` ``(m, T)``, ``labels``
+    (default: the inputs, with the positions where ``attention_mask`` is 0 ignored; ``-100`` marks ignored
+    positions) and any other model inputs (``token_type_ids``, ``position_ids``, ...), passed on as
+    keywords. The model is called as ``model(input_ids=..., attention_mask=..., ...)`` (never with
+    ``labels``) and must return logits ``(m, T, V)`` (a tensor, an object with ``.logits``, or a tuple
+    whose first element they are).
 
     .. math:: L = \frac{1}{|\{(k, t)\}|}\sum_{k,\,t < T} -\log p_w(y_{k,t+1} \mid y_{k,\le t})
+
+    (the mean over the predicted positions that are not ignored, devinterp's convention for language
+    models).
     """
     if not isinstance(batch, Mapping) or "input_ids" not in batch:
         raise ValueError(
             "a causal-LM batch must be a dict with 'input_ids' (and optionally 'attention_mask', 'labels')"
         )
     ids = batch["input_ids"]
-    kwargs = {"input_ids": ids}
-    if "attention_mask" in batch:
-        kwargs["attention_mask"] = batch["attention_mask"]
-    out = model(**kwargs)
-    logits = out.logits if hasattr(out, "logits") else out
-    labels = batch.get("labels", ids)
+    out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    logits = _prediction(out)
+    labels = batch.get("labels")
+    if labels is None:
+        labels = ids
+        if "attention_mask" in batch:
+            labels = labels.masked_fill(batch["attention_mask"] == 0, -100)
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def _prediction(out: Any) -> Any:
+    """A model's prediction tensor: the output itself, its ``.logits`` (HuggingFace ``ModelOutput`` and
+    similar objects) or the first element of a tuple/list output."""
+    if isinstance(out, Tensor):
+        return out
+    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise ValueError(
+        f"the model returned {type(out).__name__}, not a tensor of predictions (nor an object with a "
+        "'.logits' tensor); pass evaluate=fn(model, batch) -> loss to say how to get the loss from it"
     )
 
 
@@ -122,12 +159,17 @@ class _Evaluate(nn.Module):
 
     def forward(self, rows: Any) -> Tensor:
         out = self.evaluate(self.model, rows)
-        if isinstance(out, tuple | list):
-            out = out[0]
+        if not isinstance(out, Tensor):
+            loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+            if isinstance(loss, Tensor):
+                out = loss  # e.g. a HuggingFace ModelOutput of model(**batch, labels=...)
+            elif isinstance(out, tuple | list) and out:
+                out = out[0]
         if not isinstance(out, Tensor) or out.ndim != 0:
             raise ValueError(
-                "evaluate(model, batch) must return a scalar loss tensor (or a tuple whose first "
-                f"element is one); got {getattr(out, 'shape', type(out).__name__)}"
+                "evaluate(model, batch) must return a scalar loss tensor, an object or dict with a scalar "
+                "'loss' (e.g. a HuggingFace ModelOutput when labels are passed) or a tuple whose first "
+                f"element is one; got {getattr(out, 'shape', type(out).__name__)}"
             )
         return out
 
@@ -176,6 +218,18 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
                     f"shape {tuple(pred.shape)}; got {tuple(y.shape)}. Integer class labels go as int64"
                 )
         else:
+            want = (pred.shape[0], *pred.shape[2:])
+            if tuple(y.shape) != want:
+                hint = (
+                    "; for a language model's (m, T, V) logits with (m, T) token targets use "
+                    "evaluate=causal_lm_loss (next-token cross-entropy)"
+                    if pred.ndim == 3 and y.ndim == 2
+                    else ""
+                )
+                raise ValueError(
+                    f"loss='cross_entropy': integer labels for logits of shape {tuple(pred.shape)} "
+                    f"(classes on axis 1) must have shape {want}; got {tuple(y.shape)}{hint}"
+                )
             labels = y if all_targets is None else all_targets
             lo, hi = int(labels.min()), int(labels.max())
             k = pred.shape[1]
@@ -283,7 +337,7 @@ def from_module(
             return functional_call(target, (p, buffers), (rows,))
         x = rows[0]
         y = rows[1] if len(rows) > 1 else rows[0]
-        pred = functional_call(target, (p, buffers), (x,))
+        pred = _prediction(functional_call(target, (p, buffers), (x,)))
         if callable(loss):
             return per_row(pred, y)  # type: ignore[misc]
         ell = per_row(pred, y)  # type: ignore[misc]
@@ -297,7 +351,7 @@ def from_module(
             pieces = torch.split(w_star, sizes)
             p = {k: t.view(s) for k, t, s in zip(sel, pieces, shapes, strict=True)}
             try:
-                pred = functional_call(target, ({**p, **frozen}, buffers), (probe[0],))
+                raw = functional_call(target, ({**p, **frozen}, buffers), (probe[0],))
             except Exception as exc:
                 first_line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
                 shape = tuple(probe[0].shape[1:]) if src.streaming else tuple(src.rows[0].shape)
@@ -305,18 +359,30 @@ def from_module(
                     f"the model cannot be applied to the inputs of shape {shape} (rows of shape "
                     f"{tuple(probe[0].shape[1:])}): {type(exc).__name__}: {first_line}"
                 ) from exc
+            pred = _prediction(raw)
             if not callable(loss):
                 _check_targets(pred, probe[1] if len(probe) > 1 else probe[0], loss, all_targets)
         value = single(w_star, probe)
     if not bool(torch.isfinite(value)):
         raise ValueError(f"the loss at w* is not finite ({float(value)}) on the first rows of the data")
-    grad_mode = "vmap"
+    grad_mode, grad_mode_per_chain = "vmap", None
     vmap_error = ""
+    w2 = w_star.unsqueeze(0).expand(2, -1)
     try:
-        vmap(grad_and_value(single), in_dims=(0, None))(w_star.unsqueeze(0).expand(2, -1), probe)
+        vmap(grad_and_value(single), in_dims=(0, None))(w2, probe)
     except Exception as exc:  # models with data-dependent control flow: loop over chains instead
         grad_mode = "loop"
-        vmap_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        vmap_error = _first_line(exc)
+    if grad_mode == "vmap" and not src.streaming:
+        # per-chain minibatches vmap over the rows as well: models whose control flow looks at the input
+        # data (HuggingFace models check input_ids for padding, build masks from attention_mask) cannot be
+        # traced that way; those batches then go chain by chain
+        try:
+            per_chain = pytree.tree_map(lambda t: t.unsqueeze(0).expand(2, *t.shape), probe)
+            vmap(grad_and_value(single), in_dims=(0, 0))(w2, per_chain)
+        except Exception as exc:
+            grad_mode_per_chain = "loop"
+            vmap_error = "per-chain batches: " + _first_line(exc)
     what = (
         "evaluate hook" if evaluate is not None else f"loss={loss if isinstance(loss, str) else 'callable'}"
     )
@@ -330,6 +396,7 @@ def from_module(
         "mode": "eval",
         "sample_weights": weights_mean is not None,
         "grad_mode": grad_mode,
+        "grad_mode_per_chain": grad_mode_per_chain or grad_mode,
         "data": src.describe(),
     }
     if vmap_error:
@@ -341,11 +408,17 @@ def from_module(
         description=f"nn.Module {type(module).__name__} ({w_star.numel()} parameters), {what}",
         single=single,
         grad_mode=grad_mode,
+        grad_mode_per_chain=grad_mode_per_chain,
         info=info,
     )
     if masks:
         return restrict(pot, _mask_vector(masks, chosen, model), tuple(sorted(masks)))
     return pot
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _weights_mean(src: DataSource) -> float:

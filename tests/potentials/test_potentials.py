@@ -168,6 +168,80 @@ def test_dataloader_is_streamed_batch_by_batch():
     assert ds.reads < 2 * 64
 
 
+class _Branchy(nn.Module):
+    """Python control flow on the input DATA (as HuggingFace models check input_ids for padding): vmap
+    can trace it over the parameters with shared rows, not over per-chain rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2).double()
+
+    def forward(self, x):
+        if bool((x[:, 0] > 100).any()):
+            x = torch.zeros_like(x)
+        return self.lin(x)
+
+
+def test_models_branching_on_their_inputs_evaluate_per_chain_batches_chain_by_chain():
+    net = _Branchy()
+    X, Y = _data()
+    pot = from_module(net, (X, Y), loss="mse")
+    assert pot.info["grad_mode"] == "vmap" and pot.info["grad_mode_per_chain"] == "loop"
+    assert "per-chain" in pot.info["vmap_error"]
+    w = pot.w_star + 0.1 * torch.randn(3, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    idx = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    loss_c, grad_c = pot.value_and_grad(w, pot.data.take(idx))
+    no_grad = pot.loss(w, pot.data.take(idx))
+    for k in range(3):
+        ref_l, ref_g = _autograd_reference(net, X[idx[k]], Y[idx[k]], w[k], nn.functional.mse_loss)
+        torch.testing.assert_close(loss_c[k], ref_l)
+        torch.testing.assert_close(no_grad[k], ref_l)
+        torch.testing.assert_close(grad_c[k], ref_g)
+    assert from_module(_net(), (X, Y), loss="mse").info["grad_mode_per_chain"] == "vmap"
+
+
+class _Output:
+    """A model output object (as a HuggingFace ModelOutput): predictions under .logits."""
+
+    def __init__(self, logits):
+        self.logits = logits
+
+
+class _Wrapped(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return _Output(self.net(x))
+
+
+def test_model_outputs_loss_objects_and_mapping_batches():
+    from collections import UserDict
+
+    net = _net()
+    X, Y = _data()
+    ref = from_module(net, (X, Y), loss="mse")
+    # a model returning an object with .logits, under a named loss
+    assert from_module(_Wrapped(net), (X, Y), loss="mse").anchor_loss() == pytest.approx(ref.anchor_loss())
+    # evaluate returning an object / a dict with a scalar loss (a ModelOutput of model(..., labels=...))
+    for wrap in (lambda v: {"loss": v, "logits": None}, lambda v: type("Out", (), {"loss": v})()):
+        pot = from_module(net, {"x": X, "y": Y},
+                          evaluate=lambda m, b, wrap=wrap: wrap(nn.functional.mse_loss(m(b["x"]), b["y"])))
+        assert pot.anchor_loss() == pytest.approx(ref.anchor_loss())
+    with pytest.raises(ValueError, match="scalar 'loss'"):
+        from_module(net, {"x": X, "y": Y}, evaluate=lambda m, b: {"logits": m(b["x"])})
+    # a Mapping that is not a dict (a tokenizer's BatchEncoding is a UserDict)
+    pot = from_module(
+        net, UserDict({"x": X, "y": Y}), evaluate=lambda m, b: nn.functional.mse_loss(m(b["x"]), b["y"])
+    )
+    assert pot.n == 40 and pot.anchor_loss() == pytest.approx(ref.anchor_loss())
+    odd = _Wrapped(net)
+    odd.forward = lambda x: {"prediction": net(x)}  # neither a tensor nor .logits: say what to do
+    with pytest.raises(ValueError, match=r"not a tensor of predictions.*evaluate="):
+        from_module(odd, (X, Y), loss="mse")
+
+
 def test_tensor_dataset_and_tuple_give_the_same_potential():
     X, Y = _data()
     a = from_module(_net(), (X, Y), loss="mse")

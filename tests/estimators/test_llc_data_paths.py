@@ -1,0 +1,142 @@
+"""estimate_llc on user data: a streamed DataLoader is never materialised, the series over checkpoints equals
+one-by-one estimates with the same seeds, and sample weights enter the estimate (a zero weight is a dropped
+row). The potential-level versions of these (shapes, one anchor loss) are in tests/potentials."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from slt_tms._rng import spawn_seeds
+from slt_tms.estimators import estimate_llc
+from slt_tms.estimators.series import estimate_llc_series
+
+SHORT = {"num_burnin": 50, "num_draws": 100, "progress": False}
+
+
+def _regression(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    Y = X @ torch.randn(3, 1, generator=g, dtype=torch.float64) + 0.1 * torch.randn(
+        n, 1, generator=g, dtype=torch.float64
+    )
+    return X, Y
+
+
+def _fitted(X: torch.Tensor, Y: torch.Tensor) -> nn.Module:
+    model = nn.Linear(3, 1).double()
+    X1 = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    sol = torch.linalg.lstsq(X1, Y).solution
+    with torch.no_grad():
+        model.weight.copy_(sol[:3].T)
+        model.bias.copy_(sol[3])
+    return model
+
+
+# ---------------------------------------------------------------------------------------- streaming
+class _CountingRows(Dataset):
+    """Counts every row read; each read is one row (a materialised copy would read all n at once)."""
+
+    def __init__(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        self.X, self.Y, self.reads = X, Y, 0
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, i: int):
+        self.reads += 1
+        return self.X[i], self.Y[i]
+
+
+class _AtMostTwoPasses(DataLoader):
+    """Raises when iterated to the end a second time: the first pass is L_n(w*) on the full data, the
+    sampler then takes the batches it needs from the second pass without finishing it."""
+
+    passes = 0
+
+    def __iter__(self):
+        yield from super().__iter__()
+        self.passes += 1
+        if self.passes >= 2:
+            raise RuntimeError("the DataLoader was iterated to the end twice")
+
+
+def test_a_dataloader_is_streamed_by_estimate_llc_and_never_materialised():
+    n, batch = 4096, 16
+    X, Y = _regression(n)
+    ds = _CountingRows(X, Y)
+    loader = _AtMostTwoPasses(ds, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0))
+    seen: list[int] = []
+
+    def evaluate(model, rows):  # records the size of every batch the potential is evaluated on
+        seen.append(int(rows[0].shape[0]))
+        return nn.functional.mse_loss(model(rows[0]), rows[1])
+
+    steps = 40 + 80
+    with pytest.warns(RuntimeWarning, match="not trustworthy"):  # 80 draws: not converged, flagged
+        res = estimate_llc(
+            _fitted(X, Y), loader, evaluate=evaluate, sampler="sgld", step_size=1e-4, num_burnin=40,
+            num_draws=80, bias_check=False, progress=False,
+        )
+    assert res.n == n and res.sampler == "sgld" and math.isfinite(res.llc)
+    assert res.config["potential"]["data"]["kind"] == "DataLoader"
+    assert max(seen) <= batch  # never more rows than one loader batch at a time
+    # one pass for L_n(w*), a probe batch, then one batch per sampler step
+    assert n <= ds.reads <= n + (steps + 4) * batch, ds.reads
+    assert loader.passes == 1
+    anchor = nn.functional.mse_loss(_fitted(X, Y)(X), Y).item()
+    assert res.anchor_loss == pytest.approx(anchor, rel=1e-10)  # exact, over the whole stream
+
+
+# ------------------------------------------------------------------------------------------- series
+def test_the_series_equals_one_by_one_estimates_with_the_same_seeds():
+    X, Y = _regression(300, seed=1)
+    make = lambda: nn.Linear(3, 1).double()  # noqa: E731
+    best = _fitted(X, Y)
+    g = torch.Generator().manual_seed(2)
+    ckpts = []
+    for scale in (0.0, 0.02, 0.05):
+        m = make()
+        with torch.no_grad():
+            for p, q in zip(m.parameters(), best.parameters(), strict=True):
+                p.copy_(q + scale * torch.randn(q.shape, generator=g, dtype=q.dtype))
+        ckpts.append(m.state_dict())
+    kw = {"loss": "mse", "sampler": "mala", "localization": 10.0, **SHORT}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # short chains: flags are compared, not avoided
+        series = estimate_llc_series(ckpts, make, (X, Y), seed=7, steps=[10, 20, 30], **kw)
+        seeds = spawn_seeds(7, 3)
+        alone = []
+        for state, s in zip(ckpts, seeds, strict=True):
+            m = make()
+            m.load_state_dict(state)
+            alone.append(estimate_llc(m, (X, Y), seed=s, **kw))
+    assert [r["step"] for r in series.rows()] == [10, 20, 30]
+    for a, b in zip(series.results, alone, strict=True):
+        assert a.anchor_loss == pytest.approx(b.anchor_loss, rel=1e-12)
+        assert a.llc == pytest.approx(b.llc, rel=1e-6, abs=1e-9), (a.headline(), b.headline())
+        assert a.se == pytest.approx(b.se, rel=1e-6) and a.flags == b.flags
+
+
+# ------------------------------------------------------------------------------------- sample weights
+def test_a_zero_sample_weight_is_a_dropped_row():
+    X, Y = _regression(400, seed=3)
+    model = _fitted(X, Y)
+    keep = torch.zeros(400, dtype=torch.float64)
+    keep[::2] = 1.0
+    kw = {"loss": "mse", "sampler": "mala", "seed": 4, **SHORT}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        weighted = estimate_llc(model, (X, Y, keep), n=200, **kw)
+        dropped = estimate_llc(model, (X[::2], Y[::2]), **kw)
+        uniform = estimate_llc(model, (X, Y, torch.ones(400, dtype=torch.float64)), n=200, **kw)
+    assert weighted.n == dropped.n == 200 and weighted.nbeta == dropped.nbeta
+    assert weighted.anchor_loss == pytest.approx(dropped.anchor_loss, rel=1e-12)
+    assert weighted.llc == pytest.approx(dropped.llc, rel=1e-6), (weighted.headline(), dropped.headline())
+    # negative control: the same rows with equal weights are another potential (another anchor loss)
+    assert uniform.anchor_loss != pytest.approx(dropped.anchor_loss, rel=1e-6)
