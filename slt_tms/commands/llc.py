@@ -7,8 +7,9 @@ Two ways in:
   with ``FACTORY()`` (a zero-argument callable in ``MODULE``, an importable module name or a path to a
   ``.py`` file) and loads ``CHECKPOINT`` into it as a ``state_dict`` (``.safetensors``, or ``.pt`` /
   ``.pth`` / ``.bin`` read only with ``torch.load(weights_only=True)``: a pickle that would import or call
-  code is refused). ``slt-tms llc ARCHIVE --torchscript ...`` loads a TorchScript archive instead
-  (``torch.jit.load``; no Python pickle is executed, no model code is needed).
+  code is refused). ``slt-tms llc ARCHIVE --torchscript --trust-torchscript ...`` loads a TorchScript
+  archive instead (``torch.jit.load``). An archive carries code that runs when it is loaded and evaluated,
+  so it is loaded only with ``--trust-torchscript``: only load archives you trust.
 * **A named TMS critical point.** ``slt-tms llc --tms-critical 5+ --c 6`` estimates at the k-gon of
   :func:`slt_tms.theory.critical_points.kgon`, with the closed-form population loss (``--potential
   population``, the default; ``n`` is then the nominal sample size) or the empirical loss on ``n``
@@ -41,14 +42,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import importlib
-import importlib.util
 import math
 import os
 import re
 import sys
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -58,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from slt_tms.estimators.llc import LLCResult, estimate_llc
-from slt_tms.io import load_state_dict_file, load_tensors
+from slt_tms.io.user_models import LOSSES, load_data, load_factory, load_model, sha256
 
 __all__ = [
     "LOSSES",
@@ -74,8 +71,6 @@ __all__ = [
     "write_outputs",
 ]
 
-#: Loss names accepted by ``--loss`` (mean over the batch rows, as in :mod:`torch.nn.functional`).
-LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
 #: Potentials accepted by ``--potential`` for ``--tms-critical``.
 POTENTIALS: tuple[str, ...] = ("population", "empirical")
 #: Default sample size for ``--tms-critical`` (the nominal n of the population potential, or the number
@@ -110,182 +105,7 @@ def _check_int(flag: str, v: Any, minimum: int) -> None:
         raise ValueError(f"{flag} must be an integer >= {minimum}, got {v!r}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _existing_file(path: str | os.PathLike[str], what: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what} not found: {p}")
-    if not p.is_file():
-        raise ValueError(f"{what} {p} is not a regular file")
-    return p
-
-
 # ----------------------------------------------------------------------------------------- model
-def load_factory(spec: str) -> Callable[[], nn.Module]:
-    """Resolve ``MODULE:FACTORY`` to the factory callable.
-
-    ``MODULE`` is a path to a ``.py`` file (anything ending in ``.py`` or containing a path separator),
-    which is executed as a module, or a dotted module name, imported with the current directory first on
-    ``sys.path`` (as ``python -m`` does). Only the user's own module code runs; no checkpoint is
-    unpickled here.
-
-    Raises
-    ------
-    ValueError
-        Malformed spec, module that cannot be imported, missing or non-callable ``FACTORY``.
-    FileNotFoundError
-        A ``.py`` path that does not exist.
-    """
-    if not isinstance(spec, str) or spec.count(":") < 1:
-        raise ValueError(
-            f"--model must be MODULE:FACTORY (e.g. my_models:make_mlp or path/to/file.py:make_mlp), got "
-            f"{spec!r}"
-        )
-    mod_name, _, attr = spec.rpartition(":")
-    if not mod_name or not attr.isidentifier():
-        raise ValueError(
-            f"--model must be MODULE:FACTORY with FACTORY a Python name, got {spec!r}"
-        )
-    if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
-        path = _existing_file(mod_name, "model file")
-        unique = f"_slt_tms_user_model_{uuid.uuid4().hex}"
-        ms = importlib.util.spec_from_file_location(unique, path)
-        if ms is None or ms.loader is None:
-            raise ValueError(f"cannot import {path} as a Python module")
-        module = importlib.util.module_from_spec(ms)
-        sys.modules[unique] = module
-        try:
-            ms.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(unique, None)
-            raise ValueError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
-    else:
-        cwd = os.getcwd()
-        added = cwd not in sys.path
-        if added:
-            sys.path.insert(0, cwd)
-        try:
-            module = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            raise ValueError(
-                f"cannot import module {mod_name!r} ({exc}); give an importable module name or a path to a "
-                ".py file, e.g. --model path/to/models.py:make_model"
-            ) from exc
-        except Exception as exc:
-            raise ValueError(f"importing {mod_name!r} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            if added and cwd in sys.path:
-                sys.path.remove(cwd)
-    if not hasattr(module, attr):
-        found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise ValueError(
-            f"factory {attr!r} not found in {mod_name}; callables defined there: "
-            f"{', '.join(found) if found else '(none)'}"
-        )
-    factory = getattr(module, attr)
-    if not callable(factory):
-        raise ValueError(f"{spec}: {attr!r} is a {type(factory).__name__}, not a callable factory")
-    return factory
-
-
-def _state_dict_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | None:
-    want = model.state_dict()
-    missing = [k for k in want if k not in state]
-    unexpected = [k for k in state if k not in want]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(want[k].shape)}"
-        for k in want
-        if k in state and tuple(state[k].shape) != tuple(want[k].shape)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"missing in checkpoint: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    if unexpected:
-        parts.append(
-            f"not in model: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
-        )
-    if shapes:
-        parts.append(f"shape mismatch: {'; '.join(shapes[:5])}{' ...' if len(shapes) > 5 else ''}")
-    return "; ".join(parts) if parts else None
-
-
-def load_model(
-    checkpoint: str | os.PathLike[str],
-    *,
-    model: str | Callable[[], nn.Module] | None = None,
-    torchscript: bool = False,
-) -> nn.Module:
-    """Build the model and load the checkpoint into it, safely.
-
-    Parameters
-    ----------
-    checkpoint : path-like
-        A ``state_dict`` file (``.safetensors``; ``.pt`` / ``.pth`` / ``.bin`` via
-        ``torch.load(weights_only=True)``, a nested ``{"state_dict": ...}`` training checkpoint is
-        unwrapped; see :func:`slt_tms.io.load_state_dict_file`), or with ``torchscript=True`` a TorchScript
-        archive written by ``torch.jit.save``.
-    model : str or callable, optional
-        ``"MODULE:FACTORY"`` (:func:`load_factory`) or the factory itself; required unless ``torchscript``.
-    torchscript : bool
-        Load ``checkpoint`` with ``torch.jit.load`` (TorchScript's own unpickler: tensors and TorchScript
-        types only, no Python objects).
-
-    Returns
-    -------
-    nn.Module
-        On the CPU, in eval mode (dropout / batch-norm statistics fixed).
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        Missing file; unsafe or unreadable checkpoint; factory problems; keys or shapes that do not match.
-    """
-    path = _existing_file(checkpoint, "checkpoint")
-    if torchscript:
-        if model is not None:
-            raise ValueError("give either --model MODULE:FACTORY or --torchscript, not both")
-        try:
-            with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript as deprecated; asked for here
-                warnings.filterwarnings(
-                    "ignore", message=".*torch.jit.* is deprecated", category=DeprecationWarning
-                )
-                mod = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ValueError(
-                f"cannot load {path} as a TorchScript archive ({first}); save one with "
-                "torch.jit.save(torch.jit.script(model), path), or pass a state_dict with --model "
-                "MODULE:FACTORY"
-            ) from exc
-        return mod.eval()
-    if model is None:
-        raise ValueError(
-            "say how to build the model: --model MODULE:FACTORY (a zero-argument callable returning the "
-            "nn.Module whose state_dict the checkpoint holds) or --torchscript for a TorchScript archive"
-        )
-    factory = load_factory(model) if isinstance(model, str) else model
-    name = model if isinstance(model, str) else getattr(model, "__name__", "factory")
-    try:
-        net = factory()
-    except Exception as exc:
-        raise ValueError(f"calling {name}() failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(net, nn.Module):
-        raise ValueError(f"{name}() must return a torch.nn.Module, got {type(net).__name__}")
-    state = load_state_dict_file(path)
-    problem = _state_dict_mismatch(net, state)
-    if problem is not None:
-        raise ValueError(f"checkpoint {path.name} does not fit the model from {name}: {problem}")
-    net.load_state_dict(state, strict=True)
-    return net.eval()
-
-
 def torchscript_potential(
     module: torch.jit.ScriptModule, loss: str
 ) -> tuple[Callable[[Tensor, Any], Tensor], Tensor]:
@@ -343,60 +163,6 @@ def torchscript_potential(
 
 
 # ----------------------------------------------------------------------------------------- data
-def load_data(
-    path: str | os.PathLike[str],
-    *,
-    x_key: str = "x",
-    y_key: str = "y",
-    loss: str = "mse",
-) -> tuple[Tensor, Tensor]:
-    """Read inputs and targets from a data file.
-
-    Parameters
-    ----------
-    path : path-like
-        ``.safetensors``, ``.pt`` / ``.pth`` / ``.bin`` (``weights_only=True``) or ``.npz``
-        (``allow_pickle=False``), read by :func:`slt_tms.io.load_tensors`.
-    x_key, y_key : str
-        Names of the inputs ``(n, ...)`` and targets ``(n, ...)``.
-    loss : {"mse", "cross_entropy"}
-        Integer targets become int64 class indices for cross-entropy and floats for MSE.
-
-    Returns
-    -------
-    (X, Y) : tuple of Tensor
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        Missing file, unreadable or unsafe file, missing keys (the message lists the keys found),
-        different numbers of rows, empty data.
-    """
-    _check_loss(loss)
-    p = _existing_file(path, "data file")
-    tensors = load_tensors(p)
-    missing = [(flag, k) for flag, k in (("--x-key", x_key), ("--y-key", y_key)) if k not in tensors]
-    if missing:
-        found = ", ".join(f"{k!r} {tuple(v.shape)}" for k, v in sorted(tensors.items())) or "(none)"
-        want = " and ".join(f"{k!r} ({'inputs' if flag == '--x-key' else 'targets'})" for flag, k in missing)
-        raise ValueError(
-            f"{p.name} has no {want}; found: {found}. Store the inputs as 'x' and the targets as 'y', or "
-            "name them with --x-key / --y-key"
-        )
-    X, Y = tensors[x_key], tensors[y_key]
-    if X.ndim == 0 or Y.ndim == 0 or X.shape[0] != Y.shape[0] or X.shape[0] == 0:
-        raise ValueError(
-            f"{p.name}: inputs {x_key!r} {tuple(X.shape)} and targets {y_key!r} {tuple(Y.shape)} must share "
-            "a non-empty leading sample axis n"
-        )
-    if not Y.is_floating_point():
-        if loss == "cross_entropy":
-            Y = Y.long()
-        else:
-            Y = Y.to(torch.get_default_dtype())
-    return X, Y
-
-
 # ----------------------------------------------------------------------------------------- running
 def _estimate_kwargs(
     *,
@@ -471,6 +237,7 @@ def run_llc(
     data: str | os.PathLike[str],
     model: str | Callable[[], nn.Module] | None = None,
     torchscript: bool = False,
+    trust_torchscript: bool = False,
     loss: str = "mse",
     x_key: str = "x",
     y_key: str = "y",
@@ -500,7 +267,9 @@ def run_llc(
         Data file with inputs ``x_key`` and targets ``y_key`` (:func:`load_data`).
     model : str or callable, optional
         ``"MODULE:FACTORY"`` or a zero-argument factory.
-    torchscript : bool
+    torchscript, trust_torchscript : bool
+        ``checkpoint`` is a TorchScript archive; its code runs when it is loaded and evaluated, so it is
+        loaded only with ``trust_torchscript=True`` (see :func:`slt_tms.io.user_models.load_torchscript`).
     loss : {"mse", "cross_entropy"}
     n : int, optional
         Number of training samples behind :math:`L_n` (default: the rows of the data file); sets
@@ -536,7 +305,7 @@ def run_llc(
         nbeta=nbeta, localization=localization, batch_size=batch_size, seed=seed, quiet=quiet, device=device,
     )
     ckpt = Path(checkpoint)
-    net = load_model(ckpt, model=model, torchscript=torchscript)
+    net = load_model(ckpt, model=model, torchscript=torchscript, trust_torchscript=trust_torchscript)
     X, Y = load_data(data, x_key=x_key, y_key=y_key, loss=loss)
     if torchscript:
         pot, w_star = torchscript_potential(net, loss)  # type: ignore[arg-type]
@@ -561,11 +330,11 @@ def run_llc(
     cli = {
         "command": "slt-tms llc",
         "checkpoint": str(ckpt),
-        "checkpoint_sha256": _sha256(ckpt),
+        "checkpoint_sha256": sha256(ckpt),
         "model": model if isinstance(model, str) else (None if model is None else repr(model)),
         "torchscript": bool(torchscript),
         "data": str(data),
-        "data_sha256": _sha256(Path(data)),
+        "data_sha256": sha256(data),
         "x_key": x_key,
         "y_key": y_key,
         "x_shape": list(X.shape),
@@ -723,7 +492,8 @@ def _handler(ns: argparse.Namespace) -> int:
     if ns.model is None and not ns.torchscript:
         raise ValueError("say how to build the model: --model MODULE:FACTORY or --torchscript")
     run_llc(
-        ns.checkpoint, data=ns.data, model=ns.model, torchscript=ns.torchscript, loss=ns.loss,
+        ns.checkpoint, data=ns.data, model=ns.model, torchscript=ns.torchscript,
+        trust_torchscript=ns.trust_torchscript, loss=ns.loss,
         x_key=ns.x_key, y_key=ns.y_key, **common,
     )
     return 0
@@ -737,8 +507,9 @@ def register(subparsers: Any) -> None:
         description="Estimate the local learning coefficient lambda_hat +/- SE with batched SGLD "
         "(slt_tms.estimators.estimate_llc) and print its diagnostics (R-hat, ESS, MALA acceptance, "
         "fraction below L(w*), divergences). Either CHECKPOINT with --model MODULE:FACTORY (a state_dict, "
-        "loaded safely: safetensors or torch.load(weights_only=True)) or --torchscript (torch.jit.load), "
-        "plus --data FILE holding inputs 'x' and targets 'y'; or --tms-critical NAME --c C. "
+        "loaded safely: safetensors or torch.load(weights_only=True)) or --torchscript --trust-torchscript "
+        "(torch.jit.load: the archive's code runs when it is loaded and evaluated; only load archives you "
+        "trust), plus --data FILE holding inputs 'x' and targets 'y'; or --tms-critical NAME --c C. "
         "Writes DIR/llc.nc (ArviZ netCDF) and DIR/llc.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -747,9 +518,13 @@ def register(subparsers: Any) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default=None, metavar="MODULE:FACTORY",
                      help="zero-argument callable returning the nn.Module (MODULE: import name or .py path)")
-    src.add_argument("--torchscript", action="store_true", help="CHECKPOINT is a TorchScript archive")
+    src.add_argument("--torchscript", action="store_true",
+                     help="CHECKPOINT is a TorchScript archive (needs --trust-torchscript)")
     src.add_argument("--tms-critical", default=None, metavar="NAME",
                      help="named TMS critical point, e.g. 6, 5, 5+, 4++ (needs --c)")
+    p.add_argument("--trust-torchscript", action="store_true",
+                   help="allow loading the --torchscript archive: its code runs when it is loaded and "
+                   "evaluated, with your rights; only load archives you trust")
     p.add_argument("--data", default=None, metavar="FILE", help="data file (.safetensors, .pt, .npz)")
     p.add_argument("--x-key", default="x", help="name of the inputs in the data file")
     p.add_argument("--y-key", default="y", help="name of the targets in the data file")

@@ -104,8 +104,8 @@ def test_formats_agree(files, tmp_path, capsys, monkeypatch):
     runs = {
         "pt_npz": [str(files["pt"]), "--model", FACTORY, "--data", str(files["npz"])],
         "st_st": [str(files["st"]), "--model", FACTORY, "--data", str(files["dst"])],
-        "ts": [str(files["ts"]), "--torchscript", "--data", str(files["dpt"]), "--x-key", "inputs",
-               "--y-key", "targets"],
+        "ts": [str(files["ts"]), "--torchscript", "--trust-torchscript", "--data", str(files["dpt"]),
+               "--x-key", "inputs", "--y-key", "targets"],
     }
     for name, args in runs.items():
         code, _, err = _run([*args, *TINY, "--quiet", "--out", str(tmp_path / name)], capsys)
@@ -132,9 +132,9 @@ def test_torchscript_minibatch_and_cross_entropy(tmp_path, capsys):
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     torch.jit.save(torch.jit.script(net), str(tmp_path / "clf.pt"))
     np.savez(tmp_path / "clf.npz", x=x.numpy(), y=labels.numpy())
-    code, _, err = _run([str(tmp_path / "clf.pt"), "--torchscript", "--data", str(tmp_path / "clf.npz"),
-                         "--loss", "cross_entropy", "--batch-size", "16", *TINY, "--quiet",
-                         "--out", str(tmp_path / "o")], capsys)
+    code, _, err = _run([str(tmp_path / "clf.pt"), "--torchscript", "--trust-torchscript",
+                         "--data", str(tmp_path / "clf.npz"), "--loss", "cross_entropy", "--batch-size", "16",
+                         *TINY, "--quiet", "--out", str(tmp_path / "o")], capsys)
     assert code == 0, err
     rec = json.loads((tmp_path / "o" / "llc.json").read_text())
     assert rec["config"]["kind"] == "minibatch" and rec["config"]["batch_size"] == 16
@@ -164,7 +164,7 @@ def test_malicious_pickle_refused_without_executing(files, tmp_path, capsys, as_
     if as_what == "checkpoint":
         args = [str(evil), "--model", FACTORY, "--data", str(files["npz"])]
     elif as_what == "torchscript":
-        args = [str(evil), "--torchscript", "--data", str(files["npz"])]
+        args = [str(evil), "--torchscript", "--trust-torchscript", "--data", str(files["npz"])]
     else:
         args = [str(files["pt"]), "--model", FACTORY, "--data", str(evil)]
     code, _, err = _run([*args, *TINY, "--out", str(tmp_path / "o")], capsys)
