@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from slt_tms.estimators.llc import LLCResult, estimate_llc
+from slt_tms.io.locks import output_lock
 from slt_tms.io.user_models import LOSSES, load_data, load_factory, load_model, sha256
 
 __all__ = [
@@ -477,7 +478,8 @@ def _handler(ns: argparse.Namespace) -> int:
             raise ValueError(
                 "--tms-critical needs --c C (the number of features), e.g. --tms-critical 5+ --c 6"
             )
-        run_llc_critical(ns.tms_critical, c=ns.c, potential=ns.potential, **common)
+        with output_lock(ns.out):  # one run per --out; an unwritable --out is refused before any work
+            run_llc_critical(ns.tms_critical, c=ns.c, potential=ns.potential, **common)
         return 0
     if ns.c is not None or ns.potential != "population":
         raise ValueError("--c and --potential apply only to --tms-critical")
@@ -491,11 +493,12 @@ def _handler(ns: argparse.Namespace) -> int:
                          ".pt or .npz)")
     if ns.model is None and not ns.torchscript:
         raise ValueError("say how to build the model: --model MODULE:FACTORY or --torchscript")
-    run_llc(
-        ns.checkpoint, data=ns.data, model=ns.model, torchscript=ns.torchscript,
-        trust_torchscript=ns.trust_torchscript, loss=ns.loss,
-        x_key=ns.x_key, y_key=ns.y_key, **common,
-    )
+    with output_lock(ns.out):  # one run per --out; an unwritable --out is refused before any work
+        run_llc(
+            ns.checkpoint, data=ns.data, model=ns.model, torchscript=ns.torchscript,
+            trust_torchscript=ns.trust_torchscript, loss=ns.loss,
+            x_key=ns.x_key, y_key=ns.y_key, **common,
+        )
     return 0
 
 
