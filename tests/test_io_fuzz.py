@@ -51,7 +51,8 @@ def _valid_files(d: Path) -> dict[str, bytes]:
     save_file({"x": torch.randn(6, 3, generator=g), "y": torch.arange(6)}, str(d / "data.safetensors"))
     rng = np.random.default_rng(0)
     np.savez(d / "data.npz", x=rng.random((6, 3)).astype("float32"), y=np.arange(6))
-    np.savez_compressed(d / "packed.npz", x=rng.random((6, 3)), y=np.asfortranarray(np.arange(12).reshape(6, 2)))
+    np.savez_compressed(d / "packed.npz", x=rng.random((6, 3)),
+                        y=np.asfortranarray(np.arange(12).reshape(6, 2)))
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
