@@ -27,6 +27,8 @@ test: $(STAMP)
 
 docs: $(STAMP)
 	SLT_TMS_NO_PROGRESS=1 $(BIN)/mkdocs build --strict --quiet
+	@! grep -rl "Traceback (most recent call last)" site --include=*.html || \
+		(echo "an executed example in the docs failed (see the pages above)"; exit 1)
 
 clean:
 	rm -rf $(VENV) build *.egg-info site

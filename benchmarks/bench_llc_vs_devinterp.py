@@ -1,39 +1,56 @@
-r"""slt_tms vs devinterp 2.0.1: SGLD local-learning-coefficient estimation, timed side by side in one process.
+r"""Time to a converged LLC estimate: slt_tms (all defaults) vs devinterp 2.0.1 (its documented settings).
 
 Run with the benchmark environment (``benchmarks/setup_bench_env.sh`` builds it)::
 
     OMP_NUM_THREADS=1 benchmarks/.venv-bench/bin/python benchmarks/bench_llc_vs_devinterp.py
 
-Problems (same potential, same hyperparameters for both libraries):
+Two measures, for each library on each problem, every measurement in a fresh subprocess (one thread),
+which also gives the peak resident memory (``ru_maxrss``):
 
-(i)  TMS, c = 6, r = 2 (18 parameters) at the 6-gon critical point :func:`slt_tms.theory.critical_points.kgon`
-     ``(6, 6)``, empirical loss :math:`L_n(w) = \frac1n\sum_k \lVert x_k - f(x_k; w)\rVert^2` on ``n``
-     one-hot samples, 8 chains, minibatches.
-(ii) an MLP 100-256-256-10 (tanh, 94 218 parameters) at its teacher weights on synthetic regression data
-     ``y = teacher(x) + 0.1 * noise``, MSE loss (mean over rows and outputs), 8 chains, minibatches.
+* **seconds per effective sample**: wall time of the run that produced the estimate / its bulk ESS
+  (ArviZ, Vehtari et al. 2021). ONE rule for both libraries: the ESS of a minibatch trace is computed on
+  means of 20-draw blocks (as slt_tms does for its own minibatch runs), because step-to-step minibatch
+  noise otherwise counts as independent information and inflates the ESS without any mixing; the raw
+  ("nominal") ESS is reported beside it.
+* **seconds to a 1% standard error**: the run's time x (SE / (0.01 x reference))^2. The Monte-Carlo
+  error falls as 1/sqrt(time), so this puts runs that stopped at different precisions on one scale: it
+  is the time a user pays for an answer of given precision. It is blind to bias, so the bias against an
+  independent reference is printed beside it.
 
-Both run plain SGLD (Lau et al.): :math:`w \leftarrow w - \frac{\epsilon}{2}[n\beta\nabla L_B(w) +
-\gamma(w - w^*)] + \sqrt{\epsilon}\,\xi` with the same :math:`\epsilon`, :math:`n\beta`, :math:`\gamma`,
-chains, burn-in, draws and batch size. devinterp is driven through its public
-``devinterp.slt.sampling.sample`` (chains one after another, each a ``torch.optim`` loop over a
-``DataLoader``, traces written to zarr); its 2.x API is built around language-model ``input_ids``, so row
-``i`` of the dataset is served as the token pair ``[i, i]`` and the loss function looks the row up (one
-"token position" = one row's loss). A second devinterp measurement, ``devinterp-loop``, drives its SGLD
-optimiser (``SGMCMC.sgld``) in a bare per-chain loop over a ``DataLoader(TensorDataset)`` without zarr or
-per-step callbacks: the lower bound of devinterp's cost. slt_tms is timed through
-:func:`slt_tms.estimators.estimate_llc` (whole call: anchor loss, sampling, diagnostics, ArviZ trace).
+The problems (an ``nn.Module`` at an anchor :math:`w^*` and training rows, identical for both libraries;
+the estimand is the localized tempered mean :math:`n\beta\,E_w[L_n(w) - L_n(w^*)]` at
+:math:`n\beta = n/\log n` and localization :math:`\gamma = 100`, the value of Lau et al. and of
+devinterp's examples):
 
-Timing: wall clock of each whole call divided by ``chains * (burn-in + draws)``, repeated ``--repeats``
-times with the libraries alternating, median reported (the machine is shared; the spread is printed).
-(iii) compares our SGLD sampling loop (:func:`slt_tms.estimators.sgld.sample`, exactly as
-``estimate_llc`` calls it) with a bare ``torch.func.vmap(grad_and_value(loss))`` over the same per-chain
-minibatches (the gradient alone, nothing else).
+* ``tms``: the Toy Model of Superposition :math:`x \mapsto \mathrm{ReLU}(W^\top W x + b)`, c = 6, r = 2
+  (18 parameters) at the hexagon (the 6-gon critical point), n = 10 000 one-hot rows, loss
+  :math:`\frac1n\sum_k\lVert x_k - f(x_k)\rVert^2`.
+* ``rrr``: reduced-rank regression, a bias-free linear network 3 -> 2 -> 3 (12 parameters) at a rank-1
+  truth, n = 10 000 rows :math:`x \sim N(0, I_3)`, :math:`y = B_0A_0x + \varepsilon`,
+  :math:`\varepsilon \sim N(0, I_3)`, MSE loss.
+* ``mlp``: an MLP 100-256-256-10 (tanh, 94 218 parameters) at its teacher weights, n = 2 000 rows
+  :math:`y = \mathrm{teacher}(x) + 0.1\,\varepsilon`, MSE loss.
 
-Agreement: for devinterp the per-step minibatch losses after burn-in are turned into the trace
-:math:`n\beta(L_B(w_t) - L_n(w^*))` with the same full-data :math:`L_n(w^*)` and the same Monte-Carlo
-standard error (:func:`slt_tms.estimators.diagnostics.mcse_mean`) as ours; the two estimates agree when
-:math:`|\hat\lambda_1 - \hat\lambda_2| \le 3\sqrt{SE_1^2 + SE_2^2}`. devinterp's own ``compute_llc``
-(which averages over burn-in too and uses a 32-batch estimate of :math:`L(w^*)`) is printed for reference.
+References: NumPyro's NUTS on the same rows and anchors, with the losses re-implemented in JAX
+(``reference/numpyro_bench_reference.py``, recorded in ``reference/bench_reference.jsonl``); none for
+the MLP (NUTS is too slow there).
+
+slt_tms: ``estimate_llc(model, (X, Y), loss=..., localization=100, seed=...)``, nothing else set (the MLP
+gets a budget, see ``mlp_problem``): HMC with an adapted step and diagonal metric on the full-batch loss,
+sampling in blocks until split R-hat <= 1.01 and ESS >= 400. The whole call is timed. For the TMS a second
+row uses the toolkit's own TMS potential (``estimate_llc(kgon(6, 6), X)``: closed-form loss, one-hot rows
+through sorted prefix sums).
+
+devinterp: its public ``devinterp.slt.sampling.sample`` (SGLD, chains one after another, traces written
+to zarr) with the settings its README documents: ``num_chains=4``, ``batch_size=32``,
+``num_burnin_steps=0``, ``lr=0.001``. devinterp has no stopping rule, so ``num_draws`` doubles from 1 000
+until the ESS (same rule as ours, first 20% dropped) reaches 400 or the next run would exceed
+``--budget`` seconds; only the last run's time is charged. devinterp does not adapt its step; its
+documentation asks the user to tune ``lr``. A second row uses the largest ``lr`` of the ladder
+``1e-3 / sqrt(10)^k`` (k = 0..4) whose estimate is within 5% (+ 2 combined SE) of the reference: a
+search a user without a reference could not make, reported but not charged. devinterp 2.x is built
+around language-model ``input_ids``: dataset row ``i`` is served as the token pair ``[i, i]`` and the loss
+function looks the row up (the mean over a batch is the same loss as ours).
 
 Writes ``benchmarks/results/llc_vs_devinterp.json``.
 """
@@ -45,8 +62,9 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,18 +79,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from slt_tms._rng import spawn_seeds
-from slt_tms.estimators import diagnostics as diag
-from slt_tms.estimators import estimate_llc
-
 __all__: list[str] = []
 
 RESULTS = Path(__file__).resolve().parent / "results" / "llc_vs_devinterp.json"
+#: NumPyro NUTS references of the estimands (benchmarks/reference/numpyro_bench_reference.py), JSON lines.
+REFERENCE = Path(__file__).resolve().parent / "reference" / "bench_reference.jsonl"
+LOCALIZATION = 100.0
+TARGET_ESS = 400.0
 
 
 # ------------------------------------------------------------------------------------------- problems
 class _TMSModule(nn.Module):
-    """The TMS ``relu(W^T W x + b)`` as a plain module (devinterp needs an nn.Module)."""
+    """The TMS ``relu(W^T W x + b)`` as a plain module (``W`` of shape ``(r, c)``)."""
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor) -> None:
         super().__init__()
@@ -83,87 +101,114 @@ class _TMSModule(nn.Module):
         return torch.relu((x @ self.W.T) @ self.W + self.b)
 
 
-def _mlp(generator: torch.Generator) -> nn.Module:
+def _sq_rows(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row squared error summed over outputs (the TMS loss before the mean over rows)."""
+    return (pred - target).square().sum(-1)
+
+
+def _mse_rows(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row squared error averaged over outputs (``F.mse_loss`` before the mean over rows)."""
+    return (pred - target).square().mean(-1)
+
+
+def tms_problem(seed: int) -> dict[str, Any]:
+    from slt_tms.theory.critical_points import kgon
+    from slt_tms.tms import OneHotUniform, fixed_dataset
+
+    n = 10_000
+    cp = kgon(6, 6)
+    X = fixed_dataset(OneHotUniform(6), n, seed=seed).float()
+    module = _TMSModule(torch.as_tensor(np.asarray(cp.W), dtype=torch.float32),
+                        torch.as_tensor(np.asarray(cp.b), dtype=torch.float32))
+    return {"name": "TMS c=6 hexagon (18 params)", "module": module, "X": X, "Y": X, "rows": _sq_rows,
+            "n": n, "meta": {"c": 6, "r": 2, "critical_point": cp.name, "n": n,
+                             "lambda_theory": float(cp.lambda_theory)}}
+
+
+def rrr_problem(seed: int) -> dict[str, Any]:
+    n = 10_000
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 3, bias=False))
+    u = torch.randn(3, 1, generator=g)
+    v = torch.randn(1, 3, generator=g)
+    with torch.no_grad():  # rank-1 truth B0 A0 = u v: A0 = [v; 0], B0 = [u, 0]
+        net[0].weight.copy_(torch.cat([v, torch.zeros(1, 3)]))
+        net[1].weight.copy_(torch.cat([u, torch.zeros(3, 1)], dim=1))
+    X = torch.randn(n, 3, generator=g)
+    with torch.no_grad():
+        Y = net(X) + torch.randn(n, 3, generator=g)
+    return {"name": "RRR 3-2-3, rank 1 (12 params)", "module": net, "X": X, "Y": Y, "rows": _mse_rows,
+            "n": n, "meta": {"M": 3, "H": 2, "N": 3, "r": 1, "n": n, "lambda_theory": 3.0}}
+
+
+def mlp_problem(seed: int) -> dict[str, Any]:
+    n = 2_000
+    g = torch.Generator().manual_seed(seed)
     net = nn.Sequential(nn.Linear(100, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 10))
     for m in net:
         if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=1.0 / math.sqrt(m.in_features), generator=generator)
-            nn.init.normal_(m.bias, std=0.1, generator=generator)
-    return net
-
-
-def tms_problem(n: int, seed: int) -> dict[str, Any]:
-    from slt_tms.theory.critical_points import kgon
-    from slt_tms.tms import OneHotUniform, empirical_loss, fixed_dataset
-
-    cp = kgon(6, 6)
-    X = fixed_dataset(OneHotUniform(6), n, seed=seed)
-    W = torch.as_tensor(np.asarray(cp.W), dtype=torch.float32)
-    b = torch.as_tensor(np.asarray(cp.b), dtype=torch.float32)
-    module = _TMSModule(W, b)
-
-    def row_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return ((model(x) - y) ** 2).sum(-1)  # per row; the mean over rows is empirical_loss
-
-    def single(w: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-        return empirical_loss(w, xb, 6, 2)
-
-    return {
-        "name": "TMS c=6 6-gon (18 params)", "ours_source": cp, "ours_data": X, "ours_loss": None,
-        "module": module, "X": X, "Y": X, "row_loss": row_loss, "single": single,
-        "w_star": cp.flat(dtype=torch.float32), "d": cp.d,
-        "meta": {"critical_point": cp.name, "c": 6, "r": 2, "n": n, "population_loss": cp.loss,
-                 "lambda_theory": cp.lambda_theory},
-    }
-
-
-def mlp_problem(n: int, seed: int) -> dict[str, Any]:
-    from torch.func import functional_call
-
-    g = torch.Generator().manual_seed(seed)
-    teacher = _mlp(g)
+            nn.init.normal_(m.weight, std=1.0 / math.sqrt(m.in_features), generator=g)
+            nn.init.normal_(m.bias, std=0.1, generator=g)
     X = torch.randn(n, 100, generator=g)
     with torch.no_grad():
-        Y = teacher(X) + 0.1 * torch.randn(n, 10, generator=g)
-    names = [k for k, _ in teacher.named_parameters()]
-    shapes = [p.shape for _, p in teacher.named_parameters()]
-    sizes = [p.numel() for _, p in teacher.named_parameters()]
-    w_star = torch.cat([p.detach().reshape(-1) for p in teacher.parameters()])
-
-    def row_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return ((model(x) - y) ** 2).mean(-1)  # per row; mean over rows = F.mse_loss
-
-    def single(w: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        params = {k: t.view(s) for k, t, s in zip(names, torch.split(w, sizes), shapes, strict=True)}
-        return torch.nn.functional.mse_loss(functional_call(teacher, params, (batch[0],)), batch[1])
-
-    return {
-        "name": f"MLP 100-256-256-10 ({w_star.numel()} params)", "ours_source": teacher,
-        "ours_data": (X, Y), "ours_loss": "mse", "module": teacher, "X": X, "Y": Y, "row_loss": row_loss,
-        "single": single, "w_star": w_star, "d": w_star.numel(),
-        "meta": {"n": n, "architecture": "100-256-256-10 tanh", "noise_std": 0.1},
-    }
+        Y = net(X) + 0.1 * torch.randn(n, 10, generator=g)
+    d = sum(p.numel() for p in net.parameters())
+    # Full-batch HMC costs ~0.1 s per gradient here: a budget of 250 warmup + at most 250 draws per chain
+    # (about 10 minutes) instead of the default 20 000 draws; the result says whether it converged.
+    return {"name": f"MLP 100-256-256-10 ({d} params)", "module": net, "X": X, "Y": Y, "rows": _mse_rows,
+            "n": n, "ours_kw": {"num_burnin": 250, "max_draws": 250, "draws_per_block": 250},
+            "meta": {"architecture": "100-256-256-10 tanh", "n": n, "d": d, "noise_std": 0.1}}
 
 
-# ------------------------------------------------------------------------------------------- runners
-def run_ours(p: dict[str, Any], hp: dict[str, Any], seed: int) -> dict[str, Any]:
-    kw: dict[str, Any] = dict(
-        data=p["ours_data"], n=hp["n"], nbeta=hp["nbeta"], localization=hp["localization"],
-        step_size=hp["step_size"], num_chains=hp["num_chains"], num_draws=hp["num_draws"],
-        num_burnin=hp["num_burnin"], batch_size=hp["batch_size"], seed=seed, progress=False,
-        dtype=torch.float32,
-    )
-    if p["ours_loss"] is not None:
-        kw["loss"] = p["ours_loss"]
-        kw.pop("dtype")
+PROBLEMS = {"tms": tms_problem, "rrr": rrr_problem, "mlp": mlp_problem}
+
+
+def _nbeta(n: int) -> float:
+    return n / math.log(n)
+
+
+def _anchor_loss(p: dict[str, Any]) -> float:
+    with torch.no_grad():
+        return float(p["rows"](p["module"](p["X"]), p["Y"]).double().mean())
+
+
+def _ess_rhat(trace: np.ndarray, minibatch: bool) -> dict[str, float]:
+    """Diagnostics of a lambda trace ``(chains, draws)`` by ONE rule for both libraries: ArviZ bulk ESS,
+    split R-hat and MCSE; for a minibatch trace on means of 20-draw blocks (the rule slt_tms applies to
+    its own minibatch runs: step-to-step minibatch noise otherwise counts as independent information).
+    The raw ("nominal") ESS is kept beside it."""
+    from slt_tms.estimators.engine import _block_means
+    from slt_tms.samplers import diagnostics as diag
+
+    xb = _block_means(trace) if minibatch else trace
+    return {"ess": diag.ess(xb), "rhat": diag.rhat(xb), "se": diag.mcse_mean(xb),
+            "ess_nominal": diag.ess(trace), "rhat_nominal": diag.rhat(trace)}
+
+
+# ------------------------------------------------------------------------------------------- workers
+def run_ours(p: dict[str, Any], seed: int, quick: bool, native: bool = False) -> dict[str, Any]:
+    from slt_tms.estimators import estimate_llc
+
+    rows = p["rows"]
+    kw: dict[str, Any] = {"localization": LOCALIZATION, "seed": seed, "progress": False,
+                          **p.get("ours_kw", {})}
+    if quick:
+        kw.update(num_burnin=50, num_draws=100)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = estimate_llc(p["ours_source"], **kw)
+        if native:  # the TMS as slt_tms builds it: closed-form loss, one-hot rows through prefix sums
+            from slt_tms.theory.critical_points import kgon
+
+            res = estimate_llc(kgon(6, 6), p["X"].double(), **kw)
+        else:
+            res = estimate_llc(p["module"], (p["X"], p["Y"]), loss=lambda a, b: rows(a, b).mean(), **kw)
     dt = time.perf_counter() - t0
     return {"seconds": dt, "llc": res.llc, "se": res.se, "rhat": res.rhat, "ess": res.ess,
-            "anchor_loss": res.config["anchor_loss"], "diverged": int(np.sum(res.diverged)),
-            "mala_acceptance": res.mala_acceptance}
+            "ess_nominal": res.ess, "converged": bool(res.converged), "flags": list(res.flags),
+            "sampler": res.sampler, "draws_per_chain": res.num_draws,
+            "num_chains": int(res.llc_per_chain.shape[0]), "num_grads": res.num_grads,
+            "cpu_seconds": res.cpu_seconds, "nbeta": res.nbeta}
 
 
 class _RowIds(torch.utils.data.Dataset):
@@ -179,290 +224,254 @@ class _RowIds(torch.utils.data.Dataset):
         return {"input_ids": torch.tensor([i, i])}
 
 
-def _full_loss(p: dict[str, Any]) -> float:
-    with torch.no_grad():
-        return float(p["row_loss"](p["module"], p["X"], p["Y"]).double().mean())
+def _devinterp_once(p: dict[str, Any], lr: float, num_draws: int, seed: int) -> dict[str, Any]:
+    """One call of devinterp's ``sample`` with its documented settings; the lambda trace and its time."""
+    import copy
 
-
-def run_devinterp(p: dict[str, Any], hp: dict[str, Any], seed: int) -> dict[str, Any]:
-    from devinterp.slt.llc import compute_llc
     from devinterp.slt.sampling import sample
 
-    X, Y, row_loss = p["X"], p["Y"], p["row_loss"]
+    X, Y, rows = p["X"], p["Y"], p["rows"]
+    nbeta = _nbeta(p["n"])
 
     def loss_fn(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         idx = input_ids[:, 0]
-        return row_loss(model, X[idx], Y[idx]).unsqueeze(-1)  # (batch, 1): one "token" per row
+        return rows(model(X[idx]), Y[idx]).unsqueeze(-1)  # (batch, 1): one "token" per row
 
     tmp = Path(tempfile.mkdtemp(prefix="devinterp-bench-"))
     try:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tree = sample(
-                p["module"], _RowIds(X.shape[0]), {}, lr=hp["step_size"], n_beta=hp["nbeta"],
-                num_chains=hp["num_chains"], num_draws=hp["num_draws"], num_burnin_steps=hp["num_burnin"],
-                batch_size=hp["batch_size"], localization=hp["localization"], init_seed=seed,
-                device="cpu", output_path=tmp / "samples.zarr", loss_fn=loss_fn,
-            )
+            tree = sample(copy.deepcopy(p["module"]), _RowIds(p["n"]), {}, lr=lr, n_beta=nbeta,
+                          num_chains=4, num_draws=num_draws, batch_size=32, num_burnin_steps=0,
+                          localization=LOCALIZATION, init_seed=seed, device="cpu",
+                          output_path=tmp / "samples.zarr", loss_fn=loss_fn)
             micro = np.asarray(tree.dataset.sampling_loss_micro.values, dtype=np.float64)
-            own = compute_llc(tree)
-            own_llc = float(own["llc_mean"])
         dt = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     step_loss = micro.mean(axis=(2, 3))  # (chain, step): minibatch loss at the point each step started from
-    anchor = _full_loss(p)
-    trace = hp["nbeta"] * (step_loss[:, hp["num_burnin"]:] - anchor)
-    return {"seconds": dt, "llc": float(trace.mean()), "se": diag.mcse_mean(trace), "rhat": diag.rhat(trace),
-            "ess": diag.ess(trace), "anchor_loss": anchor, "devinterp_compute_llc": own_llc,
-            "steps_recorded": int(step_loss.shape[1])}
+    trace = nbeta * (step_loss[:, step_loss.shape[1] // 5:] - _anchor_loss(p))
+    out: dict[str, Any] = {"seconds": dt, "lr": lr, "num_draws": num_draws, "num_chains": 4, "batch_size": 32}
+    if not np.all(np.isfinite(trace)):
+        return {**out, "finite": False}
+    return {**out, "finite": True, "llc": float(trace.mean()), **_ess_rhat(trace, minibatch=True)}
 
 
-def run_devinterp_loop(p: dict[str, Any], hp: dict[str, Any], seed: int) -> dict[str, Any]:
-    """devinterp's SGLD optimiser in a bare per-chain loop (no zarr, no callbacks): its lower bound."""
-    import copy
-
-    from devinterp.optim import SGMCMC
-    from torch.utils.data import DataLoader, TensorDataset
-
-    X, Y, row_loss = p["X"], p["Y"], p["row_loss"]
-    total = hp["num_burnin"] + hp["num_draws"]
-    losses = np.empty((hp["num_chains"], total))
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for chain, s in enumerate(spawn_seeds(seed, hp["num_chains"])):
-            g = torch.Generator().manual_seed(s)
-            model = copy.deepcopy(p["module"])
-            opt = SGMCMC.sgld(model.parameters(), lr=hp["step_size"], nbeta=hp["nbeta"],
-                              localization=hp["localization"])
-            loader = DataLoader(TensorDataset(X, Y), batch_size=hp["batch_size"], shuffle=True,
-                                drop_last=True, generator=g)
-            it = iter(loader)
-            for t in range(total):
-                try:
-                    xb, yb = next(it)
-                except StopIteration:
-                    it = iter(loader)
-                    xb, yb = next(it)
-                opt.zero_grad(set_to_none=True)
-                loss = row_loss(model, xb, yb).mean()
-                loss.backward()
-                opt.step(noise_generator=g)
-                losses[chain, t] = loss.item()
-    dt = time.perf_counter() - t0
-    anchor = _full_loss(p)
-    trace = hp["nbeta"] * (losses[:, hp["num_burnin"]:] - anchor)
-    return {"seconds": dt, "llc": float(trace.mean()), "se": diag.mcse_mean(trace), "rhat": diag.rhat(trace),
-            "ess": diag.ess(trace), "anchor_loss": anchor}
+def _accurate(r: dict[str, Any], ref: tuple[float, float] | None) -> bool | None:
+    """Within 5% of the reference plus two combined standard errors (None without a reference)."""
+    if ref is None or not r.get("finite"):
+        return None if ref is None else False
+    return bool(abs(r["llc"] - ref[0]) <= 0.05 * abs(ref[0]) + 2 * math.hypot(r["se"], ref[1]))
 
 
-def run_kernel_vs_vmap(p: dict[str, Any], hp: dict[str, Any], seed: int, steps: int) -> dict[str, float]:
-    """(iii) our SGLD loop (as estimate_llc runs it) vs a bare vmap(grad_and_value) on the same batches."""
-    from torch.func import grad_and_value, vmap
-
-    from slt_tms.estimators import _potentials, llc
-    from slt_tms.estimators.sgld import SGLDConfig, sample
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        src = p["ours_source"]
-        data = p["ours_data"]
-        pot, _ = llc._resolve_source(src, None, data, p["ours_loss"] or "mse", hp["n"], hp["batch_size"],
-                                     torch.float32 if p["ours_loss"] is None else None, None)
-    assert isinstance(pot, _potentials.BuiltPotential) and pot.kind == "minibatch"
-    cfg = SGLDConfig(step_size=hp["step_size"], nbeta=hp["nbeta"], localization=hp["localization"])
-    seeds = spawn_seeds(seed, hp["num_chains"])
-    t0 = time.perf_counter()
-    # exactly estimate_llc's call (its default mala_every for minibatch potentials is 10)
-    sample(pot.grad_fn, cfg, pot.w_star, pot.w_star, steps, seeds, make_batch=pot.make_batch,
-           num_data=pot.num_data, batch_size=pot.batch_size, loss_fn=pot.loss_fn, mala_every=10,
-           adapt_steps=hp["num_burnin"], progress=False)
-    ours = time.perf_counter() - t0
-
-    tensors = data if isinstance(data, tuple) else (data,)
-    tensors = tuple(t.float() for t in tensors)
-    single = p["single"]
-    gv = vmap(grad_and_value(single), in_dims=(0, 0))
-    g = torch.Generator().manual_seed(seed)
-    w = pot.w_star.unsqueeze(0).repeat(hp["num_chains"], 1)
-    n = tensors[0].shape[0]
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        idx = torch.randint(0, n, (hp["num_chains"], hp["batch_size"]), generator=g)
-        batch = tensors[0][idx] if len(tensors) == 1 else tuple(t[idx] for t in tensors)
-        gv(w, batch)
-    bare = time.perf_counter() - t0
-
-    # the floor of ANY SGLD implementation: the same vmap(grad) plus one N(0, I) draw per chain and
-    # parameter and the plain update (no diagnostics, no per-chain streams)
-    w_star = pot.w_star
-    a, b_ = -0.5 * hp["step_size"], math.sqrt(hp["step_size"])
-    nb, gam = hp["nbeta"], hp["localization"]
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        idx = torch.randint(0, n, (hp["num_chains"], hp["batch_size"]), generator=g)
-        batch = tensors[0][idx] if len(tensors) == 1 else tuple(t[idx] for t in tensors)
-        grad, _ = gv(w, batch)
-        grad_u = grad.mul_(nb).add_(w - w_star, alpha=gam)
-        w = torch.add(w, grad_u, alpha=a).add_(torch.randn(w.shape, generator=g), alpha=b_)
-    floor = time.perf_counter() - t0
-    return {"ours_seconds": ours, "bare_seconds": bare, "sgld_floor_seconds": floor, "steps": steps}
+def _to_target(p: dict[str, Any], lr: float, seed: int, quick: bool, budget: float) -> dict[str, Any]:
+    """devinterp has no stopping rule: num_draws doubles from 1 000 until the ESS (same rule as ours)
+    reaches 400 or the next run would exceed the budget; only the last run's time is charged."""
+    draws = 40 if quick else 1000
+    runs = []
+    while True:
+        r = _devinterp_once(p, lr, draws, seed)
+        runs.append({k: v for k, v in r.items()})
+        if (r.get("finite") and r["ess"] >= TARGET_ESS) or quick or not r.get("finite") \
+                or 2.2 * r["seconds"] > budget:
+            break
+        draws *= 2
+    return {**runs[-1], "reached_target_ess": bool(runs[-1].get("finite") and runs[-1]["ess"] >= TARGET_ESS),
+            "runs": runs}
 
 
-# ------------------------------------------------------------------------------------------- main
-def _median(xs: list[float]) -> float:
-    return float(statistics.median(xs))
+def run_devinterp(p: dict[str, Any], seed: int, quick: bool, budget: float,
+                  ref: tuple[float, float] | None) -> dict[str, Any]:
+    """devinterp at its README step (lr = 1e-3), and at the largest step of the ladder 1e-3 / sqrt(10)^k
+    that is accurate against the reference (this search costs several runs; it is reported, not
+    charged: a user without a reference could not do it)."""
+    ladder = [1e-3 / math.sqrt(10.0) ** k for k in range(5)]
+    sweep = []
+    for lr in ladder:
+        r = _devinterp_once(p, lr, 40 if quick else 2000, seed)
+        r["accurate"] = _accurate(r, ref)
+        sweep.append(r)
+    readme = _to_target(p, 1e-3, seed, quick, budget)
+    readme["accurate"] = _accurate(readme, ref)
+    ok = [r["lr"] for r in sweep if r["accurate"]]
+    tuned = None
+    if ok:
+        tuned = _to_target(p, max(ok), seed, quick, budget)
+        tuned["accurate"] = _accurate(tuned, ref)
+    return {"readme": readme, "tuned": tuned, "lr_sweep": sweep}
 
 
-def bench(p: dict[str, Any], hp: dict[str, Any], repeats: int, seed: int, kernel_steps: int,
-          loop: bool) -> dict[str, Any]:
-    chain_steps = hp["num_chains"] * (hp["num_burnin"] + hp["num_draws"])
-    runs: dict[str, list[dict[str, Any]]] = {"slt_tms": [], "devinterp": [], "devinterp-loop": []}
-    kern: list[dict[str, float]] = []
-    # untimed warm-up of every code path (lazy imports, first-call allocations)
-    warm = {**hp, "num_burnin": 5, "num_draws": 10}
-    run_ours(p, warm, seed)
-    run_devinterp(p, warm, seed)
-    if loop:
-        run_devinterp_loop(p, warm, seed)
-    run_kernel_vs_vmap(p, hp, seed, 10)
-    for r in range(repeats):
-        order = [("slt_tms", run_ours), ("devinterp", run_devinterp)]
-        if loop:
-            order.append(("devinterp-loop", run_devinterp_loop))
-        if r % 2:
-            order.reverse()
-        for name, fn in order:
-            runs[name].append(fn(p, hp, seed))
-            print(f"  repeat {r + 1}/{repeats} {name:15s} {runs[name][-1]['seconds']:8.2f} s", flush=True)
-        kern.append(run_kernel_vs_vmap(p, hp, seed, kernel_steps))
-    out: dict[str, Any] = {"problem": p["name"], "meta": p["meta"], "hyperparameters": hp,
-                           "chain_steps_per_run": chain_steps, "repeats": repeats, "libraries": {}}
-    for name, rs in runs.items():
-        if not rs:
-            continue
-        secs = [x["seconds"] for x in rs]
-        per = [s / chain_steps for s in secs]
-        out["libraries"][name] = {
-            "seconds_per_chain_step_median": _median(per),
-            "seconds_per_chain_step_min": min(per),
-            "seconds_per_chain_step_all": per,
-            "estimate": {k: v for k, v in rs[0].items() if k != "seconds"},
-        }
-    ours = out["libraries"]["slt_tms"]["seconds_per_chain_step_median"]
-    for name in ("devinterp", "devinterp-loop"):
-        if name in out["libraries"]:
-            other = out["libraries"][name]
-            other["speedup_of_slt_tms"] = other["seconds_per_chain_step_median"] / ours
-            ours_min = out["libraries"]["slt_tms"]["seconds_per_chain_step_min"]
-            other["speedup_of_slt_tms_min_times"] = other["seconds_per_chain_step_min"] / ours_min
-            a, b = out["libraries"]["slt_tms"]["estimate"], other["estimate"]
-            z = (a["llc"] - b["llc"]) / math.sqrt(a["se"] ** 2 + b["se"] ** 2)
-            other["agreement_z"] = z
-            other["agree_within_3se"] = bool(abs(z) <= 3.0)
-    ratios = [k["ours_seconds"] / k["bare_seconds"] for k in kern]
-    floor_ratios = [k["ours_seconds"] / k["sgld_floor_seconds"] for k in kern]
-    out["kernel_vs_bare_vmap_grad"] = {
-        "ratio_median": _median(ratios), "ratios": ratios, "steps": kernel_steps,
-        "ratio_to_sgld_floor_median": _median(floor_ratios), "ratios_to_sgld_floor": floor_ratios,
-        "sgld_floor_seconds_per_step_median": _median([k["sgld_floor_seconds"] / kernel_steps for k in kern]),
-        "ours_seconds_per_step_median": _median([k["ours_seconds"] / kernel_steps for k in kern]),
-        "bare_seconds_per_step_median": _median([k["bare_seconds"] / kernel_steps for k in kern]),
-    }
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def _reference(problem: str) -> tuple[float, float] | None:
+    """NumPyro NUTS reference (value, MCSE) of the problem's estimand, if recorded."""
+    if not REFERENCE.exists():
+        return None
+    for line in REFERENCE.read_text().splitlines():
+        r = json.loads(line)
+        if r["problem"] == problem and abs(r["nbeta"] - _nbeta(PROBLEMS[problem](0)["n"])) < 1e-6:
+            return float(r["est"]), float(r["se"])
+    return None
+
+
+def worker(lib: str, problem: str, seed: int, quick: bool, budget: float) -> dict[str, Any]:
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    import slt_tms.samplers.diagnostics  # ArviZ, imported by both measurements
+
+    if lib == "devinterp":
+        import devinterp.slt.sampling  # noqa: F401
+    else:
+        import slt_tms.estimators  # noqa: F401
+    p = PROBLEMS[problem](seed)
+    base = _rss_mb()
+    if lib == "devinterp":
+        out = run_devinterp(p, seed, quick, budget, _reference(problem))
+    else:
+        out = run_ours(p, seed, quick, native=lib == "slt_tms_native")
+    out["rss_before_mb"] = base
+    out["peak_rss_mb"] = _rss_mb()
+    out["anchor_loss"] = _anchor_loss(p)
     return out
 
 
-def _table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        f"{'problem':32s} {'library':15s} {'s/chain-step':>13s} {'speedup':>8s} {'(min)':>7s} "
-        f"{'llc +/- SE':>20s} {'z':>6s}",
-        "-" * 100,
-    ]
-    for r in results:
-        for name, lib in r["libraries"].items():
-            e = lib["estimate"]
-            sp = lib.get("speedup_of_slt_tms")
-            spm = lib.get("speedup_of_slt_tms_min_times")
-            z = lib.get("agreement_z")
+def export(path: str, seed: int) -> None:
+    """The rows, anchors and targets of tms and rrr for the independent NumPyro reference."""
+    arrs: dict[str, np.ndarray] = {"gamma": np.asarray(LOCALIZATION)}
+    for key in ("tms", "rrr"):
+        p = PROBLEMS[key](seed)
+        arrs[key + "_X"] = p["X"].double().numpy()
+        arrs[key + "_Y"] = p["Y"].double().numpy()
+        w = torch.cat([q.detach().reshape(-1) for q in p["module"].parameters()])
+        arrs[key + "_w"] = w.double().numpy()
+        arrs["nbeta_" + key] = np.asarray(_nbeta(p["n"]))
+    np.savez(path, **arrs)
+
+
+# ------------------------------------------------------------------------------------------- parent
+def _spawn(lib: str, problem: str, seed: int, quick: bool, budget: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", lib, problem, "--seed", str(seed), "--budget", str(budget)]
+    if quick:
+        cmd.append("--quick")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{lib} on {problem} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _metrics(r: dict[str, Any], scale: float) -> dict[str, float]:
+    """Seconds per effective sample, and seconds to a standard error of 1% of ``scale`` (the run's time
+    times (SE / 0.01 scale)^2: Monte-Carlo error falls as 1/sqrt(time), so this normalises runs that
+    stopped at different precisions; it is the time-to-answer a user pays)."""
+    if not r or not r.get("finite", True) or not r.get("ess"):
+        return {"s_per_ess": math.inf, "s_to_1pct": math.inf}
+    return {"s_per_ess": r["seconds"] / r["ess"],
+            "s_to_1pct": r["seconds"] * (r["se"] / (0.01 * abs(scale))) ** 2}
+
+
+def _rows(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    rows = [("slt_tms", entry["slt_tms"])]
+    if "slt_tms_native" in entry:
+        rows.append(("slt_tms TMS-native", entry["slt_tms_native"]))
+    d = entry["devinterp"]
+    peak = {"peak_rss_mb": d.get("peak_rss_mb", 0.0)}  # one process ran all devinterp runs
+    rows.append((f"devinterp lr {d['readme']['lr']:.0e}", {**d["readme"], **peak}))
+    if d.get("tuned"):
+        rows.append((f"devinterp lr {d['tuned']['lr']:.1e}*", {**d["tuned"], **peak}))
+    return rows
+
+
+def _table(results: dict[str, Any]) -> str:
+    head = (f"{'problem':24s} {'run':22s} {'lambda +/- SE':>17s} {'bias':>6s} {'R-hat':>6s} {'ESS':>6s} "
+            f"{'nomESS':>7s} {'wall s':>7s} {'s/ESS':>8s} {'ratio':>6s} {'s to 1%':>8s} {'ratio':>6s} "
+            f"{'peak MB':>7s}")
+    lines = [head, "-" * len(head)]
+    for r in results.values():
+        ref = r.get("reference")
+        scale = ref[0] if ref else r["slt_tms"]["llc"]
+        base = _metrics(r["slt_tms"], scale)
+        for label, e in _rows(r):
+            if not e.get("finite", True):
+                lines.append(f"{r['name'][:24]:24s} {label:22s} diverged (non-finite trace)")
+                continue
+            m = _metrics(e, scale)
+            bias = f"{100 * (e['llc'] - ref[0]) / ref[0]:+5.0f}%" if ref else "     ?"
             lines.append(
-                f"{r['problem'][:32]:32s} {name:15s} {lib['seconds_per_chain_step_median']:13.3e} "
-                f"{'' if sp is None else f'{sp:7.1f}x':>8s} {'' if spm is None else f'{spm:6.1f}x':>7s} "
-                f"{e['llc']:10.3f} +/- {e['se']:6.3f} "
-                f"{'' if z is None else f'{z:+6.2f}':>6s}"
+                f"{r['name'][:24]:24s} {label:22s} {e['llc']:8.3f} +/- {e['se']:5.3f} {bias:>6s} "
+                f"{e['rhat']:6.3f} {e['ess']:6.0f} {e.get('ess_nominal', e['ess']):7.0f} {e['seconds']:7.1f} "
+                f"{m['s_per_ess']:8.2e} {m['s_per_ess'] / base['s_per_ess']:5.1f}x {m['s_to_1pct']:8.0f} "
+                f"{m['s_to_1pct'] / base['s_to_1pct']:5.1f}x {e.get('peak_rss_mb', 0):7.0f}"
             )
-        k = r["kernel_vs_bare_vmap_grad"]
-        lines.append(
-            f"{'':32s} (iii) our SGLD step / bare vmap(grad): {k['ratio_median']:.2f}x "
-            f"({k['ours_seconds_per_step_median']:.3e} s vs {k['bare_seconds_per_step_median']:.3e} s "
-            f"per step, {r['hyperparameters']['num_chains']} chains)"
-        )
-        lines.append(
-            f"{'':32s}       our SGLD step / SGLD floor (vmap(grad) + noise + plain update): "
-            f"{k['ratio_to_sgld_floor_median']:.2f}x "
-            f"({k['sgld_floor_seconds_per_step_median']:.3e} s per step)"
-        )
-        if "devinterp" in r["libraries"]:
-            lines.append(f"{'':32s} devinterp compute_llc (burn-in averaged in, 32-batch L(w*)): "
-                         f"{r['libraries']['devinterp']['estimate']['devinterp_compute_llc']:.3f}")
+        ref_txt = f"{ref[0]:.3f} +/- {ref[1]:.3f} (NumPyro NUTS)" if ref else "none recorded"
+        lines.append(f"{'':24s} reference: {ref_txt}; {r['meta']}")
+    lines.append("ratio = the row's value / slt_tms's (above 1: slower than slt_tms). * = the largest lr of "
+                 "1e-3 / sqrt(10)^k accurate against the reference (a search a user without a reference "
+                 "cannot do; not charged). ESS by one rule for all (20-draw block means for minibatch "
+                 "traces); nomESS = ArviZ ESS of the raw trace.")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=3, help="alternating repeats; medians are reported")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test of the script)")
-    ap.add_argument("--no-loop", action="store_true", help="skip the bare devinterp optimiser loop")
-    ap.add_argument("--only", choices=("tms", "mlp"), default=None)
+    ap.add_argument("--quick", action="store_true", help="tiny runs (smoke test of the script)")
+    ap.add_argument("--only", default="tms,rrr,mlp", help="comma-separated subset of tms,rrr,mlp")
+    ap.add_argument("--budget", type=float, default=1200.0,
+                    help="seconds: devinterp's doubling of num_draws stops before a run would exceed this")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--export", metavar="NPZ", help="write the problems for the NumPyro reference and stop")
+    ap.add_argument("--worker", nargs=2, metavar=("LIB", "PROBLEM"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    if args.worker:
+        lib, prob = args.worker
+        print(json.dumps(worker(lib, prob, args.seed, args.quick, args.budget)))
+        return 0
+    if args.export:
+        export(args.export, args.seed)
+        return 0
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads < 1:
         print("set OMP_NUM_THREADS (e.g. OMP_NUM_THREADS=1) so both libraries use the same thread count",
               file=sys.stderr)
         return 2
-    torch.set_num_threads(threads)
     import devinterp
 
-    q = args.quick
-    # (i) TMS: gamma = 100 (Lau et al.'s value) keeps the relaxation time 2/(eps gamma) = 200 steps well
-    # inside the burn-in; eps * nbeta * (largest curvature ~ 2) ~ 0.03, far from the stability limit.
-    hp_tms = dict(n=1000, nbeta=1000 / math.log(1000), localization=100.0, step_size=1e-4, num_chains=8,
-                  num_burnin=500 if not q else 20, num_draws=2000 if not q else 40, batch_size=100)
-    # (ii) MLP: eps = 1e-5 at nbeta = n / log n (n = 2000), same gamma.
-    hp_mlp = dict(n=2000, nbeta=2000 / math.log(2000), localization=100.0, step_size=1e-5, num_chains=8,
-                  num_burnin=100 if not q else 5, num_draws=300 if not q else 10, batch_size=64)
-    results = []
-    if args.only in (None, "tms"):
-        print(f"(i) TMS c=6: {hp_tms}", flush=True)
-        results.append(bench(tms_problem(hp_tms["n"], args.seed), hp_tms, args.repeats, args.seed,
-                             2000 if not q else 50, not args.no_loop))
-    if args.only in (None, "mlp"):
-        print(f"(ii) MLP: {hp_mlp}", flush=True)
-        results.append(bench(mlp_problem(hp_mlp["n"], args.seed), hp_mlp, args.repeats, args.seed,
-                             200 if not q else 10, not args.no_loop))
+    problems = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(problems) - set(PROBLEMS))
+    if unknown:
+        print(f"unknown problem(s) {unknown}; choose from {sorted(PROBLEMS)}", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {}
+    for prob in problems:
+        meta = PROBLEMS[prob](args.seed)
+        ref = _reference(prob)
+        entry: dict[str, Any] = {"name": meta["name"], "meta": meta["meta"], "nbeta": _nbeta(meta["n"]),
+                                 "localization": LOCALIZATION, "reference": ref}
+        libs = ["slt_tms", "devinterp"] + (["slt_tms_native"] if prob == "tms" else [])
+        for lib in libs:
+            t0 = time.perf_counter()
+            entry[lib] = _spawn(lib, prob, args.seed, args.quick, args.budget)
+            print(f"{prob} {lib:15s} {time.perf_counter() - t0:7.1f} s", flush=True)
+        results[prob] = entry
     print()
     print(_table(results))
-    try:
-        load = os.getloadavg()
-    except OSError:  # pragma: no cover
-        load = (math.nan,) * 3
     record = {
         "command": (f"OMP_NUM_THREADS={threads} benchmarks/.venv-bench/bin/python "
                     "benchmarks/bench_llc_vs_devinterp.py "
                     + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
         "torch": torch.__version__, "devinterp": getattr(devinterp, "__version__", "2.0.1"),
-        "threads": threads, "machine": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "load_average_at_end": list(load),
-        "results": results,
+        "threads": threads, "machine": platform.platform(), "cpu_count": os.cpu_count(),
+        "load_average_at_end": list(os.getloadavg()), "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                                                               time.gmtime()),
+        "results": results, "table": _table(results),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
+    tmp.write_text(json.dumps(record, indent=1, default=float))
     os.replace(tmp, out)
     print(f"\nwrote {out}")
     return 0

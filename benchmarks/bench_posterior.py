@@ -3,10 +3,10 @@
 Two measurements (wall-clock and process CPU time, one process, ``OMP_NUM_THREADS`` as set by the
 caller; with ``OMP_NUM_THREADS=1`` the CPU time approximates the wall time on an idle core):
 
-1. ``single``: :func:`slt_tms.phases.sample_posterior` at one ``n`` (default 1000), 4 chains x 1000
-   draws after 1000 warmup transitions (target: a few minutes on 2 cores). Reports time, step sizes,
-   acceptance, divergences, R-hat / ESS of the invariants.
-2. ``quick``: :func:`slt_tms.phases.occupancy` for c = 6 with the settings of
+1. ``single``: :func:`slt_tms.experiments.posterior.sample_posterior` at one ``n`` (default 1000),
+   4 chains x 1000 draws after 1000 warmup transitions (target: a few minutes on 2 cores). Reports time,
+   step sizes, acceptance, divergences, R-hat / ESS of the invariants.
+2. ``quick``: :func:`slt_tms.experiments.occupancy.occupancy` for c = 6 with the settings of
    ``slt-tms phases sample --c 6 --quick`` (target: <= 10 minutes), including the critical points.
 
 Usage::
@@ -27,9 +27,9 @@ import time
 import torch
 
 from slt_tms.commands.phases import DEFAULT_GRID
-from slt_tms.estimators.hmc import HMCConfig
+from slt_tms.experiments.occupancy import occupancy
+from slt_tms.experiments.posterior import HMCConfig, sample_posterior
 from slt_tms.io.atomic import atomic_write_text
-from slt_tms.phases import occupancy, sample_posterior
 
 
 def bench_single(n: int, seed: int) -> dict:

@@ -57,7 +57,7 @@ def _smoothness() -> list[str]:
 
 
 def _facts() -> list[str]:
-    """THEORY.md §3 facts, derived for general c with sympy from the pair terms."""
+    """Facts of the closed form, derived for general c with sympy from the pair terms."""
     diag, off = S.pair_terms()
     A, B, _ = S.symbols()
     c = sp.Symbol("c", positive=True, integer=True)
@@ -178,7 +178,7 @@ def render() -> str:
         "",
         _m(sp.Eq(sp.Symbol("L"), S.loss_expression(2, 1), evaluate=False)),
         "",
-        "## 5. Facts (THEORY.md §3), derived",
+        "## 5. Facts, derived",
         "",
         *_facts(),
         "",

@@ -1,14 +1,14 @@
-"""Progress bars that can be silenced (tqdm)."""
+"""Progress bars that can be silenced (tqdm): one bar per stage of work."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress", "progress_disabled"]
+__all__ = ["progress", "progress_bar", "progress_disabled"]
 
 T = TypeVar("T")
 
@@ -26,3 +26,9 @@ def progress(
     """Wrap ``iterable`` in a tqdm bar unless disabled (``enabled=False`` or the env switch)."""
     return iter(tqdm(iterable, total=total, desc=desc, disable=progress_disabled(enabled),
                      leave=False, dynamic_ncols=True))
+
+
+def progress_bar(*, total: int, desc: str = "", enabled: bool | None = None) -> Any:
+    """A manual tqdm bar (``update(k)``, ``close()``) unless disabled; one bar can span several runs."""
+    return tqdm(total=total, desc=desc, disable=progress_disabled(enabled), leave=False, dynamic_ncols=True,
+                mininterval=0.5)

@@ -9,25 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from slt_tms.dynamics import (
-    ClassifyConfig,
-    DynamicsConfig,
-    LLCConfig,
+from slt_tms.analysis.kgon_classify import UNCLASSIFIED, ClassifyTolerances, classify
+from slt_tms.analysis.plateaus import (
     RunAnalysis,
     bayesian_ordering,
-    classify,
-    classify_many,
     detect_plateaus,
     dynamical_ordering,
     find_transitions,
-    initial_point,
-    llc_along_training,
-    load_dynamics,
-    run_dynamics,
     segments,
-    training_set,
     transition_counts,
 )
+from slt_tms.cli import main
+from slt_tms.experiments.sgd_dynamics import DynamicsConfig, initial_point, training_set
 from slt_tms.tms import pack, unpack
 
 C = 6
@@ -50,11 +43,12 @@ def _rotate_permute(w: torch.Tensor, angle: float, perm: torch.Tensor) -> torch.
 
 
 def test_exact_critical_points_classify_to_their_names(points):
-    for p in points:
-        cl = classify(p.flat(), points, c=C)
-        assert cl.name == p.name, (p.name, cl.reason)
-        assert (cl.k, cl.sigma, cl.phi) == (p.k, p.sigma, p.phi)
-        assert abs(cl.loss_gap) < 1e-9
+    cl = classify(torch.stack([p.flat() for p in points]), points)
+    assert list(cl.names) == [p.name for p in points], list(cl.reason)
+    assert [(int(a), int(b), int(c)) for a, b, c in zip(cl.k, cl.sigma, cl.phi, strict=True)] == [
+        (p.k, p.sigma, p.phi) for p in points
+    ]
+    assert np.all(np.abs(cl.loss_gap) < 1e-9)
 
 
 def test_noisy_rotated_points_still_classify(points):
@@ -63,20 +57,12 @@ def test_noisy_rotated_points_still_classify(points):
     for p in points:
         w = _rotate_permute(p.flat(), 0.7, torch.randperm(C, generator=g))
         ws.append(w + 0.01 * torch.randn(w.shape, generator=g, dtype=w.dtype))
-    got = [c.name for c in classify_many(torch.stack(ws), points, c=C)]
-    assert got == [p.name for p in points]
+    assert list(classify(torch.stack(ws), points).names) == [p.name for p in points]
 
 
 def test_unclassified_points_say_why(points):
     by = {p.name: p for p in points}
-    # halfway between the 4++ and the 5+ point: neither energy level nor geometry of any family
-    mid = 0.5 * (by["4++"].flat() + by["5+"].flat())
-    cl = classify(mid, points, c=C)
-    assert cl.name is None and cl.reason
-    # right geometry, wrong energy (the loss is given): refused on energy
-    cl = classify(by["5+"].flat(), points, c=C, loss=by["5+"].loss + 0.01)
-    assert cl.name is None and "no energy level" in cl.reason
-    # right energy and counts but a bent polygon (one live column rotated by 1 rad)
+    # a bent polygon held still (no flow): right energy and counts, not a regular 5-gon
     W, b = unpack(by["5"].flat(), C, 2)
     W = W.clone()
     live = int(torch.argmax(W.norm(dim=0)))
@@ -84,18 +70,28 @@ def test_unclassified_points_say_why(points):
         torch.tensor([[math.cos(1.0), -math.sin(1.0)], [math.sin(1.0), math.cos(1.0)]], dtype=W.dtype)
         @ W[:, live]
     )
-    cl = classify(pack(W, b), points, c=C, loss=by["5"].loss)
-    assert cl.name is None and "regular" in cl.reason
+    cl = classify(pack(W, b), points, tolerances=ClassifyTolerances(flow_steps=0))
+    assert cl.names[0] == UNCLASSIFIED and "regular" in cl.reason[0]
+    # the flow brings the bent polygon back into the basin of the 5-gon
+    assert classify(pack(W, b), points).names[0] == "5"
+    # negative control: a point far from every family (all columns long and random) is not named
+    far = torch.randn(1, 18, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 3
+    far[0, 12:] = 2.0
+    cl = classify(far, points)
+    assert cl.names[0] == UNCLASSIFIED and cl.reason[0]
     with pytest.raises(ValueError, match="at least one"):
-        classify(mid, [], c=C)
+        classify(far, [])
 
 
-def test_tighter_loss_tolerance_rejects_noisy_point(points):
+def test_tighter_energy_tolerance_rejects_a_point_off_its_level(points):
     p = points[1]
     w = p.flat() + 0.05 * torch.randn(p.d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    loose = classify(w, points, c=C, config=ClassifyConfig(loss_tol=1.0))
-    tight = classify(w, points, c=C, config=ClassifyConfig(loss_tol=abs(loose.loss_gap) / 10))
-    assert tight.name is None
+    no_flow = ClassifyTolerances(flow_steps=0, energy_tol=1.0)
+    loose = classify(w, points, tolerances=no_flow)
+    tight = classify(
+        w, points, tolerances=ClassifyTolerances(flow_steps=0, energy_tol=abs(loose.loss_gap[0]) / 10)
+    )
+    assert loose.names[0] == p.name and tight.names[0] == UNCLASSIFIED
 
 
 def _curve():
@@ -140,7 +136,14 @@ def test_segments_and_transitions():
 def _analysis(seed: int, labels: list[str | None]) -> RunAnalysis:
     steps = np.arange(len(labels)) * 100
     segs = segments(steps, labels)
-    return RunAnalysis(seed, steps, np.zeros(len(labels)), [], segs, find_transitions(segs, seed=seed), [])
+    cls = classify(torch.zeros(0, 18, dtype=torch.float64), [_points_cache()[0]])
+    return RunAnalysis(seed, steps, np.zeros(len(labels)), cls, segs, find_transitions(segs, seed=seed), [])
+
+
+def _points_cache():
+    from slt_tms.theory.critical_points import kgon
+
+    return [kgon(6, C)]
 
 
 def test_transition_counts_and_orderings(points):
@@ -182,9 +185,29 @@ def test_config_validation_and_initial_point():
     )
 
 
-def test_tiny_end_to_end_run_and_llc(tmp_path, points):
-    cfg = DynamicsConfig(n=200, num_steps=400, num_checkpoints=12, lr=0.01)
-    run = run_dynamics(cfg, [0, 1], out_dir=tmp_path, max_workers=1, progress=False, points=points)
+def test_tiny_end_to_end_run_and_llc(tmp_path, capsys):
+    args = [
+        "dynamics",
+        "run",
+        "--c",
+        "6",
+        "--n",
+        "200",
+        "--steps",
+        "400",
+        "--num-checkpoints",
+        "12",
+        "--lr",
+        "0.01",
+        "--seeds",
+        "2",
+        "--max-workers",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
     for name in (
         "config.json",
         "analysis.json",
@@ -198,32 +221,78 @@ def test_tiny_end_to_end_run_and_llc(tmp_path, points):
     analysis = json.loads((tmp_path / "analysis.json").read_text())
     assert len(analysis["runs"]) == 2 and len(analysis["runs"][0]["labels"]) == 12
     # from a 4-gon with b ~ 0 the runs start on the 4-gon levels (4, 4+ or 4++ depending on the bias signs)
-    assert all(a.labels[0] is not None and a.labels[0].startswith("4") for a in run.analyses)
-    # resuming loads the saved runs: identical records, no retraining
-    again = run_dynamics(cfg, [0, 1], out_dir=tmp_path, max_workers=1, progress=False, points=points)
-    assert [r["seconds"] for r in again.records] == [r["seconds"] for r in run.records]
-    assert torch.equal(again.records[1]["tensors"]["checkpoints"], run.records[1]["tensors"]["checkpoints"])
-    with pytest.raises(ValueError, match="different configuration"):
-        run_dynamics(
-            DynamicsConfig(n=200, num_steps=401, num_checkpoints=12),
-            [0],
-            out_dir=tmp_path,
-            max_workers=1,
-            progress=False,
-            points=points,
+    assert all(r["labels"][0] is not None and r["labels"][0].startswith("4") for r in analysis["runs"])
+    first = json.loads((tmp_path / "runs" / "sweep.json").read_text())
+    # resuming loads the saved runs (no retraining); a second call with other seeds ADDS them
+    more = [
+        "dynamics",
+        "run",
+        "--c",
+        "6",
+        "--n",
+        "200",
+        "--steps",
+        "400",
+        "--num-checkpoints",
+        "12",
+        "--lr",
+        "0.01",
+        "--seeds",
+        "1",
+        "--first-seed",
+        "2",
+        "--max-workers",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(more) == 0
+    analysis = json.loads((tmp_path / "analysis.json").read_text())
+    assert analysis["seeds"] == [0, 1, 2] and len(analysis["runs"]) == 3
+    assert len(first["tasks"]) == 2
+    assert (
+        main(
+            [
+                "dynamics",
+                "run",
+                "--n",
+                "200",
+                "--steps",
+                "401",
+                "--num-checkpoints",
+                "12",
+                "--seeds",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
         )
-    summary = llc_along_training(
-        tmp_path,
-        llc=LLCConfig(num_chains=2, num_draws=20, num_burnin=10),
-        extra_per_run=2,
-        max_workers=1,
-        progress=False,
-        points=points,
+        == 2
     )
+    assert "different configuration" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "dynamics",
+                "llc",
+                str(tmp_path),
+                "--extra",
+                "2",
+                "--max-draws",
+                "100",
+                "--max-workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "llc_summary.json").read_text())
     assert summary["points"] and all(math.isfinite(p["llc"]) for p in summary["points"])
     for name in ("llc.csv", "llc_transitions.csv", "llc_summary.json", "llc_vs_step.png"):
         assert (tmp_path / name).is_file(), name
-    assert len(load_dynamics(tmp_path, points=points).analyses) == 2
 
 
 def test_cli_parser_has_dynamics_commands():

@@ -190,3 +190,49 @@ def test_two_train_processes_on_one_out(tmp_path, capsys):
     assert main(["train", "--c", "3", "--steps", "5", "--num-checkpoints", "2", "--quiet", "--out",
                  str(out)]) == 0
     assert (out / "trajectory.json").is_file() and not (out / LOCK_NAME).exists()
+
+
+#: Every command that writes into a directory, with the function whose call is its first real work.
+LOCKED_COMMANDS = {
+    "dynamics-run": (["dynamics", "run", "--quick", "--seeds", "1", "--quiet", "--out", "{out}"],
+                     "slt_tms.experiments.sgd_dynamics", "run"),
+    "dynamics-llc": (["dynamics", "llc", "{out}", "--quiet"],
+                     "slt_tms.commands.dynamics", "llc_along_training"),
+    "phases-predict": (["phases", "predict", "--c", "6", "--quiet", "--out", "{out}"],
+                       "slt_tms.commands.phases", "_critical_points"),
+    "phases-sample": (["phases", "sample", "--c", "6", "--quick", "--quiet", "--out", "{out}"],
+                      "slt_tms.commands.phases", "_critical_points"),
+    "superposition": (["superposition", "geometry", "--quick", "--quiet", "--out", "{out}"],
+                      "slt_tms.experiments.superposition", "geometry"),
+    "reproduce": (["reproduce", "--profile", "quick", "--quiet", "--out", "{out}"],
+                  "slt_tms.commands.reproduce", "_source_digest"),
+    "llc-critical": (["llc", "--tms-critical", "5+", "--c", "6", "--quiet", "--out", "{out}"],
+                     "slt_tms.commands.llc", "from_critical_point"),
+    "llc": (["llc", "ckpt.pt", "--model", "m.py:f", "--data", "d.npz", "--out", "{out}"],
+            "slt_tms.commands.llc", "load_data"),
+    "train": (["train", "--c", "3", "--steps", "5", "--out", "{out}"], "slt_tms.commands.train", "train"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(LOCKED_COMMANDS))
+def test_every_writing_command_refuses_a_locked_directory_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                          command):
+    import importlib
+
+    argv, module, work = LOCKED_COMMANDS[command]
+
+    def no_work(*args, **kwargs):
+        raise AssertionError(f"{command}: work started in a directory another run holds")
+
+    monkeypatch.setattr(importlib.import_module(module), work, no_work)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # 'dynamics llc' first checks that DIR holds a run
+    with _holder(out) as proc:
+        t0 = time.monotonic()
+        assert main([a.replace("{out}", str(out)) for a in argv]) == 2
+        err = _one_line_error(capsys)
+        assert f"another slt-tms run (pid {proc.pid}, started at " in err, err
+        assert time.monotonic() - t0 < 10
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "config.json"]  # nothing written
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == proc.pid  # the holder's lock untouched

@@ -47,12 +47,34 @@ def test_rerun_skips_up_to_date_stages_and_reruns_failed_ones(tmp_path):
     assert calls[-2:] == ["good", "bad"]
     run_stages(tmp_path, "quick", seed=4, quiet=True, stages=stages, force=True)
     assert calls[-2:] == ["good", "bad"]
+    # an output truncated to 0 bytes (or edited) is not up to date: the stage runs again
+    (tmp_path / "good" / "table.csv").write_text("")
+    run_stages(tmp_path, "quick", seed=4, quiet=True, stages=stages)
+    assert calls[-2:] == ["good", "bad"]
+    (tmp_path / "good" / "result.json").write_text('{"llc": 99}')
+    again = run_stages(tmp_path, "quick", seed=4, quiet=True, stages=stages)
+    assert calls[-2:] == ["good", "bad"] and not again[0].cached
+
+
+def test_relative_out_from_another_directory_and_missing_files_are_errors(tmp_path, monkeypatch):
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    stages = _stages([])
+    outcomes = run_stages("results", "quick", seed=1, quiet=True, stages=stages)
+    summary = _summary(outcomes, "quick", 1, work / "results")
+    assert summary["stages"][0]["files"] == ["good/fig.png", "good/table.csv", "good/result.json"]
+    page = write_report("results", summary).read_text()
+    assert "data:image/png;base64," in page and "<td>0.5</td>" in page
+    (work / "results" / "good" / "fig.png").unlink()
+    page = write_report(work / "results", summary).read_text()
+    assert "MISSING" in page and "good/fig.png" in page
 
 
 def test_report_is_self_contained_and_shows_failures(tmp_path):
     stages = _stages([])
     outcomes = run_stages(tmp_path, "quick", seed=3, quiet=True, stages=stages)
-    summary = _summary(outcomes, "quick", 3)
+    summary = _summary(outcomes, "quick", 3, tmp_path)
     page = write_report(tmp_path, summary).read_text()
     assert "data:image/png;base64," in page  # figure embedded, no external file needed
     assert "<td>0.5</td>" in page  # the CSV table rendered

@@ -97,7 +97,7 @@ def test_one_full_batch_sgd_step_is_gradient_descent():
 
 def test_training_reduces_loss_below_best_constant_model():
     """Fixed one-hot dataset, c = 4, r = 2. The best model that ignores its input (W = 0, b_i = 1/(2c))
-    has L = 1/3 - 1/(4c) (THEORY.md §3; 1/3 - 1/16 = 0.2708 in population); the trained model must beat
+    has L = 1/3 - 1/(4c) (1/3 - 1/16 = 0.2708 in population); the trained model must beat
     it on its training set by far more than the sampling error of that baseline (~0.01 at n = 500)."""
     x = fixed_dataset(OneHotUniform(C), 500, seed=0)
     w0 = TMS(C, R, generator=torch.Generator().manual_seed(0)).flat()

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["nonneg_int", "positive_int"]
+__all__ = [
+    "add_dataclass_flags",
+    "dataclass_overrides",
+    "nonneg_float",
+    "nonneg_int",
+    "positive_float",
+    "positive_int",
+]
 
 
 def _int_at_least(text: str, minimum: int, what: str) -> int:
@@ -25,3 +36,63 @@ def positive_int(text: str) -> int:
 def nonneg_int(text: str) -> int:
     """An integer >= 0 (argparse type)."""
     return _int_at_least(text, 0, "a non-negative integer")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    """A finite number >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
+    return value
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser | Any, cls: type, help_text: Mapping[str, str],
+                        *, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` flag per field of the frozen dataclass ``cls`` (the single source of defaults).
+
+    Every flag defaults to None (= "the dataclass default"); its help is ``help_text[field]`` followed by
+    the dataclass default, so the command line, the API and the documentation cannot drift apart.
+    """
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        shown = "none" if default is None else (" ".join(map(str, default)) if isinstance(default, tuple)
+                                                else str(default))
+        helptext = f"{help_text[f.name]} (default: {shown})"
+        kind = str(f.type)
+        if kind.startswith("bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        elif kind.startswith("tuple"):
+            parser.add_argument(flag, type=float, nargs="+", default=None, metavar="M", help=helptext)
+        elif kind.startswith("int"):  # ranges are checked by the dataclass: one-line errors
+            parser.add_argument(flag, type=int, default=None, metavar="N", help=helptext)
+        elif kind.startswith("float"):
+            parser.add_argument(flag, type=float, default=None, metavar="X", help=helptext)
+        else:
+            parser.add_argument(flag, default=None, metavar="NAME", help=helptext)
+
+
+def dataclass_overrides(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` that were given on the command line (not None), ready for ``cls(**...)``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(ns, f.name, None)
+        if value is not None:
+            out[f.name] = tuple(value) if isinstance(value, list) else value
+    return out

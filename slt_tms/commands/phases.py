@@ -15,24 +15,30 @@ Subcommands
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
-import json
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from slt_tms.analysis.free_energy import PhaseRecord, prediction
 from slt_tms.commands._args import nonneg_int as _nonneg_int
 from slt_tms.commands._args import positive_int as _positive_int
+from slt_tms.estimators import estimate_llc
+from slt_tms.experiments.occupancy import occupancy, switch_pairs
+from slt_tms.experiments.posterior import HMCConfig
+from slt_tms.io import atomic_write_text, save_figure, write_json
+from slt_tms.io.locks import output_lock
+from slt_tms.plotting.phases import plot_free_energy, plot_occupancy
+from slt_tms.theory.critical_points import critical_points
 
-__all__ = ["register"]
+__all__ = ["options", "predict", "register", "sample"]
 
 #: Grid used by ``sample`` when ``--n`` is not given.
 DEFAULT_GRID = (100, 200, 300, 400, 500, 700, 1000, 1500, 2000)
-
-
 
 
 def _int_list(text: str) -> list[int]:
@@ -56,15 +62,11 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 
 def _critical_points(c: int, progress: bool | None):
-    from slt_tms.theory.critical_points import critical_points
-
     return critical_points(c, progress=progress)
 
 
 def _phase_records(args: argparse.Namespace, points) -> tuple[list, list[str]]:
     """PhaseRecords for the chosen points and notes on what was left out."""
-    from slt_tms.phases import PhaseRecord
-
     notes = []
     if args.phases:
         wanted = [s.strip() for s in args.phases.split(",") if s.strip()]
@@ -87,26 +89,18 @@ def _phase_records(args: argparse.Namespace, points) -> tuple[list, list[str]]:
                 + ", ".join(left_out)
             )
     else:
-        from slt_tms.estimators.llc import estimate_llc
-
         if not args.phases:
             points = points[: args.num_estimate]
         for p in points:
-            res = estimate_llc(
-                p,
-                n=args.estimate_n,
-                num_chains=4,
-                num_draws=args.estimate_draws,
-                num_burnin=args.estimate_draws // 2,
-                seed=args.seed,
-                progress=args.progress,
-            )
+            res = estimate_llc(p, n=args.estimate_n, seed=args.seed, progress=args.progress)
             records.append(
                 PhaseRecord.from_critical_point(p, lambda_=float(res.llc), lambda_se=float(res.se))
             )
             notes.append(
                 f"{p.name}: lambda estimated {res.llc:.3f} +- {res.se:.3f} (n = {args.estimate_n}, "
-                f"R-hat {res.rhat:.3f}); theory {p.lambda_theory}"
+                f"R-hat {res.rhat:.3f}, ESS {res.ess:.0f}"
+                + ("" if res.ok else ", NOT TRUSTWORTHY: " + "; ".join(res.flags))
+                + f"); theory {p.lambda_theory}"
             )
     if not records:
         raise ValueError("no phase has a learning coefficient; use --lambda estimate or choose --phases")
@@ -114,26 +108,9 @@ def _phase_records(args: argparse.Namespace, points) -> tuple[list, list[str]]:
 
 
 def _prediction(records, args: argparse.Namespace) -> dict[str, Any]:
-    from slt_tms.phases import crossovers, phase_sequence
-
-    xs = crossovers(records, num_se=args.num_se)
-    seq = phase_sequence(records, n_min=args.n_min, n_max=args.n_max)
-    return {
-        "phases": [
-            {
-                "name": p.name,
-                "loss": p.loss,
-                "lambda": p.lambda_,
-                "lambda_se": p.lambda_se,
-                "log_prior": p.log_prior,
-            }
-            for p in records
-        ],
-        "crossovers": [x.to_dict() for x in xs],
-        "sequence": [{"phase": nm, "n_start": lo, "n_end": hi} for nm, lo, hi in seq],
-        "lambda_source": args.lambda_source,
-        "num_se": args.num_se,
-    }
+    pred = prediction(records, num_se=args.num_se, n_min=args.n_min, n_max=args.n_max)
+    pred["lambda_source"] = args.lambda_source
+    return pred
 
 
 def _prediction_table(pred: dict[str, Any]) -> str:
@@ -172,52 +149,6 @@ def _prediction_table(pred: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _free_energy_figure(records, n_min: float, n_max: float, c: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from slt_tms.phases import crossovers, free_energy
-
-    nn = np.geomspace(max(n_min, 10.0), n_max, 400)
-    F = free_energy(records, nn)
-    rel = F - F.min(axis=0, keepdims=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, p in enumerate(records):
-        ax.plot(nn, rel[i], label=f"{p.name} (L={p.loss:.4f}, λ={p.lambda_:.2f})")
-    for x in crossovers(records):
-        if x.n_c is not None and nn[0] <= x.n_c <= nn[-1]:
-            ax.axvline(x.n_c, color="k", ls=":", lw=0.7)
-    ax.set_xscale("log")
-    ax.set_ylim(0, max(5.0, float(np.percentile(rel, 50))))
-    ax.set_xlabel("sample size n")
-    ax.set_ylabel(r"$F_n(a) - \min_b F_n(b)$")
-    ax.set_title(f"c = {c}: local free energies (dotted: pairwise crossovers)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from slt_tms.io.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
 def _crossover_csv(pred: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -233,8 +164,12 @@ def _crossover_csv(pred: dict[str, Any]) -> str:
 # phases predict
 # ---------------------------------------------------------------------------------------------
 def _predict_handler(args: argparse.Namespace) -> int:
-    from slt_tms.io.atomic import atomic_write_text, save_figure
+    with output_lock(args.out) if args.out else contextlib.nullcontext():  # one run per --out, checked first
+        return _predict_run(args)
 
+
+def _predict_run(args: argparse.Namespace) -> int:
+    args.progress = False if args.quiet else None
     if args.n_min < 2 or args.n_max <= args.n_min:
         raise ValueError(f"need 2 <= --n-min < --n-max, got {args.n_min}, {args.n_max}")
     points = _critical_points(args.c, args.progress)
@@ -256,11 +191,15 @@ def _predict_handler(args: argparse.Namespace) -> int:
         sys.stdout.write("\nnotes:\n" + "\n".join("  " + s for s in notes) + "\n")
     if args.out:
         out = Path(args.out)
-        _write_json(out / "prediction.json", pred)
+        write_json(out / "prediction.json", pred)
         atomic_write_text(out / "crossovers.csv", _crossover_csv(pred))
-        save_figure(
-            _free_energy_figure(records, args.n_min, args.n_max, args.c), out / "free_energy.png", dpi=120
+        fig = plot_free_energy(
+            records,
+            max(args.n_min, 10.0),
+            args.n_max,
+            title=f"c = {args.c}: local free energies (dotted: crossovers)",
         )
+        save_figure(fig, out / "free_energy.png", dpi=120)
         sys.stdout.write(f"\nwrote {out / 'prediction.json'}, crossovers.csv, free_energy.png\n")
     return 0
 
@@ -283,13 +222,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--estimate-n",
         type=_positive_int,
         default=2000,
-        help="nominal n for --lambda estimate (default 2000)",
-    )
-    p.add_argument(
-        "--estimate-draws",
-        type=_positive_int,
-        default=1000,
-        help="SGLD draws per chain for --lambda estimate (default 1000)",
+        help="nominal n of the LLC estimates for --lambda estimate (default 2000; estimator defaults "
+        "otherwise)",
     )
     p.add_argument(
         "--num-estimate",
@@ -298,9 +232,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="with --lambda estimate and no --phases: the lowest-loss points estimated (default 6)",
     )
     p.add_argument("--seed", type=_nonneg_int, default=0, help="root seed (default 0)")
-    p.add_argument(
-        "--no-progress", dest="progress", action="store_false", default=None, help="hide progress bars"
-    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _register_predict(sub: argparse._SubParsersAction) -> None:
@@ -324,10 +256,12 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 # phases sample
 # ---------------------------------------------------------------------------------------------
 def _sample_handler(args: argparse.Namespace) -> int:
-    from slt_tms.estimators.hmc import HMCConfig
-    from slt_tms.io.atomic import atomic_write_text, save_figure
-    from slt_tms.phases import occupancy, plot_occupancy
+    with output_lock(args.out) if args.out else contextlib.nullcontext():  # one run per --out, checked first
+        return _sample_run(args)
 
+
+def _sample_run(args: argparse.Namespace) -> int:
+    args.progress = False if args.quiet else None
     grid = sorted(set(args.n or DEFAULT_GRID))
     if args.quick:
         chains, draws, warmup = args.num_chains or 4, args.num_draws or 200, args.num_warmup or 200
@@ -359,18 +293,7 @@ def _sample_handler(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - t0
     prop = occ.proportions
-    seen = {nm for i, nm in enumerate(occ.phase_names) if prop[:, i].max() >= 0.05}
-    pairs = [
-        (x["low_n"], x["high_n"])
-        for x in pred["crossovers"]
-        if x["low_n"] in seen and x["high_n"] in seen and not x["never"]
-    ]
-    # observed phases without a prediction (no lambda): every pair among them too, the higher-loss
-    # phase taken as the small-n one
-    loss_of = {p.name: p.loss for p in points}
-    obs = sorted((nm for nm in seen if nm in loss_of), key=lambda nm: -loss_of[nm])
-    covered = set(pairs) | {(b, a) for a, b in pairs}
-    pairs += [(a, b) for i, a in enumerate(obs) for b in obs[i + 1 :] if (a, b) not in covered]
+    pairs = switch_pairs(occ, pred["crossovers"], points)
     switches = occ.switch_points(pairs, num_bootstrap=args.num_bootstrap, seed=args.seed)
     by_pair = {(x["low_n"], x["high_n"]): x for x in pred["crossovers"]}
     for a, b in pairs:
@@ -422,7 +345,7 @@ def _sample_handler(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "notes": notes,
     }
-    _write_json(out / "occupancy.json", result)
+    write_json(out / "occupancy.json", result)
     atomic_write_text(out / "occupancy.csv", occ.to_csv())
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -499,6 +422,33 @@ def _register_sample(sub: argparse._SubParsersAction) -> None:
 
 
 _SUBCOMMANDS = (_register_predict, _register_sample)
+
+
+def options(subcommand: str, **values: Any) -> argparse.Namespace:
+    """The options of ``phases predict|sample`` with their command-line defaults, overridden by ``values``
+    (the Python way to run the subcommands, e.g. from ``slt-tms reproduce``)."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="phases_command")
+    for reg in _SUBCOMMANDS:
+        reg(sub)
+    required = {"c": "1", "out": "."}
+    ns = parser.parse_args([subcommand, *[x for k, v in required.items() for x in (f"--{k}", v)]])
+    unknown = set(values) - set(vars(ns))
+    if unknown:
+        raise ValueError(f"unknown options of phases {subcommand}: {sorted(unknown)}")
+    for k, v in values.items():
+        setattr(ns, k, v)
+    return ns
+
+
+def predict(ns: argparse.Namespace) -> int:
+    """Run ``phases predict`` with the options ``ns`` (:func:`options`)."""
+    return _predict_handler(ns)
+
+
+def sample(ns: argparse.Namespace) -> int:
+    """Run ``phases sample`` with the options ``ns`` (:func:`options`)."""
+    return _sample_handler(ns)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

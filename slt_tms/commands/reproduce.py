@@ -20,7 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slt_tms.commands import phases as phases_cmd
+from slt_tms.commands.dynamics import llc_into, train_into
+from slt_tms.commands.superposition import run_figure
+from slt_tms.commands.theory import CP_COLUMNS, critical_point_rows
+from slt_tms.estimators import estimate_llc
+from slt_tms.experiments.sgd_dynamics import DynamicsConfig, quick_config
+from slt_tms.io import write_json
 from slt_tms.io.atomic import atomic_write_text
+from slt_tms.io.locks import output_lock
+from slt_tms.io.report import package_versions, write_report
+from slt_tms.io.results import write_csv
+from slt_tms.theory.critical_points import kgon
 
 __all__ = ["PROFILES", "STAGES", "Stage", "StageOutcome", "register", "run_stages"]
 
@@ -61,20 +72,9 @@ class StageOutcome:
 
 def _superposition_stage(figure: str) -> Callable[[Path, str, int, bool], list[Path]]:
     def run(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
-        from slt_tms.commands.superposition import run_figure
-
         return run_figure(figure, out / "superposition", quick=(profile == "quick"), seed=seed, quiet=quiet)
 
     return run
-
-
-def _cli(argv: list[str]) -> None:
-    """Run one ``slt-tms`` command in-process; a non-zero exit fails the stage."""
-    from slt_tms.cli import main
-
-    rc = main(argv)
-    if rc:
-        raise RuntimeError(f"`slt-tms {' '.join(argv)}` exited with status {rc}")
 
 
 def _files_in(folder: Path) -> list[Path]:
@@ -85,94 +85,128 @@ def _files_in(folder: Path) -> list[Path]:
 def _theory_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
     folder = out / "theory"
     for c in range(4, 9):
-        args = ["theory", "critical-points", "--c", str(c), "--format", "csv",
-                "--output", str(folder / f"critical_points_c{c}.csv")]
-        _cli([*args, "--quiet"] if quiet else args)
-    _cli(["theory", "critical-points", "--c", "6", "--format", "json", "--quiet",
-          "--output", str(folder / "critical_points_c6.json")])
+        rows = critical_point_rows(c, False if quiet else None)
+        write_csv(folder / f"critical_points_c{c}.csv", rows, [*CP_COLUMNS, "lambda_reason"])
+        if c == 6:
+            write_json(folder / "critical_points_c6.json", {"c": c, "r": 2, "points": rows})
     return _files_in(folder)
 
 
-#: LLC stage: (name, c) of minimally singular critical points estimated against lambda_theory. The quick
-#: profile runs the four points the test suite checks (tests/estimators/test_llc.py, same settings).
+#: LLC stage: (name, c) of minimally singular critical points, estimated with the estimator's defaults at
+#: n = 1e5 (population loss) and extrapolated over the ladder nbeta x (1, 2, 4, 8) to the asymptotic lambda.
 _LLC_POINTS = {
     "quick": [("5", 5), ("5", 6), ("5+", 6), ("6", 6)],
     "paper": [("5", 5), ("5", 6), ("5+", 6), ("6", 6), ("6", 7), ("7", 7), ("6+", 7), ("7", 8), ("8", 8)],
 }
-#: Nominal sample size of the closed-form population potential in the LLC stage (the tests' value).
 _LLC_N = 100_000
-#: Tolerance rule of the LLC tests: |lambda_hat - lambda| <= K * SE + BIAS * lambda.
-_LLC_K, _LLC_BIAS = 3.0, 0.10
+_LADDER = (1.0, 2.0, 4.0, 8.0)
 
 
 def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
-    from slt_tms.estimators import estimate_llc
-    from slt_tms.theory.critical_points import kgon
-
     folder = out / "llc"
-    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, c in _LLC_POINTS[profile]:
         k = int(name.rstrip("+"))
         cp = kgon(k, c, sigma=name.count("+"), exact=False)
-        res = estimate_llc(cp, n=_LLC_N, seed=seed, progress=False if quiet else None)
+        res = estimate_llc(cp, n=_LLC_N, ladder=_LADDER, seed=seed, progress=False if quiet else None)
         stem = f"llc_c{c}_{name.replace('+', 'p')}"
         res.to_json(folder / f"{stem}.json")
         res.to_netcdf(folder / f"{stem}.nc")
-        tol = _LLC_K * res.se + _LLC_BIAS * cp.lambda_theory
-        rows.append([name, c, cp.d, f"{cp.loss:.10f}", cp.lambda_theory, f"{res.llc:.4f}", f"{res.se:.4f}",
-                     f"{tol:.4f}", "yes" if abs(res.llc - cp.lambda_theory) <= tol else "NO",
-                     res.config["num_chains"], res.config["num_draws"], f"{res.config['step_size']:.3g}",
-                     f"{res.rhat:.3f}", f"{res.ess:.0f}", f"{res.mala_acceptance:.3f}"])
+        a = res.asymptotic
+        lam = cp.lambda_theory
+        ok_fit = bool(lam) and abs(a.llc - lam) <= 3 * a.se + 0.05 * lam
+        rows.append(
+            {
+                "name": name,
+                "c": c,
+                "d": cp.d,
+                "loss": f"{cp.loss:.10f}",
+                "lambda_theory": lam,
+                "lambda_hat_n1e5": f"{res.llc:.4f}",
+                "se": f"{res.se:.4f}",
+                "rhat": f"{res.rhat:.3f}",
+                "ess": f"{res.ess:.0f}",
+                "lambda_asymptotic": f"{a.llc:.4f}",
+                "se_asymptotic": f"{a.se:.4f}",
+                "off_by_percent": f"{100 * (a.llc / lam - 1):+.1f}" if lam else "",
+                "within_5pct_plus_3se": "yes" if ok_fit else "NO",
+                "trustworthy": "yes" if res.ok else "NO: " + "; ".join(res.flags),
+            }
+        )
         if not quiet:
-            print(f"  {name} (c={c}): lambda_theory {cp.lambda_theory}, "
-                  f"estimate {res.llc:.3f} +- {res.se:.3f}")
-    header = ["name", "c", "d", "loss", "lambda_theory", "lambda_hat", "se", "tolerance", "within",
-              "chains", "draws", "step_size", "rhat", "ess", "mala_acceptance"]
-    text = "\n".join(",".join(str(v) for v in row) for row in [header, *rows]) + "\n"
-    atomic_write_text(folder / "llc_vs_theory.csv", text)
+            print(
+                f"  {name} (c={c}): lambda {lam}; n=1e5: {res.llc:.3f} +- {res.se:.3f}; asymptotic "
+                f"{a.llc:.3f} +- {a.se:.3f}"
+            )
+    write_csv(folder / "llc_vs_theory.csv", rows, list(rows[0]))
     return _files_in(folder)
 
 
 def _phases_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
     folder = out / "phases"
-    _cli(["phases", "predict", "--c", "6", "--out", str(folder)])
-    sample = ["phases", "sample", "--c", "6", "--seed", str(seed), "--out", str(folder / "sample")]
-    _cli([*sample, "--quick"] if profile == "quick" else sample)
+    phases_cmd.predict(phases_cmd.options("predict", c=6, out=str(folder), quiet=quiet))
+    phases_cmd.sample(
+        phases_cmd.options(
+            "sample", c=6, seed=seed, quick=(profile == "quick"), out=str(folder / "sample"), quiet=quiet
+        )
+    )
     return _files_in(folder) + _files_in(folder / "sample")
 
 
-#: Dynamics stage: seeds and mode per profile (quick: random init, 30k steps; paper: the full protocol).
-_DYNAMICS = {"quick": ["--seeds", "8", "--quick"], "paper": ["--seeds", "8"]}
+#: Dynamics stage: eight seeds (quick: random init, 30k steps; paper: the full protocol).
+_DYNAMICS_SEEDS = 8
 
 
 def _dynamics_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
     folder = out / "dynamics"
-    run = ["dynamics", "run", "--c", "6", *_DYNAMICS[profile], "--first-seed", str(seed),
-           "--out", str(folder)]
-    _cli([*run, "--no-progress"] if quiet else run)
-    _cli(["dynamics", "llc", str(folder)])
+    config = quick_config(6) if profile == "quick" else DynamicsConfig(c=6)
+    train_into(folder, config, list(range(seed, seed + _DYNAMICS_SEEDS)), quiet=quiet)
+    llc_into(folder, extra=3, quiet=quiet)
     return _files_in(folder)
 
 
 #: The reproduction, in order.
 STAGES: list[Stage] = [
-    Stage("theory", "Critical points of the TMS population loss for c = 4..8 (derived with sympy, certified)",
-          _theory_stage),
-    Stage("llc", "SGLD estimates of the local learning coefficient at critical points against rank(H)/2",
-          _llc_stage),
-    Stage("phases", "Bayesian phase transitions in n: free-energy prediction, posterior occupancy (c = 6)",
-          _phases_stage),
-    Stage("dynamics", "SGD trajectories through the k-gon critical points, LLC along training (c = 6)",
-          _dynamics_stage),
-    Stage("superposition-geometry", "Elhage et al.: columns of W (n=5, m=2) over sparsity, ReLU and linear",
-          _superposition_stage("geometry")),
-    Stage("superposition-phase-diagram", "Elhage et al.: 2 features in 1 dimension with analytic boundaries",
-          _superposition_stage("phase-diagram")),
-    Stage("superposition-dimensionality", "Elhage et al.: dimensions per feature against 1/(1-S)",
-          _superposition_stage("dimensionality")),
-    Stage("superposition-swish", "swish_gamma vs ReLU geometry: how large must gamma be",
-          _superposition_stage("swish")),
+    Stage(
+        "theory",
+        "Critical points of the TMS population loss for c = 4..8 (derived with sympy, certified)",
+        _theory_stage,
+    ),
+    Stage(
+        "llc",
+        "LLC estimates at critical points (converged, n = 1e5) and their asymptotic fit against rank(H)/2",
+        _llc_stage,
+    ),
+    Stage(
+        "phases",
+        "Bayesian phase transitions in n: free-energy prediction, posterior occupancy (c = 6)",
+        _phases_stage,
+    ),
+    Stage(
+        "dynamics",
+        "SGD trajectories through the k-gon critical points, LLC along training (c = 6)",
+        _dynamics_stage,
+    ),
+    Stage(
+        "superposition-geometry",
+        "Elhage et al.: columns of W (n=5, m=2) over sparsity, ReLU and linear",
+        _superposition_stage("geometry"),
+    ),
+    Stage(
+        "superposition-phase-diagram",
+        "Elhage et al.: 2 features in 1 dimension with analytic boundaries",
+        _superposition_stage("phase-diagram"),
+    ),
+    Stage(
+        "superposition-dimensionality",
+        "Elhage et al.: dimensions per feature against 1/(1-S)",
+        _superposition_stage("dimensionality"),
+    ),
+    Stage(
+        "superposition-swish",
+        "swish_gamma vs ReLU geometry: how large must gamma be",
+        _superposition_stage("swish"),
+    ),
 ]
 
 
@@ -191,16 +225,36 @@ def _fingerprint(stage: Stage, profile: str, seed: int, digest: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _cached(out: Path, stage: Stage, fingerprint: str) -> list[Path] | None:
-    """The files of a previous successful run of ``stage`` with the same fingerprint, if all still exist."""
+    """The files of a previous successful run of ``stage`` with the same fingerprint, if every file is still
+    there with the size and SHA-256 recorded when it was written (an empty, truncated or edited output makes
+    the stage run again)."""
     record = out / ".stages" / f"{stage.name}.json"
     try:
         data = json.loads(record.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    files = [Path(f) for f in data.get("files", [])]
-    if data.get("fingerprint") != fingerprint or not all(f.exists() for f in files):
+    if data.get("fingerprint") != fingerprint:
         return None
+    files = []
+    for entry in data.get("files", []):
+        if not isinstance(entry, dict):
+            return None
+        f = out / entry["path"]
+        try:
+            if f.stat().st_size != entry["size"] or entry["size"] == 0 or _file_digest(f) != entry["sha256"]:
+                return None
+        except OSError:
+            return None
+        files.append(f)
     return files
 
 
@@ -224,7 +278,8 @@ def run_stages(
     Raises
     ------
     ValueError
-        For an unknown profile or stage name.
+        For an unknown profile or stage name; for an ``out`` that is a file, cannot be written or is being
+        written by another slt-tms run (:func:`slt_tms.io.locks.output_lock`, one line naming its pid).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
@@ -235,7 +290,13 @@ def run_stages(
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
         stages = [s for s in stages if s.name in only]
-    out = Path(out)
+    with output_lock(out) as locked:  # one reproduction per directory, refused before any stage runs
+        return _run_stages(locked, stages, profile, seed, quiet, force)
+
+
+def _run_stages(
+    out: Path, stages: Sequence[Stage], profile: str, seed: int, quiet: bool, force: bool
+) -> list[StageOutcome]:
     digest = _source_digest()
     outcomes: list[StageOutcome] = []
     for i, stage in enumerate(stages, 1):
@@ -253,19 +314,24 @@ def run_stages(
             files = [Path(f) for f in stage.run(out, profile, seed, quiet)]
             seconds = time.perf_counter() - t0
             outcomes.append(StageOutcome(stage.name, True, files, seconds))
-            atomic_write_text(out / ".stages" / f"{stage.name}.json", json.dumps(
-                {"fingerprint": fingerprint, "files": [str(f) for f in files], "seconds": seconds}))
+            entries = [
+                {"path": _relative(f, out), "size": f.stat().st_size, "sha256": _file_digest(f)}
+                for f in files
+            ]
+            atomic_write_text(
+                out / ".stages" / f"{stage.name}.json",
+                json.dumps({"fingerprint": fingerprint, "files": entries, "seconds": seconds}),
+            )
         except Exception as exc:  # a failing stage must not stop the others
-            outcomes.append(StageOutcome(stage.name, False, [], time.perf_counter() - t0,
-                                         f"{type(exc).__name__}: {exc}"))
+            outcomes.append(
+                StageOutcome(stage.name, False, [], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
+            )
             if not quiet:
                 traceback.print_exc(file=sys.stderr)
     return outcomes
 
 
-def _summary(outcomes: Sequence[StageOutcome], profile: str, seed: int) -> dict[str, Any]:
-    from slt_tms.io.report import package_versions
-
+def _summary(outcomes: Sequence[StageOutcome], profile: str, seed: int, out: Path) -> dict[str, Any]:
     descriptions = {s.name: s.description for s in STAGES}
     return {
         "profile": profile,
@@ -273,25 +339,43 @@ def _summary(outcomes: Sequence[StageOutcome], profile: str, seed: int) -> dict[
         "command": "slt-tms " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
         "versions": package_versions(),
         "stages": [
-            {"name": o.name, "description": descriptions.get(o.name, ""), "ok": o.ok, "seconds": o.seconds,
-             "cached": o.cached, "files": [str(f) for f in o.files], "error": o.error}
+            {
+                "name": o.name,
+                "description": descriptions.get(o.name, ""),
+                "ok": o.ok,
+                "seconds": o.seconds,
+                "cached": o.cached,
+                "files": [_relative(f, out) for f in o.files],
+                "error": o.error,
+            }
             for o in outcomes
         ],
     }
 
 
+def _relative(path: Path, out: Path) -> str:
+    """A stage's file relative to the output directory (the report resolves it against the directory it
+    lives in, whatever the working directory was)."""
+    try:
+        return str(Path(path).resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
 def _handler(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
-    from slt_tms.io.report import write_report
-
     t0 = time.perf_counter()
-    outcomes = run_stages(args.out, args.profile, seed=args.seed, quiet=args.quiet, only=args.only,
-                          force=args.force)
-    summary = _summary(outcomes, args.profile, args.seed)
-    summary["seconds"] = time.perf_counter() - t0
-    summary_path = atomic_write_text(Path(args.out) / "reproduce_summary.json", json.dumps(summary, indent=1))
-    report_path = write_report(args.out, summary)
+    with output_lock(args.out):  # one run per --out (also held by run_stages: re-entrant), checked first
+        outcomes = run_stages(
+            args.out, args.profile, seed=args.seed, quiet=args.quiet, only=args.only, force=args.force
+        )
+        summary = _summary(outcomes, args.profile, args.seed, Path(args.out))
+        summary["seconds"] = time.perf_counter() - t0
+        summary_path = atomic_write_text(
+            Path(args.out) / "reproduce_summary.json", json.dumps(summary, indent=1)
+        )
+        report_path = write_report(args.out, summary)
     print(f"\nreproduce ({args.profile}) into {args.out}:")
     for o in outcomes:
         status = ("cached" if o.cached else "ok    ") if o.ok else "FAILED"
@@ -309,10 +393,14 @@ def register(subparsers: Any) -> None:
         "reproduce",
         help="run the whole reproduction (stages) into one folder",
         description="Run every reproduction stage into --out; a failing stage is reported and the rest "
-                    "still run. Stages: " + ", ".join(s.name for s in STAGES) + ".",
+        "still run. Stages: " + ", ".join(s.name for s in STAGES) + ".",
     )
-    p.add_argument("--profile", choices=PROFILES, default="quick",
-                   help="quick: small settings; paper: full settings (default quick)")
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="quick",
+        help="quick: small settings; paper: full settings (default quick)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="root seed passed to every stage (default 0)")
     p.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")

@@ -73,11 +73,11 @@ def _register_loss(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------
 # theory critical-points
 # ---------------------------------------------------------------------------------------------
-_CP_COLUMNS = ("name", "k", "sigma", "phi", "l*", "b*", "loss", "lambda_theory", "index", "zero_modes", "C2",
+CP_COLUMNS = ("name", "k", "sigma", "phi", "l*", "b*", "loss", "lambda_theory", "index", "zero_modes", "C2",
                "local_min")
 
 
-def _critical_points_rows(c: int, progress: bool | None) -> list[dict]:
+def critical_point_rows(c: int, progress: bool | None) -> list[dict]:
     from slt_tms.theory.critical_points import critical_points
 
     rows = []
@@ -98,12 +98,12 @@ def _critical_points_handler(args: argparse.Namespace) -> int:
     import io
     import json
 
-    rows = _critical_points_rows(args.c, False if args.quiet else None)
+    rows = critical_point_rows(args.c, False if args.quiet else None)
     if args.format == "json":
         text = json.dumps({"c": args.c, "r": 2, "points": rows}, indent=2) + "\n"
     elif args.format == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*_CP_COLUMNS, "lambda_reason"], extrasaction="ignore",
+        writer = csv.DictWriter(buf, fieldnames=[*CP_COLUMNS, "lambda_reason"], extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -118,8 +118,8 @@ def _critical_points_handler(args: argparse.Namespace) -> int:
                 return f"{v:.10f}" if key == "loss" else f"{v:.6f}" if key in ("l*", "b*") else f"{v:g}"
             return str(v)
 
-        table = [list(_CP_COLUMNS)] + [[fmt(k, r[k]) for k in _CP_COLUMNS] for r in rows]
-        widths = [max(len(line[i]) for line in table) for i in range(len(_CP_COLUMNS))]
+        table = [list(CP_COLUMNS)] + [[fmt(k, r[k]) for k in CP_COLUMNS] for r in rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(CP_COLUMNS))]
         lines = ["  ".join(cell.rjust(w) if j else cell.ljust(w)
                            for j, (cell, w) in enumerate(zip(line, widths, strict=True))) for line in table]
         notes = sorted({r["lambda_reason"].split(";")[0].split(" (")[0]
@@ -165,7 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = subparsers.add_parser(
         "theory",
         help="exact theory: closed-form loss, critical points, learning coefficients",
-        description="Exact theory of the TMS (THEORY.md §3-5).",
+        description="Exact theory of the TMS.",
     )
 
     def _group_help(args: argparse.Namespace) -> int:

@@ -1,25 +1,17 @@
-"""Estimators: SGLD kernel, local learning coefficient, step-size calibration, chain diagnostics.
+"""LLC estimation: :func:`estimate_llc` with :class:`LLCConfig` (the one source of defaults), the result
+:class:`LLCResult`, the asymptotic fit over a ladder of inverse temperatures."""
 
-The main entry point is :func:`estimate_llc`; the kernel (``init``/``step``) lives in
-:mod:`slt_tms.estimators.sgld`; posterior sampling (vectorised HMC) in :mod:`slt_tms.estimators.hmc`.
-"""
-
-from slt_tms.estimators import diagnostics, hmc, sgld
-from slt_tms.estimators.calibration import CalibrationResult, calibrate_step_size, default_step_grid
-from slt_tms.estimators.llc import LLCResult, default_nbeta, estimate_llc
-from slt_tms.estimators.sgld import SGLDConfig, SGLDInfo, SGLDState
+from slt_tms.estimators.config import FIELD_HELP, SAMPLERS, LLCConfig, default_nbeta
+from slt_tms.estimators.llc import estimate_llc, fit_asymptotic
+from slt_tms.estimators.result import AsymptoticFit, LLCResult
 
 __all__ = [
-    "CalibrationResult",
+    "FIELD_HELP",
+    "SAMPLERS",
+    "AsymptoticFit",
+    "LLCConfig",
     "LLCResult",
-    "SGLDConfig",
-    "SGLDInfo",
-    "SGLDState",
-    "calibrate_step_size",
     "default_nbeta",
-    "default_step_grid",
-    "diagnostics",
     "estimate_llc",
-    "hmc",
-    "sgld",
+    "fit_asymptotic",
 ]

@@ -4,7 +4,7 @@ Nothing in this package unpickles untrusted data: checkpoints load through safet
 ``torch.load(weights_only=True)``.
 """
 
-from slt_tms.io.atomic import atomic_path, atomic_write_text, save_figure
+from slt_tms.io.atomic import atomic_path, atomic_write_text, prepare_output_dir, save_figure
 from slt_tms.io.checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
@@ -25,6 +25,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict_file",
     "load_tensors",
+    "prepare_output_dir",
     "read_json",
     "save_checkpoint",
     "save_figure",

@@ -17,7 +17,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "remove_stale_temporaries", "save_figure"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "prepare_output_dir",
+    "remove_stale_temporaries",
+    "save_figure",
+]
 
 #: Names of the temporary files of :func:`atomic_path`: ``.`` + name + ``.`` + the 8 random characters
 #: of :func:`tempfile.mkstemp` + ``.tmp`` + the destination's suffix.
@@ -125,3 +131,31 @@ def save_figure(fig, path: str | os.PathLike[str], **kwargs) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Check, BEFORE any work is done, that results can be written into the directory ``path``.
+
+    Nothing is created (a failed run leaves no empty directory behind): an existing directory must be
+    writable; a missing one must have a writable existing ancestor. The writers create it when they
+    write.
+
+    Raises
+    ------
+    ValueError
+        One line saying what is wrong: the path is a file, or the directory cannot be written.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"--out {p} is a file, not a directory; choose a directory")
+    probe = p
+    while not probe.exists():
+        parent = probe.parent
+        if parent == probe:
+            break
+        probe = parent
+    if not probe.is_dir():
+        raise ValueError(f"--out {p}: {probe} is a file, not a directory; choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write into --out {p}: {probe} is not writable; choose a writable directory")
+    return p

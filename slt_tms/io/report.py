@@ -73,8 +73,10 @@ def _fmt_cell(cell: str) -> str:
 
 def _png(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{_esc(path.name)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_esc(path.name)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{_esc(path.name)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{_esc(path.name)}</figcaption></figure>"
+    )
 
 
 def _json_block(path: Path) -> str:
@@ -104,17 +106,29 @@ def _trim(obj: Any, depth: int = 0) -> Any:
 def _stage_section(stage: dict[str, Any], root: Path) -> str:
     status = "ok" if stage.get("ok") else "FAILED"
     cls = "ok" if stage.get("ok") else "failed"
-    parts = [f'<section id="{_esc(stage["name"])}"><h2>{_esc(stage["name"])} '
-             f'<span class="{cls}">{status}</span></h2>']
+    parts = [
+        f'<section id="{_esc(stage["name"])}"><h2>{_esc(stage["name"])} '
+        f'<span class="{cls}">{status}</span></h2>'
+    ]
     if stage.get("description"):
         parts.append(f"<p>{_esc(stage['description'])}</p>")
-    note = " (up to date: outputs of an earlier run with the same code, profile and seed)" \
-        if stage.get("cached") else ""
+    note = (
+        " (up to date: outputs of an earlier run with the same code, profile and seed)"
+        if stage.get("cached")
+        else ""
+    )
     parts.append(f"<p class='meta'>{float(stage.get('seconds', 0.0)):.1f} s{_esc(note)}</p>")
     if stage.get("error"):
         parts.append(f"<pre class='error'>{_esc(stage['error'])}</pre>")
     files = [Path(f) for f in stage.get("files", [])]
     files = [f if f.is_absolute() else (root / f) for f in files]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        items = "".join(f"<li>{_esc(_rel(f, root))}</li>" for f in missing)
+        parts.append(
+            f"<div class='error'><b>MISSING</b>: {len(missing)} file(s) this stage wrote are not in the "
+            f"output directory any more:<ul>{items}</ul></div>"
+        )
     for f in files:
         if f.suffix == ".csv" and f.exists():
             parts.append(f"<h3>{_esc(f.name)}</h3>" + _csv_table(f))

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from slt_tms.io.checkpoints import load_state_dict_file, load_tensors
+from slt_tms.potentials.module import LOSSES
 from slt_tms.validation import check_choice
 
 __all__ = [
@@ -53,9 +54,8 @@ __all__ = [
     "sha256",
 ]
 
-#: Loss names of ``--loss`` (mean over the rows, as in :mod:`torch.nn.functional`); :func:`load_data`
-#: turns integer targets into class indices for ``"cross_entropy"`` and floats for ``"mse"``.
-LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+# LOSSES (the names of ``--loss``, defined with the potentials that compute them): :func:`load_data`
+# turns integer targets into class indices for ``"cross_entropy"`` and floats for ``"mse"``.
 
 _TRUST_HINT = (
     "its code runs when it is loaded and when the model is evaluated; load only archives you trust and "
@@ -301,7 +301,8 @@ def load_data(
     *,
     x_key: str = "x",
     y_key: str = "y",
-    loss: str = "mse",
+    loss: str | None = None,
+    labels: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Read inputs and targets from a data file.
 
@@ -312,9 +313,12 @@ def load_data(
         (no pickles), read by :func:`slt_tms.io.load_tensors`.
     x_key, y_key : str
         Names of the inputs ``(n, ...)`` and targets ``(n, ...)``.
-    loss : {"mse", "cross_entropy"}
+    loss : {"mse", "cross_entropy"}, optional
         Integer targets become int64 class indices for cross-entropy and floats (the default dtype) for
-        MSE.
+        MSE (also when neither ``loss`` nor ``labels`` is given).
+    labels : bool, optional
+        The same choice as a flag: ``True`` keeps integer targets as int64 class labels (cross-entropy),
+        ``False`` makes them floats. Give ``loss`` or ``labels``; both must agree if both are given.
 
     Returns
     -------
@@ -327,7 +331,13 @@ def load_data(
         Missing file, unreadable or unsafe file, missing keys (the message lists the keys found),
         different numbers of rows, empty data.
     """
-    check_choice("loss", loss, LOSSES)
+    if loss is not None:
+        check_choice("loss", loss, LOSSES)
+        if labels is not None and bool(labels) != (loss == "cross_entropy"):
+            raise ValueError(f"loss={loss!r} and labels={labels!r} disagree; give one of them")
+        as_labels = loss == "cross_entropy"
+    else:
+        as_labels = bool(labels)
     p = _existing_file(path, "data file")
     tensors = load_tensors(p)
     missing = [(flag, k) for flag, k in (("--x-key", x_key), ("--y-key", y_key)) if k not in tensors]
@@ -345,5 +355,5 @@ def load_data(
             "a non-empty leading sample axis n"
         )
     if not Y.is_floating_point():
-        Y = Y.long() if loss == "cross_entropy" else Y.to(torch.get_default_dtype())
+        Y = Y.long() if as_labels else Y.to(torch.get_default_dtype())
     return X, Y

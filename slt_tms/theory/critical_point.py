@@ -14,7 +14,7 @@ __all__ = ["CriticalPoint"]
 
 @dataclass(frozen=True)
 class CriticalPoint:
-    r"""A critical point of the TMS population loss (THEORY.md §4).
+    r"""A critical point of the TMS population loss.
 
     Parameters
     ----------

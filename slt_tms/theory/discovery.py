@@ -1,4 +1,4 @@
-r"""Numerical discovery of critical points of the TMS population loss (r = 2), THEORY.md §4.
+r"""Numerical discovery of critical points of the TMS population loss (r = 2).
 
 :func:`find_critical_points` searches the closed-form loss :math:`L(w)` of
 :mod:`slt_tms.theory.symbolic` without using the k-gon families, then compares what it found with them:
@@ -20,17 +20,20 @@ r"""Numerical discovery of critical points of the TMS population loss (r = 2), T
    (Levenberg--Marquardt on the residual :math:`\nabla L` with the Hessian as Jacobian, scipy
    ``least_squares``) from perturbations (noise 0.15) of every distinct point found in step 1 and from
    fresh random points. Only points with :math:`\|\nabla L\| < 10^{-8}` are kept.
-3. **Deduplication modulo symmetry.** :math:`L` is invariant under :math:`O(2)` acting on the hidden
-   plane and under simultaneous permutation of features; in addition, the bias of an output that never
-   fires and a vector of negligible length (:math:`< 10^{-3}`) whose output never fires are flat
-   directions. Two points are the same when a permutation matches their Gram matrices
-   :math:`W^\top W` and the biases of firing outputs within ``1e-5`` (the Gram matrix determines
-   :math:`W` up to :math:`O(2)`).
+3. **Deduplication modulo symmetry** (:mod:`slt_tms.theory.canonical`). Two points are the same when
+   they coincide modulo :math:`O(2)` acting on the hidden plane, simultaneous permutation of features
+   and the flat directions of outputs that never fire
+   (:func:`~slt_tms.theory.canonical.equivalent`: a permutation matches their Gram matrices
+   :math:`W^\top W` and the biases of firing outputs within ``1e-5``).
 4. **Classification.** Each distinct point is analysed with
-   :func:`slt_tms.theory.critical_points.analyse_point` (gradient, :math:`C^2`, Hessian index, zero
+   :func:`slt_tms.theory.point_analysis.analyse_point` (gradient, :math:`C^2`, Hessian index, zero
    modes, :math:`\lambda`) and matched to a named family :math:`k^{\sigma+,\varphi-}`: the polygon
    columns (non-negligible vectors) must form a regular k-gon with the family's :math:`(l^*, b^*)` and
    the loss must agree with the family's within ``1e-9``. Anything else is reported as new.
+
+The symmetry tools (:func:`clean`, :func:`canonical_form`, :func:`equivalent`,
+:func:`describe_geometry`) and the tolerances ``LENGTH_TOL``, ``FIRE_TOL``, ``ACCEPT_GRAD``,
+``MATCH_TOL`` live in :mod:`slt_tms.theory.canonical` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -45,17 +48,29 @@ from scipy.optimize import least_squares, minimize
 
 from slt_tms._progress import progress as _progress
 from slt_tms._rng import as_generator
-from slt_tms.theory.critical_points import (
-    analyse_point,
-    family_name,
-    family_parameters,
-    family_point,
-    probe_local_minimum,
-    solve_kgon_family,
+from slt_tms.theory.canonical import (
+    ACCEPT_GRAD,
+    FIRE_TOL,
+    LENGTH_TOL,
+    MATCH_TOL,
+    _b0_continuum,
+    _roles,
+    _value_grad,
+    canonical_form,
+    clean,
+    describe_geometry,
+    equivalent,
 )
+from slt_tms.theory.critical_points import family_parameters, family_point
+from slt_tms.theory.kgon_families import family_name, solve_kgon_family
+from slt_tms.theory.point_analysis import analyse_point, probe_local_minimum
 from slt_tms.theory.symbolic import population_loss_flat
 
 __all__ = [
+    "ACCEPT_GRAD",
+    "FIRE_TOL",
+    "LENGTH_TOL",
+    "MATCH_TOL",
     "DiscoveredPoint",
     "canonical_form",
     "clean",
@@ -64,15 +79,6 @@ __all__ = [
     "find_critical_points",
     "recovered_names",
 ]
-
-#: Vectors shorter than this count as zero (flat direction when their output never fires).
-LENGTH_TOL = 1e-3
-#: An output "fires" when b_i or max_j a_ij + b_i exceeds this.
-FIRE_TOL = 1e-7
-#: Gradient norm below which a numerically found point is accepted as critical.
-ACCEPT_GRAD = 1e-8
-#: Tolerance of the symmetry matching (Gram entries, biases, lengths, angles).
-MATCH_TOL = 1e-5
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class DiscoveredPoint:
     kind : str
         ``"minimum"``, ``"saddle"`` (index > 0), ``"degenerate minimum"`` (index 0 but a zero mode not
         tangent to a manifold of minima), ``"non-C2 minimum"`` / ``"non-C2 saddle"`` (L is not
-        :math:`C^2` there; decided by :func:`~slt_tms.theory.critical_points.probe_local_minimum`).
+        :math:`C^2` there; decided by :func:`~slt_tms.theory.point_analysis.probe_local_minimum`).
     index, num_zero_modes : int or None
     is_c2 : bool
     lambda_theory : float or None
@@ -149,185 +155,8 @@ class DiscoveredPoint:
 
 
 # ----------------------------------------------------------------------------------------------------
-# symmetry: canonical description and equivalence
+# matching to the named k-gon families
 # ----------------------------------------------------------------------------------------------------
-
-
-def _roles(W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gram matrix, which outputs fire, which columns carry a relevant (non-inert) vector.
-
-    A vector is *inert* (a flat direction: shrinking it to 0 leaves L unchanged) when its own output
-    never fires and, for every other output j, b_j <= 0 and a_ji + b_j <= 0 (so the pair term stays 0
-    as a_ji -> 0), or W_j = 0 (a_ji = 0 whatever W_i is).
-    """
-    G = W.T @ W
-    lengths = np.sqrt(np.clip(np.diag(G), 0, None))
-    fires = (b > FIRE_TOL) | ((G + b[:, None]).max(axis=1) > FIRE_TOL)
-    vec = lengths > LENGTH_TOL
-    c = W.shape[1]
-    for i in range(c):
-        if not vec[i] or fires[i]:
-            continue
-        inert = True
-        for j in range(c):
-            if j == i or lengths[j] <= LENGTH_TOL:
-                continue
-            if b[j] > FIRE_TOL or G[j, i] + b[j] > FIRE_TOL:
-                inert = False
-                break
-        if inert:
-            vec[i] = False
-    return G, fires, vec
-
-
-def clean(W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""Move along flat directions to a tidy representative of a critical point.
-
-    Every column whose output never fires is tried, one at a time, at :math:`W_i = 0, b_i = -1`; the move
-    is kept when it changes :math:`L` by at most ``1e-13`` and keeps :math:`\|\nabla L\| < 10^{-8}`.
-    (Minimisers tend to stop such columns on the edge of their flat region.)
-    """
-    W = np.asarray(W, dtype=float).copy()
-    b = np.asarray(b, dtype=float).copy()
-    c = W.shape[1]
-    fun = _value_grad(c)
-    L0, _ = fun(np.concatenate([W.reshape(-1), b]))
-    _, fires, _ = _roles(W, b)
-    for i in np.flatnonzero(~fires):
-        W2, b2 = W.copy(), b.copy()
-        W2[:, i] = 0.0
-        b2[i] = -1.0
-        L2, g2 = fun(np.concatenate([W2.reshape(-1), b2]))
-        if abs(L2 - L0) <= 1e-13 and np.linalg.norm(g2) < ACCEPT_GRAD:
-            W, b = W2, b2
-    return W, b
-
-
-def canonical_form(W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""A representative of ``(W, b)`` modulo :math:`O(2)`, feature permutations and flat directions.
-
-    Inert vectors (negligible, :math:`|W_i| < 10^{-3}`, or silent and never making another output fire,
-    see ``_roles``) are set to 0; biases of
-    outputs that never fire are replaced by NaN (any value that keeps them silent is equivalent);
-    columns are sorted by (fires, length, bias); the largest vector is rotated onto the positive x-axis
-    and the plane reflected so that the next non-collinear vector has positive y.
-
-    Returns
-    -------
-    W : ndarray, shape ``(2, c)``
-    b : ndarray, shape ``(c,)``
-    perm : ndarray of int
-        ``W_canon[:, i] = R W[:, perm[i]]``.
-    """
-    W = np.asarray(W, dtype=float)
-    b = np.asarray(b, dtype=float)
-    _, fires, vec = _roles(W, b)
-    W = W.copy()
-    W[:, ~vec & ~fires] = 0.0
-    bb = np.where(fires, b, np.nan)
-    lengths = np.linalg.norm(W, axis=0)
-    key = [(-int(fires[i]), -round(lengths[i], 6), round(b[i], 6) if fires[i] else 0.0)
-           for i in range(W.shape[1])]
-    perm = np.array(sorted(range(W.shape[1]), key=lambda i: key[i]), dtype=int)
-    W, bb = W[:, perm], bb[perm]
-    j = int(np.argmax(np.linalg.norm(W, axis=0)))
-    if np.linalg.norm(W[:, j]) > 0:
-        th = math.atan2(W[1, j], W[0, j])
-        R = np.array([[math.cos(-th), -math.sin(-th)], [math.sin(-th), math.cos(-th)]])
-        W = R @ W
-        for i in range(W.shape[1]):
-            if abs(W[1, i]) > MATCH_TOL:
-                if W[1, i] < 0:
-                    W[1] = -W[1]
-                break
-    return W, bb, perm
-
-
-def equivalent(
-    W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray, tol: float = MATCH_TOL
-) -> bool:
-    r"""Whether two points coincide modulo :math:`O(2)`, feature permutations and flat directions.
-
-    A backtracking search for a permutation :math:`\pi` with :math:`G_1 = \pi G_2 \pi^\top` and equal
-    biases of firing outputs (entries within ``tol``), after zeroing negligible silent vectors. The
-    Gram matrix determines :math:`W` up to :math:`O(2)`, so this is an exact test (up to ``tol``).
-    """
-    Wa, ba, _ = canonical_form(W1, b1)
-    Wb, bb, _ = canonical_form(W2, b2)
-    if Wa.shape != Wb.shape:
-        return False
-    Ga, Gb = Wa.T @ Wa, Wb.T @ Wb
-    c = Ga.shape[0]
-    fa, fb = ~np.isnan(ba), ~np.isnan(bb)
-
-    def compatible(i: int, j: int) -> bool:
-        if fa[i] != fb[j] or abs(Ga[i, i] - Gb[j, j]) > tol:
-            return False
-        return not (fa[i] and abs(ba[i] - bb[j]) > tol)
-
-    assign: list[int] = []
-    used = [False] * c
-
-    def search(i: int) -> bool:
-        if i == c:
-            return True
-        for j in range(c):
-            if used[j] or not compatible(i, j):
-                continue
-            if any(abs(Ga[i, p] - Gb[j, assign[p]]) > tol for p in range(i)):
-                continue
-            used[j] = True
-            assign.append(j)
-            if search(i + 1):
-                return True
-            assign.pop()
-            used[j] = False
-        return False
-
-    return search(0)
-
-
-def describe_geometry(W: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    r"""Polygon geometry of a point: k, sigma, phi, regularity, lengths, angles, biases.
-
-    Polygon vectors are the columns of length :math:`\ge 10^{-3}`; among them those whose output never
-    fires are *switched off* (:math:`\varphi`); zero columns with positive bias count in
-    :math:`\sigma`. The polygon is *regular* when all its vectors have the same length and the sorted
-    angles are equally spaced by :math:`2\pi/k` (within ``1e-5``) and the live ones share one bias.
-    """
-    W = np.asarray(W, dtype=float)
-    b = np.asarray(b, dtype=float)
-    _, fires, vec = _roles(W, b)
-    k = int(vec.sum())
-    phi = int((vec & ~fires).sum())
-    sigma = int((~vec & (b > FIRE_TOL)).sum())
-    lengths = np.linalg.norm(W[:, vec], axis=0)
-    angles = np.sort(np.mod(np.arctan2(W[1, vec], W[0, vec]), 2 * np.pi))
-    regular = False
-    if k >= 2:
-        gaps = np.diff(np.append(angles, angles[0] + 2 * np.pi))
-        live_b = b[vec & fires]
-        regular = bool(
-            np.ptp(lengths) < MATCH_TOL * max(1.0, lengths.max())
-            and np.abs(gaps - 2 * np.pi / k).max() < MATCH_TOL
-            and (live_b.size == 0 or np.ptp(live_b) < MATCH_TOL)
-        )
-    return {
-        "k": k, "sigma": sigma, "phi": phi, "regular": regular,
-        "lengths": lengths.tolist(), "angles": angles.tolist(),
-        "live_biases": b[vec & fires].tolist(), "positive_dead_biases": b[~vec & (b > FIRE_TOL)].tolist(),
-    }
-
-
-def _b0_continuum(W: np.ndarray, b: np.ndarray) -> bool:
-    G, fires, vec = _roles(W, b)
-    live = np.flatnonzero(vec & fires)
-    if live.size == 0:
-        return False
-    if np.abs(b[live]).max() > MATCH_TOL or np.abs(np.diag(G)[live] - 1).max() > MATCH_TOL:
-        return False
-    sub = G[np.ix_(live, live)] - np.diag(np.diag(G)[live])
-    return bool(sub.max() <= MATCH_TOL)
 
 
 def _continuum_names(m: int, sigma: int, loss: float, c: int) -> list[str]:
@@ -386,12 +215,12 @@ def _random_starts(num: int, c: int, gen: torch.Generator) -> torch.Tensor:
 
     * A third are **unstructured**: half with Gaussian columns (sd 0.7), half with columns of length
       U[0, 1.6] at uniform angles; each column shrunk by 0.05 with probability 0.3; biases U[-0.7, 0.3].
-    * Two thirds are **structured** like the critical points of THEORY.md §4 without fixing any of them:
+    * Two thirds are **structured** like the k-gon critical points without fixing any of them:
       a number :math:`m \sim U\{1, \dots, c\}` of random columns are *live*, of length
       :math:`1 + 0.1\,\mathcal N(0, 1)` (the scale of a perfectly reconstructed feature) at independent
       uniform angles with bias U[-0.3, 0.1]; the other columns are *dead*, a vector of sd 0.01 (so an
       unstable dead column can revive) with a bias of random sign: U[0, 1/c] (centred on the optimal
-      positive dead bias :math:`1/(2c)`, ``critical_points.dead_bias_optimum``) or U[-0.5, 0].
+      positive dead bias :math:`1/(2c)`, ``kgon_families.dead_bias_optimum``) or U[-0.5, 0].
     """
     n1 = num // 3
     n1a = n1 // 2
@@ -486,16 +315,6 @@ def _adam(w0: torch.Tensor, c: int, steps: int, lr: float) -> torch.Tensor:
         opt.step()
         sched.step()
     return w.detach()
-
-
-def _value_grad(c: int):
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        w = torch.as_tensor(x, dtype=torch.float64).requires_grad_(True)
-        val = population_loss_flat(w, c, 2)
-        (g,) = torch.autograd.grad(val, w)
-        return float(val.detach()), g.numpy().copy()
-
-    return fun
 
 
 def _grad_np(x: np.ndarray, c: int) -> np.ndarray:

@@ -6,7 +6,7 @@ the closed-form :math:`(\lambda, m)` from :mod:`slt_tms.theory.learning_coeffici
 
 How the problems meet the estimator
 -----------------------------------
-The LLC estimator (THEORY.md §5) samples
+The LLC estimator samples
 
 .. math::
 

@@ -1,7 +1,7 @@
 r"""Closed-form learning coefficients: ground truths for validating estimators.
 
 The (local) learning coefficient :math:`\lambda` and its multiplicity :math:`m` describe how the volume
-of near-optimal parameters shrinks (THEORY.md §5):
+of near-optimal parameters shrinks:
 
 .. math::
 

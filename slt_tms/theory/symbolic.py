@@ -1,4 +1,4 @@
-r"""The closed-form population loss of the TMS, derived with sympy (THEORY.md §3).
+r"""The closed-form population loss of the TMS, derived with sympy.
 
 For one-hot uniform inputs (:math:`x = \mu e_j`, :math:`j \sim U\{1..c\}`, :math:`\mu \sim U[0,1]`) and
 ReLU, the population loss of :math:`w = (W, b)` is

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from slt_tms.cli import main
-from slt_tms.commands.llc import load_data, parse_critical_name
+from slt_tms.commands.llc import parse_critical_name
+from slt_tms.io.user_models import load_data
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
@@ -77,13 +78,27 @@ def test_end_to_end_pt_npz_outputs(files, tmp_path, capsys, monkeypatch):
     import arviz as az
 
     out = tmp_path / "res"
-    code, stdout, stderr = _run([str(files["pt"]), "--model", FACTORY, "--data", str(files["npz"]), *TINY,
-                                 "--seed", "7", "--out", str(out)], capsys)
+    code, stdout, stderr = _run(
+        [
+            str(files["pt"]),
+            "--model",
+            FACTORY,
+            "--data",
+            str(files["npz"]),
+            *TINY,
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, stderr
-    assert "local learning coefficient" in stdout and "+/-" in stdout and "R-hat" in stdout
-    assert "SGLD (LLC)" in stderr  # progress bar shown without --quiet
+    assert "lambda_hat = " in stdout and "+/-" in stdout and "R-hat" in stdout
+    assert "NOT TRUSTWORTHY" in stdout.splitlines()[0]  # 40 draws cannot converge: said on the first line
+    assert "LLC (hmc)" in stderr  # one progress bar shown without --quiet
     rec = json.loads((out / "llc.json").read_text())
-    for key in ("llc", "se", "config", "seed", "rhat", "ess", "mala_acceptance", "diverged"):
+    for key in ("llc", "se", "config", "seed", "rhat", "ess", "acceptance", "diverged", "flags", "converged"):
         assert key in rec
     assert rec["seed"] == 7 and rec["config"]["step_size"] == 1e-4 and rec["config"]["n"] == 128
     assert rec["config"]["num_chains"] == 2 and rec["config"]["num_draws"] == 40
@@ -104,16 +119,37 @@ def test_formats_agree(files, tmp_path, capsys, monkeypatch):
     runs = {
         "pt_npz": [str(files["pt"]), "--model", FACTORY, "--data", str(files["npz"])],
         "st_st": [str(files["st"]), "--model", FACTORY, "--data", str(files["dst"])],
-        "ts": [str(files["ts"]), "--torchscript", "--trust-torchscript", "--data", str(files["dpt"]),
-               "--x-key", "inputs", "--y-key", "targets"],
+        "ts": [
+            str(files["ts"]),
+            "--torchscript",
+            "--trust-torchscript",
+            "--data",
+            str(files["dpt"]),
+            "--x-key",
+            "inputs",
+            "--y-key",
+            "targets",
+        ],
     }
     for name, args in runs.items():
         code, _, err = _run([*args, *TINY, "--quiet", "--out", str(tmp_path / name)], capsys)
         assert code == 0, err
         res[name] = json.loads((tmp_path / name / "llc.json").read_text())
     monkeypatch.chdir(ROOT / "examples")  # MODULE as an import name, found on the current directory
-    code, _, err = _run([str(files["st"]), "--model", "my_factory:make_mlp", "--data", str(files["npz"]),
-                         *TINY, "--quiet", "--out", str(tmp_path / "mod")], capsys)
+    code, _, err = _run(
+        [
+            str(files["st"]),
+            "--model",
+            "my_factory:make_mlp",
+            "--data",
+            str(files["npz"]),
+            *TINY,
+            "--quiet",
+            "--out",
+            str(tmp_path / "mod"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     res["mod"] = json.loads((tmp_path / "mod" / "llc.json").read_text())
     assert res["pt_npz"]["llc"] == res["st_st"]["llc"] == res["mod"]["llc"]
@@ -132,13 +168,29 @@ def test_torchscript_minibatch_and_cross_entropy(tmp_path, capsys):
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     torch.jit.save(torch.jit.script(net), str(tmp_path / "clf.pt"))
     np.savez(tmp_path / "clf.npz", x=x.numpy(), y=labels.numpy())
-    code, _, err = _run([str(tmp_path / "clf.pt"), "--torchscript", "--trust-torchscript",
-                         "--data", str(tmp_path / "clf.npz"), "--loss", "cross_entropy", "--batch-size", "16",
-                         *TINY, "--quiet", "--out", str(tmp_path / "o")], capsys)
+    code, _, err = _run(
+        [
+            str(tmp_path / "clf.pt"),
+            "--torchscript",
+            "--trust-torchscript",
+            "--data",
+            str(tmp_path / "clf.npz"),
+            "--loss",
+            "cross_entropy",
+            "--batch-size",
+            "16",
+            *TINY,
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     rec = json.loads((tmp_path / "o" / "llc.json").read_text())
     assert rec["config"]["kind"] == "minibatch" and rec["config"]["batch_size"] == 16
     assert rec["config"]["d"] == sum(p.numel() for p in net.parameters())
+    assert rec["config"]["sampler_used"] == "sgld"
     # anchor loss = full-data cross-entropy of the untouched network
     with torch.no_grad():
         want = float(torch.nn.functional.cross_entropy(net(x), labels.long()))
@@ -193,8 +245,10 @@ def _write_factory(tmp_path: Path, body: str) -> str:
         ("missing_checkpoint", "checkpoint not found"),
         ("missing_data", "data file not found"),
         ("unknown_loss", "unknown --loss 'hinge'; allowed: mse, cross_entropy"),
-        ("zero_step", "--step-size must be a finite positive number"),
-        ("negative_step", "--step-size must be a finite positive number"),
+        ("zero_step", "step_size must be a finite positive number"),
+        ("negative_step", "step_size must be a finite positive number"),
+        ("untrusted_torchscript", "--trust-torchscript"),
+        ("out_is_a_file", "is a file, not a directory"),
         ("factory_not_found", "factory 'nope' not found"),
         ("module_not_found", "cannot import module 'no_such_module_xyz'"),
         ("bad_spec", "--model must be MODULE:FACTORY"),
@@ -202,7 +256,7 @@ def _write_factory(tmp_path: Path, body: str) -> str:
         ("shape_mismatch", "shape mismatch: 0.weight: checkpoint (16, 4) vs model (8, 4)"),
         ("extra_keys", "not in model: 2.weight, 2.bias"),
         ("data_keys", "found: 'x' (128, 4), 'y' (128, 2)"),
-        ("input_width", "cannot be applied to the inputs x of shape (10, 5)"),
+        ("input_width", "cannot be applied to the inputs of shape (10, 5)"),
         ("no_model", "--model MODULE:FACTORY or --torchscript"),
         ("no_data", "--data FILE is required"),
         ("critical_no_c", "--tms-critical needs --c"),
@@ -247,25 +301,29 @@ def test_bad_input_one_line_errors(files, tmp_path, capsys, case, expect):
         "critical_with_data": ["--tms-critical", "5+", "--c", "6", "--data", data],
         "bad_potential": ["--tms-critical", "5+", "--c", "6", "--potential", "exact"],
         "nonnumeric_ckpt": [str(txt), "--model", FACTORY, "--data", data],
+        "untrusted_torchscript": [str(files["ts"]), "--torchscript", "--data", data],
+        "out_is_a_file": [*base],
     }[case]
     if not any(a.startswith("--step-size") for a in args):
         args = [*args, *TINY]
     elif case in ("zero_step", "negative_step"):
         args = [*args, "--num-draws", "10"]
     out = tmp_path / "o"
+    if case == "out_is_a_file":
+        out.write_text("a file")
     code, _, err = _run([*args, "--quiet", "--out", str(out)], capsys)
     assert code == 2, (case, err)
     assert err.startswith("slt-tms: error:") and err.count("\n") == 1, err
     assert expect in err, err
-    assert not out.exists()
+    assert not out.exists() or case == "out_is_a_file"
 
 
 def test_load_data_conversions(files, tmp_path):
     x, y = load_data(files["npz"])
     assert x.shape == (128, 4) and y.dtype == torch.float32
     np.savez(tmp_path / "int.npz", x=np.zeros((3, 2), np.float32), y=np.array([0, 2, 1], np.int16))
-    _, y_ce = load_data(tmp_path / "int.npz", loss="cross_entropy")
-    _, y_mse = load_data(tmp_path / "int.npz", loss="mse")
+    _, y_ce = load_data(tmp_path / "int.npz", labels=True)
+    _, y_mse = load_data(tmp_path / "int.npz", labels=False)
     assert y_ce.dtype == torch.int64 and y_mse.is_floating_point()
     np.savez(tmp_path / "rows.npz", x=np.zeros((3, 2)), y=np.zeros(4))
     with pytest.raises(ValueError, match="leading sample axis"):
@@ -282,9 +340,28 @@ def test_parse_critical_name():
 
 def test_tms_critical_population(tmp_path, capsys):
     out = tmp_path / "cp"
-    code, stdout, err = _run(["--tms-critical", "5+", "--c", "6", "--n", "1000", "--step-size", "1e-4",
-                              "--num-chains", "2", "--num-draws", "60", "--num-burnin", "10", "--out",
-                              str(out)], capsys)
+    code, stdout, err = _run(
+        [
+            "--tms-critical",
+            "5+",
+            "--c",
+            "6",
+            "--n",
+            "1000",
+            "--step-size",
+            "1e-4",
+            "--num-chains",
+            "2",
+            "--num-draws",
+            "60",
+            "--num-burnin",
+            "10",
+            "--no-ladder",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "theory          lambda = 8.5" in stdout  # rank(H)/2 = 17/2 (slt_tms.theory.critical_points.kgon)
     rec = json.loads((out / "llc.json").read_text())
@@ -297,12 +374,36 @@ def test_tms_critical_population(tmp_path, capsys):
 
 def test_tms_critical_empirical(tmp_path, capsys):
     out = tmp_path / "cp"
-    code, _, err = _run(["--tms-critical", "6", "--c", "6", "--potential", "empirical", "--n", "200",
-                         "--batch-size", "50", "--step-size", "1e-4", "--num-chains", "2", "--num-draws",
-                         "30", "--num-burnin", "5", "--quiet", "--out", str(out)], capsys)
+    code, _, err = _run(
+        [
+            "--tms-critical",
+            "6",
+            "--c",
+            "6",
+            "--potential",
+            "empirical",
+            "--n",
+            "200",
+            "--batch-size",
+            "50",
+            "--step-size",
+            "1e-4",
+            "--num-chains",
+            "2",
+            "--num-draws",
+            "30",
+            "--num-burnin",
+            "5",
+            "--no-ladder",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     rec = json.loads((out / "llc.json").read_text())
-    assert rec["config"]["kind"] == "minibatch" and rec["config"]["num_data"] == 200
+    assert rec["config"]["kind"] == "minibatch" and rec["config"]["potential"]["data"]["num_rows"] == 200
     assert rec["config"]["cli"]["data_seed"] is not None
 
 
@@ -310,4 +411,32 @@ def test_example_runs_tiny(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["llc_custom_model.py", "--tiny"])
     monkeypatch.setenv("SLT_TMS_NO_PROGRESS", "1")
     runpy.run_path(str(ROOT / "examples" / "llc_custom_model.py"), run_name="__main__")
-    assert "local learning coefficient" in capsys.readouterr().out
+    assert "lambda_hat = " in capsys.readouterr().out
+
+
+def test_one_source_of_defaults_cli_docs_api(capsys):
+    """The CLI help, the documentation table and the API all show LLCConfig's defaults, and the
+    documentation builds its table from the code (so it cannot drift)."""
+    import dataclasses
+    import re
+
+    from slt_tms.estimators import LLCConfig
+    from slt_tms.estimators.config import defaults_table
+
+    with pytest.raises(SystemExit):
+        main(["llc", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    helptext = helptext[helptext.index("options:"):]  # past the usage line
+    table = defaults_table()
+    for f in dataclasses.fields(LLCConfig):
+        shown = "none" if f.default is None else (
+            " ".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default))
+        flag = "--" + f.name.replace("_", "-")
+        m = re.search(re.escape(flag) + r"(?![\w-]).*?\(default: ([^)]*)\)", helptext)
+        assert m and m.group(1) == shown, (flag, m and m.group(1), shown)
+        assert f"| `{f.name}` | `{'None' if f.default is None else shown}` |" in table
+    doc = (ROOT / "docs" / "estimators.md").read_text()
+    assert "print(defaults_table())" in doc
+    # no hand-written default in the estimator's docstrings or docs can contradict the code
+    for text in (doc, __import__("slt_tms.estimators.llc", fromlist=["x"]).__doc__):
+        assert "localization 100" not in text and "MALA by default" not in text

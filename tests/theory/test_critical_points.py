@@ -90,7 +90,7 @@ def test_dead_bias_optimum_matches_closed_form_loss():
         beta, contribution = dead_bias_optimum(c)
         assert beta == sp.Rational(1, 2 * c)
         assert contribution == sp.Rational(1, 3) - sp.Rational(1, 4 * c)
-        # switching one dead column from b = -1 to 1/(2c) lowers L by 1/(4c^2) (THEORY.md §3)
+        # switching one dead column from b = -1 to 1/(2c) lowers L by 1/(4c^2)
         W, b = family_point(4, c, 0)
         b2 = b.copy()
         b2[4] = 1 / (2 * c)

@@ -2,7 +2,7 @@
 
 Reference values are never typed in: they come from (i) adaptive quadrature of the defining integral,
 (ii) sympy's own integration of the ReLU integrand at exact rational points, (iii) Monte-Carlo on
-sampled data through the model of slt_tms.tms, or (iv) the facts of THEORY.md §3 derived here with
+sampled data through the model of slt_tms.tms, or (iv) the facts of the closed form derived here with
 sympy.
 """
 
@@ -268,7 +268,7 @@ def test_dtypes():
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. exact evaluation and the facts of THEORY.md §3
+# 3. exact evaluation and the facts of the closed form
 # ----------------------------------------------------------------------------------------------
 def test_exact_matches_float_at_rational_points():
     rng = np.random.default_rng(5)

@@ -1,5 +1,5 @@
-r"""Convergence diagnostics for SGLD traces ``(chain, draw)``: Monte-Carlo standard error, ESS, R-hat,
-MALA acceptance, a two-halves stationarity test and divergence flags.
+r"""Convergence diagnostics of chain traces ``(chain, draw)``: Monte-Carlo standard error, ESS, R-hat,
+acceptance, a two-halves stationarity test and divergence flags.
 
 All chain statistics use ArviZ (rank-normalised split R-hat, bulk ESS, MCSE of the mean; Vehtari et al.
 2021). The stationarity statistic compares the means of the first and second half of the draws:
@@ -15,22 +15,66 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "divergence_flags",
     "ess",
+    "inference_data",
     "mala_acceptance",
     "mcse_mean",
+    "read_netcdf",
     "rhat",
     "stationarity_z",
+    "summary_stats",
 ]
 
 
-def _dataset(x: np.ndarray):
-    import arviz as az
+def _arviz() -> Any:
+    """ArviZ, imported on first use: it pulls in xarray/pandas (about a second) that the command line and
+    most library calls never need. The boundary to ArviZ is this module only (0.23.x InferenceData API)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+    return az
 
+
+def inference_data(posterior: dict[str, np.ndarray], sample_stats: dict[str, np.ndarray] | None = None,
+                   dims: dict[str, list[str]] | None = None) -> Any:
+    """An ArviZ ``InferenceData`` with ``posterior`` (and ``sample_stats``) arrays of shape
+    ``(chain, draw, ...)``."""
+    az = _arviz()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return az.from_dict(posterior=posterior, sample_stats=sample_stats or {}, dims=dims or {})
+
+
+def read_netcdf(path: str) -> Any:
+    """Read an ``InferenceData`` written with ``to_netcdf``."""
+    return _arviz().from_netcdf(str(path))
+
+
+def summary_stats(idata: Any) -> dict[str, Any]:
+    """R-hat (rank-normalised split) and bulk ESS of every posterior variable of an ``InferenceData``
+    (JSON-ready: floats or nested lists)."""
+    az = _arviz()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rh = az.rhat(idata)
+        es = az.ess(idata)
+    out: dict[str, Any] = {"rhat": {}, "ess": {}}
+    for name in idata.posterior.data_vars:
+        r = np.asarray(rh[name].values, dtype=float)
+        e = np.asarray(es[name].values, dtype=float)
+        out["rhat"][name] = float(r) if r.ndim == 0 else r.tolist()
+        out["ess"][name] = float(e) if e.ndim == 0 else e.tolist()
+    return out
+
+
+def _dataset(x: np.ndarray) -> Any:
+    az = _arviz()
     x = np.asarray(x, dtype=float)
     if x.ndim != 2:
         raise ValueError(f"traces must have shape (chain, draw), got {x.shape}")
@@ -55,8 +99,7 @@ def mcse_mean(x: np.ndarray) -> float:
     >>> 0.0 < mcse_mean(rng.normal(size=(4, 500))) < 0.05
     True
     """
-    import arviz as az
-
+    az = _arviz()
     x = np.asarray(x, dtype=float)
     if x.ndim == 2 and np.all(np.isfinite(x)) and x.size > 0 and np.ptp(x) == 0:
         return 0.0
@@ -65,28 +108,26 @@ def mcse_mean(x: np.ndarray) -> float:
 
 def ess(x: np.ndarray) -> float:
     """Bulk effective sample size of a ``(chain, draw)`` trace (ArviZ)."""
-    import arviz as az
-
+    az = _arviz()
     return _stat(az.ess, x, method="bulk")
 
 
 def rhat(x: np.ndarray) -> float:
     """Rank-normalised split R-hat of a ``(chain, draw)`` trace (ArviZ); nan with fewer than 2 chains."""
-    import arviz as az
-
+    az = _arviz()
     x = np.asarray(x, dtype=float)
     if x.ndim != 2 or x.shape[0] < 2:
         return math.nan
     return _stat(az.rhat, x)
 
 
-def mala_acceptance(log_accept: np.ndarray) -> float:
-    r"""Mean MALA acceptance probability :math:`\overline{\min(1, e^{\log\alpha})}` over finite entries."""
-    la = np.asarray(log_accept, dtype=float)
-    la = la[np.isfinite(la)]
-    if la.size == 0:
+def mala_acceptance(accept_prob: np.ndarray) -> float:
+    r"""Mean acceptance probability over the finite entries (NaN marks steps without a diagnostic)."""
+    a = np.asarray(accept_prob, dtype=float)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
         return math.nan
-    return float(np.mean(np.exp(np.minimum(la, 0.0))))
+    return float(np.mean(a))
 
 
 def stationarity_z(x: np.ndarray) -> float:

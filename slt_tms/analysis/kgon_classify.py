@@ -1,0 +1,275 @@
+r"""The one classifier of TMS parameters (posterior draws and SGD checkpoints) into critical-point families.
+
+Phases are BASINS of the critical points, not tolerance windows around them. Each parameter vector
+:math:`w = (W, b)` (``r = 2``) is first moved by a short gradient flow of the closed-form population loss
+
+.. math:: w_{t+1} = w_t - \eta\,\nabla L(w_t), \qquad t = 0, \dots, T - 1
+
+(:math:`\eta` = ``flow_lr``, :math:`T` = ``flow_steps``), which removes the thermal (posterior) or
+stochastic (SGD) displacement from the critical point whose basin the sample sits in, while a point on
+a saddle plateau, where the gradient is small, stays put (the flow is short: it does not escape a saddle).
+The flowed point is then named by
+
+1. **vertices**: columns with :math:`\lVert W_i\rVert \ge \theta \max_j \lVert W_j\rVert` (and the
+   largest at least ``min_length``); :math:`k` = their number;
+2. **geometry**: the vertices form a regular :math:`k`-gon modulo :math:`O(2)` (angular gaps within
+   ``angle_tol`` of :math:`2\pi/k`, lengths within ``length_ratio``);
+3. **signs**: :math:`\varphi` = vertices with :math:`b_j < -\tfrac12\lVert W_j\rVert^2` (switched off),
+   :math:`\sigma` = non-vertex columns with :math:`b_i > 1/(4c)` (half the optimal dead bias
+   :math:`1/(2c)`);
+4. **energy**: among the families with the same :math:`(k, \sigma, \varphi)` the one whose level
+   :math:`L_a` is nearest, accepted if :math:`|L(w_T) - L_a| \le` ``energy_tol`` (default
+   :math:`1/(10c^2)`, 0.4 of the smallest spacing :math:`1/(4c^2)` between two levels of one polygon).
+
+A sample that fits no family is ``"unclassified"`` with the reason. ``flow_steps=0`` gives the old
+tolerance-window classification (for comparisons).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from slt_tms.theory.critical_point import CriticalPoint
+from slt_tms.theory.symbolic import population_loss_flat
+from slt_tms.tms import num_params, unpack
+from slt_tms.validation import check_float, check_int
+
+__all__ = ["UNCLASSIFIED", "Classification", "ClassifyTolerances", "classify", "gradient_flow"]
+
+#: Name given to samples that fit no family.
+UNCLASSIFIED = "unclassified"
+
+
+@dataclass(frozen=True)
+class ClassifyTolerances:
+    r"""Settings of :func:`classify` (module docstring).
+
+    Parameters
+    ----------
+    flow_steps : int
+        Gradient-descent steps on the population loss before naming (100).
+    flow_lr : float
+        Their step size :math:`\eta` (0.2; the population loss has curvatures below 2 at the families, so
+        the descent is stable).
+    live_threshold : float
+        A column is a vertex iff its norm is at least this fraction of the largest (0.5).
+    min_length : float
+        Absolute floor of the largest vertex (0.1): below it ``k = 0``.
+    angle_tol : float
+        Every angular gap within ``angle_tol`` :math:`\times 2\pi/k` of :math:`2\pi/k` (0.35).
+    length_ratio : float
+        Shortest vertex / longest vertex at least this (0.5).
+    energy_tol : float, optional
+        Largest :math:`|L(w_T) - L_a|` (default :math:`1/(10c^2)`).
+    """
+
+    flow_steps: int = 100
+    flow_lr: float = 0.2
+    live_threshold: float = 0.5
+    min_length: float = 0.1
+    angle_tol: float = 0.35
+    length_ratio: float = 0.5
+    energy_tol: float | None = None
+
+    def __post_init__(self) -> None:
+        check_int("flow_steps", self.flow_steps, minimum=0)
+        check_float("flow_lr", self.flow_lr, positive=True)
+        for name in ("live_threshold", "angle_tol", "length_ratio"):
+            v = check_float(name, getattr(self, name))
+            if not 0 < v < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {v!r}")
+        check_float("min_length", self.min_length, nonnegative=True)
+        if self.energy_tol is not None:
+            check_float("energy_tol", self.energy_tol, positive=True)
+
+
+@dataclass(frozen=True)
+class Classification:
+    r"""Per-sample output of :func:`classify` (arrays of shape ``(N,)``, object arrays for strings).
+
+    Attributes
+    ----------
+    names : family name or ``"unclassified"``
+    reason : why (the matched family, or what did not fit)
+    loss : population loss :math:`L(w_T)` after the flow
+    loss_start : population loss :math:`L(w)` of the sample itself
+    nearest : the family with the nearest energy level to :math:`L(w_T)`
+    loss_gap : :math:`L(w_T) - L_{\text{nearest}}`
+    k, sigma, phi : vertices, dead columns with positive bias, switched-off vertices (after the flow)
+    regular : whether the vertices form a regular k-gon
+    grad_norm : :math:`\lVert\nabla L(w_T)\rVert`
+    """
+
+    names: np.ndarray
+    reason: np.ndarray
+    loss: np.ndarray
+    loss_start: np.ndarray
+    nearest: np.ndarray
+    loss_gap: np.ndarray
+    k: np.ndarray
+    sigma: np.ndarray
+    phi: np.ndarray
+    regular: np.ndarray
+    grad_norm: np.ndarray
+
+    def counts(self, names: Sequence[str]) -> np.ndarray:
+        """Number of samples with each of ``names`` (shape ``(len(names),)``)."""
+        return np.array([int(np.sum(self.names == nm)) for nm in names])
+
+    @property
+    def unclassified_share(self) -> float:
+        """Fraction of samples left unclassified."""
+        return float(np.mean(self.names == UNCLASSIFIED)) if self.names.size else 0.0
+
+
+def gradient_flow(w: torch.Tensor, c: int, r: int, steps: int, lr: float) -> torch.Tensor:
+    r""":math:`T` steps of :math:`w \leftarrow w - \eta \nabla L(w)` for every row of ``w (N, d)``
+    (float64)."""
+    x = w.detach().to(torch.float64).clone()
+    for _ in range(steps):
+        xr = x.requires_grad_(True)
+        (g,) = torch.autograd.grad(population_loss_flat(xr, c, r).sum(), xr)
+        x = (xr.detach() - lr * torch.nan_to_num(g, nan=0.0)).detach()
+    return x
+
+
+def _regular_polygon(W: np.ndarray, live: np.ndarray, tol: ClassifyTolerances) -> np.ndarray:
+    """Regular-k-gon test modulo O(2) for W (N, 2, c) with vertex mask live (N, c)."""
+    N = W.shape[0]
+    out = np.zeros(N, dtype=bool)
+    norms = np.linalg.norm(W, axis=1)
+    angles = np.arctan2(W[:, 1, :], W[:, 0, :])
+    for s in range(N):
+        idx = np.flatnonzero(live[s])
+        k = idx.size
+        if k == 0:
+            continue
+        lens = norms[s, idx]
+        if lens.min() < tol.length_ratio * lens.max():
+            continue
+        if k == 1:
+            out[s] = True
+            continue
+        a = np.sort(angles[s, idx])
+        gaps = np.diff(np.concatenate([a, a[:1] + 2 * math.pi]))
+        ideal = 2 * math.pi / k
+        out[s] = bool(np.all(np.abs(gaps - ideal) <= tol.angle_tol * ideal))
+    return out
+
+
+def classify(
+    w: torch.Tensor | np.ndarray,
+    points: Sequence[CriticalPoint],
+    *,
+    tolerances: ClassifyTolerances | None = None,
+) -> Classification:
+    r"""Name the critical-point basin of every parameter vector (module docstring).
+
+    Parameters
+    ----------
+    w : Tensor or ndarray, shape ``(..., d)``
+        Flat parameters (any leading shape; flattened to ``(N, d)``).
+    points : sequence of CriticalPoint
+        The candidate families (e.g. ``critical_points(c)``), all with the same ``c`` and ``r = 2``.
+    tolerances : ClassifyTolerances, optional
+
+    Returns
+    -------
+    Classification
+
+    Examples
+    --------
+    >>> from slt_tms.theory.critical_points import kgon
+    >>> pts = [kgon(6, 6), kgon(5, 6, 1), kgon(5, 6)]
+    >>> list(classify(torch.stack([p.flat() for p in pts]), pts).names)
+    ['6', '5+', '5']
+    """
+    tol = tolerances or ClassifyTolerances()
+    pts = list(points)
+    if not pts:
+        raise ValueError("classification needs at least one critical point (e.g. critical_points(c))")
+    c, r = pts[0].c, pts[0].r
+    if any(p.c != c or p.r != r for p in pts):
+        raise ValueError("all critical points must share c and r")
+    if r != 2:
+        raise ValueError(f"classification into polygons needs r = 2 hidden dimensions, got r = {r}")
+    d = num_params(c, r)
+    wt = torch.as_tensor(np.asarray(w) if not isinstance(w, torch.Tensor) else w).detach()
+    if wt.shape[-1:] != (d,):
+        raise ValueError(f"parameters for c={c}, r={r} must have last dimension {d}; got {tuple(wt.shape)}")
+    wt = wt.reshape(-1, d).to(torch.float64).cpu()
+    if wt.shape[0] == 0:
+        e = np.zeros(0)
+        o = np.zeros(0, dtype=object)
+        i0 = np.zeros(0, dtype=int)
+        return Classification(
+            o,
+            o.copy(),
+            e,
+            e.copy(),
+            o.copy(),
+            e.copy(),
+            i0,
+            i0.copy(),
+            i0.copy(),
+            np.zeros(0, dtype=bool),
+            e.copy(),
+        )
+    with torch.no_grad():
+        loss_start = np.asarray(population_loss_flat(wt, c, r), dtype=float).reshape(-1)
+    wf = gradient_flow(wt, c, r, tol.flow_steps, tol.flow_lr)
+    wr = wf.clone().requires_grad_(True)
+    lf = population_loss_flat(wr, c, r)
+    (g,) = torch.autograd.grad(lf.sum(), wr)
+    loss = lf.detach().numpy().reshape(-1)
+    grad_norm = g.norm(dim=-1).numpy()
+    W_t, b_t = unpack(wf, c, r)
+    W, b = W_t.numpy(), b_t.numpy()
+    norms = np.linalg.norm(W, axis=1)  # (N, c)
+    top = norms.max(axis=1, keepdims=True)
+    live = (norms >= tol.live_threshold * top) & (top >= tol.min_length)
+    k = live.sum(axis=1)
+    phi = (live & (b < -0.5 * norms**2)).sum(axis=1)
+    sigma = (~live & (b > 1.0 / (4 * c))).sum(axis=1)
+    regular = _regular_polygon(W, live, tol)
+    energy_tol = tol.energy_tol if tol.energy_tol is not None else 1.0 / (10 * c * c)
+    levels = np.array([p.loss for p in pts])
+    gaps = loss[:, None] - levels[None, :]
+    j = np.abs(gaps).argmin(axis=1)
+    nearest = np.array([pts[i].name for i in j], dtype=object)
+    loss_gap = gaps[np.arange(loss.size), j]
+    by_key: dict[tuple[int, int, int], list[CriticalPoint]] = {}
+    for p in pts:
+        by_key.setdefault((p.k, p.sigma, p.phi), []).append(p)
+    names = np.full(loss.shape, UNCLASSIFIED, dtype=object)
+    reason = np.empty(loss.shape, dtype=object)
+    for s in range(loss.size):
+        key = (int(k[s]), int(sigma[s]), int(phi[s]))
+        cands = by_key.get(key, [])
+        if not math.isfinite(loss[s]):
+            reason[s] = "non-finite loss"
+        elif not cands:
+            reason[s] = (
+                f"no family with k={key[0]}, sigma={key[1]}, phi={key[2]} (nearest level: {nearest[s]}, "
+                f"gap {loss_gap[s]:+.2e})"
+            )
+        elif not regular[s]:
+            reason[s] = f"the {key[0]} vertices do not form a regular {key[0]}-gon"
+        else:
+            best = min(cands, key=lambda p, L=loss[s]: abs(p.loss - L))
+            if abs(best.loss - loss[s]) <= energy_tol:
+                names[s] = best.name
+                reason[s] = f"basin of {best.name}: energy level and geometry match"
+            else:
+                reason[s] = (
+                    f"geometry of {best.name} but the energy after the flow is off its level by "
+                    f"{loss[s] - best.loss:+.2e} (tolerance {energy_tol:.1e})"
+                )
+    return Classification(
+        names, reason, loss, loss_start, nearest, loss_gap, k, sigma, phi, regular, grad_norm
+    )

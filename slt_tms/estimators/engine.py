@@ -1,0 +1,502 @@
+r"""The LLC engine: several estimates ("groups") sampled as one batch of chains.
+
+A group is one estimate: an anchor :math:`w^*_g` (the center of its localization), its loss
+:math:`L(w^*_g)`, an inverse temperature :math:`n\beta_g` and a root seed. All groups share the potential
+(the same model and data), so their ``num_chains`` chains each are stacked on one chain axis and every
+gradient evaluation serves all of them (a ladder of temperatures, or checkpoints of one training run,
+cost little more than one estimate for small models). Every per-chain operation (random streams, step-size
+search, dual averaging, metric, Metropolis tests) is per chain, and a group's convergence and stopping
+decisions use its own draws only, so a group's numbers equal those of a standalone run with the same seed
+(up to floating-point summation order in batched arithmetic). Converged groups leave the batch.
+
+The algorithm of one group is described in :mod:`slt_tms.estimators.llc`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from slt_tms._progress import progress_bar
+from slt_tms._rng import spawn_seeds
+from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig
+from slt_tms.estimators.result import LLCResult
+from slt_tms.samplers import (
+    HMC,
+    MALA,
+    SGLD,
+    BatchSupply,
+    ChainStreams,
+    RMSProp,
+    Tempered,
+    Warmup,
+    run_chains,
+    select_state,
+)
+from slt_tms.samplers import diagnostics as diag
+
+__all__ = ["Group", "run_groups"]
+
+
+@dataclass
+class Group:
+    """One estimate of a batched run: its anchor, anchor loss, inverse temperature, seed (and start)."""
+
+    center: Tensor
+    anchor_loss: float
+    nbeta: float
+    seed: int
+    init: Tensor | None = None
+    label: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Track:
+    """What the engine collects for a group while its chains run."""
+
+    chains: list[int]
+    losses: list[np.ndarray] = field(default_factory=list)
+    accepts: list[np.ndarray] = field(default_factory=list)
+    bad: np.ndarray | None = None
+    draws: int = 0
+    grads: int = 0
+    rhat: float = math.nan
+    ess: float = math.nan
+    done: bool = False
+    final_state: Any = None
+    final_eps: Tensor | None = None
+    final_metric: Tensor | None = None
+
+
+def _kernel(cfg: LLCConfig, batches: BatchSupply) -> Any:
+    name = cfg.sampler
+    if name == "auto":
+        name = "hmc" if batches.exact else "sgld"
+    if name in ("mala", "hmc") and not batches.exact:
+        raise ValueError(
+            f"sampler={name!r} needs the full loss at every step, but the data are "
+            f"{'streamed from a DataLoader' if batches.kind == 'stream' else 'minibatched'}; "
+            "use sampler='sgld' (or full-batch tensors)"
+        )
+    if name == "mala":
+        return MALA()
+    if name == "hmc":
+        return HMC(num_leapfrog=cfg.num_leapfrog)
+    return SGLD()
+
+
+def _uses_metric(cfg: LLCConfig, kernel: Any) -> bool:
+    """Whether the warmup adapts a diagonal metric: as configured, else for HMC only (kernel default)."""
+    return bool(cfg.adapt_metric if cfg.adapt_metric is not None else kernel.name == "hmc") and kernel.exact
+
+
+def _initial_step_size(target: Tempered, w: Tensor, batches: BatchSupply, streams: ChainStreams) -> Tensor:
+    r"""Per-chain first step size: from :math:`1/n\beta`, halve (or double) until the acceptance of one
+    Langevin proposal from the start crosses 0.5 (Hoffman & Gelman 2014, Algorithm 4)."""
+    probe = MALA()
+    C = w.shape[0]
+    nb = target.nbeta if isinstance(target.nbeta, Tensor) else torch.full((C,), float(target.nbeta))
+    eps = (1.0 / nb.clamp_min(1e-12)).to(device=w.device, dtype=w.dtype)
+    draws = streams.next()
+    batch = batches(draws)
+    state = probe.init(w, target, batch)
+    _, info = probe.step(state, target, eps, batch, draws)
+    direction = torch.where(info.accept_prob > 0.5, 2.0, 0.5).to(w.dtype)
+    done = torch.zeros(C, dtype=torch.bool, device=w.device)
+    for _ in range(60):
+        trial = torch.where(done, eps, eps * direction)
+        _, info = probe.step(state, target, trial, batch, draws)
+        crossed = torch.where(direction > 1, info.accept_prob < 0.5, info.accept_prob >= 0.5)
+        eps = torch.where(done | (crossed & (direction > 1)), eps, trial)
+        done = done | crossed
+        if bool(done.all()):
+            break
+    return eps
+
+
+def run_groups(
+    pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progress: bool | None = None, warn: bool = True
+) -> list[LLCResult]:
+    """Sample every group's chains in one batch until each group converges or spends its budget."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    d = int(pot.w_star.numel())
+    C = cfg.num_chains
+    G = len(groups)
+    dev, dt = pot.w_star.device, pot.w_star.dtype
+    batches = BatchSupply(pot.data, cfg.batch_size)
+    kernel = _kernel(cfg, batches)
+    adapt_metric = _uses_metric(cfg, kernel)
+    seeds = [s for g in groups for s in spawn_seeds(g.seed, C)]
+    streams = ChainStreams(
+        seeds,
+        d,
+        dt,
+        dev,
+        num_rows=None if pot.data is None else pot.data.num_rows,
+        batch_size=batches.batch_size,
+    )
+    centers = torch.stack([g.center.to(device=dev, dtype=dt) for g in groups]).repeat_interleave(C, 0)
+    nbetas = torch.tensor([g.nbeta for g in groups], dtype=dt, device=dev).repeat_interleave(C)
+    target = Tempered(pot, nbetas, float(cfg.localization), centers)
+    w0 = torch.cat(
+        [
+            g.center.expand(C, d).to(device=dev, dtype=dt)
+            if g.init is None
+            else g.init.detach().to(device=dev, dtype=dt)
+            for g in groups
+        ]
+    )
+    threshold = cfg.divergence_threshold if cfg.divergence_threshold is not None else max(1e4, 100.0 * d)
+    budget = cfg.num_draws if cfg.num_draws is not None else cfg.max_draws
+    accept_target = cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name]
+    label = f"LLC ({kernel.name}" + (f", {G} estimates)" if G > 1 else ")")
+    bar = progress_bar(total=cfg.num_burnin + budget, desc=label, enabled=progress)
+    tracks = [_Track(chains=list(range(i * C, (i + 1) * C))) for i in range(G)]
+    try:
+        if cfg.step_size is not None:
+            eps = torch.full((G * C,), float(cfg.step_size), dtype=dt, device=dev)
+        else:
+            eps = _initial_step_size(target, w0, batches, streams)
+        state = kernel.init(w0, target, batches(None) if batches.exact else None)
+        metric: Tensor | None = None
+        grads = 0
+        if cfg.num_burnin > 0:
+            warm = Warmup(
+                cfg.num_burnin,
+                None if cfg.step_size is not None else accept_target,
+                adapt_metric=adapt_metric and kernel.exact,
+                rmsprop=RMSProp() if kernel.name == "sgld" and cfg.preconditioner else None,
+            )
+            res = run_chains(
+                kernel,
+                target,
+                state,
+                num_steps=cfg.num_burnin,
+                streams=streams,
+                batches=batches,
+                step_size=eps,
+                warmup=warm,
+                record=(),
+                bar=bar,
+            )
+            state, eps, metric, grads = res.state, res.step_size, res.metric, res.num_grads
+        for tr in tracks:
+            tr.grads = grads
+        block = cfg.num_draws if cfg.num_draws is not None else cfg.draws_per_block
+        active = list(range(G))
+        while active:
+            steps = min(block, budget - tracks[active[0]].draws)
+            block = cfg.num_draws if cfg.num_draws is not None else cfg.draws_per_block
+            res = run_chains(
+                kernel,
+                target,
+                state,
+                num_steps=steps,
+                streams=streams,
+                batches=batches,
+                step_size=eps,
+                metric=metric,
+                record=("loss", "accept_prob"),
+                bar=bar,
+            )
+            state = res.state
+            retire: list[int] = []
+            for pos, gi in enumerate(active):
+                tr = tracks[gi]
+                rows = slice(pos * C, (pos + 1) * C)
+                loss = res.records["loss"][rows]
+                tr.losses.append(loss)
+                tr.accepts.append(res.records["accept_prob"][rows])
+                tr.draws += steps
+                tr.grads += res.num_grads
+                llc_block = groups[gi].nbeta * (loss - groups[gi].anchor_loss)
+                block_bad = diag.divergence_flags(llc_block, threshold)
+                tr.bad = block_bad if tr.bad is None else (tr.bad | block_bad)
+                if not tr.bad.all():
+                    x = groups[gi].nbeta * (
+                        np.concatenate(tr.losses, axis=1)[~tr.bad] - groups[gi].anchor_loss
+                    )
+                    xd = x if batches.exact else _block_means(x)
+                    tr.rhat, tr.ess = diag.rhat(xd), diag.ess(xd)
+                converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
+                if tr.bad.all() or tr.draws >= budget or (cfg.num_draws is None and converged):
+                    idx = torch.arange(pos * C, (pos + 1) * C, device=dev)
+                    tr.final_state = select_state(state, idx)
+                    tr.final_eps = eps[idx]
+                    tr.final_metric = None if metric is None else metric[idx]
+                    retire.append(pos)
+            if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
+                need = [_draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
+                if need:
+                    block = max(min(max(need), cfg.draws_per_block), min(100, cfg.draws_per_block))
+            if retire:
+                keep = [pos for pos in range(len(active)) if pos not in retire]
+                active = [active[pos] for pos in keep]
+                if active:
+                    idx = torch.tensor([pos * C + k for pos in keep for k in range(C)], device=dev)
+                    state = select_state(state, idx)
+                    target = target.select(idx)
+                    streams = streams.select(idx.tolist())
+                    eps = eps[idx]
+                    metric = None if metric is None else metric[idx]
+        bar.total = bar.n
+    finally:
+        bar.close()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    results = []
+    for gi, (g, tr) in enumerate(zip(groups, tracks, strict=True)):
+        bias = None
+        if kernel.name == "sgld" and cfg.bias_check and tr.bad is not None and not tr.bad.all():
+            bias = _bias_check(
+                kernel,
+                Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
+                tr,
+                batches,
+                cfg,
+                g,
+                streams.num_rows,
+            )
+        results.append(
+            _result(
+                pot,
+                g,
+                tr,
+                cfg,
+                kernel,
+                batches,
+                n,
+                threshold,
+                bias,
+                seeds[gi * C : (gi + 1) * C],
+                streams.block,
+                seconds,
+                cpu,
+                warn,
+            )
+        )
+    return results
+
+
+def _bias_check(
+    kernel: Any,
+    target: Tempered,
+    tr: _Track,
+    batches: BatchSupply,
+    cfg: LLCConfig,
+    g: Group,
+    num_rows: int | None,
+) -> dict[str, Any]:
+    """SGLD at half the step from the group's final state, on fresh streams derived from its seed."""
+    state, eps, metric = tr.final_state, tr.final_eps, tr.final_metric
+    C, d = state.w.shape
+    llc_main = _llc_mean(tr, g)
+    se_main = diag.mcse_mean(_block_means(_llc_draws(tr, g)[~tr.bad]))
+    streams = ChainStreams(
+        spawn_seeds(spawn_seeds(g.seed, 2)[1], C),
+        d,
+        state.w.dtype,
+        state.w.device,
+        num_rows=num_rows,
+        batch_size=batches.batch_size,
+    )
+    half = eps / 2
+    burn = run_chains(
+        kernel,
+        target,
+        kernel.init(state.w, target, None),
+        num_steps=max(cfg.num_burnin, 10),
+        streams=streams,
+        batches=batches,
+        step_size=half,
+        metric=metric,
+        record=(),
+    )
+    res = run_chains(
+        kernel,
+        target,
+        burn.state,
+        num_steps=tr.draws,
+        streams=streams,
+        batches=batches,
+        step_size=half,
+        metric=metric,
+        record=("loss",),
+    )
+    x = g.nbeta * (res.records["loss"] - g.anchor_loss)
+    x = x[np.all(np.isfinite(x), axis=1)]
+    llc_half = float(np.mean(x)) if x.size else math.nan
+    se_half = diag.mcse_mean(_block_means(x)) if x.size else math.nan
+    tr.grads += burn.num_grads + res.num_grads
+    return {
+        "llc_half_step": llc_half,
+        "se_half_step": se_half,
+        "difference": llc_main - llc_half,
+        "se_difference": math.sqrt(se_main**2 + se_half**2),
+        "half_step_draws": tr.draws,
+    }
+
+
+def _draws_needed(tr: _Track, cfg: LLCConfig) -> int:
+    """More draws per chain a group needs to reach the target ESS, if ESS grows linearly (+10%); a full
+    block when the ESS is unknown or R-hat is the problem."""
+    if not (math.isfinite(tr.ess) and tr.ess > 0) or tr.ess >= cfg.target_ess:
+        return cfg.draws_per_block
+    return math.ceil(1.1 * tr.draws * (cfg.target_ess / tr.ess - 1.0))
+
+
+#: Draws per block mean when the trace comes from minibatches (SGLD on minibatches or a DataLoader).
+NOISY_BLOCK = 20
+
+
+def _block_means(x: np.ndarray, m: int = NOISY_BLOCK) -> np.ndarray:
+    r"""Means of consecutive blocks of ``m`` draws per chain (the first ``draws mod m`` draws dropped).
+
+    A minibatch trace is :math:`n\beta(L_B(w_t) - L_n(w^*))`: the slowly moving
+    :math:`n\beta(L_n(w_t) - L_n(w^*))` plus minibatch noise that is independent from step to step. That
+    noise inflates the variance *and* makes the autocorrelation look short, so the ESS of the raw trace
+    counts noise as information and R-hat / the Monte-Carlo error can pass while the chains have not
+    mixed. Block means average the noise out (by :math:`\sqrt m`) and keep the slow part, so R-hat, ESS
+    and the standard error of a minibatch estimate are computed on them (ESS then counts independent
+    blocks, a conservative unit).
+    """
+    draws = x.shape[1]
+    if draws < 4 * m:
+        return x
+    k = draws // m
+    return x[:, draws - k * m :].reshape(x.shape[0], k, m).mean(-1)
+
+
+def _llc_draws(tr: _Track, g: Group) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return g.nbeta * (np.concatenate(tr.losses, axis=1) - g.anchor_loss)
+
+
+def _llc_mean(tr: _Track, g: Group) -> float:
+    assert tr.bad is not None
+    return float(np.mean(_llc_draws(tr, g)[~tr.bad]))
+
+
+def _result(
+    pot: Any,
+    g: Group,
+    tr: _Track,
+    cfg: LLCConfig,
+    kernel: Any,
+    batches: BatchSupply,
+    n: int,
+    threshold: float,
+    bias: dict[str, Any] | None,
+    chain_seeds: list[int],
+    block: int,
+    seconds: float,
+    cpu: float,
+    warn: bool,
+) -> LLCResult:
+    C = cfg.num_chains
+    bad = tr.bad if tr.bad is not None else np.zeros(C, dtype=bool)
+    if bad.all():
+        raise ValueError(
+            f"all {C} chains diverged (non-finite loss or nbeta*(L - L*) > {threshold:g}) at step size "
+            f"{float(tr.final_eps.mean()):.3g}; use a smaller step_size (or step_size=None to adapt it), a "
+            "larger localization, or check the potential near w*"
+        )
+    loss_kept = np.concatenate(tr.losses, axis=1)
+    acc_kept = np.concatenate(tr.accepts, axis=1)
+    llc_draws = _llc_draws(tr, g)
+    good = ~bad
+    x = llc_draws[good]
+    llc_hat = float(np.mean(x))
+    xd = x if batches.exact else _block_means(x)
+    se = diag.mcse_mean(xd)
+    rhat, ess = diag.rhat(xd), diag.ess(xd)
+    with np.errstate(invalid="ignore"):
+        per_chain = np.where(good, np.mean(llc_draws, axis=1), np.nan)
+    frac_below = float(np.mean(loss_kept[good] < g.anchor_loss))
+    acceptance = diag.mala_acceptance(acc_kept[good])
+    converged = bool(rhat <= cfg.target_rhat and ess >= cfg.target_ess)
+    flags = []
+    if not converged:
+        flags.append(
+            f"not converged: R-hat {rhat:.3f} (target <= {cfg.target_rhat}), ESS {ess:.0f} "
+            f"(target >= {cfg.target_ess:.0f}) after {tr.draws} draws per chain"
+        )
+    if batches.exact and frac_below > cfg.escape_fraction:
+        flags.append(
+            f"chains escaped: {frac_below:.0%} of the draws have L < L(w*): w* is not a local "
+            "minimum at this temperature, the number is not an LLC of w* (raise n/nbeta or the "
+            "localization, or move w* to a minimum)"
+        )
+    elif llc_hat < 0:
+        flags.append(f"negative estimate ({frac_below:.0%} of draws below L(w*)): w* is not near a minimum")
+    if bad.any():
+        flags.append(f"{int(bad.sum())} of {C} chains diverged (excluded: {np.flatnonzero(bad).tolist()})")
+    if bias is not None and abs(bias["difference"]) > 3 * bias["se_difference"]:
+        flags.append(
+            f"SGLD discretisation bias: half the step gives {bias['llc_half_step']:.4g} (difference "
+            f"{bias['difference']:.3g} +/- {bias['se_difference']:.2g}); use a smaller step_size, a "
+            "larger batch_size, or full batch"
+        )
+    if warn and flags:
+        warnings.warn(
+            f"LLC estimate {llc_hat:.4g} +/- {se:.2g} is not trustworthy: " + "; ".join(flags),
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    eps_np = tr.final_eps.detach().cpu().double().numpy()
+    record = {
+        **cfg.to_dict(),
+        **g.label,
+        "description": pot.description,
+        "potential": getattr(pot, "info", {}),
+        "kind": batches.kind,
+        "d": int(pot.w_star.numel()),
+        "n": n,
+        "nbeta_used": g.nbeta,
+        "anchor_loss": g.anchor_loss,
+        "divergence_threshold": threshold,
+        "sampler_used": kernel.name,
+        "adapt_metric_used": _uses_metric(cfg, kernel),
+        "step_size_per_chain": eps_np.tolist(),
+        "step_size_mean": float(eps_np.mean()),
+        "target_accept_used": cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name],
+        "chain_seeds": chain_seeds,
+        "dtype": str(pot.w_star.dtype),
+        "device": str(pot.w_star.device),
+        "block": block,
+    }
+    idata = diag.inference_data({"llc": llc_draws, "loss": loss_kept}, {"accept_prob": acc_kept})
+    return LLCResult(
+        llc=llc_hat,
+        se=se,
+        rhat=float(rhat),
+        ess=float(ess),
+        converged=converged,
+        flags=tuple(flags),
+        estimand=(
+            f"localized tempered posterior mean of nbeta*(L - L(w*)) at nbeta = {g.nbeta:.6g}, "
+            f"localization {cfg.localization:g} (approaches lambda as nbeta grows)"
+        ),
+        nbeta=float(g.nbeta),
+        n=n,
+        anchor_loss=g.anchor_loss,
+        sampler=kernel.name,
+        acceptance=acceptance,
+        frac_below_anchor=frac_below,
+        llc_per_chain=per_chain,
+        diverged=bad,
+        num_draws=tr.draws,
+        num_grads=tr.grads,
+        seconds=seconds,
+        cpu_seconds=cpu,
+        bias_check=bias,
+        trace=idata,
+        config=record,
+        seed=g.seed,
+    )

@@ -1,0 +1,263 @@
+r"""The result of an LLC estimate: the number, its diagnostics, its estimand, and everything to redo it.
+
+A result is **trustworthy** (:attr:`LLCResult.ok`) when it carries no flag: the chains converged (split
+R-hat :math:`\le` target and bulk ESS :math:`\ge` target), no chain escaped from the anchor's basin, no
+chain diverged and (SGLD) no discretisation bias was detected. Every way of showing a result
+(:meth:`LLCResult.summary`, ``str``, the command line) puts the flags on the first line next to the
+number: an estimate is never shown as a bare ":math:`x \pm \mathrm{se}`" when its diagnostics fail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slt_tms.io.atomic import atomic_path, atomic_write_text
+from slt_tms.io.serialize import as_float, read_json, to_jsonable
+from slt_tms.samplers.diagnostics import inference_data, read_netcdf
+
+__all__ = ["AsymptoticFit", "LLCResult"]
+
+
+@dataclass(frozen=True)
+class AsymptoticFit:
+    r"""The fit :math:`\hat\lambda(n\beta) = \lambda + a/(n\beta)` over a ladder of inverse temperatures.
+
+    Attributes
+    ----------
+    llc, se : float
+        :math:`\lambda` (the intercept: the estimate extrapolated to :math:`n\beta \to \infty`) and its
+        standard error.
+    slope : float
+        :math:`a`.
+    chi2 : float
+        Weighted residual sum of squares (its expectation is ``len(nbeta) - 2`` for a correct model).
+    nbeta, estimates, errors : tuple of float
+        The rungs: :math:`n\beta_i`, :math:`\hat\lambda_i`, their standard errors.
+    converged : tuple of bool
+        Whether each rung's estimate converged.
+    """
+
+    llc: float
+    se: float
+    slope: float
+    chi2: float
+    nbeta: tuple[float, ...]
+    estimates: tuple[float, ...]
+    errors: tuple[float, ...]
+    converged: tuple[bool, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AsymptoticFit:
+        return cls(
+            as_float(d["llc"]),
+            as_float(d["se"]),
+            as_float(d["slope"]),
+            as_float(d["chi2"]),
+            tuple(as_float(v) for v in d["nbeta"]),
+            tuple(as_float(v) for v in d["estimates"]),
+            tuple(as_float(v) for v in d["errors"]),
+            tuple(bool(v) for v in d["converged"]),
+        )
+
+
+@dataclass(frozen=True)
+class LLCResult:
+    r"""Result of :func:`~slt_tms.estimators.llc.estimate_llc`.
+
+    Attributes
+    ----------
+    llc, se : float
+        :math:`\hat\lambda = n\beta(\overline{L(w_t)} - L(w^*))` over the kept draws of the non-diverged
+        chains, and its Monte-Carlo standard error (ArviZ, autocorrelation-aware).
+    rhat, ess : float
+        Split R-hat and bulk ESS of the :math:`\hat\lambda` trace.
+    converged : bool
+        ``rhat <= target_rhat and ess >= target_ess``.
+    flags : tuple of str
+        Everything that makes the number untrustworthy (empty when :attr:`ok`).
+    estimand : str
+        What the number estimates (the localized tempered mean at this :math:`n\beta`; see the docs).
+    nbeta, n, anchor_loss : float, int, float
+    sampler : str
+        ``"mala"``, ``"hmc"`` or ``"sgld"``.
+    acceptance : float
+        Mean acceptance probability (for SGLD: the MALA acceptance of its moves, a measure of the
+        discretisation error).
+    frac_below_anchor : float
+        Fraction of kept draws with :math:`L(w_t) < L(w^*)`.
+    llc_per_chain : ndarray ``(C,)``
+        Per-chain means (NaN for diverged chains).
+    diverged : ndarray of bool ``(C,)``
+    num_draws : int
+        Kept draws per chain.
+    num_grads : int
+        Batched gradient evaluations (warmup and checks included).
+    seconds, cpu_seconds : float
+        Wall and CPU time.
+    bias_check : dict or None
+        SGLD: the estimate at half the step, the difference and its standard error.
+    asymptotic : AsymptoticFit or None
+        The extrapolation :math:`n\beta \to \infty` (with ``ladder``).
+    trace : arviz.InferenceData
+        ``posterior``: ``llc`` and ``loss`` ``(chain, draw)``; ``sample_stats``: ``accept_prob``.
+    config : dict
+        The :class:`~slt_tms.estimators.config.LLCConfig` fields and everything resolved at run time
+        (potential, d, step sizes, chain seeds ...).
+    seed : int
+    """
+
+    llc: float
+    se: float
+    rhat: float
+    ess: float
+    converged: bool
+    flags: tuple[str, ...]
+    estimand: str
+    nbeta: float
+    n: int
+    anchor_loss: float
+    sampler: str
+    acceptance: float
+    frac_below_anchor: float
+    llc_per_chain: np.ndarray
+    diverged: np.ndarray
+    num_draws: int
+    num_grads: int
+    seconds: float
+    cpu_seconds: float
+    bias_check: dict[str, Any] | None = None
+    asymptotic: AsymptoticFit | None = None
+    trace: Any = field(default=None, repr=False)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+    seed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no flag was raised (converged, no escape, no divergence, no detected bias)."""
+        return not self.flags
+
+    def headline(self) -> str:
+        """One line: the number with its flags (never a bare estimate when a diagnostic failed)."""
+        line = f"lambda_hat = {self.llc:.4f} +/- {self.se:.4f}"
+        if self.flags:
+            return line + "  [NOT TRUSTWORTHY: " + "; ".join(self.flags) + "]"
+        return line + f"  [converged: R-hat {self.rhat:.3f}, ESS {self.ess:.0f}]"
+
+    def summary(self) -> str:
+        """A readable table of the estimate, its estimand and its diagnostics."""
+        c = self.config
+        lines = [self.headline()]
+        if self.asymptotic is not None:
+            a = self.asymptotic
+            ok = "" if all(a.converged) else "  [some rungs not converged]"
+            lines.append(
+                f"  asymptotic lambda (fit lambda + a/(n beta) over n beta = "
+                f"{', '.join(f'{v:.4g}' for v in a.nbeta)}): {a.llc:.4f} +/- {a.se:.4f}{ok}"
+            )
+        lines += [
+            f"  estimand        {self.estimand}",
+            f"  potential       {c.get('description', '?')}",
+            f"  d, n, nbeta     {c.get('d', '?')}, {self.n}, {self.nbeta:.6g}  "
+            f"(localization {c.get('localization', math.nan):.4g})",
+            f"  sampler         {self.sampler}, step size {c.get('step_size_mean', math.nan):.3g}"
+            + (" (adapted)" if c.get("step_size") is None else " (given)")
+            + f", acceptance {self.acceptance:.3f}",
+            f"  chains x draws  {len(self.diverged)} x {self.num_draws} (warmup {c.get('num_burnin', '?')}, "
+            f"seed {self.seed})",
+            f"  R-hat, ESS      {self.rhat:.4f}, {self.ess:.0f}  (targets {c.get('target_rhat', '?')}, "
+            f"{c.get('target_ess', '?')})",
+            f"  below L(w*)     {self.frac_below_anchor:.3f} of draws",
+            f"  diverged        {int(np.sum(self.diverged))} of {len(self.diverged)} chains",
+            f"  cost            {self.num_grads} gradient evaluations, {self.seconds:.1f} s wall, "
+            f"{self.cpu_seconds:.1f} s CPU",
+            "  per chain       " + " ".join(f"{v:.3f}" for v in np.asarray(self.llc_per_chain)),
+        ]
+        if self.bias_check is not None:
+            b = self.bias_check
+            lines.append(
+                f"  bias check      half step: {b['llc_half_step']:.4f} +/- {b['se_half_step']:.4f}; "
+                f"difference {b['difference']:.4f} +/- {b['se_difference']:.4f}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    # ------------------------------------------------------------------ serialisation
+    def _fields(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("trace",)}
+        out["asymptotic"] = None if self.asymptotic is None else self.asymptotic.to_dict()
+        return to_jsonable(out)
+
+    def to_dict(self, traces: bool = True) -> dict[str, Any]:
+        """JSON-ready dictionary (with the ``(chain, draw)`` traces as nested lists if ``traces``)."""
+        out = self._fields()
+        if traces and self.trace is not None:
+            out["traces"] = {
+                grp + "/" + k: to_jsonable(np.asarray(v.values))
+                for grp in ("posterior", "sample_stats")
+                if hasattr(self.trace, grp)
+                for k, v in getattr(self.trace, grp).data_vars.items()
+            }
+        return out
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
+
+    def to_netcdf(self, path: str | Path) -> Path:
+        """Write the trace (InferenceData) with the result fields in the posterior attrs, atomically."""
+        idata = self.trace.copy()
+        idata.posterior.attrs["llc_result"] = json.dumps(self._fields(), allow_nan=False)
+        with atomic_path(path) as tmp:
+            idata.to_netcdf(str(tmp), engine="h5netcdf")
+        return Path(path)
+
+    @classmethod
+    def _from_fields(cls, f: dict[str, Any], trace: Any) -> LLCResult:
+        floats = (
+            "llc",
+            "se",
+            "rhat",
+            "ess",
+            "nbeta",
+            "anchor_loss",
+            "acceptance",
+            "frac_below_anchor",
+            "seconds",
+            "cpu_seconds",
+        )
+        kw = {k: f[k] for k in cls.__dataclass_fields__ if k in f and k != "trace"}
+        for k in floats:
+            kw[k] = as_float(f[k])
+        kw["flags"] = tuple(f["flags"])
+        kw["llc_per_chain"] = np.array([as_float(v) for v in f["llc_per_chain"]])
+        kw["diverged"] = np.array(f["diverged"], dtype=bool)
+        kw["asymptotic"] = None if f.get("asymptotic") is None else AsymptoticFit.from_dict(f["asymptotic"])
+        return cls(trace=trace, **kw)
+
+    @classmethod
+    def from_netcdf(cls, path: str | Path) -> LLCResult:
+        """Read a result written by :meth:`to_netcdf`."""
+        idata = read_netcdf(str(path))
+        return cls._from_fields(json.loads(idata.posterior.attrs["llc_result"]), idata)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> LLCResult:
+        """Read a result written by :meth:`to_json` (the traces are rebuilt as InferenceData)."""
+        f = read_json(path, "LLC result")
+        groups: dict[str, dict[str, np.ndarray]] = {"posterior": {}, "sample_stats": {}}
+        for key, v in f.get("traces", {}).items():
+            grp, name = key.split("/", 1)
+            groups[grp][name] = np.array([[as_float(x) for x in row] for row in v])
+        trace = inference_data(groups["posterior"], groups["sample_stats"]) if groups["posterior"] else None
+        return cls._from_fields(f, trace)

@@ -1,0 +1,185 @@
+r"""Phase occupancy of the TMS posterior over sample sizes: sample, classify, count.
+
+:func:`occupancy` samples the posterior over a ladder of sample sizes with replica exchange
+(:func:`slt_tms.experiments.posterior.sample_posterior_ladder`), classifies every draw with the package's
+one classifier (:func:`slt_tms.analysis.kgon_classify.classify`) and counts draws per phase, chain and
+sample size. Observed switch points with bootstrap intervals over replica sets come from
+:func:`slt_tms.analysis.switch.switch_point`. Config -> run -> frozen result: no files, no plots.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from slt_tms.analysis.free_energy import check_n_values
+from slt_tms.analysis.kgon_classify import UNCLASSIFIED, ClassifyTolerances, classify
+from slt_tms.analysis.switch import SwitchPoint, switch_point
+from slt_tms.experiments.posterior import HMCConfig, sample_posterior_ladder
+from slt_tms.theory.critical_point import CriticalPoint
+
+__all__ = ["OccupancyResult", "occupancy", "switch_pairs"]
+
+
+@dataclass(frozen=True)
+class OccupancyResult:
+    r"""Phase occupancy of the posterior over a grid of sample sizes (from :func:`occupancy`).
+
+    Attributes
+    ----------
+    c : int
+    n_grid : list of int
+    phase_names : list of str
+        Family names followed by ``"unclassified"``.
+    counts : ndarray, shape ``(G, K, P)``
+        Draws per grid point, chain and phase.
+    diagnostics : list of dict
+        Per grid point: R-hat / ESS of the invariants (ArviZ), acceptance, divergences, step sizes.
+    config : dict
+    seed : int
+    """
+
+    c: int
+    n_grid: list[int]
+    phase_names: list[str]
+    counts: np.ndarray
+    diagnostics: list[dict[str, Any]]
+    config: dict[str, Any]
+    seed: int
+
+    @property
+    def proportions(self) -> np.ndarray:
+        """Share of all draws at each grid point in each phase, shape ``(G, P)``."""
+        tot = self.counts.sum(axis=(1, 2))
+        return self.counts.sum(axis=1) / np.maximum(tot, 1)[:, None]
+
+    def switch_points(
+        self, pairs: Sequence[tuple[str, str]], *, num_bootstrap: int = 1000, seed: int = 0
+    ) -> list[SwitchPoint]:
+        """:func:`switch_point` for each ``(low_n, high_n)`` pair."""
+        return [
+            switch_point(
+                self.n_grid, self.counts, self.phase_names, a, b, num_bootstrap=num_bootstrap, seed=seed
+            )
+            for a, b in pairs
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (counts as nested lists)."""
+        return {
+            "c": self.c,
+            "n_grid": list(self.n_grid),
+            "phase_names": list(self.phase_names),
+            "counts": self.counts.astype(int).tolist(),
+            "proportions": self.proportions.tolist(),
+            "diagnostics": self.diagnostics,
+            "config": self.config,
+            "seed": self.seed,
+        }
+
+    def to_csv(self) -> str:
+        """CSV text: one row per (n, phase) with the proportion and the per-chain counts."""
+        K = self.counts.shape[1]
+        lines = ["n,phase,proportion," + ",".join(f"chain{k}" for k in range(K))]
+        prop = self.proportions
+        for g, nv in enumerate(self.n_grid):
+            for p, nm in enumerate(self.phase_names):
+                row = [str(nv), nm, f"{prop[g, p]:.6g}"] + [str(int(x)) for x in self.counts[g, :, p]]
+                lines.append(",".join(row))
+        return "\n".join(lines) + "\n"
+
+
+def occupancy(
+    c: int,
+    n_grid: Sequence[int],
+    points: Sequence[CriticalPoint],
+    *,
+    num_chains: int = 4,
+    num_draws: int = 500,
+    num_warmup: int = 500,
+    config: HMCConfig | None = None,
+    exchange: bool = True,
+    max_ratio: float = 1.3,
+    init_scale: float = 1.0,
+    tolerances: ClassifyTolerances | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+    device: str | torch.device | None = None,
+) -> OccupancyResult:
+    r"""Sample the posterior over a ladder of sample sizes and count draws per phase.
+
+    The grid is filled to a ladder (:func:`sample_size_ladder`) and sampled by
+    :func:`sample_posterior_ladder` (replica exchange between neighbouring :math:`n` if ``exchange``);
+    every draw at rung :math:`n_g` is classified with :func:`classify` (with ``n = n_g``). The result
+    reports every rung of the ladder (a superset of ``n_grid``). Replica sets (``num_chains``) are
+    independent (own dataset, own starts), which is what the bootstrap of :meth:`switch_points`
+    resamples.
+
+    Returns
+    -------
+    OccupancyResult
+    """
+    vals = check_n_values(n_grid)
+    if np.any(vals != np.round(vals)):
+        raise ValueError(f"sample sizes must be integers, got {list(n_grid)}")
+    grid = [int(v) for v in vals]
+    if any(b <= a for a, b in itertools.pairwise(grid)):
+        raise ValueError(f"n_grid must be strictly increasing, got {grid}")
+    pts = list(points)
+    if not pts or any(p.c != c for p in pts):
+        raise ValueError(f"points must be a non-empty list of critical points with c = {c}")
+    names = [*dict.fromkeys(p.name for p in pts), UNCLASSIFIED]
+    lad = sample_posterior_ladder(
+        c,
+        grid,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_warmup=num_warmup,
+        config=config,
+        max_ratio=max_ratio,
+        swap=exchange,
+        init_scale=init_scale,
+        seed=seed,
+        progress=progress,
+        device=device,
+    )
+    G = len(lad.ladder)
+    counts = np.zeros((G, num_chains, len(names)), dtype=np.int64)
+    diags = []
+    for g, nv in enumerate(lad.ladder):
+        cls = classify(lad.samples[:, g].reshape(-1, lad.samples.shape[-1]), pts, tolerances=tolerances)
+        lab = cls.names.reshape(num_chains, num_draws)
+        for k in range(num_chains):
+            counts[g, k] = [int(np.sum(lab[k] == nm)) for nm in names]
+        dg = lad.diagnostics_at(g)
+        dg["n"] = nv
+        dg["swap_accept_up"] = None if g == G - 1 else float(lad.swap_accept[g])
+        diags.append(dg)
+    conf = {
+        **lad.config,
+        "exchange": exchange,
+        "tolerances": asdict(tolerances or ClassifyTolerances()),
+        "phases": names[:-1],
+    }
+    return OccupancyResult(c, list(lad.ladder), names, counts, diags, conf, int(seed))
+
+
+def switch_pairs(occ: OccupancyResult, crossovers: Sequence[dict[str, Any]], points: Sequence[CriticalPoint],
+                 *, min_share: float = 0.05) -> list[tuple[str, str]]:
+    """The ``(low_n, high_n)`` phase pairs whose switch is worth measuring: every predicted crossover
+    between phases the posterior visits (share >= ``min_share`` somewhere), and every pair of visited
+    phases without a prediction (the higher-loss phase taken as the small-n one)."""
+    prop = occ.proportions
+    seen = {nm for i, nm in enumerate(occ.phase_names) if prop[:, i].max() >= min_share}
+    pairs = [(x["low_n"], x["high_n"]) for x in crossovers
+             if x["low_n"] in seen and x["high_n"] in seen and not x["never"]]
+    loss_of = {p.name: p.loss for p in points}
+    visited = sorted((nm for nm in seen if nm in loss_of), key=lambda nm: -loss_of[nm])
+    covered = set(pairs) | {(b, a) for a, b in pairs}
+    pairs += [(a, b) for i, a in enumerate(visited) for b in visited[i + 1:] if (a, b) not in covered]
+    return pairs

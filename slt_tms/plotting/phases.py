@@ -1,0 +1,120 @@
+r"""Figures of the Bayesian phases: local free energies with their crossovers, posterior occupancy over n."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from slt_tms.analysis.free_energy import PhaseLike, as_phases, crossovers, free_energy
+from slt_tms.analysis.kgon_classify import UNCLASSIFIED
+from slt_tms.analysis.switch import SwitchPoint
+from slt_tms.experiments.occupancy import OccupancyResult
+from slt_tms.plotting.style import phase_color
+
+__all__ = ["plot_free_energy", "plot_occupancy"]
+
+
+def _free_energy_axes(
+    ax, phases: Sequence[PhaseLike], n_min: float, n_max: float, *, label: bool = True
+) -> None:
+    ps = as_phases(phases)
+    nn = np.geomspace(max(n_min, 2.0), n_max, 400)
+    F = free_energy(ps, nn)
+    rel = F - F.min(axis=0, keepdims=True)
+    for i, p in enumerate(ps):
+        ax.plot(
+            nn,
+            rel[i],
+            color=phase_color(p.name),
+            lw=1.8,
+            label=f"{p.name} (L={p.loss:.4f}, λ={p.lambda_:.2f})" if label else p.name,
+        )
+    for x in crossovers(ps):
+        if x.n_c is not None and nn[0] <= x.n_c <= nn[-1]:
+            ax.axvline(x.n_c, color="k", ls=":", lw=0.7)
+            ax.annotate(
+                f"{x.low_n}→{x.high_n}\nn={x.n_c:.0f}",
+                (x.n_c, 0.0),
+                xytext=(2, 4),
+                textcoords="offset points",
+                rotation=90,
+                fontsize=7,
+                va="bottom",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)  # every curve stays visible, however large n * dL grows
+    ax.set_ylim(0, float(rel.max()) * 1.3 + 1.0)
+    ax.set_ylabel(r"$F_n(a) - \min_b F_n(b)$")
+
+
+def plot_free_energy(phases: Sequence[PhaseLike], n_min: float, n_max: float, *, title: str = "") -> Figure:
+    r"""Local free energies :math:`F_n(a) - \min_b F_n(b)` against :math:`n` (log axes), with every crossover
+    inside the range marked and labelled with its :math:`n_c`.
+
+    Examples
+    --------
+    >>> fig = plot_free_energy([("a", 0.1, 2.0), ("b", 0.05, 5.0)], 10, 10_000)
+    >>> len(fig.axes)
+    1
+    """
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    _free_energy_axes(ax, phases, n_min, n_max)
+    ax.set_xlabel("sample size n")
+    ax.set_title(title or "local free energies (dotted: crossovers)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_occupancy(
+    result: OccupancyResult,
+    phases: Sequence[PhaseLike] | None = None,
+    switches: Sequence[SwitchPoint] = (),
+    *,
+    min_share: float = 0.02,
+) -> Figure:
+    r"""Occupancy against :math:`n` (log axis) under the predicted free energies.
+
+    Top (when ``phases`` are given): :math:`F_n(a) - \min_b F_n(b)` of each predicted phase with the
+    crossovers; bottom: the observed share of each phase (phases whose share never exceeds ``min_share``
+    are listed in the legend title as omitted), with observed switch points and bootstrap intervals.
+    """
+    grid = np.asarray(result.n_grid, dtype=float)
+    prop = result.proportions
+    shown = [i for i, nm in enumerate(result.phase_names) if prop[:, i].max() > min_share]
+    hidden = [nm for i, nm in enumerate(result.phase_names) if i not in shown]
+    fig = Figure(figsize=(8, 7 if phases else 4.2), layout="constrained")
+    if phases:
+        ax0, ax1 = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.4])
+        _free_energy_axes(ax0, phases, grid.min() * 0.8, grid.max() * 1.25, label=False)
+        ax0.legend(fontsize=7, ncol=4)
+        ax0.set_title(f"c = {result.c}: predicted free energy (top), posterior occupancy (bottom)")
+    else:
+        ax1 = fig.subplots()
+        ax1.set_title(f"c = {result.c}: posterior occupancy")
+    for i in shown:
+        nm = result.phase_names[i]
+        ax1.plot(
+            grid, prop[:, i], "o-", color=phase_color(nm), label=nm, ls="--" if nm == UNCLASSIFIED else "-"
+        )
+    for sw in switches:
+        if sw.n_switch is not None:
+            lo, hi = sw.interval if sw.interval else (sw.n_switch, sw.n_switch)
+            ax1.errorbar(
+                [sw.n_switch],
+                [0.5],
+                xerr=[[sw.n_switch - lo], [hi - sw.n_switch]],
+                fmt="s",
+                color="k",
+                capsize=3,
+            )
+            ax1.text(sw.n_switch, 0.53, f"observed {sw.low_n}→{sw.high_n}", fontsize=7, ha="center")
+    ax1.set_xscale("log")
+    ax1.set_ylim(0, 1.1)
+    ax1.set_xlabel("sample size n")
+    ax1.set_ylabel("share of posterior draws")
+    title = f"omitted (share < {min_share:g}): {', '.join(hidden)}" if hidden else None
+    ax1.legend(fontsize=7, ncol=4, title=title, title_fontsize=7)
+    return fig

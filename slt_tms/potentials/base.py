@@ -1,0 +1,429 @@
+r"""The :class:`Potential` protocol and its generic implementation.
+
+A potential is a loss :math:`L(w)` of a flat parameter vector :math:`w \in \mathbb{R}^d`, evaluated for
+many chains at once (``w`` of shape ``(C, d)``), with
+
+* ``w_star`` -- the anchor :math:`w^*` (shape ``(d,)``), e.g. a trained checkpoint or a critical point;
+* ``n`` -- the number of training samples behind :math:`L = L_n` (None for a population loss without a
+  nominal sample size); it sets the inverse temperature :math:`n\beta` of the estimators;
+* ``data`` -- the :class:`~slt_tms.potentials.data.DataSource` of an empirical loss (None for a
+  population loss);
+* ``value_and_grad(w, batch)`` -- :math:`(L_B(w_k), \nabla L_B(w_k))_k` of shapes ``(C,)`` and ``(C, d)``
+  on a :class:`~slt_tms.potentials.data.Batch` (None: population loss / no data); for data potentials
+  :math:`L_B` is the MEAN loss over the batch rows, so that a random batch gives an unbiased estimate of
+  :math:`L_n`;
+* ``loss(w, batch)`` -- the value alone, without gradient;
+* ``anchor_loss()`` -- :math:`L_n(w^*)` on the FULL data (exact, in chunks), or :math:`L(w^*)`.
+
+Chains are independent: ``value_and_grad`` of chain ``k`` depends on ``w[k]`` (and ``batch.data[k]`` for a
+per-chain batch) only.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.utils._pytree as pytree
+from torch import Tensor
+from torch.func import grad_and_value, vmap
+
+from slt_tms.potentials.data import Batch, DataSource
+
+__all__ = [
+    "FunctionalPotential",
+    "Potential",
+    "RestrictedPotential",
+    "check_anchor",
+    "check_float_dtype",
+    "from_callable",
+    "restrict",
+]
+
+#: Rows per chunk when :math:`L_n(w^*)` is evaluated on the full data (a memory bound, not accuracy).
+ANCHOR_CHUNK = 8192
+
+
+@runtime_checkable
+class Potential(Protocol):
+    """What the samplers and estimators consume (see the module docstring)."""
+
+    @property
+    def w_star(self) -> Tensor: ...
+
+    @property
+    def n(self) -> int | None: ...
+
+    @property
+    def data(self) -> DataSource | None: ...
+
+    @property
+    def description(self) -> str: ...
+
+    def value_and_grad(self, w: Tensor, batch: Batch | None = None) -> tuple[Tensor, Tensor]: ...
+
+    def loss(self, w: Tensor, batch: Batch | None = None) -> Tensor: ...
+
+    def anchor_loss(self) -> float: ...
+
+
+def check_anchor(w: Any, *, dtype: torch.dtype | None = None, device: torch.device | None = None) -> Tensor:
+    """A detached copy of the anchor as a floating tensor of shape ``(d,)``; clear errors otherwise."""
+    if not isinstance(w, Tensor):
+        try:
+            w = torch.as_tensor(w, dtype=torch.float64 if dtype is None else dtype)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError("w_star must be a tensor of shape (d,)") from exc
+    if w.ndim != 1 or w.numel() == 0:
+        raise ValueError(f"w_star must be one flat parameter vector of shape (d,), got {tuple(w.shape)}")
+    dt = dtype or (w.dtype if w.is_floating_point() else torch.get_default_dtype())
+    check_float_dtype(dt, "w_star")
+    w = w.detach().to(device=device, dtype=dt).clone()
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("w_star contains NaN or infinite values")
+    return w
+
+
+def check_float_dtype(dtype: torch.dtype, what: str) -> None:
+    """Refuse half precision: the loss differences the LLC is made of vanish in float16/bfloat16."""
+    if dtype in (torch.float16, torch.bfloat16):
+        raise ValueError(
+            f"{what} is {str(dtype).removeprefix('torch.')}: the LLC is a difference of losses of order "
+            "1/n, which half precision cannot resolve; convert the model/anchor to float32 "
+            "(e.g. model.float()) or pass dtype=torch.float32"
+        )
+    if not dtype.is_floating_point:
+        raise ValueError(f"{what} must be a floating-point tensor, got {dtype}")
+
+
+@dataclass(frozen=True, eq=False)
+class FunctionalPotential:
+    r"""A :class:`Potential` made of loss functions of flat parameters.
+
+    Parameters
+    ----------
+    w_star, n, data, description
+        As in :class:`Potential`.
+    single : callable, optional
+        ``single(w (d,), rows) -> ()``: the loss of one parameter vector on a batch of rows (``rows`` is
+        None for a population loss). Differentiated by ``vmap(grad_and_value(single))``.
+    batched : callable, optional
+        ``batched(w (C, d), rows) -> (C,)`` on rows shared by the chains; differentiated by reverse-mode
+        autograd of the sum over chains (chains are independent). With ``batched_per_chain`` it also
+        takes per-chain rows (leading chain axis).
+    closed_form : callable, optional
+        ``closed_form(w (C, d), rows) -> (loss (C,), grad (C, d))`` for shared and per-chain rows (a
+        hand-derived gradient, e.g. the TMS); replaces the automatic gradients.
+    grad_mode : {"vmap", "autograd", "loop"}
+        Gradient path: ``"vmap"`` (``vmap(grad_and_value(single))``), ``"autograd"`` (reverse mode through
+        ``batched``) or ``"loop"`` (a Python loop over chains with ``grad_and_value(single)``, for losses
+        that ``vmap`` cannot trace, e.g. models with data-dependent control flow).
+    info : dict
+        Anything the constructor records (loss, selected parameters, evaluation mode ...).
+    """
+
+    w_star: Tensor
+    n: int | None
+    data: DataSource | None
+    description: str
+    single: Callable[[Tensor, Any], Tensor] | None = field(default=None, repr=False)
+    batched: Callable[[Tensor, Any], Tensor] | None = field(default=None, repr=False)
+    closed_form: Callable[[Tensor, Any], tuple[Tensor, Tensor]] | None = field(default=None, repr=False)
+    batched_per_chain: bool = False
+    grad_mode: str = "vmap"
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.single is None and self.batched is None:
+            raise ValueError("a FunctionalPotential needs a single-chain or a batched loss function")
+        if self.grad_mode not in ("vmap", "autograd", "loop"):
+            raise ValueError(f"grad_mode must be 'vmap', 'autograd' or 'loop', got {self.grad_mode!r}")
+        if self.grad_mode == "loop" and self.single is None:
+            raise ValueError("grad_mode='loop' needs the single-chain loss")
+
+    @property
+    def d(self) -> int:
+        """Number of parameters."""
+        return int(self.w_star.numel())
+
+    @property
+    def kind(self) -> str:
+        """``"population"`` (no data), ``"data"`` (tensor rows) or ``"stream"`` (a DataLoader)."""
+        if self.data is None:
+            return "population"
+        return "stream" if self.data.streaming else "data"
+
+    # ------------------------------------------------------------------ gradient paths
+    @functools.cached_property
+    def _vg_shared(self) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:
+        if self.grad_mode == "loop":
+            return _looped(self.single, per_chain=False)
+        if self.single is not None and (self.grad_mode == "vmap" or self.batched is None):
+            gv = vmap(grad_and_value(self.single), in_dims=(0, None))
+            return lambda w, rows: _swap(gv(w, rows))
+        assert self.batched is not None
+        return _autograd_vg(self.batched)
+
+    @functools.cached_property
+    def _vg_per_chain(self) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:
+        if self.grad_mode == "loop":
+            return _looped(self.single, per_chain=True)
+        if (
+            self.batched is not None
+            and self.batched_per_chain
+            and (self.grad_mode == "autograd" or self.single is None)
+        ):
+            return _autograd_vg(self.batched)
+        single = self.single
+        if single is None:
+            batched = self.batched
+            assert batched is not None
+
+            def single(w: Tensor, rows: Any) -> Tensor:
+                return batched(w.unsqueeze(0), _unsqueeze(rows))[0]
+
+        gv = vmap(grad_and_value(single), in_dims=(0, 0))
+        return lambda w, rows: _swap(gv(w, rows))
+
+    @functools.cached_property
+    def _loss_per_chain(self) -> Callable[[Tensor, Any], Tensor]:
+        if self.batched is not None and self.batched_per_chain:
+            return self.batched
+        if self.single is not None:
+            return vmap(self.single, in_dims=(0, 0))
+        batched = self.batched
+        assert batched is not None
+        return vmap(lambda w, rows: batched(w.unsqueeze(0), _unsqueeze(rows))[0], in_dims=(0, 0))
+
+    def value_and_grad(self, w: Tensor, batch: Batch | None = None) -> tuple[Tensor, Tensor]:
+        """Loss ``(C,)`` and gradient ``(C, d)`` of every chain (see :class:`Potential`)."""
+        rows = None if batch is None else batch.data
+        per_chain = batch is not None and batch.per_chain
+        if self.closed_form is not None:
+            return self.closed_form(w, rows)
+        with torch.enable_grad():
+            return (self._vg_per_chain if per_chain else self._vg_shared)(w, rows)
+
+    def loss(self, w: Tensor, batch: Batch | None = None) -> Tensor:
+        """Loss ``(C,)`` of every chain, without gradient."""
+        rows = None if batch is None else batch.data
+        with torch.no_grad():
+            if self.grad_mode == "loop":
+                single = self.single
+                assert single is not None
+                per_chain = batch is not None and batch.per_chain
+                return torch.stack(
+                    [single(w[k], _row_k(rows, k) if per_chain else rows) for k in range(w.shape[0])]
+                )
+            if batch is not None and batch.per_chain:
+                return self._loss_per_chain(w, rows)
+            if self.batched is not None:
+                return self.batched(w, rows)
+            assert self.single is not None
+            return vmap(self.single, in_dims=(0, None))(w, rows)
+
+    def anchor_loss(self) -> float:
+        r""":math:`L_n(w^*)` on the full data (exact mean over all rows, in chunks), or :math:`L(w^*)`."""
+        w = self.w_star.unsqueeze(0)
+        if self.data is None:
+            return float(self.loss(w, None)[0])
+        total, rows = 0.0, 0
+        for part, m in self.data.chunks(ANCHOR_CHUNK):
+            total += float(self.loss(w, Batch(part, False))[0]) * m
+            rows += m
+        if rows == 0:
+            raise ValueError("the data source yielded no rows")
+        return total / rows
+
+
+def _swap(gv: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    g, v = gv
+    return v.detach(), g.detach()
+
+
+def _row_k(rows: Any, k: int) -> Any:
+    return pytree.tree_map(lambda t: t[k], rows)
+
+
+def _looped(single: Any, *, per_chain: bool) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:
+    gv = grad_and_value(single)
+
+    def vg(w: Tensor, rows: Any) -> tuple[Tensor, Tensor]:
+        grads, vals = [], []
+        for k in range(w.shape[0]):
+            g, v = gv(w[k], _row_k(rows, k) if per_chain else rows)
+            grads.append(g)
+            vals.append(v)
+        return torch.stack(vals).detach(), torch.stack(grads).detach()
+
+    return vg
+
+
+def _unsqueeze(rows: Any) -> Any:
+    return None if rows is None else pytree.tree_map(lambda t: t.unsqueeze(0), rows)
+
+
+def _autograd_vg(fn: Callable[[Tensor, Any], Tensor]) -> Callable[[Tensor, Any], tuple[Tensor, Tensor]]:
+    def vg(w: Tensor, rows: Any) -> tuple[Tensor, Tensor]:
+        wr = w.detach().requires_grad_(True)
+        val = fn(wr, rows)
+        if not val.requires_grad:  # a loss that does not depend on w
+            return val.detach(), torch.zeros_like(wr)
+        (g,) = torch.autograd.grad(val.sum(), wr, allow_unused=True)
+        return val.detach(), torch.zeros_like(wr) if g is None else g
+
+    return vg
+
+
+def from_callable(
+    fn: Callable[..., Tensor],
+    w_star: Any,
+    *,
+    n: int | None = None,
+    data: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    description: str | None = None,
+) -> FunctionalPotential:
+    r"""A potential from a loss function ``fn(w, batch=None) -> Tensor`` vectorised over leading axes.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(w (..., d), rows) -> (...)``, differentiable; ``rows`` is None (population loss) or a batch of
+        the data rows (same structure as ``data``) over which ``fn`` returns the MEAN loss.
+    w_star : Tensor, shape ``(d,)``
+        The anchor.
+    n : int, optional
+        Training-set size behind the loss (default: the number of data rows; required by the estimators
+        for a population loss).
+    data : optional
+        Training rows (see :class:`~slt_tms.potentials.data.DataSource`).
+    device, dtype : optional
+        Where and in which precision to evaluate (default: those of ``w_star``).
+
+    Examples
+    --------
+    >>> pot = from_callable(lambda w, rows=None: 0.5 * (w ** 2).sum(-1), torch.zeros(3), n=100)
+    >>> loss, grad = pot.value_and_grad(torch.ones(2, 3))
+    >>> loss.tolist(), grad.shape
+    ([1.5, 1.5], torch.Size([2, 3]))
+    """
+    dev = None if device is None else torch.device(device)
+    w0 = check_anchor(w_star, dtype=dtype, device=dev)
+    src = (
+        None
+        if data is None
+        else (data if isinstance(data, DataSource) else DataSource(data, device=w0.device, dtype=w0.dtype))
+    )
+    probe_rows = None if src is None else src.head(2)
+
+    def call(w: Tensor, rows: Any) -> Tensor:
+        return fn(w, rows)
+
+    with torch.no_grad():
+        try:
+            out = call(w0.unsqueeze(0).expand(2, -1), probe_rows)
+        except Exception as exc:
+            raise ValueError(
+                f"calling the potential on w of shape (2, {w0.numel()}) failed: {type(exc).__name__}: {exc}. "
+                "A potential must be vectorised over the leading axes of w and return one loss per row"
+            ) from exc
+    if not isinstance(out, Tensor) or out.shape != (2,):
+        raise ValueError(
+            "the potential must return a tensor of shape (...,) for w of shape (..., d); for w of shape "
+            f"(2, {w0.numel()}) it returned {getattr(out, 'shape', type(out).__name__)}"
+        )
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"the potential is not finite at w_star (got {out[0].item()}); check w_star")
+    if n is None and src is not None:
+        n = src.num_rows
+    name = description or f"potential {getattr(fn, '__name__', type(fn).__name__)} (d={w0.numel()})"
+    return FunctionalPotential(
+        w_star=w0, n=n, data=src, description=name, single=call, batched=call, grad_mode="autograd"
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class RestrictedPotential:
+    r"""A potential over a subset of the coordinates of another; the rest stay at :math:`w^*`.
+
+    With index set :math:`S` (``index``), :math:`\tilde L(v) = L(w^*_{\bar S}, v)` for :math:`v \in
+    \mathbb{R}^{|S|}`; its gradient is :math:`\nabla_S L`. The LLC of :math:`\tilde L` at :math:`w^*_S`
+    is the *restricted* LLC of the selected parameters.
+    """
+
+    base: Any
+    index: Tensor
+    names: tuple[str, ...] = ()
+
+    @property
+    def w_star(self) -> Tensor:
+        return self.base.w_star[self.index]
+
+    @property
+    def n(self) -> int | None:
+        return self.base.n
+
+    @property
+    def data(self) -> DataSource | None:
+        return self.base.data
+
+    @property
+    def kind(self) -> str:
+        return getattr(self.base, "kind", "population" if self.base.data is None else "data")
+
+    @property
+    def d(self) -> int:
+        return int(self.index.numel())
+
+    @property
+    def description(self) -> str:
+        what = f" ({', '.join(self.names)})" if self.names else ""
+        return (
+            f"{self.base.description}, restricted to {self.d} of {self.base.w_star.numel()} parameters{what}"
+        )
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {
+            **getattr(self.base, "info", {}),
+            "restricted_to": self.d,
+            "restricted_names": list(self.names),
+        }
+
+    def _full(self, w: Tensor) -> Tensor:
+        full = self.base.w_star.to(w).expand(w.shape[0], -1)
+        return full.index_copy(1, self.index, w)
+
+    def value_and_grad(self, w: Tensor, batch: Batch | None = None) -> tuple[Tensor, Tensor]:
+        loss, grad = self.base.value_and_grad(self._full(w), batch)
+        return loss, grad[:, self.index]
+
+    def loss(self, w: Tensor, batch: Batch | None = None) -> Tensor:
+        return self.base.loss(self._full(w), batch)
+
+    def anchor_loss(self) -> float:
+        return self.base.anchor_loss()
+
+
+def restrict(potential: Any, mask: Tensor, names: tuple[str, ...] = ()) -> RestrictedPotential:
+    """Restrict ``potential`` to the coordinates where the boolean ``mask`` (shape ``(d,)``) is True.
+
+    Examples
+    --------
+    >>> pot = from_callable(lambda w, rows=None: (w ** 2).sum(-1), torch.zeros(3), n=100)
+    >>> sub = restrict(pot, torch.tensor([True, False, True]))
+    >>> sub.w_star.shape, sub.value_and_grad(torch.ones(1, 2))[1].tolist()
+    (torch.Size([2]), [[2.0, 2.0]])
+    """
+    d = potential.w_star.numel()
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != (d,):
+        raise ValueError(f"mask must be a boolean tensor of shape ({d},)")
+    index = torch.nonzero(mask.to(potential.w_star.device)).flatten()
+    if index.numel() == 0:
+        raise ValueError("the restriction selects no parameter: at least one mask entry must be True")
+    return RestrictedPotential(potential, index, tuple(names))

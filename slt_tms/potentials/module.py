@@ -1,0 +1,468 @@
+r"""Potentials of PyTorch models: any ``nn.Module`` (with a named loss or an ``evaluate`` hook), TorchScript
+modules and HuggingFace-style causal language models.
+
+The flat parameter vector :math:`w` concatenates the SELECTED parameters of the module (``params``
+patterns, default every parameter with ``requires_grad``) in ``named_parameters()`` order, each flattened;
+the other parameters and all buffers are held at their values in the module. The loss of one parameter
+vector on a batch of rows is evaluated with :func:`torch.func.functional_call` and vectorised over chains
+with :func:`torch.func.vmap` (a Python loop over chains where ``vmap`` cannot trace the model).
+
+Losses
+------
+* ``loss="mse"``: :math:`\frac1m\sum_k \overline{(f(x_k; w) - y_k)^2}` (mean over all elements, as
+  ``torch.nn.functional.mse_loss``); prediction and target must have the same shape (no broadcasting).
+* ``loss="cross_entropy"``: mean of :math:`-\log \mathrm{softmax}(f(x_k; w))_{y_k}` over rows (class axis
+  1, as ``torch.nn.functional.cross_entropy``); labels must lie in ``[0, num_classes)``.
+* ``loss=callable(pred, target) -> scalar`` (mean over the batch).
+* ``evaluate=callable(model, batch) -> loss`` (devinterp's convention; ``batch`` is whatever the data
+  holds: tuples, dicts, several inputs; a returned tuple/list is taken at its first element).
+
+Rows ``(X,)`` mean target ``X`` (an autoencoder), ``(X, Y)`` inputs and targets, ``(X, Y, s)`` adds sample
+weights :math:`s_k \ge 0` with a named loss: :math:`L_n = \sum_k s_k \ell_k / \sum_k s_k`, estimated on a
+batch as :math:`\frac1m \sum_{k \in B} s_k \ell_k / \bar s` (:math:`\bar s` the mean weight over the full
+data, so minibatches stay unbiased). More tensors, or dict batches with a named loss, are refused (use
+``evaluate=``): nothing in the data is silently ignored.
+
+Train/eval mode
+---------------
+The model is sampled in **eval mode** on a copy (the caller's module is never changed): BatchNorm uses
+its running statistics, dropout is off, so :math:`L` is a deterministic function of :math:`w` as the LLC
+requires. Buffers (running statistics) are held fixed.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from slt_tms.potentials.base import FunctionalPotential, RestrictedPotential, check_float_dtype, restrict
+from slt_tms.potentials.data import DataSource
+from slt_tms.validation import check_choice
+
+__all__ = [
+    "LOSSES",
+    "causal_lm_loss",
+    "from_module",
+    "from_torchscript",
+    "select_parameters",
+]
+
+LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+
+
+def causal_lm_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
+    r"""Per-token next-token cross-entropy of a HuggingFace-style causal LM (an ``evaluate`` hook).
+
+    ``batch["input_ids"]`` has shape ``(m, T)``; optional ``attention_mask`` ``(m, T)`` and ``labels``
+    (default: the inputs; ``-100`` marks ignored positions). The model is called as
+    ``model(input_ids=..., attention_mask=...)`` and must return logits ``(m, T, V)`` (a tensor or an
+    object with ``.logits``).
+
+    .. math:: L = \frac{1}{|\{(k, t)\}|}\sum_{k,\,t < T} -\log p_w(y_{k,t+1} \mid y_{k,\le t})
+    """
+    if not isinstance(batch, Mapping) or "input_ids" not in batch:
+        raise ValueError(
+            "a causal-LM batch must be a dict with 'input_ids' (and optionally 'attention_mask', 'labels')"
+        )
+    ids = batch["input_ids"]
+    kwargs = {"input_ids": ids}
+    if "attention_mask" in batch:
+        kwargs["attention_mask"] = batch["attention_mask"]
+    out = model(**kwargs)
+    logits = out.logits if hasattr(out, "logits") else out
+    labels = batch.get("labels", ids)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def select_parameters(module: nn.Module, params: Sequence[str] | None) -> list[str]:
+    """Names of the parameters to sample: those matching any ``fnmatch`` pattern of ``params``
+    (e.g. ``["2.*"]``, ``["transformer.h.0.attn.*"]``), default every parameter with ``requires_grad``.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    >>> select_parameters(net, ["2.*"])
+    ['2.weight', '2.bias']
+    """
+    names = [k for k, p in module.named_parameters()]
+    if params is None:
+        chosen = [k for k, p in module.named_parameters() if p.requires_grad]
+    else:
+        if isinstance(params, str):
+            params = [params]
+        chosen = [k for k in names if any(fnmatch.fnmatchcase(k, pat) for pat in params)]
+        unmatched = [pat for pat in params if not any(fnmatch.fnmatchcase(k, pat) for k in names)]
+        if unmatched:
+            raise ValueError(
+                f"no parameter matches {unmatched}; the module's parameters are: {', '.join(names)}"
+            )
+    if not chosen:
+        raise ValueError(
+            "no parameter to sample: the module has no trainable parameters, or params= selects none"
+        )
+    return chosen
+
+
+class _Evaluate(nn.Module):
+    """``forward(rows) = evaluate(model, rows)``: lets functional_call drive a devinterp-style hook."""
+
+    def __init__(self, model: nn.Module, evaluate: Callable[..., Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.evaluate = evaluate
+
+    def forward(self, rows: Any) -> Tensor:
+        out = self.evaluate(self.model, rows)
+        if isinstance(out, tuple | list):
+            out = out[0]
+        if not isinstance(out, Tensor) or out.ndim != 0:
+            raise ValueError(
+                "evaluate(model, batch) must return a scalar loss tensor (or a tuple whose first "
+                f"element is one); got {getattr(out, 'shape', type(out).__name__)}"
+            )
+        return out
+
+
+def _named_loss_fn(loss: str | Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """Per-row losses ``(m,)`` of a named loss, or a callable's batch-mean loss (scalar)."""
+    if callable(loss):
+        return loss
+    check_choice("loss", loss, LOSSES)
+    if loss == "mse":
+        return lambda pred, y: (pred - y).square().reshape(pred.shape[0], -1).mean(1)
+    return lambda pred, y: F.cross_entropy(pred, y, reduction="none").reshape(pred.shape[0], -1).mean(1)
+
+
+def _check_named_rows(rows: Any, loss: Any) -> None:
+    if not isinstance(rows, tuple) or not 1 <= len(rows) <= 3:
+        kind = type(rows).__name__ if not isinstance(rows, tuple) else f"{len(rows)} tensors"
+        raise ValueError(
+            f"with loss={loss!r} the data must be (X,), (X, Y) or (X, Y, sample_weights); got {kind}. "
+            "For other batch structures (dicts, several inputs) pass evaluate=fn(model, batch) -> loss"
+        )
+
+
+def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | None) -> None:
+    """Refuse shape broadcasting and out-of-range labels before any sampling."""
+    if loss == "mse":
+        if pred.shape != y.shape:
+            raise ValueError(
+                f"loss='mse': the model's prediction has shape {tuple(pred.shape)} but the target has "
+                f"{tuple(y.shape)} (for the same rows); they would broadcast. Reshape the targets (e.g. "
+                "Y.unsqueeze(-1) or Y.reshape(pred.shape)) so that they match"
+            )
+        if not y.is_floating_point():
+            raise ValueError("loss='mse' needs floating targets; convert them with Y.float()")
+    elif loss == "cross_entropy":
+        if pred.ndim < 2 or pred.shape[1] < 2:
+            raise ValueError(
+                f"loss='cross_entropy' needs logits with a class axis of size >= 2 (axis 1); the model "
+                f"returns shape {tuple(pred.shape)}. For a single logit use evaluate= with "
+                "binary_cross_entropy_with_logits, or output two logits"
+            )
+        if y.is_floating_point():
+            if y.shape != pred.shape:
+                raise ValueError(
+                    f"loss='cross_entropy' with floating targets needs class probabilities of the logits' "
+                    f"shape {tuple(pred.shape)}; got {tuple(y.shape)}. Integer class labels go as int64"
+                )
+        else:
+            labels = y if all_targets is None else all_targets
+            lo, hi = int(labels.min()), int(labels.max())
+            k = pred.shape[1]
+            if lo < 0 or hi >= k:
+                raise ValueError(
+                    f"loss='cross_entropy': labels must lie in [0, {k - 1}] for {k} classes; found labels in "
+                    f"[{lo}, {hi}]"
+                )
+
+
+def from_module(
+    module: nn.Module,
+    data: Any,
+    *,
+    loss: str | Callable[[Tensor, Tensor], Tensor] | None = "mse",
+    evaluate: Callable[..., Any] | None = None,
+    params: Sequence[str] | None = None,
+    masks: Mapping[str, Tensor] | None = None,
+    n: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> FunctionalPotential | RestrictedPotential:
+    r"""The potential :math:`L_n(w)` of an ``nn.Module`` on its training data (module docstring).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model at the anchor :math:`w^*` (a trained checkpoint). Not modified.
+    data : tensors, tuple/dict of tensors, TensorDataset or DataLoader
+        The training rows (a DataLoader is streamed batch by batch, never materialised).
+    loss : {"mse", "cross_entropy"} or callable(pred, target), optional
+        Ignored when ``evaluate`` is given.
+    evaluate : callable(model, batch) -> loss, optional
+        devinterp's evaluation hook; the batch may have any structure.
+    params : sequence of str, optional
+        ``fnmatch`` patterns of the parameter names to sample (a restricted LLC); the others stay at
+        :math:`w^*`. Default: every parameter with ``requires_grad``.
+    masks : dict name -> bool Tensor, optional
+        Element masks per parameter (devinterp's ``param_masks``): only True elements are sampled.
+    n : int, optional
+        Training-set size (default: the number of rows).
+    device, dtype : optional
+        Where and in which precision to evaluate (default: the module's; half precision is refused).
+
+    Returns
+    -------
+    Potential
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    >>> X = torch.randn(50, 3); Y = torch.randn(50, 1)
+    >>> pot = from_module(net, (X, Y), loss="mse")
+    >>> pot.w_star.shape, pot.n
+    (torch.Size([21]), 50)
+    """
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    first = next(iter(module.parameters()), None)
+    if first is None:
+        raise ValueError("the module has no parameters")
+    dev = torch.device(device) if device is not None else first.device
+    _check_device(dev)
+    dt = dtype or first.dtype
+    check_float_dtype(dt, "the model's parameters" if dtype is None else "dtype")
+    if evaluate is None and loss is None:
+        raise ValueError("give loss= ('mse', 'cross_entropy' or a callable) or evaluate=fn(model, batch)")
+    if evaluate is None and isinstance(loss, str):
+        check_choice("loss", loss, LOSSES)
+    model = copy.deepcopy(module).to(device=dev, dtype=dt).eval()
+    target: nn.Module = model if evaluate is None else _Evaluate(model, evaluate)
+    prefix = "" if evaluate is None else "model."
+    chosen = select_parameters(model, params)
+    named = dict(target.named_parameters())
+    sel = [prefix + k for k in chosen]
+    frozen = {k: v.detach() for k, v in named.items() if k not in set(sel)}
+    buffers = {k: b.detach() for k, b in target.named_buffers()}
+    shapes = [named[k].shape for k in sel]
+    sizes = [named[k].numel() for k in sel]
+    w_star = torch.cat([named[k].detach().reshape(-1) for k in sel]).clone()
+
+    src = data if isinstance(data, DataSource) else DataSource(data, device=dev, dtype=dt, num_rows=n)
+    probe = src.head(2)
+    weights_mean = None
+    all_targets = None
+    if evaluate is None:
+        _check_named_rows(probe, loss)
+        if len(probe) == 3:
+            if callable(loss):
+                raise ValueError(
+                    "sample weights (a third data tensor) need a named loss ('mse' or "
+                    "'cross_entropy'); with a callable loss, weight inside evaluate="
+                )
+            weights_mean = _weights_mean(src)
+        if not src.streaming and len(probe) >= 2:
+            all_targets = src.rows[1]
+    per_row = _named_loss_fn(loss) if evaluate is None else None
+    mean_weight = None if weights_mean is None else torch.tensor(weights_mean, dtype=dt, device=dev)
+
+    def single(w: Tensor, rows: Any) -> Tensor:
+        pieces = torch.split(w, sizes)
+        p = {k: t.view(s) for k, t, s in zip(sel, pieces, shapes, strict=True)}
+        p.update(frozen)
+        if evaluate is not None:
+            return functional_call(target, (p, buffers), (rows,))
+        x = rows[0]
+        y = rows[1] if len(rows) > 1 else rows[0]
+        pred = functional_call(target, (p, buffers), (x,))
+        if callable(loss):
+            return per_row(pred, y)  # type: ignore[misc]
+        ell = per_row(pred, y)  # type: ignore[misc]
+        if mean_weight is not None:
+            return (ell * rows[2]).mean() / mean_weight
+        return ell.mean()
+
+    # probe: shapes, labels, finiteness, and whether vmap can trace the model
+    with torch.no_grad():
+        if evaluate is None:
+            pieces = torch.split(w_star, sizes)
+            p = {k: t.view(s) for k, t, s in zip(sel, pieces, shapes, strict=True)}
+            try:
+                pred = functional_call(target, ({**p, **frozen}, buffers), (probe[0],))
+            except Exception as exc:
+                first_line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+                shape = tuple(probe[0].shape[1:]) if src.streaming else tuple(src.rows[0].shape)
+                raise ValueError(
+                    f"the model cannot be applied to the inputs of shape {shape} (rows of shape "
+                    f"{tuple(probe[0].shape[1:])}): {type(exc).__name__}: {first_line}"
+                ) from exc
+            if not callable(loss):
+                _check_targets(pred, probe[1] if len(probe) > 1 else probe[0], loss, all_targets)
+        value = single(w_star, probe)
+    if not bool(torch.isfinite(value)):
+        raise ValueError(f"the loss at w* is not finite ({float(value)}) on the first rows of the data")
+    grad_mode = "vmap"
+    vmap_error = ""
+    try:
+        vmap(grad_and_value(single), in_dims=(0, None))(w_star.unsqueeze(0).expand(2, -1), probe)
+    except Exception as exc:  # models with data-dependent control flow: loop over chains instead
+        grad_mode = "loop"
+        vmap_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    what = (
+        "evaluate hook" if evaluate is not None else f"loss={loss if isinstance(loss, str) else 'callable'}"
+    )
+    info = {
+        "source": "nn.Module",
+        "module": type(module).__name__,
+        "loss": None if evaluate is not None else (loss if isinstance(loss, str) else "callable"),
+        "evaluate": None if evaluate is None else getattr(evaluate, "__name__", "callable"),
+        "parameters": chosen,
+        "num_parameters": int(w_star.numel()),
+        "mode": "eval",
+        "sample_weights": weights_mean is not None,
+        "grad_mode": grad_mode,
+        "data": src.describe(),
+    }
+    if vmap_error:
+        info["vmap_error"] = vmap_error
+    pot = FunctionalPotential(
+        w_star=w_star,
+        n=src.num_rows if n is None else int(n),
+        data=src,
+        description=f"nn.Module {type(module).__name__} ({w_star.numel()} parameters), {what}",
+        single=single,
+        grad_mode=grad_mode,
+        info=info,
+    )
+    if masks:
+        return restrict(pot, _mask_vector(masks, chosen, model), tuple(sorted(masks)))
+    return pot
+
+
+def _weights_mean(src: DataSource) -> float:
+    total, rows = 0.0, 0
+    for part, m in src.chunks(8192):
+        s = part[2]
+        if s.shape != (m,) or not s.is_floating_point():
+            raise ValueError(
+                f"sample weights (the third data tensor) must be a float tensor of shape (n,); "
+                f"got {tuple(s.shape)} {s.dtype}"
+            )
+        if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
+            raise ValueError("sample weights must be finite and non-negative")
+        total += float(s.sum())
+        rows += m
+    if not total > 0:
+        raise ValueError("the sample weights sum to zero")
+    return total / rows
+
+
+def _mask_vector(masks: Mapping[str, Tensor], chosen: list[str], model: nn.Module) -> Tensor:
+    named = dict(model.named_parameters())
+    unknown = [k for k in masks if k not in chosen]
+    if unknown:
+        raise ValueError(f"masks for parameters that are not sampled: {unknown}; sampled: {chosen}")
+    parts = []
+    for k in chosen:
+        p = named[k]
+        m = masks.get(k)
+        if m is None:
+            parts.append(torch.ones(p.numel(), dtype=torch.bool))
+            continue
+        m = torch.as_tensor(m)
+        if m.dtype != torch.bool or m.shape != p.shape:
+            raise ValueError(
+                f"mask of {k!r} must be a boolean tensor of shape {tuple(p.shape)}, got "
+                f"{m.dtype} {tuple(m.shape)}"
+            )
+        parts.append(m.reshape(-1).cpu())
+    return torch.cat(parts)
+
+
+def _check_device(dev: torch.device) -> None:
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {dev} was asked for but CUDA is not available in this torch build "
+            f"({torch.__version__}); use device='cpu'"
+        )
+
+
+def from_torchscript(
+    module: torch.jit.ScriptModule,
+    data: Any,
+    *,
+    loss: str = "mse",
+    n: int | None = None,
+    device: str | torch.device | None = None,
+) -> FunctionalPotential:
+    r"""The potential of a TorchScript module over its flat parameters.
+
+    ``torch.func.functional_call`` refuses TorchScript modules, so the module's ``forward`` graph is
+    lowered to a function of ``(x, *parameters)`` (TorchScript's graph-lowering pass; parameters in the
+    lowered order, which is the flat layout of :math:`w`) and the loss is vectorised over chains with
+    :func:`torch.func.vmap`: :math:`L(w) = \mathrm{loss}(f(X; w), Y)` (mean over rows).
+
+    Loading an archive runs its code: load it with :func:`slt_tms.io.user_models.load_torchscript` only if
+    you trust it.
+    """
+    check_choice("loss", loss, LOSSES)
+    try:
+        graph, params = torch._C._jit_pass_lower_graph(module.forward.graph, module._c)
+        fn = torch._C._create_function_from_graph("forward", graph)
+    except Exception as exc:  # pragma: no cover - depends on the archive
+        raise ValueError(f"cannot turn the TorchScript module's forward into a function: {exc}") from exc
+    params = [p.detach() for p in params]
+    if not params:
+        raise ValueError("the TorchScript module has no parameters")
+    dev = torch.device(device) if device is not None else params[0].device
+    _check_device(dev)
+    check_float_dtype(params[0].dtype, "the TorchScript module's parameters")
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+    w_star = torch.cat([p.reshape(-1) for p in params]).to(dev)
+    src = (
+        data if isinstance(data, DataSource) else DataSource(data, device=dev, dtype=w_star.dtype, num_rows=n)
+    )
+    probe = src.head(2)
+    _check_named_rows(probe, loss)
+    if len(probe) == 3:
+        raise ValueError("sample weights are not supported for TorchScript potentials")
+    per_row = _named_loss_fn(loss)
+
+    def single(w: Tensor, rows: Any) -> Tensor:
+        x = rows[0]
+        y = rows[1] if len(rows) > 1 else rows[0]
+        pieces = [t.view(s) for t, s in zip(torch.split(w, sizes), shapes, strict=True)]
+        return per_row(fn(x, *pieces), y).mean()
+
+    with torch.no_grad():
+        pieces = [t.view(s) for t, s in zip(torch.split(w_star, sizes), shapes, strict=True)]
+        pred = fn(probe[0], *pieces)
+        _check_targets(
+            pred,
+            probe[1] if len(probe) > 1 else probe[0],
+            loss,
+            None if src.streaming or len(probe) < 2 else src.rows[1],
+        )
+    return FunctionalPotential(
+        w_star=w_star,
+        n=src.num_rows if n is None else int(n),
+        data=src,
+        description=f"TorchScript module ({w_star.numel()} parameters), loss={loss}",
+        single=single,
+        info={
+            "source": "torchscript",
+            "loss": loss,
+            "data": src.describe(),
+            "num_parameters": int(w_star.numel()),
+        },
+    )

@@ -1,0 +1,262 @@
+r"""What every kernel shares: the tempered target, explicit per-chain random streams, the batch supply.
+
+Target
+------
+Every sampler of the package draws from a density :math:`p(w) \propto e^{-U(w)}` with
+
+.. math::
+
+    U(w) = n\beta\, L(w) + \frac{\gamma}{2}\,\lVert w - w_0 \rVert^2 ,
+
+(:class:`Tempered`): the localized tempered posterior of the LLC (:math:`n\beta` the inverse
+temperature times the sample size, :math:`\gamma` the localization, :math:`w_0 = w^*`) and the Bayesian
+posterior with a Gaussian prior :math:`N(0, I)` (:math:`n\beta = n`, :math:`\gamma = 1`, :math:`w_0 = 0`)
+are both of this form. :math:`L` is a potential's loss, evaluated on a batch (None for population losses).
+
+Kernel convention
+-----------------
+A kernel is a pair of pure functions over explicit state (BlackJAX style), chains on the leading axis
+``C`` of every tensor:
+
+* ``init(w0 (C, d), target, batch) -> State``
+* ``step(state, target, params, batch, draws, metric) -> (State, Info)``
+
+``params`` (step size, leapfrog steps ...) are separate from the state; ``draws`` is the step's
+:class:`Draws` (standard normals, uniforms, minibatch indices) taken from the per-chain streams;
+``metric`` is a diagonal preconditioner :math:`G` of shape ``(C, d)`` (None = identity). Info carries at
+least ``loss`` (:math:`L` at the new state, shape ``(C,)``) and ``accept_prob``.
+
+Randomness
+----------
+:class:`ChainStreams` gives chain :math:`k` its own ``torch.Generator`` (seeded from one recorded root seed
+by :func:`slt_tms._rng.spawn_seeds`) and pre-draws its numbers in blocks, in a documented order (per
+block: normals ``(block, d)``, uniforms ``(block, 2)``, then minibatch indices ``(block, m)``), so running
+:math:`C` chains in one batch gives exactly the numbers of :math:`C` separate runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from slt_tms.potentials import Batch, DataSource
+
+__all__ = ["BatchSupply", "ChainStreams", "Draws", "Evaluation", "Tempered", "default_block", "select_state"]
+
+#: Pre-drawn normal numbers per chain per block at most (bounds the stream buffer to 16 MB in float32).
+_NOISE_ELEMENTS_PER_CHAIN = 2**22
+
+
+class Evaluation(NamedTuple):
+    """``U (C,)``, ``grad_U (C, d)`` and the loss ``L (C,)`` of every chain."""
+
+    potential: Tensor
+    grad: Tensor
+    loss: Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class Tempered:
+    r""":math:`U(w) = n\beta L(w) + \frac{\gamma}{2}\lVert w - w_0\rVert^2` (module docstring).
+
+    Parameters
+    ----------
+    potential : Potential
+        Supplies ``value_and_grad(w, batch) -> (L, grad L)`` and ``loss(w, batch)``.
+    nbeta : float or Tensor ``(C,)``
+        :math:`n\beta > 0` (one per chain allows chains at different temperatures in one batch).
+    localization : float
+        :math:`\gamma \ge 0`.
+    center : Tensor, shape ``(d,)`` or ``(C, d)``
+        :math:`w_0` (one per chain allows chains around different anchors in one batch).
+    """
+
+    potential: Any
+    nbeta: float | Tensor
+    localization: float
+    center: Tensor
+
+    def _nbeta(self, like: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        nb = self.nbeta
+        if isinstance(nb, Tensor):
+            nb = nb.to(like)
+            return nb, nb.unsqueeze(-1)
+        return nb, nb
+
+    def evaluate(self, w: Tensor, batch: Batch | None) -> Evaluation:
+        """:math:`U`, :math:`\nabla U` and :math:`L` at ``w (C, d)``."""
+        loss, grad = self.potential.value_and_grad(w, batch)
+        nb, nb_col = self._nbeta(loss)
+        diff = w - self.center
+        u = loss * nb + (diff * diff).sum(-1) * (0.5 * self.localization)
+        g = grad * nb_col + diff * self.localization if self.localization else grad * nb_col
+        return Evaluation(u, g, loss)
+
+    def energy(self, w: Tensor, batch: Batch | None) -> tuple[Tensor, Tensor]:
+        """:math:`(U, L)` at ``w`` without gradient."""
+        loss = self.potential.loss(w, batch)
+        nb, _ = self._nbeta(loss)
+        diff = w - self.center
+        return loss * nb + (diff * diff).sum(-1) * (0.5 * self.localization), loss
+
+    def select(self, idx: Tensor) -> Tempered:
+        """The target of the chains ``idx`` only (per-chain temperatures and centers sliced)."""
+        nb = self.nbeta[idx] if isinstance(self.nbeta, Tensor) else self.nbeta
+        center = self.center[idx] if self.center.ndim == 2 else self.center
+        return Tempered(self.potential, nb, self.localization, center)
+
+
+class Draws(NamedTuple):
+    """The random numbers of one step, per chain: ``normal (C, d)``, ``uniform (C, 2)``, ``index (C, m)``."""
+
+    normal: Tensor
+    uniform: Tensor
+    index: Tensor | None
+
+
+def default_block(d: int) -> int:
+    r"""Steps pre-drawn per refill: :math:`\min(256, \max(1, \lfloor 2^{22}/d\rfloor))` (depends on d
+    only)."""
+    return min(256, max(1, _NOISE_ELEMENTS_PER_CHAIN // d))
+
+
+class ChainStreams:
+    """Per-chain random streams, pre-drawn in blocks (module docstring).
+
+    Parameters
+    ----------
+    seeds : sequence of int
+        One seed per chain.
+    d : int
+        Dimension of the normal draws.
+    dtype, device
+        Of the normal and uniform draws.
+    num_rows, batch_size : int, optional
+        Draw minibatch indices in ``range(num_rows)`` (with replacement), ``batch_size`` per step.
+    block : int, optional
+        Steps per refill (default :func:`default_block`).
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        d: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        *,
+        num_rows: int | None = None,
+        batch_size: int | None = None,
+        block: int | None = None,
+    ) -> None:
+        self.seeds = [int(s) for s in seeds]
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in self.seeds]
+        self.block = default_block(d) if block is None else int(block)
+        self.num_rows = num_rows
+        C = len(self.gens)
+        self.normal = torch.empty(C, self.block, d, dtype=dtype, device=device)
+        self.uniform = torch.empty(C, self.block, 2, dtype=dtype, device=device)
+        self.index = (
+            None
+            if batch_size is None
+            else torch.empty(C, self.block, batch_size, dtype=torch.int64, device=device)
+        )
+        self.pos = self.block
+
+    @property
+    def num_chains(self) -> int:
+        return len(self.gens)
+
+    def _refill(self) -> None:
+        for k, g in enumerate(self.gens):
+            torch.randn(self.normal.shape[1:], generator=g, out=self.normal[k])
+            torch.rand(self.uniform.shape[1:], generator=g, out=self.uniform[k])
+            if self.index is not None:
+                assert self.num_rows is not None
+                torch.randint(0, self.num_rows, self.index.shape[1:], generator=g, out=self.index[k])
+        self.pos = 0
+
+    def select(self, idx: Sequence[int]) -> ChainStreams:
+        """The streams of the chains ``idx`` only, at the same positions (a subset continues exactly as it
+        would have in the full batch)."""
+        sub = object.__new__(ChainStreams)
+        sub.seeds = [self.seeds[i] for i in idx]
+        sub.gens = [self.gens[i] for i in idx]
+        sub.block, sub.num_rows, sub.pos = self.block, self.num_rows, self.pos
+        t = torch.as_tensor(list(idx), dtype=torch.long, device=self.normal.device)
+        sub.normal = self.normal[t].clone()
+        sub.uniform = self.uniform[t].clone()
+        sub.index = None if self.index is None else self.index[t].clone()
+        return sub
+
+    def next(self) -> Draws:
+        """The draws of the next step (views into the block buffer: use them before the next call)."""
+        if self.pos == self.block:
+            self._refill()
+        t = self.pos
+        self.pos += 1
+        return Draws(self.normal[:, t], self.uniform[:, t], None if self.index is None else self.index[:, t])
+
+
+class BatchSupply:
+    """Which rows a step evaluates: none (population), all (full batch), per-chain or streamed minibatches.
+
+    Parameters
+    ----------
+    data : DataSource or None
+    batch_size : int, optional
+        Per-chain minibatches of this size drawn with replacement from tensor data (the indices come from
+        the chains' streams); None means full batch. A DataLoader source is always streamed (its own
+        batches, shared by the chains).
+    """
+
+    def __init__(self, data: DataSource | None, batch_size: int | None = None) -> None:
+        self.data = data
+        self.batch_size = None
+        if data is None:
+            self.kind = "population"
+        elif data.streaming:
+            self.kind = "stream"
+        elif batch_size is None or batch_size >= data.num_rows:
+            self.kind = "full"
+            self._full = data.full()
+        else:
+            self.kind = "minibatch"
+            self.batch_size = int(batch_size)
+
+    @property
+    def exact(self) -> bool:
+        """True when every step sees the full loss (population or full batch): Metropolis tests are exact."""
+        return self.kind in ("population", "full")
+
+    def __call__(self, draws: Draws | None) -> Batch | None:
+        if self.kind == "population":
+            return None
+        if self.kind == "full":
+            return self._full
+        assert self.data is not None
+        if self.kind == "stream":
+            return self.data.next_batch()
+        assert draws is not None and draws.index is not None
+        return self.data.take(draws.index)
+
+
+def select_state(state: Any, idx: Tensor) -> Any:
+    """The kernel state of the chains ``idx`` only: every tensor with a leading chain axis is sliced
+    (kernel states are NamedTuples or dataclasses of such tensors, possibly nested)."""
+    C = state.w.shape[0]
+
+    def take(x: Any) -> Any:
+        if isinstance(x, Tensor):
+            return x[idx] if x.ndim >= 1 and x.shape[0] == C else x
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            return type(x)(*(take(v) for v in x))
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return dataclasses.replace(x, **{f.name: take(getattr(x, f.name)) for f in dataclasses.fields(x)})
+        return x
+
+    return take(state)

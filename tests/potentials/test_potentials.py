@@ -1,0 +1,242 @@
+"""Potentials: one protocol, every constructor, the batch structures, and clear errors before any sampling."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from slt_tms.potentials import (
+    Batch,
+    DataSource,
+    as_potential,
+    from_callable,
+    from_critical_point,
+    from_module,
+    is_potential,
+    restrict,
+    select_parameters,
+)
+from slt_tms.theory import regular_quadratic
+from slt_tms.theory.critical_points import kgon
+from slt_tms.tms import OneHotUniform, empirical_loss, fixed_dataset
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+
+
+def _data(n: int = 40, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randn(
+        n, 2, generator=g, dtype=torch.float64
+    )
+
+
+def _autograd_reference(net: nn.Module, X, Y, w: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and gradient of one flat vector by plain autograd on a copy of the module."""
+    m = copy.deepcopy(net)
+    sizes = [p.numel() for p in m.parameters()]
+    with torch.no_grad():
+        for p, piece in zip(m.parameters(), torch.split(w, sizes), strict=True):
+            p.copy_(piece.view_as(p))
+    val = loss_fn(m(X), Y)
+    grads = torch.autograd.grad(val, list(m.parameters()))
+    return val.detach(), torch.cat([g.reshape(-1) for g in grads])
+
+
+def test_module_value_and_grad_equal_autograd_for_shared_and_per_chain_batches():
+    net = _net()
+    X, Y = _data()
+    pot = from_module(net, (X, Y), loss="mse")
+    assert is_potential(pot) and pot.n == 40 and pot.w_star.shape == (32,)
+    w = pot.w_star + 0.1 * torch.randn(3, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    loss, grad = pot.value_and_grad(w, pot.data.full())
+    for k in range(3):
+        ref_l, ref_g = _autograd_reference(net, X, Y, w[k], nn.functional.mse_loss)
+        torch.testing.assert_close(loss[k], ref_l)
+        torch.testing.assert_close(grad[k], ref_g)
+    idx = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    loss_c, grad_c = pot.value_and_grad(w, pot.data.take(idx))
+    for k in range(3):
+        ref_l, ref_g = _autograd_reference(net, X[idx[k]], Y[idx[k]], w[k], nn.functional.mse_loss)
+        torch.testing.assert_close(loss_c[k], ref_l)
+        torch.testing.assert_close(grad_c[k], ref_g)
+    assert pot.anchor_loss() == pytest.approx(float(nn.functional.mse_loss(net(X), Y)), rel=1e-12)
+
+
+def test_evaluate_hook_with_dict_batches_equals_the_named_loss():
+    net = _net()
+    X, Y = _data()
+
+    def evaluate(model, batch):  # devinterp's convention: evaluate(model, batch) -> loss (or (loss, ...))
+        return nn.functional.mse_loss(model(batch["x"]), batch["y"]), {"extra": 1}
+
+    a = from_module(net, (X, Y), loss="mse")
+    b = from_module(net, {"x": X, "y": Y}, evaluate=evaluate)
+    w = a.w_star.expand(2, -1) + 0.01
+    la, ga = a.value_and_grad(w, a.data.full())
+    lb, gb = b.value_and_grad(w, b.data.full())
+    torch.testing.assert_close(la, lb)
+    torch.testing.assert_close(ga, gb)
+
+
+def test_sample_weights_are_used_and_extra_tensors_refused():
+    net = _net()
+    X, Y = _data()
+    s = torch.rand(40, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
+    pot = from_module(net, (X, Y, s), loss="mse")
+    per_row = ((net(X) - Y) ** 2).mean(1)
+    assert pot.anchor_loss() == pytest.approx(float((s * per_row).sum() / s.sum()), rel=1e-12)
+    with pytest.raises(ValueError, match=r"\(X,\), \(X, Y\) or \(X, Y, sample_weights\)"):
+        from_module(net, (X, Y, s, s), loss="mse")
+    with pytest.raises(ValueError, match="evaluate="):
+        from_module(net, {"x": X, "y": Y}, loss="mse")
+
+
+def test_bad_inputs_fail_before_sampling_with_a_fix():
+    X, Y = _data()
+    net = _net()
+    with pytest.raises(ValueError, match="would broadcast"):
+        from_module(net, (X, Y[:, 0]), loss="mse")  # target (n,) against a prediction (n, 2)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\]"):
+        from_module(net, (X, torch.tensor([0, 1, 2] * 13 + [0])), loss="cross_entropy")
+    one_logit = nn.Sequential(nn.Linear(3, 1)).double()
+    with pytest.raises(ValueError, match="class axis of size >= 2"):
+        from_module(one_logit, (X, torch.zeros(40, dtype=torch.long)), loss="cross_entropy")
+    with pytest.raises(ValueError, match=r"half precision|float16"):
+        from_module(_net().half(), (X.half(), Y.half()), loss="mse")
+    with pytest.raises(ValueError, match="bfloat16"):
+        from_module(_net(), (X, Y), loss="mse", dtype=torch.bfloat16)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            from_module(_net(), (X, Y), loss="mse", device="cuda")
+    with pytest.raises(ValueError, match="unknown loss"):
+        from_module(_net(), (X, Y), loss="hinge")
+    with pytest.raises(ValueError, match="cannot be applied to the inputs"):
+        from_module(_net(), (torch.randn(40, 4, dtype=torch.float64), Y), loss="mse")
+
+
+def test_batchnorm_model_in_train_mode_is_sampled_in_eval_mode_and_left_untouched():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 2)
+    ).double()
+    X, Y = _data()
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    pot = from_module(net, (X, Y), loss="mse")
+    w = pot.w_star.expand(2, -1).clone()
+    l1, _ = pot.value_and_grad(w, pot.data.full())
+    l2, _ = pot.value_and_grad(w, pot.data.full())
+    torch.testing.assert_close(l1, l2)  # deterministic: eval mode (dropout off, running statistics)
+    assert net.training and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert pot.info["mode"] == "eval"
+    net.eval()
+    assert float(l1[0]) == pytest.approx(float(nn.functional.mse_loss(net(X), Y)), rel=1e-12)
+
+
+class _OnePassDataset(Dataset):
+    """Raises when the whole dataset is read a second time: a loader over it must be streamed, not copied."""
+
+    def __init__(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        self.X, self.Y, self.reads = X, Y, 0
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, i: int):
+        self.reads += 1
+        if self.reads > 2 * len(self.X):
+            raise RuntimeError("the dataset was read to the end twice: it was materialised")
+        return self.X[i], self.Y[i]
+
+
+def test_dataloader_is_streamed_batch_by_batch():
+    X, Y = _data(64)
+    ds = _OnePassDataset(X, Y)
+    loader = DataLoader(ds, batch_size=8, shuffle=False)
+    pot = from_module(_net(), loader, loss="mse")
+    assert pot.n == 64 and pot.data.streaming
+    pot.anchor_loss()  # one full pass
+    first = pot.data.next_batch()
+    assert isinstance(first, Batch) and not first.per_chain and first.data[0].shape == (8, 3)
+    assert ds.reads < 2 * 64
+
+
+def test_tensor_dataset_and_tuple_give_the_same_potential():
+    X, Y = _data()
+    a = from_module(_net(), (X, Y), loss="mse")
+    b = from_module(_net(), TensorDataset(X, Y), loss="mse")
+    assert a.anchor_loss() == b.anchor_loss()
+
+
+def test_parameter_selection_and_masks():
+    net = _net()
+    assert select_parameters(net, ["2.*"]) == ["2.weight", "2.bias"]
+    with pytest.raises(ValueError, match="no parameter matches"):
+        select_parameters(net, ["9.*"])
+    X, Y = _data()
+    pot = from_module(net, (X, Y), loss="mse", params=["2.*"])
+    assert pot.w_star.shape == (12,)
+    torch.testing.assert_close(pot.w_star, torch.cat([net[2].weight.reshape(-1), net[2].bias]).detach())
+    mask = {"2.weight": torch.tensor([[True, False, False, False, False], [False] * 5])}
+    sub = from_module(net, (X, Y), loss="mse", params=["2.*"], masks=mask)
+    assert sub.w_star.shape == (3,)  # one weight element and the two biases
+    with pytest.raises(ValueError, match="boolean tensor of shape"):
+        from_module(net, (X, Y), loss="mse", params=["2.*"], masks={"2.weight": torch.ones(3)})
+
+
+def test_restrict_keeps_the_other_coordinates_at_the_anchor():
+    pot = from_callable(
+        lambda w, rows=None: (w * w * torch.arange(1.0, 4.0).to(w)).sum(-1),
+        torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
+        n=10,
+    )
+    sub = restrict(pot, torch.tensor([False, True, True]))
+    loss, grad = sub.value_and_grad(torch.tensor([[0.0, 0.0]], dtype=torch.float64))
+    assert float(loss[0]) == 1.0 and grad.tolist() == [[0.0, 0.0]]
+    with pytest.raises(ValueError, match="selects no parameter"):
+        restrict(pot, torch.zeros(3, dtype=torch.bool))
+
+
+def test_tms_potentials_population_and_closed_form_empirical():
+    cp = kgon(6, 6)
+    pop = from_critical_point(cp, n=1000)
+    assert pop.anchor_loss() == pytest.approx(cp.loss, rel=1e-12)
+    x = fixed_dataset(OneHotUniform(6), 500, seed=0).double()
+    emp = from_critical_point(cp, x)
+    w = emp.w_star.expand(3, -1) + 0.01 * torch.randn(
+        3, 18, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    loss, grad = emp.value_and_grad(w, emp.data.full())
+    wr = w.clone().requires_grad_(True)
+    ref = empirical_loss(wr, x, 6, 2)
+    torch.testing.assert_close(loss, ref.detach())
+    torch.testing.assert_close(grad, torch.autograd.grad(ref.sum(), wr)[0])
+    # one-hot rows take the sorted-prefix-sum path on the full batch; a minibatch and dense rows do not
+    assert emp.info["one_hot_sums"]
+    loss_b, grad_b = emp.value_and_grad(w, Batch((x[:100],)))
+    ref_b = empirical_loss(wr, x[:100], 6, 2)
+    torch.testing.assert_close(loss_b, ref_b.detach())
+    torch.testing.assert_close(grad_b, torch.autograd.grad(ref_b.sum(), wr)[0])
+    dense = from_critical_point(cp, x + 0.1)
+    assert not dense.info["one_hot_sums"]
+    torch.testing.assert_close(dense.value_and_grad(w, dense.data.full())[0],
+                               empirical_loss(w, x + 0.1, 6, 2))
+
+
+def test_as_potential_dispatch_and_errors():
+    assert as_potential(regular_quadratic(3, n=100)).n == 100
+    with pytest.raises(ValueError, match="w_star"):
+        as_potential(lambda w, rows=None: w.sum(-1))
+    with pytest.raises(ValueError, match="needs data"):
+        as_potential(_net())
+    with pytest.raises(ValueError, match="expected a Potential"):
+        as_potential(3)
+    src = DataSource((torch.zeros(5, 2),))
+    assert src.num_rows == 5 and not src.streaming
