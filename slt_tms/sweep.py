@@ -11,6 +11,18 @@ tensors, to ``out_dir/<key>.safetensors`` *before* the JSON, so a JSON file on d
 complete result). Running the same sweep again loads the finished results and only computes the
 missing ones: an interrupted sweep continues where it stopped, and a task that raised is retried.
 
+Crashes and damaged files
+-------------------------
+A sweep survives being killed at any point (``kill -9``, a crash, a full disk). Each record stores the
+size and SHA-256 of its tensor file; on loading, a record that is empty or not valid JSON, or whose
+tensor file is missing, of the wrong size, altered or unreadable, is reported by name (a
+:class:`RuntimeWarning`) and its task is run again. On start the sweep takes the output lock of
+``out_dir`` (:func:`slt_tms.io.locks.output_lock`: a second sweep into the same directory stops at
+once) and removes the temporary files that writes interrupted by a crash left there. Local worker
+processes end with the process that started them (on Linux the kernel kills them when it dies; on
+every platform a watchdog thread in each worker exits when its parent is gone), so a killed sweep
+leaves no orphans computing in the background.
+
 Executors
 ---------
 ``"local"``
@@ -45,20 +57,30 @@ Examples
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import hashlib
-import json
-import math
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from slt_tms._progress import progress_disabled
-from slt_tms.io.atomic import atomic_path, atomic_write_text
+from slt_tms.io.atomic import atomic_path, remove_stale_temporaries
+from slt_tms.io.checkpoints import load_tensors
+from slt_tms.io.locks import output_lock
+from slt_tms.io.serialize import dumps, read_json, to_jsonable, write_json
+from slt_tms.io.user_models import sha256
+from slt_tms.validation import check_choice, check_int
 
 __all__ = [
     "SweepError",
@@ -69,7 +91,11 @@ __all__ = [
 ]
 
 Executor = Literal["local", "dask"]
-_FORMAT_VERSION = 1
+#: Version of the record format: 2 adds ``tensors_bytes`` and ``tensors_sha256`` (version-1 records,
+#: without them, are still read; their tensor file is then only checked for readability).
+_FORMAT_VERSION = 2
+#: Seconds between two checks of the worker watchdog for its parent (see :func:`_die_with_parent`).
+_WATCHDOG_PERIOD_S = 0.5
 
 
 class SweepError(RuntimeError):
@@ -90,40 +116,10 @@ class SweepError(RuntimeError):
         )
 
 
-def _jsonable(obj: Any, where: str = "task") -> Any:
-    """Convert numpy scalars/arrays and tuples to plain JSON types; reject everything else."""
-    if obj is None or isinstance(obj, bool | str):
-        return obj
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        if not math.isfinite(f):
-            return None if math.isnan(f) else ("inf" if f > 0 else "-inf")
-        return f
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist(), where)
-    if isinstance(obj, torch.Tensor) and obj.ndim == 0:
-        return _jsonable(obj.item(), where)
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v, where) for v in obj]
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise ValueError(f"{where}: dictionary keys must be strings, got {k!r}")
-            out[k] = _jsonable(v, where)
-        return out
-    raise ValueError(
-        f"{where}: value of type {type(obj).__name__} is not JSON-serialisable; use numbers, strings, "
-        "lists and dicts (tensors go under the result's 'tensors' entry)"
-    )
-
-
 def _canonical(task: Mapping[str, Any]) -> str:
     if not isinstance(task, Mapping):
         raise ValueError(f"a task must be a dict of its configuration, got {type(task).__name__}")
-    return json.dumps(_jsonable(task), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return dumps(task, sort_keys=True, strict=True)
 
 
 def task_key(task: Mapping[str, Any]) -> str:
@@ -157,31 +153,81 @@ def _check_fn(fn: Callable[..., Any], need_pickle: bool) -> None:
             )
 
 
+class _DamagedRecord(ValueError):
+    """A record that exists but cannot be trusted; ``detail`` is the message without the advice."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.detail = f"damaged sweep record {path}: {why}"
+        super().__init__(f"{self.detail}; rerun the sweep to redo the task")
+
+
+def _damaged(path: Path, why: str) -> _DamagedRecord:
+    return _DamagedRecord(path, why)
+
+
 def load_result(out_dir: str | os.PathLike[str], key: str) -> dict[str, Any] | None:
     """Load the saved result of the task with ``key`` from ``out_dir`` (None when it is not finished).
 
-    Returns the dict written by :func:`run_sweep`: ``{"key", "task", "fn", "result"}``; tensors saved
-    with the result are put back in ``record["result"]["tensors"]``.
+    Returns
+    -------
+    dict or None
+        The dict written by :func:`run_sweep`: ``{"format", "key", "task", "fn", "result", ...}``; tensors
+        saved with the result are put back in ``record["result"]["tensors"]``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, for a damaged record: an empty or invalid JSON file, a record of another
+        key, or a tensor file that is missing, of the wrong size, altered (SHA-256) or unreadable.
+        :func:`run_sweep` reports these and runs the task again.
     """
     out_dir = Path(out_dir)
     path = out_dir / f"{key}.json"
-    if not path.is_file():
+    if not path.exists():
         return None
-    record = json.loads(path.read_text())
+    try:
+        record = read_json(path, what="sweep record")
+    except ValueError as exc:
+        raise _damaged(path, str(exc).split(" (an interrupted")[0].split("; delete it")[0]) from None
+    if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("result"), dict):
+        raise _damaged(path, f"not a record of task {key}")
     if record.get("has_tensors"):
-        from safetensors.torch import load_file
-
-        record["result"]["tensors"] = load_file(str(out_dir / f"{key}.safetensors"))
+        tpath = out_dir / f"{key}.safetensors"
+        if not tpath.is_file():
+            raise _damaged(path, f"its tensor file {tpath.name} is missing")
+        size, digest = record.get("tensors_bytes"), record.get("tensors_sha256")
+        if size is not None and tpath.stat().st_size != size:
+            raise _damaged(path, f"its tensor file {tpath.name} has {tpath.stat().st_size} bytes, the record "
+                                 f"says {size} (truncated?)")
+        if digest is not None and sha256(tpath) != digest:
+            raise _damaged(path, f"its tensor file {tpath.name} does not match the SHA-256 in the record")
+        try:
+            record["result"]["tensors"] = load_tensors(tpath)
+        except ValueError as exc:
+            raise _damaged(path, str(exc)) from None
     return record
 
 
 def load_results(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All finished records in ``out_dir`` (see :func:`load_result`), sorted by key."""
+    """All finished records in ``out_dir`` (see :func:`load_result`), sorted by key.
+
+    Damaged records are left out with a :class:`RuntimeWarning` naming each (rerunning the sweep redoes
+    them).
+    """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"sweep directory {out_dir} does not exist")
     keys = sorted(p.stem for p in out_dir.glob("*.json") if len(p.stem) == 16)
-    return [r for k in keys if (r := load_result(out_dir, k)) is not None]
+    records = []
+    for k in keys:
+        try:
+            rec = load_result(out_dir, k)
+        except ValueError as exc:
+            warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
+            continue
+        if rec is not None:
+            records.append(rec)
+    return records
 
 
 def _save(out_dir: Path, key: str, task: Mapping[str, Any], fn_name: str, result: Any) -> dict[str, Any]:
@@ -193,28 +239,53 @@ def _save(out_dir: Path, key: str, task: Mapping[str, Any], fn_name: str, result
         "format": _FORMAT_VERSION,
         "key": key,
         "fn": fn_name,
-        "task": _jsonable(task),
-        "result": _jsonable(result, where=f"result of task {key}"),
+        "task": to_jsonable(task, strict=True, where="task"),
+        "result": to_jsonable(result, strict=True, where=f"result of task {key}"),
         "has_tensors": bool(tensors),
     }
     if tensors:
-        from safetensors.torch import save_file
-
         tdict = {}
         for name, t in tensors.items():
             tt = torch.as_tensor(t).detach().cpu().contiguous()
             tdict[str(name)] = tt
         with atomic_path(out_dir / f"{key}.safetensors") as tmp:
             save_file(tdict, str(tmp))
+            record["tensors_bytes"] = tmp.stat().st_size
+            record["tensors_sha256"] = sha256(tmp)
     # The JSON is written last: its presence marks the task as complete.
-    atomic_write_text(out_dir / f"{key}.json", json.dumps(record, indent=1, allow_nan=False))
+    write_json(out_dir / f"{key}.json", record)
     if tensors:
         record["result"]["tensors"] = {k: torch.as_tensor(v).detach().cpu() for k, v in tensors.items()}
     return record
 
 
-def _worker_init() -> None:  # pragma: no cover - runs in worker processes
+def _die_with_parent(parent_pid: int) -> None:  # pragma: no cover - runs in worker processes
+    """End this worker when the process that started it ends, however it ends (also ``kill -9``).
+
+    On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` asks the kernel to kill the worker when its parent
+    dies; everywhere, a daemon thread checks every :data:`_WATCHDOG_PERIOD_S` seconds that the parent
+    is still ``parent_pid`` (an orphan is re-parented, so ``os.getppid()`` changes) and exits if not.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            pr_set_pdeathsig = 1  # from <linux/prctl.h>
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no usable libc: the watchdog below still applies
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the request above was in place
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_WATCHDOG_PERIOD_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="slt-tms-parent-watchdog", daemon=True).start()
+
+
+def _worker_init(parent_pid: int) -> None:  # pragma: no cover - runs in worker processes
     torch.set_num_threads(1)
+    _die_with_parent(parent_pid)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -268,13 +339,11 @@ def run_sweep(
         Bad arguments: unknown executor, non-JSON tasks, duplicate tasks, a non-module-level ``fn``,
         or an ``out_dir`` holding results of a different function under the same keys.
     """
-    if executor not in ("local", "dask"):
-        raise ValueError(f"executor must be 'local' or 'dask', got {executor!r}")
+    check_choice("executor", executor, ("local", "dask"))
     if dask_address is not None and executor != "dask":
         raise ValueError("dask_address is only used with executor='dask'")
-    if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
-                                    or max_workers < 1):
-        raise ValueError(f"max_workers must be a positive integer or None (all cores), got {max_workers!r}")
+    if max_workers is not None:
+        check_int("max_workers", max_workers, minimum=1)
     workers = max_workers or os.cpu_count() or 1
     tasks = [dict(t) for t in tasks]
     keys = [task_key(t) for t in tasks]
@@ -283,15 +352,25 @@ def run_sweep(
             "the tasks of a sweep must be distinct; two or more tasks have identical configurations"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, flag="out_dir"):  # one sweep per directory; so stale temporaries are stale
+        remove_stale_temporaries(out)
+        return _run_locked(fn, tasks, keys, out, executor, workers, dask_address, progress)
+
+
+def _run_locked(fn, tasks, keys, out, executor, workers, dask_address, progress) -> list[dict[str, Any]]:
     name = _fn_name(fn)
-    listing = [{"key": k, "task": _jsonable(t)} for k, t in zip(keys, tasks, strict=True)]
-    atomic_write_text(out / "sweep.json", json.dumps({"fn": name, "tasks": listing}, indent=1))
+    listing = [{"key": k, "task": to_jsonable(t, strict=True, where="task")}
+               for k, t in zip(keys, tasks, strict=True)]
+    write_json(out / "sweep.json", {"fn": name, "tasks": listing})
 
     results: dict[str, dict[str, Any]] = {}
     pending: list[int] = []
     for i, k in enumerate(keys):
-        rec = load_result(out, k)
+        try:
+            rec = load_result(out, k)
+        except _DamagedRecord as exc:  # report it by name and redo the task
+            warnings.warn(f"{exc.detail}; running its task again", RuntimeWarning, stacklevel=3)
+            rec = None
         if rec is None:
             pending.append(i)
             continue
@@ -305,8 +384,6 @@ def run_sweep(
     failures: dict[str, str] = {}
     serial = executor == "local" and (workers == 1 or len(pending) <= 1)
     _check_fn(fn, need_pickle=not serial)
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc="sweep",
                disable=progress_disabled(progress), leave=False, dynamic_ncols=True)
 
@@ -335,7 +412,7 @@ def run_sweep(
         elif executor == "local":
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
-                                        initializer=_worker_init) as pool:
+                                        initializer=_worker_init, initargs=(os.getpid(),)) as pool:
                 futs = {pool.submit(fn, dict(tasks[i])): i for i in pending}
                 for fut in cf.as_completed(futs):
                     exc = fut.exception()

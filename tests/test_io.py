@@ -1,7 +1,11 @@
 """Checkpoint and data-file I/O: bit-exact round trips, clear errors, and no code execution from pickles."""
 
+import io
 import json
 import pickle
+import tracemalloc
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -9,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 import slt_tms.io as sio
-from slt_tms.io import load_checkpoint, load_state_dict_file, load_tensors, save_checkpoint
+from slt_tms.io import load_checkpoint, load_state_dict_file, load_tensors, save_checkpoint, user_models
 from slt_tms.tms import TMS, num_params
 
 C, R = 5, 2
@@ -222,7 +226,7 @@ def test_malicious_pickle_never_executes(tmp_path, container):
         evil.write_bytes(pickle.dumps(obj, protocol=2))
     assert not marker.exists()
     for fn in (load_checkpoint, load_tensors, load_state_dict_file):
-        with pytest.raises(ValueError, match=r"weights_only=True.*Unsupported global"):
+        with pytest.raises(ValueError, match=r"contains Python objects \(io.open\).*weights_only=True"):
             fn(evil)
         assert not marker.exists()
 
@@ -284,3 +288,186 @@ def test_extra_metadata_is_json(tmp_path):
     assert all(isinstance(v, str) for v in meta.values())
     assert json.loads(meta["extra"]) == {"args": {"lr": 0.01}}
     assert meta["format"] == sio.CHECKPOINT_FORMAT and meta["format_version"] == "1"
+
+
+# ------------------------------------------------------------------------------------------ npz headers
+def _npy(shape, descr="<f8", data=b"", fortran=False):
+    """The bytes of a .npy file with the given header and (possibly too little) data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": fortran, "shape": shape})
+    return buf.getvalue() + data
+
+
+def _zip(path, members, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_npz_huge_declared_shape_refused_before_allocating(tmp_path):
+    """A 100-byte .npz whose header declares 10**12 float64s (8 TB): one line, nothing allocated.
+
+    Before the fix numpy allocated the declared array first and raised MemoryError."""
+    p = _zip(tmp_path / "huge.npz", {"x.npy": _npy((10**12,), data=b"\0" * 8)})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            load_tensors(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    msg = str(info.value)
+    assert "\n" not in msg and "huge.npz" in msg and "'x'" in msg
+    assert "(1000000000000,)" in msg and "8 bytes" in msg
+    assert peak < 10 * 2**20  # bytes traced while loading (numpy's allocations are traced)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_npz_truncated_member_reported_as_truncated(tmp_path, compression):
+    """A .npy member cut in the middle of its data (with a consistent zip around it) is 'truncated'.
+
+    Before the fix numpy's 'EOF: reading array data' was reported as 'object arrays are refused'."""
+    full = _npy((100,), data=np.arange(100.0).tobytes())
+    p = _zip(tmp_path / "cut.npz", {"x.npy": full[: len(full) - 400]}, compression)
+    with pytest.raises(ValueError, match=r"truncated") as info:
+        load_tensors(p)
+    assert "object arrays" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_npz_members_that_are_not_numeric_arrays(tmp_path):
+    ok = np.arange(3.0)
+    buf = io.BytesIO()
+    np.save(buf, ok)
+    p = _zip(tmp_path / "extra.npz", {"x.npy": buf.getvalue(), "notes.txt": b"hello"})
+    with pytest.raises(ValueError, match=r"'notes.txt' is not a \.npy array"):
+        load_tensors(p)
+    p = _zip(tmp_path / "obj.npz", {"x.npy": _npy((2,), descr="|O", data=b"\0" * 16)})
+    with pytest.raises(ValueError, match="object arrays are refused"):
+        load_tensors(p)
+    # Fortran order, big-endian and compressed members are read like numpy reads them
+    a = np.arange(12, dtype=">i4").reshape(3, 4)
+    np.savez_compressed(tmp_path / "f.npz", a=np.asfortranarray(a), b=a)
+    got = load_tensors(tmp_path / "f.npz")
+    assert torch.equal(got["a"], torch.from_numpy(a.astype("<i4"))) and torch.equal(got["b"], got["a"])
+
+
+# ------------------------------------------------------------------------------------------ pickle refusal
+def test_refused_pickle_names_the_object_not_torch_advice(tmp_path):
+    """The message names what the file holds and never relays torch's 'weights_only=False' advice."""
+    torch.save({"W": _Payload(tmp_path / "pwned"), "b": torch.zeros(C)}, tmp_path / "evil.pt")
+    torch.save({"W": np.zeros(3)}, tmp_path / "numpy.pt")
+    for name, what in (("evil.pt", "io.open"), ("numpy.pt", "numpy")):
+        for fn in (load_checkpoint, load_tensors, load_state_dict_file):
+            with pytest.raises(ValueError) as info:
+                fn(tmp_path / name)
+            msg = str(info.value)
+            assert "\n" not in msg and what in msg
+            assert "contains Python objects" in msg and "save a plain state_dict or safetensors" in msg
+            assert "weights_only=False" not in msg and "likely succeed" not in msg
+            assert "\x1b" not in msg  # no terminal escape codes from torch's message
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------------------------------ user models
+class _LoudScript(torch.nn.Module):
+    """Scripted; its ``__setstate__`` runs inside ``torch.jit.load``, printing a marker and counting."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(2))
+        self.loads = 0
+
+    def forward(self, x):
+        return x * self.weight
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.weight, self.loads, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, int, bool]):
+        print("SLT_TMS_ARCHIVE_CODE_RAN")
+        self.weight = state[0]
+        self.loads = state[1] + 1
+        self.training = state[2]
+
+
+@pytest.fixture
+def loud_archive(tmp_path):
+    p = tmp_path / "loud.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(_LoudScript()), str(p))
+    return p
+
+
+def test_user_model_loaders_live_in_io():
+    from slt_tms.commands import llc
+
+    for name in ("load_factory", "load_model", "load_torchscript", "load_data", "sha256", "LOSSES"):
+        assert (name in user_models.__all__ and getattr(user_models, name).__doc__) or name == "LOSSES"
+    # the command uses the io functions themselves, not copies
+    assert llc.load_model is user_models.load_model and llc.load_data is user_models.load_data
+    assert not hasattr(llc, "_sha256") and not hasattr(llc, "_state_dict_mismatch")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
+def test_torchscript_refused_without_trust_and_its_code_does_not_run(loud_archive, capfd):
+    for call in (lambda: user_models.load_torchscript(loud_archive),
+                 lambda: user_models.load_model(loud_archive, torchscript=True)):
+        with pytest.raises(ValueError) as info:
+            call()
+        msg = str(info.value)
+        assert "\n" not in msg and "--trust-torchscript" in msg and "runs when it is loaded" in msg
+    assert "SLT_TMS_ARCHIVE_CODE_RAN" not in capfd.readouterr().out
+    # negative control: trusting the archive runs its code while loading (so the check above can fail)
+    mod = user_models.load_model(loud_archive, torchscript=True, trust_torchscript=True)
+    assert "SLT_TMS_ARCHIVE_CODE_RAN" in capfd.readouterr().out and mod.loads == 1
+    assert torch.equal(mod(torch.ones(2)), torch.ones(2)) and not mod.training
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
+def test_cli_torchscript_needs_the_trust_flag(loud_archive, tmp_path, capfd):
+    from slt_tms.cli import main
+
+    np.savez(tmp_path / "d.npz", x=np.ones((8, 2), "float32"), y=np.ones((8, 2), "float32"))
+    args = ["llc", str(loud_archive), "--torchscript", "--data", str(tmp_path / "d.npz"), "--step-size",
+            "1e-4", "--num-chains", "2", "--num-draws", "20", "--num-burnin", "5", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    cap = capfd.readouterr()
+    assert cap.err.startswith("slt-tms: error: refusing to load the TorchScript archive loud.pt")
+    assert cap.err.count("\n") == 1 and "--trust-torchscript" in cap.err
+    assert "SLT_TMS_ARCHIVE_CODE_RAN" not in cap.out and not (tmp_path / "o").exists()
+    assert main([*args, "--trust-torchscript", "--out", str(tmp_path / "o")]) == 0
+    assert "SLT_TMS_ARCHIVE_CODE_RAN" in capfd.readouterr().out and (tmp_path / "o" / "llc.json").is_file()
+
+
+def test_cli_help_tells_the_torchscript_truth(capsys):
+    from slt_tms.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["llc", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--trust-torchscript" in text
+    assert "code runs when it is loaded and evaluated" in text and "only load archives you trust" in text
+    assert "no Python" not in text and "no model code" not in text
+    from slt_tms.commands import llc
+
+    for doc in (llc.__doc__, user_models.__doc__, user_models.load_model.__doc__,
+                user_models.load_torchscript.__doc__):
+        assert "no Python pickle" not in doc and "no model code" not in doc and "no Python objects" not in doc
+
+
+def test_sha256_and_load_data(tmp_path):
+    import hashlib
+
+    p = tmp_path / "d.npz"
+    np.savez(p, x=np.ones((4, 2), "float32"), y=np.arange(4))
+    assert user_models.sha256(p) == hashlib.sha256(p.read_bytes()).hexdigest()
+    x, y = user_models.load_data(p, loss="cross_entropy")
+    assert x.shape == (4, 2) and y.dtype == torch.int64
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        user_models.load_data(p, loss="hinge")
+    with pytest.raises(FileNotFoundError, match="data file not found"):
+        user_models.load_data(tmp_path / "nope.npz")

@@ -21,7 +21,8 @@ from slt_tms.analysis.plateaus import bayesian_ordering, dynamical_ordering
 from slt_tms.commands._args import nonneg_int, positive_int
 from slt_tms.experiments import sgd_dynamics as dyn
 from slt_tms.experiments.sgd_llc import llc_along_training
-from slt_tms.io import prepare_output_dir, read_json, save_figure, write_json
+from slt_tms.io import read_json, save_figure, write_json
+from slt_tms.io.locks import output_lock
 from slt_tms.io.results import write_csv
 from slt_tms.plotting.dynamics import plot_llc, plot_losses, plot_ordering, plot_polygons
 
@@ -189,22 +190,22 @@ def train_into(
 ) -> dyn.DynamicsRun:
     """Train ``seeds`` into ``out`` (resumable; adds to the seeds already there) and write the analysis
     files and figures (module docstring)."""
-    out = prepare_output_dir(out)
-    seeds = _seeds_in(out, config, seeds)
-    write_json(out / "config.json", {"config": config.to_dict(), "seeds": seeds})
-    run = dyn.run(
-        config,
-        seeds,
-        work_dir=out / "runs",
-        executor=executor,
-        max_workers=max_workers,
-        dask_address=dask_address,
-        progress=False if quiet else None,
-    )
-    _write_analysis(run, out)
-    save_figure(plot_losses(run), out / "loss_vs_step.png", dpi=110)
-    save_figure(plot_polygons(run), out / "polygons.png", dpi=110)
-    return run
+    with output_lock(out) as out:  # one run per directory, refused before any work
+        seeds = _seeds_in(out, config, seeds)
+        write_json(out / "config.json", {"config": config.to_dict(), "seeds": seeds})
+        run = dyn.run(
+            config,
+            seeds,
+            work_dir=out / "runs",
+            executor=executor,
+            max_workers=max_workers,
+            dask_address=dask_address,
+            progress=False if quiet else None,
+        )
+        _write_analysis(run, out)
+        save_figure(plot_losses(run), out / "loss_vs_step.png", dpi=110)
+        save_figure(plot_polygons(run), out / "polygons.png", dpi=110)
+        return run
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -256,62 +257,63 @@ def llc_into(
         raise FileNotFoundError(
             f"{out / 'config.json'} not found: run 'slt-tms dynamics run --out {out}' first"
         )
-    meta = read_json(out / "config.json", "dynamics config")
-    config = dyn.DynamicsConfig.from_dict(meta["config"])
-    run = dyn.load(config, meta["seeds"], work_dir=out / "runs")
-    res = llc_along_training(
-        run,
-        work_dir=out / "llc",
-        llc=llc,
-        extra_per_run=extra,
-        executor=executor,
-        max_workers=max_workers,
-        dask_address=dask_address,
-        progress=False if quiet else None,
-    )
-    summary = res.summary()
-    write_csv(
-        out / "llc.csv",
-        [{**p.to_dict(), **p.diagnostics} for p in res.points],
-        [
-            "seed",
-            "step",
-            "index",
-            "name",
-            "loss",
-            "llc",
-            "se",
-            "plateau",
-            "rhat",
-            "ess",
-            "acceptance",
-            "frac_below_anchor",
-            "diverged",
-            "ok",
-            "flags",
-        ],
-    )
-    write_csv(
-        out / "llc_transitions.csv",
-        list(res.transitions),
-        [
-            "seed",
-            "source",
-            "target",
-            "step",
-            "llc_source",
-            "se_source",
-            "llc_target",
-            "se_target",
-            "difference",
-            "increase",
-            "significant",
-        ],
-    )
-    summary["ordering"] = _write_ordering(run, out, res.lambda_by_family)
-    write_json(out / "llc_summary.json", summary)
-    save_figure(plot_llc(run, res.points), out / "llc_vs_step.png", dpi=110)
-    return run, res, summary
+    with output_lock(out, flag="DIR"):  # not while 'dynamics run' or another 'dynamics llc' writes there
+        meta = read_json(out / "config.json", "dynamics config")
+        config = dyn.DynamicsConfig.from_dict(meta["config"])
+        run = dyn.load(config, meta["seeds"], work_dir=out / "runs")
+        res = llc_along_training(
+            run,
+            work_dir=out / "llc",
+            llc=llc,
+            extra_per_run=extra,
+            executor=executor,
+            max_workers=max_workers,
+            dask_address=dask_address,
+            progress=False if quiet else None,
+        )
+        summary = res.summary()
+        write_csv(
+            out / "llc.csv",
+            [{**p.to_dict(), **p.diagnostics} for p in res.points],
+            [
+                "seed",
+                "step",
+                "index",
+                "name",
+                "loss",
+                "llc",
+                "se",
+                "plateau",
+                "rhat",
+                "ess",
+                "acceptance",
+                "frac_below_anchor",
+                "diverged",
+                "ok",
+                "flags",
+            ],
+        )
+        write_csv(
+            out / "llc_transitions.csv",
+            list(res.transitions),
+            [
+                "seed",
+                "source",
+                "target",
+                "step",
+                "llc_source",
+                "se_source",
+                "llc_target",
+                "se_target",
+                "difference",
+                "increase",
+                "significant",
+            ],
+        )
+        summary["ordering"] = _write_ordering(run, out, res.lambda_by_family)
+        write_json(out / "llc_summary.json", summary)
+        save_figure(plot_llc(run, res.points), out / "llc_vs_step.png", dpi=110)
+        return run, res, summary
 
 
 def _llc(args: argparse.Namespace) -> int:

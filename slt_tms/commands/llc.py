@@ -24,6 +24,7 @@ R-hat <= 1.01 and ESS >= 400 or the budget is spent; an estimate that is not tru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import glob
 import re
@@ -38,8 +39,9 @@ from slt_tms._rng import spawn_seeds
 from slt_tms.commands._args import add_dataclass_flags, dataclass_overrides
 from slt_tms.estimators import FIELD_HELP, LLCConfig, estimate_llc
 from slt_tms.estimators.series import estimate_llc_series
-from slt_tms.io import prepare_output_dir, save_figure, write_json
+from slt_tms.io import save_figure, write_json
 from slt_tms.io.atomic import atomic_write_text
+from slt_tms.io.locks import output_lock
 from slt_tms.io.user_models import load_data, load_factory, load_model, sha256
 from slt_tms.plotting.llc import plot_llc_series
 from slt_tms.potentials import from_critical_point
@@ -102,6 +104,18 @@ def _estimate(fn: Any, *args: Any, **kw: Any) -> Any:
 
 
 def _handler(ns: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as held:  # holds the --out lock that _lock_out takes, until the run ends
+        return _run(ns, held)
+
+
+def _lock_out(ns: argparse.Namespace, held: contextlib.ExitStack) -> Path | None:
+    """Take the output lock of ``--out`` once the arguments are checked, before any work: one run per
+    directory (a second one is refused naming the holder's pid); a file or an unwritable ``--out`` is
+    refused; a run that fails before writing leaves no directory behind."""
+    return held.enter_context(output_lock(ns.out)) if ns.out else None
+
+
+def _run(ns: argparse.Namespace, held: contextlib.ExitStack) -> int:
     overrides = dataclass_overrides(ns, LLCConfig)
     if ns.no_ladder:
         if "ladder" in overrides:
@@ -118,7 +132,7 @@ def _handler(ns: argparse.Namespace) -> int:
             raise ValueError(
                 "--tms-critical needs --c C (the number of features), e.g. --tms-critical 5+ --c 6"
             )
-        return _critical(ns, overrides, progress)
+        return _critical(ns, overrides, progress, held)
     if ns.c is not None or ns.potential is not None:
         raise ValueError("--c and --potential apply only to --tms-critical")
     if not ns.checkpoint:
@@ -132,7 +146,7 @@ def _handler(ns: argparse.Namespace) -> int:
         )
     if not ns.model and not ns.torchscript:
         raise ValueError("say how to build the model: --model MODULE:FACTORY or --torchscript")
-    return _checkpoint_run(ns, overrides, progress)
+    return _checkpoint_run(ns, overrides, progress, held)
 
 
 def _finish(results: list[Any], ns: argparse.Namespace) -> int:
@@ -142,7 +156,9 @@ def _finish(results: list[Any], ns: argparse.Namespace) -> int:
     return 0
 
 
-def _critical(ns: argparse.Namespace, overrides: dict[str, Any], progress: bool | None) -> int:
+def _critical(
+    ns: argparse.Namespace, overrides: dict[str, Any], progress: bool | None, held: contextlib.ExitStack
+) -> int:
     k, sigma, phi = parse_critical_name(ns.tms_critical)
     potential = ns.potential or "population"
     if potential not in ("population", "empirical"):
@@ -151,7 +167,7 @@ def _critical(ns: argparse.Namespace, overrides: dict[str, Any], progress: bool 
         raise ValueError("--batch-size applies only to --potential empirical (the population loss is exact)")
     overrides.setdefault("ladder", CRITICAL_LADDER)
     cfg = LLCConfig(**overrides)
-    out = prepare_output_dir(ns.out) if ns.out else None
+    out = _lock_out(ns, held)
     n = ns.n if ns.n is not None else CRITICAL_N
     cp = kgon(k, ns.c, sigma, phi)
     data = None
@@ -195,18 +211,19 @@ def _critical(ns: argparse.Namespace, overrides: dict[str, Any], progress: bool 
     return _finish([res], ns)
 
 
-def _checkpoint_run(ns: argparse.Namespace, overrides: dict[str, Any], progress: bool | None) -> int:
+def _checkpoint_run(
+    ns: argparse.Namespace, overrides: dict[str, Any], progress: bool | None, held: contextlib.ExitStack
+) -> int:
     cfg = LLCConfig(**overrides)
+    out = _lock_out(ns, held)
     paths = _checkpoints(ns.checkpoint)
-    out = prepare_output_dir(ns.out) if ns.out else None
     if ns.device is not None and torch.device(ns.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"--device {ns.device}: CUDA is not available in this torch build ({torch.__version__})"
         )
     if ns.loss not in ("mse", "cross_entropy"):
         raise ValueError(f"unknown --loss {ns.loss!r}; allowed: mse, cross_entropy")
-    labels = ns.loss == "cross_entropy"
-    X, Y = load_data(ns.data, x_key=ns.x_key, y_key=ns.y_key, labels=labels)
+    X, Y = load_data(ns.data, x_key=ns.x_key, y_key=ns.y_key, loss=ns.loss)
     cli = {
         "command": "slt-tms llc",
         "data": str(ns.data),
@@ -339,7 +356,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--trust-torchscript",
         action="store_true",
-        help="load a TorchScript archive although its code runs on loading and evaluation",
+        help="allow loading the --torchscript archive: its code runs when it is loaded and evaluated, "
+        "with your rights; only load archives you trust",
     )
     p.add_argument(
         "--data", default=None, metavar="FILE", help="data file (.safetensors, .pt, .npz) with x and y"

@@ -15,6 +15,7 @@ Subcommands
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import math
@@ -30,6 +31,7 @@ from slt_tms.estimators import estimate_llc
 from slt_tms.experiments.occupancy import occupancy, switch_pairs
 from slt_tms.experiments.posterior import HMCConfig
 from slt_tms.io import atomic_write_text, save_figure, write_json
+from slt_tms.io.locks import output_lock
 from slt_tms.plotting.phases import plot_free_energy, plot_occupancy
 from slt_tms.theory.critical_points import critical_points
 
@@ -162,6 +164,11 @@ def _crossover_csv(pred: dict[str, Any]) -> str:
 # phases predict
 # ---------------------------------------------------------------------------------------------
 def _predict_handler(args: argparse.Namespace) -> int:
+    with output_lock(args.out) if args.out else contextlib.nullcontext():  # one run per --out, checked first
+        return _predict_run(args)
+
+
+def _predict_run(args: argparse.Namespace) -> int:
     args.progress = False if args.quiet else None
     if args.n_min < 2 or args.n_max <= args.n_min:
         raise ValueError(f"need 2 <= --n-min < --n-max, got {args.n_min}, {args.n_max}")
@@ -249,6 +256,11 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 # phases sample
 # ---------------------------------------------------------------------------------------------
 def _sample_handler(args: argparse.Namespace) -> int:
+    with output_lock(args.out) if args.out else contextlib.nullcontext():  # one run per --out, checked first
+        return _sample_run(args)
+
+
+def _sample_run(args: argparse.Namespace) -> int:
     args.progress = False if args.quiet else None
     grid = sorted(set(args.n or DEFAULT_GRID))
     if args.quick:

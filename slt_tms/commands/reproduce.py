@@ -28,6 +28,7 @@ from slt_tms.estimators import estimate_llc
 from slt_tms.experiments.sgd_dynamics import DynamicsConfig, quick_config
 from slt_tms.io import write_json
 from slt_tms.io.atomic import atomic_write_text
+from slt_tms.io.locks import output_lock
 from slt_tms.io.report import package_versions, write_report
 from slt_tms.io.results import write_csv
 from slt_tms.theory.critical_points import kgon
@@ -277,7 +278,8 @@ def run_stages(
     Raises
     ------
     ValueError
-        For an unknown profile or stage name.
+        For an unknown profile or stage name; for an ``out`` that is a file, cannot be written or is being
+        written by another slt-tms run (:func:`slt_tms.io.locks.output_lock`, one line naming its pid).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
@@ -288,7 +290,13 @@ def run_stages(
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
         stages = [s for s in stages if s.name in only]
-    out = Path(out)
+    with output_lock(out) as locked:  # one reproduction per directory, refused before any stage runs
+        return _run_stages(locked, stages, profile, seed, quiet, force)
+
+
+def _run_stages(
+    out: Path, stages: Sequence[Stage], profile: str, seed: int, quiet: bool, force: bool
+) -> list[StageOutcome]:
     digest = _source_digest()
     outcomes: list[StageOutcome] = []
     for i, stage in enumerate(stages, 1):
@@ -358,13 +366,16 @@ def _handler(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     t0 = time.perf_counter()
-    outcomes = run_stages(
-        args.out, args.profile, seed=args.seed, quiet=args.quiet, only=args.only, force=args.force
-    )
-    summary = _summary(outcomes, args.profile, args.seed, Path(args.out))
-    summary["seconds"] = time.perf_counter() - t0
-    summary_path = atomic_write_text(Path(args.out) / "reproduce_summary.json", json.dumps(summary, indent=1))
-    report_path = write_report(args.out, summary)
+    with output_lock(args.out):  # one run per --out (also held by run_stages: re-entrant), checked first
+        outcomes = run_stages(
+            args.out, args.profile, seed=args.seed, quiet=args.quiet, only=args.only, force=args.force
+        )
+        summary = _summary(outcomes, args.profile, args.seed, Path(args.out))
+        summary["seconds"] = time.perf_counter() - t0
+        summary_path = atomic_write_text(
+            Path(args.out) / "reproduce_summary.json", json.dumps(summary, indent=1)
+        )
+        report_path = write_report(args.out, summary)
     print(f"\nreproduce ({args.profile}) into {args.out}:")
     for o in outcomes:
         status = ("cached" if o.cached else "ok    ") if o.ok else "FAILED"

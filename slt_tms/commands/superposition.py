@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slt_tms.io.atomic import save_figure
+from slt_tms.io.locks import output_lock
 from slt_tms.io.serialize import write_json
 
 __all__ = ["FIGURES", "register", "run_figure"]
@@ -34,7 +35,8 @@ def run_figure(
     ----------
     figure : {"geometry", "phase-diagram", "dimensionality", "swish"}
     out : path
-        Output directory (created if missing).
+        Output directory (created if missing), held with :func:`slt_tms.io.locks.output_lock` while the
+        figure is made.
     quick : bool
         Use the quick settings (``*Config.quick()``) instead of the full ones.
     seed : int
@@ -45,7 +47,8 @@ def run_figure(
     Raises
     ------
     ValueError
-        For an unknown figure name or a negative seed.
+        For an unknown figure name or a negative seed; for an ``out`` that is a file, cannot be written or
+        is being written by another slt-tms run (one line naming its pid).
     """
     # Imported here, not at the top: the CLI imports every command module to build its parser, and the
     # experiments (sympy) and figures (matplotlib) would add about a second to every ``slt-tms`` call.
@@ -58,53 +61,53 @@ def run_figure(
         raise ValueError(f"unknown superposition figure {figure!r}; allowed: {', '.join(FIGURES)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
-    out = Path(out)
-    progress = False if quiet else None
-    t0 = time.perf_counter()
-    written: list[Path] = []
-    payload: dict[str, Any] = {"figure": figure, "quick": bool(quick), "seed": seed}
-    if figure == "geometry":
-        cfg = ex.GeometryConfig.quick() if quick else ex.GeometryConfig()
-        relu = ex.geometry(cfg, activation="relu", seed=seed, progress=progress)
-        linear = ex.geometry(cfg, activation="linear", seed=seed, progress=progress)
-        written.append(save_figure(pl.plot_geometry([relu, linear]), out / "geometry.png", dpi=_DPI))
-        payload["results"] = {"relu": relu, "linear": linear}
-        summary = (f"represented features per sparsity: relu {relu.num_represented.tolist()}, "
-                   f"linear {linear.num_represented.tolist()}")
-        stem = "geometry"
-    elif figure == "phase-diagram":
-        cfg_pd = ex.PhaseDiagramConfig.quick() if quick else ex.PhaseDiagramConfig()
-        res = ex.phase_diagram(cfg_pd, seed=seed, progress=progress)
-        written.append(save_figure(pl.plot_phase_diagram(res), out / "phase_diagram.png", dpi=_DPI))
-        payload["results"] = res
-        payload["analytic_p_critical"] = float(analytic_boundaries(1.0)["p_critical"])
-        summary = f"trained vs analytic class agreement {res.agreement:.1%}"
-        stem = "phase_diagram"
-    elif figure == "dimensionality":
-        cfg_d = ex.DimensionalityConfig.quick() if quick else ex.DimensionalityConfig()
-        res_d = ex.dimensionality(cfg_d, seed=seed, progress=progress)
-        written.append(save_figure(pl.plot_dimensionality(res_d), out / "dimensionality.png", dpi=_DPI))
-        payload["results"] = res_d
-        summary = "m/||W||_F^2 = " + ", ".join(f"{v:.2f}" for v in res_d.dims_per_feature)
-        stem = "dimensionality"
-    else:
-        cfg_s = ex.SwishConfig.quick() if quick else ex.SwishConfig()
-        res_s = ex.swish_comparison(cfg_s, seed=seed, progress=progress)
-        columns = pl.plot_geometry([res_s.relu, *res_s.swish])
-        written.append(save_figure(columns, out / "swish_geometry.png", dpi=_DPI))
-        written.append(save_figure(pl.plot_swish(res_s), out / "swish_metrics.png", dpi=_DPI))
-        payload["results"] = res_s
-        mg = res_s.matching_gamma
-        summary = (f"swish matches ReLU geometry for gamma >= {mg:g}" if mg is not None
-                   else "no gamma in the grid matches ReLU at every sparsity")
-        stem = "swish"
-    payload["runtime_seconds"] = time.perf_counter() - t0
-    written.append(write_json(out / f"{stem}.json", payload))
-    if not quiet:
-        print(f"superposition {figure}: {summary} ({payload['runtime_seconds']:.1f} s)")
-        for p in written:
-            print(f"  wrote {p}")
-    return [Path(p) for p in written]
+    with output_lock(out) as out:  # one run per directory, refused before any work
+        progress = False if quiet else None
+        t0 = time.perf_counter()
+        written: list[Path] = []
+        payload: dict[str, Any] = {"figure": figure, "quick": bool(quick), "seed": seed}
+        if figure == "geometry":
+            cfg = ex.GeometryConfig.quick() if quick else ex.GeometryConfig()
+            relu = ex.geometry(cfg, activation="relu", seed=seed, progress=progress)
+            linear = ex.geometry(cfg, activation="linear", seed=seed, progress=progress)
+            written.append(save_figure(pl.plot_geometry([relu, linear]), out / "geometry.png", dpi=_DPI))
+            payload["results"] = {"relu": relu, "linear": linear}
+            summary = (f"represented features per sparsity: relu {relu.num_represented.tolist()}, "
+                       f"linear {linear.num_represented.tolist()}")
+            stem = "geometry"
+        elif figure == "phase-diagram":
+            cfg_pd = ex.PhaseDiagramConfig.quick() if quick else ex.PhaseDiagramConfig()
+            res = ex.phase_diagram(cfg_pd, seed=seed, progress=progress)
+            written.append(save_figure(pl.plot_phase_diagram(res), out / "phase_diagram.png", dpi=_DPI))
+            payload["results"] = res
+            payload["analytic_p_critical"] = float(analytic_boundaries(1.0)["p_critical"])
+            summary = f"trained vs analytic class agreement {res.agreement:.1%}"
+            stem = "phase_diagram"
+        elif figure == "dimensionality":
+            cfg_d = ex.DimensionalityConfig.quick() if quick else ex.DimensionalityConfig()
+            res_d = ex.dimensionality(cfg_d, seed=seed, progress=progress)
+            written.append(save_figure(pl.plot_dimensionality(res_d), out / "dimensionality.png", dpi=_DPI))
+            payload["results"] = res_d
+            summary = "m/||W||_F^2 = " + ", ".join(f"{v:.2f}" for v in res_d.dims_per_feature)
+            stem = "dimensionality"
+        else:
+            cfg_s = ex.SwishConfig.quick() if quick else ex.SwishConfig()
+            res_s = ex.swish_comparison(cfg_s, seed=seed, progress=progress)
+            columns = pl.plot_geometry([res_s.relu, *res_s.swish])
+            written.append(save_figure(columns, out / "swish_geometry.png", dpi=_DPI))
+            written.append(save_figure(pl.plot_swish(res_s), out / "swish_metrics.png", dpi=_DPI))
+            payload["results"] = res_s
+            mg = res_s.matching_gamma
+            summary = (f"swish matches ReLU geometry for gamma >= {mg:g}" if mg is not None
+                       else "no gamma in the grid matches ReLU at every sparsity")
+            stem = "swish"
+        payload["runtime_seconds"] = time.perf_counter() - t0
+        written.append(write_json(out / f"{stem}.json", payload))
+        if not quiet:
+            print(f"superposition {figure}: {summary} ({payload['runtime_seconds']:.1f} s)")
+            for p in written:
+                print(f"  wrote {p}")
+        return [Path(p) for p in written]
 
 
 def _handler(args: argparse.Namespace) -> int:

@@ -10,7 +10,10 @@ Outputs in ``--out DIR``:
 * ``loss.png``: the loss curve on log-log axes.
 
 Everything is first written into a staging directory beside ``DIR`` and moved into place only when all
-outputs exist (``trajectory.json`` last), so a failing command leaves no partial outputs behind.
+outputs exist (``trajectory.json`` last), so a failing command leaves no partial outputs behind. While it
+runs, the command holds the output lock of ``DIR`` (:func:`slt_tms.io.locks.output_lock`): a second run
+aimed at the same directory stops at once with one line, and an unwritable ``DIR`` is reported before
+any training.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from slt_tms._rng import spawn_seeds
 from slt_tms.io import save_checkpoint
 from slt_tms.io.atomic import atomic_write_text, save_figure
+from slt_tms.io.locks import output_lock
 from slt_tms.tms import ACTIVATIONS, TMS, OneHotUniform, SparseUniform, fixed_dataset, geometric_importance
 from slt_tms.train import OPTIMIZERS, Trajectory, train
 
@@ -145,63 +149,68 @@ def run_train(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a directory; {out} is a file")
 
-    args = {
-        "c": c, "r": r, "activation": activation, "gamma": float(gamma), "distribution": distribution,
-        "sparsity": sparsity, "importance_decay": float(importance_decay), "n": n, "optimizer": optimizer,
-        "lr": lr, "batch_size": batch_size, "steps": steps, "weight_decay": weight_decay,
-        "num_checkpoints": num_checkpoints, "init_scale": float(init_scale), "seed": seed,
-    }
-    t0 = time.perf_counter()
-    traj = train(
-        model.flat(), c=c, r=r, activation=activation, gamma=gamma, data=data, importance=importance,
-        optimizer=optimizer, lr=lr, batch_size=batch_size, num_steps=steps, weight_decay=weight_decay,
-        num_checkpoints=num_checkpoints, seed=train_seed, progress=False if quiet else None, device=device,
-    )
-    run_time = time.perf_counter() - t0
-
-    from slt_tms import __version__
-
-    ckpt_files = [f"checkpoints/{_checkpoint_name(int(s))}" for s in traj.checkpoint_steps]
-    record: dict[str, Any] = {
-        "command": "slt-tms train",
-        "version": __version__,
-        "args": args,
-        "seeds": {"seed": seed, "init": init_seed, "data": data_seed, "train": train_seed},
-        **traj.to_dict(),
-        "checkpoint_files": ckpt_files,
-        "final_checkpoint": "checkpoint.safetensors",
-        "initial_loss": _num(traj.losses[0]),
-        "final_loss": _num(traj.losses[-1]),
-        "run_time_s": round(run_time, 3),
-    }
-    meta = {"c": c, "r": r, "activation": activation, "gamma": float(gamma), "seed": seed}
-
-    # --- write into a staging directory, then move into place
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=parent))
-    try:
-        for s, w, rel in zip(traj.checkpoint_steps, traj.checkpoints, ckpt_files, strict=True):
-            save_checkpoint(staging / rel, w, step=int(s), extra={"args": args}, **meta)
-        save_checkpoint(
-            staging / "checkpoint.safetensors", traj.final, step=steps, extra={"args": args}, **meta
+    # --- from here on the run owns --out: a second run aimed at it stops at once (before any work)
+    with output_lock(out):
+        args = {
+            "c": c, "r": r, "activation": activation, "gamma": float(gamma), "distribution": distribution,
+            "sparsity": sparsity, "importance_decay": float(importance_decay), "n": n, "optimizer": optimizer,
+            "lr": lr, "batch_size": batch_size, "steps": steps, "weight_decay": weight_decay,
+            "num_checkpoints": num_checkpoints, "init_scale": float(init_scale), "seed": seed,
+        }
+        t0 = time.perf_counter()
+        traj = train(
+            model.flat(), c=c, r=r, activation=activation, gamma=gamma, data=data, importance=importance,
+            optimizer=optimizer, lr=lr, batch_size=batch_size, num_steps=steps, weight_decay=weight_decay,
+            num_checkpoints=num_checkpoints, seed=train_seed, progress=False if quiet else None,
+            device=device,
         )
-        title = f"TMS c={c}, r={r}, {activation}, {distribution}, {optimizer} lr={lr}, seed={seed}"
-        plot_loss_curve(traj, staging / "loss.png", title=title)
-        atomic_write_text(staging / "trajectory.json", _json_lines(record))
-        _commit(staging, out, ["checkpoints", "checkpoint.safetensors", "loss.png", "trajectory.json"])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        run_time = time.perf_counter() - t0
 
-    paths = [out / "checkpoint.safetensors", out / "checkpoints", out / "trajectory.json", out / "loss.png"]
-    if not quiet:
-        print(
-            f"trained {steps} steps in {run_time:.1f} s: loss {record['initial_loss']} -> "
-            f"{record['final_loss']}; wrote {', '.join(str(p) for p in paths)}"
-        )
-    if record["final_loss"] is None:
-        print("slt-tms train: warning: the final loss is not finite (diverged); lower --lr", file=sys.stderr)
-    return {**record, "paths": [str(p) for p in paths]}
+        from slt_tms import __version__
+
+        ckpt_files = [f"checkpoints/{_checkpoint_name(int(s))}" for s in traj.checkpoint_steps]
+        record: dict[str, Any] = {
+            "command": "slt-tms train",
+            "version": __version__,
+            "args": args,
+            "seeds": {"seed": seed, "init": init_seed, "data": data_seed, "train": train_seed},
+            **traj.to_dict(),
+            "checkpoint_files": ckpt_files,
+            "final_checkpoint": "checkpoint.safetensors",
+            "initial_loss": _num(traj.losses[0]),
+            "final_loss": _num(traj.losses[-1]),
+            "run_time_s": round(run_time, 3),
+        }
+        meta = {"c": c, "r": r, "activation": activation, "gamma": float(gamma), "seed": seed}
+
+        # --- write into a staging directory, then move into place
+        parent = out.resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=parent))
+        try:
+            for s, w, rel in zip(traj.checkpoint_steps, traj.checkpoints, ckpt_files, strict=True):
+                save_checkpoint(staging / rel, w, step=int(s), extra={"args": args}, **meta)
+            save_checkpoint(
+                staging / "checkpoint.safetensors", traj.final, step=steps, extra={"args": args}, **meta
+            )
+            title = f"TMS c={c}, r={r}, {activation}, {distribution}, {optimizer} lr={lr}, seed={seed}"
+            plot_loss_curve(traj, staging / "loss.png", title=title)
+            atomic_write_text(staging / "trajectory.json", _json_lines(record))
+            _commit(staging, out, ["checkpoints", "checkpoint.safetensors", "loss.png", "trajectory.json"])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+        paths = [out / "checkpoint.safetensors", out / "checkpoints", out / "trajectory.json",
+                 out / "loss.png"]
+        if not quiet:
+            print(
+                f"trained {steps} steps in {run_time:.1f} s: loss {record['initial_loss']} -> "
+                f"{record['final_loss']}; wrote {', '.join(str(p) for p in paths)}"
+            )
+        if record["final_loss"] is None:
+            print("slt-tms train: warning: the final loss is not finite (diverged); lower --lr",
+                  file=sys.stderr)
+        return {**record, "paths": [str(p) for p in paths]}
 
 
 def _json_lines(record: dict[str, Any]) -> str:

@@ -1,14 +1,33 @@
-"""Atomic file output: nothing half-written is left behind when a command fails."""
+"""Atomic file output: nothing half-written is left behind when a command fails.
+
+A file is written under a temporary name beside its destination (``.NAME.XXXXXXXX.tmp.SUFFIX``),
+flushed to disk (``fsync``) and renamed onto the destination, and the directory entry is flushed too,
+so that after a crash, even a power loss, the destination holds either the old or the new content,
+never an empty or partial file. A process killed mid-write leaves only its temporary file, which
+:func:`remove_stale_temporaries` deletes (call it only while no other writer uses the directory, e.g.
+holding :func:`slt_tms.io.locks.output_lock`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "prepare_output_dir", "save_figure"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "prepare_output_dir",
+    "remove_stale_temporaries",
+    "save_figure",
+]
+
+#: Names of the temporary files of :func:`atomic_path`: ``.`` + name + ``.`` + the 8 random characters
+#: of :func:`tempfile.mkstemp` + ``.tmp`` + the destination's suffix.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 # The process umask, read once at import (os.umask can only be read by setting it).
 _UMASK = os.umask(0o022)
@@ -39,10 +58,58 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         # mkstemp creates 0600 files; give the result the usual permissions (0666 & ~umask).
         os.chmod(tmp_path, 0o666 & ~_UMASK)
+        _fsync(tmp_path)  # the data reaches the disk before the name does
         os.replace(tmp_path, path)
+        _fsync(path.parent)  # and the new name itself
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. directories cannot be opened on Windows: nothing to flush there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # file systems that cannot fsync (some network mounts, directories on some systems)
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` writes interrupted by a crash left behind.
+
+    Only files named like those temporaries (``.NAME.XXXXXXXX.tmp[.SUFFIX]``) directly inside
+    ``directory`` are removed. Call it only while no other process writes into ``directory`` (hold
+    :func:`slt_tms.io.locks.output_lock`), or a live write could lose its temporary file.
+
+    Returns
+    -------
+    list of Path
+        The files removed (empty if ``directory`` does not exist).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / ".a.json.k3j2h1g0.tmp.json").write_text("{")  # a write killed half-way
+    >>> _ = (d / ".notes").write_text("mine")
+    >>> [p.name for p in remove_stale_temporaries(d)], sorted(p.name for p in d.iterdir())
+    (['.a.json.k3j2h1g0.tmp.json'], ['.notes'])
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in sorted(d.iterdir()):
+        if _TEMPORARY.match(p.name) and p.is_file() and not p.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -79,6 +80,22 @@ def _suffix_error(p: Path, allowed: tuple[str, ...], what: str) -> ValueError:
     )
 
 
+class _FormatError(ValueError):
+    """A ValueError whose message is already the one-line report for the user (passed through as is)."""
+
+
+#: Longest reason quoted from a third-party error (safetensors lists every dtype it knows, for instance).
+_MAX_REASON = 300
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _reason(exc: BaseException) -> str:
+    """One line of ``exc`` for an error message: its first non-empty line, without terminal escapes."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
 def _read_safetensors(p: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     from safetensors import safe_open
 
@@ -88,21 +105,32 @@ def _read_safetensors(p: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # SafetensorError, OSError, ...: the file is not a valid safetensors file
         raise ValueError(
-            f"{p} is not a valid safetensors file (corrupt or truncated?): {exc}"
+            f"{p} is not a valid safetensors file (corrupt or truncated?): {_reason(exc)}"
         ) from exc
     return tensors, meta
 
 
-def _unpickler_reason(exc: Exception) -> str:
-    """The informative line of torch's weights-only refusal (e.g. 'Unsupported global: ...')."""
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        tail = text.split("WeightsUnpickler error:", 1)[1].strip()
-        for line in tail.splitlines():
-            if line.strip():
-                return line.strip().split(". Please use")[0]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
+_GLOBAL_RE = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_SAVE_PLAIN = "save a plain state_dict or safetensors"
+
+
+def _refusal(p: Path, exc: pickle.UnpicklingError) -> str:
+    """The reason of torch's weights-only refusal, without its advice to load with weights_only=False."""
+    text = _ANSI.sub("", str(exc))
+    if "WeightsUnpickler error:" not in text:  # not a refusal: the pickle stream itself is broken
+        return f"{p} is not a readable torch file (corrupt or truncated?): {_reason(exc)}"
+    tail = text.split("WeightsUnpickler error:", 1)[1]
+    m = _GLOBAL_RE.search(tail)
+    if m is not None:
+        return (
+            f"cannot load {p}: the file contains Python objects ({m.group(1)}) that weights-only loading "
+            f"(torch.load(weights_only=True), which never runs code from the file) refuses; {_SAVE_PLAIN}"
+        )
+    reason = _reason(ValueError(tail)).split(". Please use")[0]
+    return (
+        f"cannot load {p}: weights-only loading (torch.load(weights_only=True)) refused it ({reason}): the "
+        f"file is corrupt or contains Python objects; {_SAVE_PLAIN}"
+    )
 
 
 def _read_torch(p: Path) -> Any:
@@ -112,14 +140,78 @@ def _read_torch(p: Path) -> Any:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"cannot load {p}: .pt files are only read with torch.load(weights_only=True), which accepts "
-            "tensors, numbers, strings and plain containers, and this file holds something else (Python "
-            "objects whose unpickling could run code) or is corrupt. Save a state_dict (dict of tensors) "
-            f"or use .safetensors. Reason: {_unpickler_reason(exc)}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
-        raise ValueError(f"{p} is not a readable torch file (corrupt or truncated?): {exc}") from exc
+        raise ValueError(_refusal(p, exc)) from exc
+    except Exception as exc:  # RuntimeError, EOFError, BadZipFile, struct.error, ...: a damaged file
+        raise ValueError(f"{p} is not a readable torch file (corrupt or truncated?): {_reason(exc)}") from exc
+
+
+#: Deflate expands data at most 1032-fold (a 258-byte match coded in at least 2 bits), so a member that
+#: claims more uncompressed bytes than that is corrupt; checked before anything is decompressed.
+_DEFLATE_MAX_RATIO = 1032
+_NPY = ".npy"
+
+
+def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path) -> np.ndarray:
+    """One ``.npy`` member, its header checked against the member's size before any data is read."""
+    key = info.filename[: -len(_NPY)]
+    where = f"{p}: array {key!r}"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _FormatError(f"{where} uses zip compression method {info.compress_type}; numpy writes stored "
+                           "or deflated members only (corrupt file?)")
+    if (info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size) or (
+        info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 1024
+    ):
+        raise _FormatError(f"{where}: the zip entry declares {info.file_size} bytes from "
+                           f"{info.compress_size} stored bytes; the .npz is corrupt")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise _FormatError(f"{where}: unsupported .npy format version {version[0]}.{version[1]}")
+        if dtype.hasobject:
+            raise _FormatError(f"{where} holds Python objects (dtype {dtype}); object arrays are refused "
+                               "(they would need unpickling)")
+        if dtype.kind not in "biuf":
+            raise _FormatError(f"{where} has dtype {dtype}; only numeric arrays are allowed")
+        nbytes = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+        available = info.file_size - f.tell()
+        if nbytes != available:
+            state = "truncated or corrupt" if nbytes > available else "corrupt"
+            raise _FormatError(
+                f"{where} declares shape {tuple(shape)} of {dtype} ({nbytes} bytes) but the file holds "
+                f"{available} bytes for it: the .npz is {state}"
+            )
+        data = f.read(nbytes)
+        if len(data) != nbytes or f.read(1):  # reading to the end also checks the member's CRC
+            raise _FormatError(f"{where}: the data is truncated or corrupt")
+    order = "F" if fortran else "C"
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
+    return arr.astype(dtype.newbyteorder("="), order="C")  # a writable native-endian copy
+
+
+def _read_npz(p: Path) -> dict[str, Tensor]:
+    """The arrays of an ``.npz`` (numeric only, never unpickled), as tensors."""
+    out: dict[str, Tensor] = {}
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(_NPY):
+                    raise _FormatError(f"{p}: the member {info.filename!r} is not a .npy array; an .npz "
+                                       "written by numpy.savez holds only .npy arrays")
+                arr = _npz_member(zf, info, p)
+                try:
+                    out[info.filename[: -len(_NPY)]] = torch.from_numpy(arr)
+                except TypeError as exc:
+                    raise _FormatError(f"{p}: array {info.filename[:-4]!r} has dtype {arr.dtype}, which "
+                                       "torch does not support") from exc
+    except _FormatError:
+        raise
+    except Exception as exc:  # BadZipFile, zlib.error, EOFError, a malformed .npy header, ...
+        raise ValueError(f"{p} is not a readable .npz file (corrupt or truncated?): {_reason(exc)}") from exc
+    return out
 
 
 def _tensor_dict(obj: Any, p: Path, what: str, *, allow_bare: bool = False) -> dict[str, Tensor]:
@@ -384,7 +476,9 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
     Supported: ``.safetensors``; ``.pt`` / ``.pth`` / ``.bin`` (``torch.load(weights_only=True)``, a
     tensor or a dict of tensors; a bare tensor is returned under the key ``"data"``); ``.npz``
-    (``numpy.load(allow_pickle=False)``; object arrays are refused).
+    (numeric ``.npy`` members only, read without pickles; each header is checked against the member's
+    size before anything is allocated, so a header that declares more data than the file holds is
+    reported as truncated or corrupt).
 
     Raises
     ------
@@ -398,19 +492,7 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if suffix in _TORCH:
         return _tensor_dict(_read_torch(p), p, "a data file", allow_bare=True)
     if suffix in _NPZ:
-        try:
-            with np.load(p, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except ValueError as exc:
-            raise ValueError(f"{p}: cannot read .npz (object arrays are refused): {exc}") from exc
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise ValueError(f"{p} is not a readable .npz file (corrupt or truncated?): {exc}") from exc
-        out: dict[str, Tensor] = {}
-        for k, a in arrays.items():
-            if a.dtype.kind not in "biuf":
-                raise ValueError(f"{p}: array {k!r} has dtype {a.dtype}; only numeric arrays are allowed")
-            out[k] = torch.from_numpy(np.ascontiguousarray(a))
-        return out
+        return _read_npz(p)
     raise _suffix_error(p, _SAFETENSORS + _TORCH + _NPZ, "tensors")
 
 

@@ -1,11 +1,29 @@
 r"""Loading what a user brings: a model factory, a checkpoint into it, a TorchScript archive, a data file.
 
-Safety: a checkpoint is read with safetensors or ``torch.load(weights_only=True)`` only (a pickle that
-would import or call code is refused, see :mod:`slt_tms.io.checkpoints`). The model's code is the user's
-own module (``MODULE:FACTORY``), imported like any Python module. A TorchScript archive is different: it
-carries code that runs when it is loaded and when the model is evaluated, so :func:`load_model` loads one
-only with ``trust_torchscript=True`` (``--trust-torchscript`` on the command line): load only archives you
-trust, as you would run a script.
+What runs whose code
+--------------------
+* A **state_dict checkpoint** (``.safetensors``; ``.pt`` / ``.pth`` / ``.bin``) is read with safetensors
+  or ``torch.load(weights_only=True)`` only (:mod:`slt_tms.io.checkpoints`): a pickle that would import
+  or call code is refused, so the file itself can run nothing.
+* The **model** comes from the user's own module (``MODULE:FACTORY``, :func:`load_factory`), imported
+  like any Python module: the code you name runs, nothing else.
+* A **TorchScript archive** (``torch.jit.save``) carries code (TorchScript methods, such as a
+  ``__setstate__`` that ``torch.jit.load`` calls while loading, and ``forward``). That code runs when the
+  archive is loaded and whenever the model is evaluated, with the rights of this process. It is therefore
+  loaded only on request, ``trust=True`` (:func:`load_torchscript`), ``trust_torchscript=True``
+  (:func:`load_model`) or ``--trust-torchscript`` on the command line: load only archives you trust, as
+  you would only run scripts you trust.
+* A **data file** is read by :func:`slt_tms.io.load_tensors` (safetensors, ``weights_only`` torch files,
+  ``.npz`` without pickles).
+
+Examples
+--------
+>>> import tempfile, pathlib, torch
+>>> tmp = pathlib.Path(tempfile.mkdtemp())
+>>> torch.save(torch.nn.Linear(2, 1).state_dict(), tmp / "lin.pt")
+>>> net = load_model(tmp / "lin.pt", model=lambda: torch.nn.Linear(2, 1))
+>>> net.training, len(sha256(tmp / "lin.pt"))
+(False, 64)
 """
 
 from __future__ import annotations
@@ -24,12 +42,40 @@ import torch
 from torch import Tensor, nn
 
 from slt_tms.io.checkpoints import load_state_dict_file, load_tensors
+from slt_tms.potentials.module import LOSSES
+from slt_tms.validation import check_choice
 
-__all__ = ["load_data", "load_factory", "load_model", "sha256"]
+__all__ = [
+    "LOSSES",
+    "load_data",
+    "load_factory",
+    "load_model",
+    "load_torchscript",
+    "sha256",
+]
+
+# LOSSES (the names of ``--loss``, defined with the potentials that compute them): :func:`load_data`
+# turns integer targets into class indices for ``"cross_entropy"`` and floats for ``"mse"``.
+
+_TRUST_HINT = (
+    "its code runs when it is loaded and when the model is evaluated; load only archives you trust and "
+    "say so with --trust-torchscript (trust_torchscript=True in Python), or pass a state_dict with --model "
+    "MODULE:FACTORY, which runs no code from the file"
+)
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file (hex), recorded with results so that inputs can be checked later."""
+    """SHA-256 of a file's bytes (64 hex digits), recorded with results so inputs can be checked later.
+
+    Parameters
+    ----------
+    path : path-like
+        A readable file; read in 1 MiB chunks (constant memory).
+
+    Returns
+    -------
+    str
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -46,13 +92,26 @@ def _existing_file(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
-def load_factory(spec: str) -> Callable[[], nn.Module]:
-    """Resolve ``MODULE:FACTORY`` to the factory callable.
+def _first_line(exc: BaseException) -> str:
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
 
-    ``MODULE`` is a path to a ``.py`` file (anything ending in ``.py`` or containing a path separator),
-    which is executed as a module, or a dotted module name, imported with the current directory first on
-    ``sys.path`` (as ``python -m`` does). Only the user's own module code runs; no checkpoint is
-    unpickled here.
+
+# ----------------------------------------------------------------------------------------- model
+def load_factory(spec: str) -> Callable[[], nn.Module]:
+    """Resolve ``"MODULE:FACTORY"`` to the factory callable.
+
+    Parameters
+    ----------
+    spec : str
+        ``MODULE`` is a path to a ``.py`` file (anything ending in ``.py`` or containing a path
+        separator), executed as a fresh module, or a dotted module name, imported with the current
+        directory first on ``sys.path`` (as ``python -m`` does). ``FACTORY`` is a Python name in it.
+        Only the user's own module code runs; no checkpoint is unpickled here.
+
+    Returns
+    -------
+    callable
+        ``FACTORY`` itself (not called).
 
     Raises
     ------
@@ -68,9 +127,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
         )
     mod_name, _, attr = spec.rpartition(":")
     if not mod_name or not attr.isidentifier():
-        raise ValueError(
-            f"--model must be MODULE:FACTORY with FACTORY a Python name, got {spec!r}"
-        )
+        raise ValueError(f"--model must be MODULE:FACTORY with FACTORY a Python name, got {spec!r}")
     if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
         path = _existing_file(mod_name, "model file")
         unique = f"_slt_tms_user_model_{uuid.uuid4().hex}"
@@ -114,6 +171,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
 
 
 def _state_dict_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | None:
+    """What keeps ``state`` from loading into ``model`` strictly (None if it fits)."""
     want = model.state_dict()
     missing = [k for k in want if k not in state]
     unexpected = [k for k in state if k not in want]
@@ -126,12 +184,54 @@ def _state_dict_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | No
     if missing:
         parts.append(f"missing in checkpoint: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
     if unexpected:
-        parts.append(
-            f"not in model: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
-        )
+        parts.append(f"not in model: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
     if shapes:
         parts.append(f"shape mismatch: {'; '.join(shapes[:5])}{' ...' if len(shapes) > 5 else ''}")
     return "; ".join(parts) if parts else None
+
+
+def load_torchscript(path: str | os.PathLike[str], *, trust: bool = False) -> torch.jit.ScriptModule:
+    """Load a TorchScript archive (``torch.jit.save``), only when you say you trust it.
+
+    An archive carries TorchScript code: ``torch.jit.load`` runs its ``__setstate__`` methods while
+    loading, and its ``forward`` runs whenever the model is evaluated, with the rights of this process.
+    Without ``trust=True`` the archive is not opened at all.
+
+    Parameters
+    ----------
+    path : path-like
+        The archive.
+    trust : bool
+        Confirm that the archive comes from a source you trust (``--trust-torchscript``).
+
+    Returns
+    -------
+    torch.jit.ScriptModule
+        On the CPU, in eval mode.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        ``trust`` not given (one line naming ``--trust-torchscript``), or the file is not a TorchScript
+        archive.
+    """
+    p = _existing_file(path, "checkpoint")
+    if trust is not True:
+        raise ValueError(f"refusing to load the TorchScript archive {p.name}: {_TRUST_HINT}")
+    try:
+        with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript as deprecated; asked for here
+            warnings.filterwarnings(
+                "ignore", message=".*torch.jit.* is deprecated", category=DeprecationWarning
+            )
+            mod = torch.jit.load(str(p), map_location="cpu")
+    except Exception as exc:
+        raise ValueError(
+            f"cannot load {p} as a TorchScript archive ({_first_line(exc)}); save one with "
+            "torch.jit.save(torch.jit.script(model), path), or pass a state_dict with --model MODULE:FACTORY"
+        ) from exc
+    return mod.eval()
 
 
 def load_model(
@@ -147,15 +247,14 @@ def load_model(
     ----------
     checkpoint : path-like
         A ``state_dict`` file (``.safetensors``; ``.pt`` / ``.pth`` / ``.bin`` via
-        ``torch.load(weights_only=True)``, a nested ``{"state_dict": ...}`` training checkpoint is
+        ``torch.load(weights_only=True)``; a nested ``{"state_dict": ...}`` training checkpoint is
         unwrapped; see :func:`slt_tms.io.load_state_dict_file`), or with ``torchscript=True`` a TorchScript
         archive written by ``torch.jit.save``.
     model : str or callable, optional
         ``"MODULE:FACTORY"`` (:func:`load_factory`) or the factory itself; required unless ``torchscript``.
     torchscript : bool
-        ``checkpoint`` is a TorchScript archive (``torch.jit.save``). An archive holds code (TorchScript
-        functions) that runs when it is loaded and whenever the model is evaluated, with the rights of
-        this process: it is loaded only with ``trust_torchscript=True``.
+        ``checkpoint`` is a TorchScript archive (:func:`load_torchscript`). Its code runs when it is loaded
+        and when the model is evaluated, so it is loaded only with ``trust_torchscript=True``.
     trust_torchscript : bool
         Confirm that the archive comes from a source you trust (``--trust-torchscript``).
 
@@ -167,32 +266,14 @@ def load_model(
     Raises
     ------
     FileNotFoundError, ValueError
-        Missing file; unsafe or unreadable checkpoint; factory problems; keys or shapes that do not match.
+        Missing file; unsafe, untrusted or unreadable checkpoint; factory problems; keys or shapes that do
+        not match.
     """
     path = _existing_file(checkpoint, "checkpoint")
     if torchscript:
         if model is not None:
             raise ValueError("give either --model MODULE:FACTORY or --torchscript, not both")
-        if not trust_torchscript:
-            raise ValueError(
-                f"{path.name} is a TorchScript archive: its code runs when it is loaded and evaluated. Load "
-                "only archives you trust, and say so with --trust-torchscript (trust_torchscript=True); or "
-                "pass a state_dict with --model MODULE:FACTORY, which runs no code from the file"
-            )
-        try:
-            with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript as deprecated; asked for here
-                warnings.filterwarnings(
-                    "ignore", message=".*torch.jit.* is deprecated", category=DeprecationWarning
-                )
-                mod = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ValueError(
-                f"cannot load {path} as a TorchScript archive ({first}); save one with "
-                "torch.jit.save(torch.jit.script(model), path), or pass a state_dict with --model "
-                "MODULE:FACTORY"
-            ) from exc
-        return mod.eval()
+        return load_torchscript(path, trust=trust_torchscript)
     if model is None:
         raise ValueError(
             "say how to build the model: --model MODULE:FACTORY (a zero-argument callable returning the "
@@ -214,12 +295,14 @@ def load_model(
     return net.eval()
 
 
+# ----------------------------------------------------------------------------------------- data
 def load_data(
     path: str | os.PathLike[str],
     *,
     x_key: str = "x",
     y_key: str = "y",
-    labels: bool = False,
+    loss: str | None = None,
+    labels: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Read inputs and targets from a data file.
 
@@ -227,15 +310,20 @@ def load_data(
     ----------
     path : path-like
         ``.safetensors``, ``.pt`` / ``.pth`` / ``.bin`` (``weights_only=True``) or ``.npz``
-        (``allow_pickle=False``), read by :func:`slt_tms.io.load_tensors`.
+        (no pickles), read by :func:`slt_tms.io.load_tensors`.
     x_key, y_key : str
         Names of the inputs ``(n, ...)`` and targets ``(n, ...)``.
-    labels : bool
-        Integer targets are class labels (int64, for cross-entropy); otherwise they become floats.
+    loss : {"mse", "cross_entropy"}, optional
+        Integer targets become int64 class indices for cross-entropy and floats (the default dtype) for
+        MSE (also when neither ``loss`` nor ``labels`` is given).
+    labels : bool, optional
+        The same choice as a flag: ``True`` keeps integer targets as int64 class labels (cross-entropy),
+        ``False`` makes them floats. Give ``loss`` or ``labels``; both must agree if both are given.
 
     Returns
     -------
     (X, Y) : tuple of Tensor
+        Sharing the leading sample axis ``n >= 1``.
 
     Raises
     ------
@@ -243,6 +331,13 @@ def load_data(
         Missing file, unreadable or unsafe file, missing keys (the message lists the keys found),
         different numbers of rows, empty data.
     """
+    if loss is not None:
+        check_choice("loss", loss, LOSSES)
+        if labels is not None and bool(labels) != (loss == "cross_entropy"):
+            raise ValueError(f"loss={loss!r} and labels={labels!r} disagree; give one of them")
+        as_labels = loss == "cross_entropy"
+    else:
+        as_labels = bool(labels)
     p = _existing_file(path, "data file")
     tensors = load_tensors(p)
     missing = [(flag, k) for flag, k in (("--x-key", x_key), ("--y-key", y_key)) if k not in tensors]
@@ -260,8 +355,5 @@ def load_data(
             "a non-empty leading sample axis n"
         )
     if not Y.is_floating_point():
-        if labels:
-            Y = Y.long()
-        else:
-            Y = Y.to(torch.get_default_dtype())
+        Y = Y.long() if as_labels else Y.to(torch.get_default_dtype())
     return X, Y
