@@ -10,7 +10,11 @@ to :math:`O(1)` is
 
 with the standard normal prior :math:`\varphi = N(0, I_d)`, so
 :math:`-\log\varphi(w) = \lVert w\rVert^2/2 + \tfrac d2 \log 2\pi` (the constant cancels between phases
-of equal :math:`d`). The posterior concentrates on the phase of lowest :math:`F_n`; two phases swap where
+of equal :math:`d`). :math:`-\log\varphi(w^*_a)` is the TMS paper's :math:`O(1)` term; it is not the
+constant of :math:`-\log Z_a(n)`, which is :math:`-K_a` of :mod:`slt_tms.analysis.phase_constant` (prior,
+Laplace volume, orbit length, copies, flat-region mass). A :class:`PhaseRecord` carries either in
+``log_prior`` (:meth:`PhaseRecord.from_critical_point` with ``constant="point" | "paper" | "full"``). The
+posterior concentrates on the phase of lowest :math:`F_n`; two phases swap where
 :math:`F_n(b) - F_n(a) = 0`, solved in closed form with the Lambert W function (:func:`crossover`) and
 checked with a bracketing root finder. Pure numpy/scipy: no sampling, no files.
 """
