@@ -430,7 +430,8 @@ def test_cli_predict(hand_points, tmp_path, capsys):
     from slt_tms.cli import main
 
     # hand-made points have no Hessian spectrum: only the point-prior variants apply
-    assert main(["phases", "predict", "--c", "4", "--out", str(tmp_path), "--quiet", "--constant", "point"]) == 0
+    args = ["phases", "predict", "--c", "4", "--out", str(tmp_path), "--quiet", "--constant", "point"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "3+->4" in out and "left out" in out and "2++" in out
     pred = json.loads((tmp_path / "prediction.json").read_text())
