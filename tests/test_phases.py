@@ -429,7 +429,9 @@ def test_cli_predict(hand_points, tmp_path, capsys):
 
     from slt_tms.cli import main
 
-    assert main(["phases", "predict", "--c", "4", "--out", str(tmp_path), "--quiet"]) == 0
+    # hand-made points have no Hessian spectrum: only the point-prior variants apply
+    args = ["phases", "predict", "--c", "4", "--out", str(tmp_path), "--quiet", "--constant", "point"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "3+->4" in out and "left out" in out and "2++" in out
     pred = json.loads((tmp_path / "prediction.json").read_text())
@@ -464,6 +466,8 @@ def test_cli_sample_quick(hand_points, tmp_path, capsys):
             "3",
             "--num-bootstrap",
             "20",
+            "--constant",
+            "point",
             "--out",
             str(tmp_path),
             "--quiet",
@@ -474,6 +478,9 @@ def test_cli_sample_quick(hand_points, tmp_path, capsys):
     assert res["config"]["seed"] == 0 and res["occupancy"]["n_grid"] == [30, 35, 40]
     for name in ("occupancy.csv", "switch_points.csv", "occupancy.png"):
         assert (tmp_path / name).exists()
+    header = (tmp_path / "switch_points.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["low_n", "high_n", "predicted_n_c", "observed_n_switch"]
+    assert {"predicted_lo", "predicted_hi", "predicted_n_c_point", "predicted_n_c_paper"} <= set(header)
 
 
 def test_cli_bad_input(hand_points, tmp_path, capsys):

@@ -10,7 +10,11 @@ to :math:`O(1)` is
 
 with the standard normal prior :math:`\varphi = N(0, I_d)`, so
 :math:`-\log\varphi(w) = \lVert w\rVert^2/2 + \tfrac d2 \log 2\pi` (the constant cancels between phases
-of equal :math:`d`). The posterior concentrates on the phase of lowest :math:`F_n`; two phases swap where
+of equal :math:`d`). :math:`-\log\varphi(w^*_a)` is the TMS paper's :math:`O(1)` term; it is not the
+constant of :math:`-\log Z_a(n)`, which is :math:`-K_a` of :mod:`slt_tms.analysis.phase_constant` (prior,
+Laplace volume, orbit length, copies, flat-region mass). A :class:`PhaseRecord` carries either in
+``log_prior`` (:meth:`PhaseRecord.from_critical_point` with ``constant="point" | "paper" | "full"``). The
+posterior concentrates on the phase of lowest :math:`F_n`; two phases swap where
 :math:`F_n(b) - F_n(a) = 0`, solved in closed form with the Lambert W function (:func:`crossover`) and
 checked with a bracketing root finder. Pure numpy/scipy: no sampling, no files.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import lambertw
 
+from slt_tms.analysis.phase_constant import VARIANTS, phase_constant, variant_log_constant
 from slt_tms.theory.critical_point import CriticalPoint
 
 __all__ = [
@@ -81,10 +86,17 @@ class PhaseRecord:
     lambda_se : float
         Standard error of ``lambda_`` (0 for theory values).
     log_prior : float
-        :math:`\log\varphi(w^*)`; 0 if unknown (then the prior term is left out for this phase, which
-        is only sensible if every phase leaves it out).
+        The :math:`O(1)` term :math:`K_a` of :math:`\log Z_a(n)`, entering :math:`F_n` as
+        :math:`-K_a`. In the paper's formula (and by default, :meth:`from_critical_point`) it is
+        :math:`\log\varphi(w^*)`; the full constant (prior, Laplace volume, orbit, copies, flat-region
+        mass) is :func:`slt_tms.analysis.phase_constant.phase_constant`. 0 if unknown (then the term is
+        left out for this phase, which is only sensible if every phase leaves it out).
     multiplicity : int
         :math:`m` (1 if unknown; then the :math:`\log\log n` term vanishes).
+    log_prior_se : float
+        Standard error of ``log_prior`` when it is computed numerically (Monte Carlo), else 0.
+    constant_terms : dict, optional
+        The terms behind ``log_prior`` (for reports; not used in the arithmetic).
     """
 
     name: str
@@ -93,6 +105,8 @@ class PhaseRecord:
     lambda_se: float = 0.0
     log_prior: float = 0.0
     multiplicity: int = 1
+    log_prior_se: float = 0.0
+    constant_terms: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -106,10 +120,11 @@ class PhaseRecord:
                     "learning coefficient (theory or estimate) before computing free energies"
                 )
             object.__setattr__(self, attr, float(v))
-        se = self.lambda_se
-        if se is None or not math.isfinite(float(se)) or float(se) < 0:
-            raise ValueError(f"phase {self.name!r}: lambda_se must be a finite number >= 0, got {se!r}")
-        object.__setattr__(self, "lambda_se", float(se))
+        for attr in ("lambda_se", "log_prior_se"):
+            se = getattr(self, attr)
+            if se is None or not math.isfinite(float(se)) or float(se) < 0:
+                raise ValueError(f"phase {self.name!r}: {attr} must be a finite number >= 0, got {se!r}")
+            object.__setattr__(self, attr, float(se))
         m = self.multiplicity
         if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1:
             raise ValueError(f"phase {self.name!r}: multiplicity must be an integer >= 1, got {m!r}")
@@ -123,26 +138,43 @@ class PhaseRecord:
         lambda_: float | None = None,
         lambda_se: float = 0.0,
         multiplicity: int = 1,
+        constant: str = "point",
     ) -> PhaseRecord:
         """Build a record from a :class:`~slt_tms.theory.critical_point.CriticalPoint`.
 
-        ``lambda_`` overrides ``point.lambda_theory`` (e.g. with an LLC estimate); the prior term is
-        computed from the point's flat parameters with :func:`log_prior_density`.
+        ``lambda_`` overrides ``point.lambda_theory`` (e.g. with an LLC estimate). ``constant`` chooses
+        the :math:`O(1)` term (:func:`slt_tms.analysis.phase_constant.variant_log_constant`):
+        ``"point"`` (default) -- :func:`log_prior_density` at the point as given (dead bias -1);
+        ``"paper"`` -- the same with dead biases 0 (the paper's prior term); ``"full"`` -- the full
+        constant :math:`K_a` of :func:`slt_tms.analysis.phase_constant.phase_constant`, term by term in
+        ``constant_terms`` (raises ValueError for points that are not minimally singular).
         """
         lam = point.lambda_theory if lambda_ is None else lambda_
+        if constant not in ("point", "paper", "full"):
+            raise ValueError(f"unknown constant {constant!r}; choose 'point', 'paper' or 'full'")
         if lam is None:
             reason = f" ({point.lambda_reason})" if point.lambda_reason else ""
             raise ValueError(
                 f"critical point {point.name!r} has no learning coefficient{reason}; pass lambda_= "
                 "(e.g. an LLC estimate) or drop the point"
             )
+        terms = None
+        if constant == "point":
+            log_prior, se = log_prior_density(point.flat().numpy()), 0.0
+        elif constant == "paper":
+            log_prior, se = variant_log_constant(point, "paper")
+        else:
+            k = phase_constant(point)
+            log_prior, se, terms = k.total, k.se, k.to_dict()
         return cls(
             name=point.name,
             loss=point.loss,
             lambda_=lam,
             lambda_se=lambda_se,
-            log_prior=log_prior_density(point.flat().numpy()),
+            log_prior=log_prior,
             multiplicity=multiplicity,
+            log_prior_se=se,
+            constant_terms=terms,
         )
 
 
@@ -285,9 +317,11 @@ class Crossover:
     branch : int or None
         Lambert W branch of ``n_c_lambert`` (0 or -1).
     interval : tuple of float
-        ``(lo, hi)`` from evaluating the crossover at :math:`\Delta\lambda \mp k\,\mathrm{SE}`; equals
-        ``(n_c, n_c)`` when no standard error is given. ``lo`` is ``n_min`` when at the lower end the
-        ``high_n`` phase is favoured everywhere; ``hi`` is ``inf`` if it never wins.
+        ``(lo, hi)`` from evaluating the crossover at :math:`\Delta\lambda \mp k\,\mathrm{SE}` and
+        :math:`\Delta K \mp k\,\mathrm{SE}` (standard errors of :math:`\lambda` and of numerical
+        constants, see :func:`crossover`); equals ``(n_c, n_c)`` when no standard error is given.
+        ``lo`` is ``n_min`` when at the lower end the ``high_n`` phase is favoured everywhere; ``hi`` is
+        ``inf`` if it never wins.
     roots : tuple of float
         All real roots of :math:`F_n(b) - F_n(a)` in :math:`[n_{min}, n_{max}]`.
     """
@@ -434,10 +468,12 @@ def crossover(
     :func:`scipy.optimize.brentq` on a sign scan in :math:`\log n` over ``[n_min, n_max]``.
 
     Standard errors: with :math:`\mathrm{SE}_B = \sqrt{\mathrm{SE}_a^2 + \mathrm{SE}_b^2}` (independent
-    estimates), the interval is the crossover at :math:`B \mp k\,\mathrm{SE}_B`. At the larger root
-    :math:`\partial D/\partial n = A + B/n < 0` and :math:`\partial D/\partial B = \log n > 0`, so
-    :math:`dn_c/dB = \log n / |A + B/n| > 0`: :math:`n_c` is increasing in :math:`B` and the endpoints
-    are the interval endpoints.
+    estimates of :math:`\lambda`) and :math:`\mathrm{SE}_C` likewise from ``log_prior_se`` (numerical
+    constants), the interval is the crossover at :math:`(B \mp k\,\mathrm{SE}_B, C \mp
+    k\,\mathrm{SE}_C)`. At the larger root :math:`\partial D/\partial n = A + B/n < 0`,
+    :math:`\partial D/\partial B = \log n > 0` and :math:`\partial D/\partial C = 1`, so
+    :math:`dn_c/dB = \log n / |A + B/n| > 0` and :math:`dn_c/dC = 1/|A + B/n| > 0`: :math:`n_c` is
+    increasing in both and the shifted endpoints bound it (a box: conservative when both are present).
 
     Parameters
     ----------
@@ -467,14 +503,16 @@ def crossover(
     M = float(pb.multiplicity - pa.multiplicity) if include_multiplicity else 0.0
     n_c, lam, root, branch, roots, always, never = _crossover_core(A, B, C, M, n_min, n_max)
     se = math.hypot(pa.lambda_se, pb.lambda_se)
-    if se > 0 and not never:
+    se_c = math.hypot(pa.log_prior_se, pb.log_prior_se) if include_prior else 0.0
+    if (se > 0 or se_c > 0) and not never:
         ends = []
         for sgn in (-1.0, 1.0):
             Bs = B + sgn * num_se * se
+            Cs = C + sgn * num_se * se_c
             if A == 0.0 and Bs > 0:  # equal loss: the sign of B decides who wins at large n
                 ends.append(math.inf if sgn > 0 else n_min)
                 continue
-            nc_s, _, _, _, _, always_s, _ = _crossover_core(A, Bs, C, M, n_min, n_max)
+            nc_s, _, _, _, _, always_s, _ = _crossover_core(A, Bs, Cs, M, n_min, n_max)
             ends.append(nc_s if nc_s is not None else (n_min if always_s else math.inf))
         interval = (float(ends[0]), float(ends[1]))
     elif n_c is not None:
@@ -547,17 +585,37 @@ def phase_sequence(
     return seq
 
 
-def prediction(phases: Iterable[PhaseLike], *, num_se: float = 1.96, n_min: float = 2.0,
-               n_max: float = 1e5) -> dict[str, Any]:
-    """The asymptotic prediction as plain data: the phases, every pairwise crossover, the sequence of
-    dominant phases over ``[n_min, n_max]`` (JSON-ready)."""
-    ps = as_phases(phases)
+def _prediction_block(ps: list[PhaseRecord], num_se: float, n_min: float, n_max: float) -> dict[str, Any]:
     xs = crossovers(ps, num_se=num_se)
     seq = phase_sequence(ps, n_min=n_min, n_max=n_max)
     return {
         "phases": [{"name": p.name, "loss": p.loss, "lambda": p.lambda_, "lambda_se": p.lambda_se,
-                    "log_prior": p.log_prior} for p in ps],
+                    "log_prior": p.log_prior, "log_prior_se": p.log_prior_se,
+                    "constant_terms": p.constant_terms} for p in ps],
         "crossovers": [x.to_dict() for x in xs],
         "sequence": [{"phase": nm, "n_start": lo, "n_end": hi} for nm, lo, hi in seq],
-        "num_se": num_se,
     }
+
+
+def prediction(phases: Iterable[PhaseLike], *, num_se: float = 1.96, n_min: float = 2.0,
+               n_max: float = 1e5, variants: Mapping[str, Iterable[PhaseLike]] | None = None,
+               constant: str | None = None) -> dict[str, Any]:
+    """The asymptotic prediction as plain data: the phases, every pairwise crossover, the sequence of
+    dominant phases over ``[n_min, n_max]`` (JSON-ready).
+
+    ``variants`` maps a name (e.g. ``"full"``, ``"paper"``, ``"point"``, see
+    :data:`slt_tms.analysis.phase_constant.VARIANTS`) to the records of the same phases with that
+    variant's :math:`O(1)` term; each is reported side by side under ``"variants"`` (its phases with
+    the terms of the constant, crossovers, sequence). ``constant`` names the variant of ``phases``
+    itself (the top-level entries).
+    """
+    ps = as_phases(phases)
+    out = _prediction_block(ps, num_se, n_min, n_max)
+    out["num_se"] = num_se
+    out["constant"] = constant
+    if variants:
+        out["variants"] = {
+            key: {"label": VARIANTS.get(key, key), **_prediction_block(as_phases(v), num_se, n_min, n_max)}
+            for key, v in variants.items()
+        }
+    return out

@@ -4,8 +4,9 @@ Subcommands
 -----------
 ``predict``
     Free energies of the critical points of the TMS with ``c`` features, crossovers of every pair
-    (Lambert W, checked by brentq) and the predicted sequence of phases
-    (``slt-tms phases predict --c 6 [--lambda theory|estimate] [--out DIR]``).
+    (Lambert W, checked by brentq) and the predicted sequence of phases, for every variant of the
+    :math:`O(1)` term side by side (:mod:`slt_tms.analysis.phase_constant`)
+    (``slt-tms phases predict --c 6 [--lambda theory|estimate] [--constant full|paper|point] [--out DIR]``).
 ``sample``
     Posterior occupancy of each phase over a grid of sample sizes (HMC with replica exchange over
     ``n``), observed switch points with bootstrap intervals, beside the prediction
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from slt_tms.analysis.free_energy import PhaseRecord, prediction
+from slt_tms.analysis.phase_constant import VARIANTS
 from slt_tms.commands._args import nonneg_int as _nonneg_int
 from slt_tms.commands._args import positive_int as _positive_int
 from slt_tms.estimators import estimate_llc
@@ -35,7 +37,7 @@ from slt_tms.io.locks import output_lock
 from slt_tms.plotting.phases import plot_free_energy, plot_occupancy
 from slt_tms.theory.critical_points import critical_points
 
-__all__ = ["options", "predict", "register", "sample"]
+__all__ = ["options", "predict", "register", "sample", "switch_points_csv"]
 
 #: Grid used by ``sample`` when ``--n`` is not given.
 DEFAULT_GRID = (100, 200, 300, 400, 500, 700, 1000, 1500, 2000)
@@ -65,8 +67,9 @@ def _critical_points(c: int, progress: bool | None):
     return critical_points(c, progress=progress)
 
 
-def _phase_records(args: argparse.Namespace, points) -> tuple[list, list[str]]:
-    """PhaseRecords for the chosen points and notes on what was left out."""
+def _phase_records(args: argparse.Namespace, points) -> tuple[list, dict[str, list], list[str]]:
+    """PhaseRecords of the chosen points in the primary variant (``--constant``), the records of every
+    variant of the O(1) term (:data:`VARIANTS`), and notes on what was left out."""
     notes = []
     if args.phases:
         wanted = [s.strip() for s in args.phases.split(",") if s.strip()]
@@ -75,14 +78,14 @@ def _phase_records(args: argparse.Namespace, points) -> tuple[list, list[str]]:
         if missing:
             raise ValueError(f"unknown phase(s) {missing} for c = {args.c}; known: {', '.join(known)}")
         points = [known[w] for w in wanted]
-    records = []
+    lambdas: dict[str, tuple[float | None, float]] = {}
     if args.lambda_source == "theory":
         left_out = []
         for p in points:
             if p.lambda_theory is None:
                 left_out.append(p.name)
                 continue
-            records.append(PhaseRecord.from_critical_point(p))
+            lambdas[p.name] = (None, 0.0)
         if left_out:
             notes.append(
                 "left out, no theoretical lambda (L not C^2 there or lambda unknown; use --lambda estimate): "
@@ -93,50 +96,115 @@ def _phase_records(args: argparse.Namespace, points) -> tuple[list, list[str]]:
             points = points[: args.num_estimate]
         for p in points:
             res = estimate_llc(p, n=args.estimate_n, seed=args.seed, progress=args.progress)
-            records.append(
-                PhaseRecord.from_critical_point(p, lambda_=float(res.llc), lambda_se=float(res.se))
-            )
+            lambdas[p.name] = (float(res.llc), float(res.se))
             notes.append(
                 f"{p.name}: lambda estimated {res.llc:.3f} +- {res.se:.3f} (n = {args.estimate_n}, "
                 f"R-hat {res.rhat:.3f}, ESS {res.ess:.0f}"
                 + ("" if res.ok else ", NOT TRUSTWORTHY: " + "; ".join(res.flags))
                 + f"); theory {p.lambda_theory}"
             )
-    if not records:
+        notes.append(
+            "full constant with estimated lambda: K_a is the Laplace constant of exponent d_nz/2 (defined "
+            "only for minimally singular points); pairing it with an estimated lambda mixes conventions"
+        )
+    if not lambdas:
         raise ValueError("no phase has a learning coefficient; use --lambda estimate or choose --phases")
-    return records, notes
+    variants: dict[str, list] = {}
+    for key in VARIANTS:
+        recs, skipped = [], []
+        for p in points:
+            if p.name not in lambdas:
+                continue
+            lam, se = lambdas[p.name]
+            try:
+                recs.append(PhaseRecord.from_critical_point(p, lambda_=lam, lambda_se=se, constant=key))
+            except ValueError:
+                skipped.append(p.name)
+        if skipped:
+            notes.append(f"{VARIANTS[key]}: left out (not minimally singular: no Laplace constant): "
+                         + ", ".join(skipped))
+        variants[key] = recs
+    if not variants[args.constant]:
+        raise ValueError(
+            f"no phase has the {VARIANTS[args.constant]!r} O(1) term (it needs minimally singular points "
+            "with a Hessian spectrum); choose another --constant"
+        )
+    return variants[args.constant], {k: v for k, v in variants.items() if v}, notes
 
 
-def _prediction(records, args: argparse.Namespace) -> dict[str, Any]:
-    pred = prediction(records, num_se=args.num_se, n_min=args.n_min, n_max=args.n_max)
+def _prediction(records, args: argparse.Namespace, variants: dict[str, list] | None = None) -> dict[str, Any]:
+    pred = prediction(records, num_se=args.num_se, n_min=args.n_min, n_max=args.n_max, variants=variants,
+                      constant=args.constant)
     pred["lambda_source"] = args.lambda_source
     return pred
 
 
+_TERMS = (
+    ("log_prior_nonflat", "prior"),
+    ("laplace_volume", "Laplace"),
+    ("log_orbit_length", "orbit"),
+    ("log_copies", "copies"),
+    ("log_flat_mass", "flat"),
+)
+
+
+def _variant_n_c(pred: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(low_n, high_n) -> {variant: crossover dict} over the variants of the prediction."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, block in (pred.get("variants") or {}).items():
+        for x in block["crossovers"]:
+            out.setdefault((x["low_n"], x["high_n"]), {})[key] = x
+    return out
+
+
 def _prediction_table(pred: dict[str, Any]) -> str:
-    lines = [f"{'phase':<8} {'L(w*)':>10} {'lambda':>8} {'se':>6} {'-log phi':>9}"]
+    lines = [f"O(1) term: {VARIANTS.get(pred.get('constant'), pred.get('constant'))} (--constant "
+             f"{pred.get('constant')}); F_n = n L + lambda log n - K"]
+    lines.append(f"{'phase':<8} {'L(w*)':>10} {'lambda':>8} {'se':>6} {'-K':>9} {'se(K)':>7}")
     for p in pred["phases"]:
         lines.append(
             f"{p['name']:<8} {p['loss']:>10.6f} {p['lambda']:>8.3f} {p['lambda_se']:>6.3f} "
-            f"{-p['log_prior']:>9.3f}"
+            f"{-p['log_prior']:>9.3f} {p.get('log_prior_se', 0.0):>7.3g}"
         )
+    variants = pred.get("variants") or {}
+    full = variants.get("full")
+    if full:
+        lines.append("")
+        lines.append("full constant K = prior + Laplace volume + log orbit length + log copies + log flat "
+                     "mass:")
+        lines.append(f"{'phase':<8} " + " ".join(f"{lab:>9}" for _, lab in _TERMS) + f" {'K':>9} {'d_nz':>5}")
+        for p in full["phases"]:
+            t = p["constant_terms"] or {}
+            cells = " ".join(f"{t.get(key, float('nan')):>9.3f}" for key, _ in _TERMS)
+            lines.append(f"{p['name']:<8} {cells} {p['log_prior']:>9.3f} {t.get('d_nz', 0):>5}")
+    if variants:
+        lines.append("")
+        lines.append("-K by variant: " + "  ".join(
+            f"{key}: " + ", ".join(f"{p['name']} {-p['log_prior']:.3f}" for p in block["phases"])
+            for key, block in variants.items()))
     lines.append("")
+    keys = list(variants)
     lines.append(
         f"{'crossover':<14} {'n_c':>10} {'Lambert W':>10} {'brentq':>10} {'branch':>6} {'interval':>22}"
+        + "".join(f" {'n_c ' + k:>11}" for k in keys)
     )
+    by_var = _variant_n_c(pred)
     for x in pred["crossovers"]:
         label = f"{x['low_n']}->{x['high_n']}"
+        side = "".join(f" {_fmt(by_var.get((x['low_n'], x['high_n']), {}).get(k, {}).get('n_c')):>11}"
+                       for k in keys)
         if x["never"]:
             status = "never (equal free energies up to a constant)"
             lines.append(f"{label:<14} {status}")
             continue
         if x["n_c"] is None:
-            lines.append(f"{label:<14} {'-':>10}  ({x['high_n']} favoured for every n >= 2)")
+            lines.append(f"{label:<14} {'-':>10}  ({x['high_n']} favoured for every n >= 2)" + side)
             continue
         lo, hi = x["interval"]
         lines.append(
             f"{label:<14} {_fmt(x['n_c']):>10} {_fmt(x['n_c_lambert']):>10} {_fmt(x['n_c_root']):>10} "
             f"{'-' if x['branch'] is None else x['branch']:>6} {'[' + _fmt(lo) + ', ' + _fmt(hi) + ']':>22}"
+            + side
         )
     lines.append("")
     lines.append("predicted sequence of dominant phases as n grows:")
@@ -152,11 +220,45 @@ def _prediction_table(pred: dict[str, Any]) -> str:
 def _crossover_csv(pred: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["low_n", "high_n", "n_c", "n_c_lambert", "n_c_root", "branch", "interval_lo", "interval_hi"])
+    keys = list(pred.get("variants") or {})
+    w.writerow(["low_n", "high_n", "n_c", "n_c_lambert", "n_c_root", "branch", "interval_lo", "interval_hi"]
+               + [f"n_c_{k}" for k in keys])
+    by_var = _variant_n_c(pred)
     for x in pred["crossovers"]:
+        side = [by_var.get((x["low_n"], x["high_n"]), {}).get(k, {}).get("n_c") for k in keys]
         w.writerow(
-            [x["low_n"], x["high_n"], x["n_c"], x["n_c_lambert"], x["n_c_root"], x["branch"], *x["interval"]]
+            [x["low_n"], x["high_n"], x["n_c"], x["n_c_lambert"], x["n_c_root"], x["branch"], *x["interval"],
+             *side]
         )
+    return buf.getvalue()
+
+
+def switch_points_csv(pred: dict[str, Any], switches) -> str:
+    """The text of ``switch_points.csv``: one row per measured switch.
+
+    Columns: ``low_n, high_n, predicted_n_c, observed_n_switch, position, ci_lo, ci_hi, frac_crossing,
+    predicted_lo, predicted_hi, predicted_n_c_<variant>...``. ``predicted_n_c`` is the crossover of the
+    primary variant (``--constant``); ``predicted_lo``/``predicted_hi`` its interval: for the asymptotic
+    variants the interval from the standard errors of the numerical terms (Monte Carlo flat-region mass,
+    estimated lambda), equal to ``predicted_n_c`` when every term is exact. A finite-n prediction
+    (thermodynamic integration of lambda_eff(n) over n) will fill ``predicted_lo``/``predicted_hi`` with
+    its own interval. ``predicted_n_c_<variant>`` gives every variant's crossover side by side.
+    """
+    by_pair = {(x["low_n"], x["high_n"]): x for x in pred["crossovers"]}
+    keys = list(pred.get("variants") or {})
+    by_var = _variant_n_c(pred)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["low_n", "high_n", "predicted_n_c", "observed_n_switch", "position", "ci_lo", "ci_hi",
+                "frac_crossing", "predicted_lo", "predicted_hi"] + [f"predicted_n_c_{k}" for k in keys])
+    for sw in switches:
+        ci = sw.interval or (None, None)
+        x = by_pair.get((sw.low_n, sw.high_n), {})
+        interval = x.get("interval") if x.get("n_c") is not None else None
+        lo, hi = interval if interval is not None else (None, None)
+        side = [by_var.get((sw.low_n, sw.high_n), {}).get(k, {}).get("n_c") for k in keys]
+        w.writerow([sw.low_n, sw.high_n, x.get("n_c"), sw.n_switch, sw.position, *ci, sw.frac_crossing,
+                    lo, hi, *side])
     return buf.getvalue()
 
 
@@ -173,11 +275,12 @@ def _predict_run(args: argparse.Namespace) -> int:
     if args.n_min < 2 or args.n_max <= args.n_min:
         raise ValueError(f"need 2 <= --n-min < --n-max, got {args.n_min}, {args.n_max}")
     points = _critical_points(args.c, args.progress)
-    records, notes = _phase_records(args, points)
-    pred = _prediction(records, args)
+    records, variants, notes = _phase_records(args, points)
+    pred = _prediction(records, args, variants)
     pred["config"] = {
         "c": args.c,
         "lambda": args.lambda_source,
+        "constant": args.constant,
         "phases": args.phases,
         "n_min": args.n_min,
         "n_max": args.n_max,
@@ -217,6 +320,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--phases", default=None, help="comma-separated phase names to use (default: all with lambda)"
     )
+    p.add_argument(
+        "--constant",
+        choices=tuple(VARIANTS),
+        default="full",
+        help="the O(1) term of the free energy used for the primary prediction: full (prior + Laplace volume "
+        "+ orbit + copies + flat-region mass), paper (log phi at dead bias 0, the TMS paper's), point "
+        "(log phi at dead bias -1); every variant is reported side by side (default: full)",
+    )
     p.add_argument("--num-se", type=float, default=1.96, help="interval half-width in standard errors")
     p.add_argument(
         "--estimate-n",
@@ -239,9 +350,11 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="free energies, crossovers and the predicted sequence of phases",
-        description="Local free energies F_n = n L + lambda log n - log phi(w*) of the critical points for "
-        "c features, the crossover n of every pair (Lambert W closed form, checked by brentq) with an "
-        "interval from lambda standard errors, and the predicted sequence of dominant phases.",
+        description="Local free energies F_n = n L + lambda log n - K of the critical points for c features, "
+        "with the O(1) term K in three variants side by side (full constant term by term; the paper's "
+        "log phi at dead bias 0; log phi at dead bias -1), the crossover n of every pair (Lambert W closed "
+        "form, checked by brentq) with an interval from standard errors, and the predicted sequence of "
+        "dominant phases.",
     )
     _add_common(p)
     p.add_argument("--n-min", type=float, default=2.0, help="smallest n considered (default 2)")
@@ -270,8 +383,8 @@ def _sample_run(args: argparse.Namespace) -> int:
     points = _critical_points(args.c, args.progress)
     args.n_min, args.n_max = 2.0, 1e5
     try:  # the prediction first: bad --phases fail before the sampling
-        records, notes = _phase_records(args, points)
-        pred = _prediction(records, args)
+        records, variants, notes = _phase_records(args, points)
+        pred = _prediction(records, args, variants)
     except ValueError as exc:
         if "no phase has a learning coefficient" not in str(exc):
             raise
@@ -339,6 +452,7 @@ def _sample_run(args: argparse.Namespace) -> int:
             "exchange": not args.no_exchange,
             "max_ratio": args.max_ratio,
             "lambda": args.lambda_source,
+            "constant": args.constant,
             "seed": args.seed,
             "num_bootstrap": args.num_bootstrap,
         },
@@ -347,34 +461,7 @@ def _sample_run(args: argparse.Namespace) -> int:
     }
     write_json(out / "occupancy.json", result)
     atomic_write_text(out / "occupancy.csv", occ.to_csv())
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(
-        [
-            "low_n",
-            "high_n",
-            "predicted_n_c",
-            "observed_n_switch",
-            "position",
-            "ci_lo",
-            "ci_hi",
-            "frac_crossing",
-        ]
-    )
-    for sw in switches:
-        ci = sw.interval or (None, None)
-        w.writerow(
-            [
-                sw.low_n,
-                sw.high_n,
-                by_pair[(sw.low_n, sw.high_n)]["n_c"],
-                sw.n_switch,
-                sw.position,
-                *ci,
-                sw.frac_crossing,
-            ]
-        )
-    atomic_write_text(out / "switch_points.csv", buf.getvalue())
+    atomic_write_text(out / "switch_points.csv", switch_points_csv(pred, switches))
     fig = plot_occupancy(occ, records or None, switches)
     save_figure(fig, out / "occupancy.png", dpi=120)
     sys.stdout.write(f"wrote {out / 'occupancy.json'}, occupancy.csv, switch_points.csv, occupancy.png\n")
