@@ -13,6 +13,8 @@ the source files are not touched.
   ``:exc:``, ``:const:``, optionally with a ``py:`` domain, a ``~`` or a ``title <target>``) become the short
   name as inline code, wrapped in an *optional* autorefs cross-reference: a link where the target is
   documented in the API reference, plain code otherwise (optional references never fail ``--strict``).
+* RST simple tables (``====  ====`` borders) become Markdown tables, RST hyperlinks Markdown links,
+  ``.. [X] ...`` citations bold-labelled paragraphs and ``[X]_`` references ``[X]``.
 * In the ``name : type`` lines of numpydoc sections (rendered as code by mkdocstrings) roles and math become
   plain text; a ``name : prose with roles`` line without a description below it becomes ``name`` with that
   prose as its description.
@@ -34,6 +36,10 @@ _XREF_ROLES = "class|func|meth|attr|mod|data|obj|exc|const|type"
 _XREF = re.compile(rf":(?:py:)?(?:{_XREF_ROLES}):`(?P<body>[^`]+)`")
 _MATH = re.compile(r":math:`(?P<body>[^`]+)`")
 _OTHER_ROLE = re.compile(r":(?:py:)?[a-z]+:`(?P<body>[^`]+)`")
+_TABLE_BORDER = re.compile(r"^(?P<indent>[ \t]*)=+(?:[ \t]+=+)+[ \t]*$")
+_LINK = re.compile(r"`(?P<text>[^`<]+?)\s*<(?P<url>[^`<>]+)>`__?")
+_CITATION_REF = re.compile(r"\[(?P<label>[A-Za-z][\w.-]*)\]_")
+_CITATION = re.compile(r"^(?P<indent>[ \t]*)\.\. \[(?P<label>[^\]]+)\][ \t]+(?P<text>.*)$")
 _ANY_ROLE = re.compile(r":(?:py:)?[a-z]+:`")
 _ITEM = re.compile(r"^(?P<name>\S[^:]*?)\s+:\s+(?P<type>\S.*)$")
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<rest>.*)$")
@@ -137,7 +143,9 @@ def rewrite_inline(text: str, obj: Object | None = None, *, plain: bool = False)
 
     text = _MATH.sub(math, text)
     text = _XREF.sub(xref, text)
-    return _OTHER_ROLE.sub(other, text)
+    text = _OTHER_ROLE.sub(other, text)
+    text = _LINK.sub(lambda m: m["text"] if plain else f"[{m['text']}]({m['url']})", text)
+    return _CITATION_REF.sub(lambda m: f"[{m['label']}]", text)
 
 
 def _display(lines: list[str], indent: str) -> list[str]:
@@ -156,6 +164,70 @@ def _display(lines: list[str], indent: str) -> list[str]:
         out.extend(indent + line if line.strip() else "" for line in part.splitlines())
         out.append(indent + r"\]")
     return out
+
+
+def _simple_table_end(lines: list[str], start: int) -> int | None:
+    """Index of the closing border of the RST simple table whose first border is ``lines[start]``."""
+    border = lines[start].rstrip()
+    borders = [start]
+    for j in range(start + 1, len(lines)):
+        if lines[j].rstrip() == border:
+            borders.append(j)
+        elif not lines[j].strip():
+            break
+    if len(borders) < 2:
+        return None
+    return borders[-1]
+
+
+def _escape_pipes(cell: str) -> str:
+    parts = re.split(r"(`+[^`]*`+)", cell)  # leave code spans alone
+    return "".join(p if p.startswith("`") else p.replace("|", "\\|") for p in parts)
+
+
+def _markdown_table(block: list[str], obj: Object | None) -> list[str]:
+    """An RST simple table (``====  ====`` borders) as a Markdown table."""
+    border = block[0]
+    indent = border[: len(border) - len(border.lstrip())]
+    spans = [(m.start(), m.end()) for m in re.finditer(r"=+", border)]
+    starts = [a for a, _ in spans]
+    borders = [k for k, line in enumerate(block) if line.rstrip() == border.rstrip()]
+    header_end = borders[1] if len(borders) == 3 else None
+
+    def cells(line: str) -> list[str]:
+        out = []
+        for c, a in enumerate(starts):
+            b = starts[c + 1] if c + 1 < len(starts) else None
+            out.append(line[a:b].strip() if b is not None else line[a:].strip())
+        return out
+
+    rows: list[list[str]] = []
+    header: list[str] | None = None
+    for k, line in enumerate(block):
+        if k in borders or not line.strip():
+            continue
+        row = cells(line)
+        if rows and not row[0] and (header_end is None or k > header_end):  # continuation line
+            rows[-1] = [f"{p} {q}".strip() for p, q in zip(rows[-1], row, strict=True)]
+            continue
+        if header_end is not None and k < header_end:
+            header = row if header is None else [f"{p} {q}".strip() for p, q in zip(header, row, strict=True)]
+        else:
+            rows.append(row)
+
+    def fmt(row: list[str]) -> str:
+        return indent + "| " + " | ".join(_escape_pipes(rewrite_inline(c, obj)) for c in row) + " |"
+
+    lines = [fmt(header) if header else indent + "|" + " |" * len(starts)]
+    lines.append(indent + "|" + " --- |" * len(starts))
+    lines.extend(fmt(row) for row in rows)
+    return lines
+
+
+def _blank_before(out: list[str]) -> None:
+    """A blank line before a block, unless the block starts a section or follows one already."""
+    if out and out[-1].strip() and not _UNDERLINE.match(out[-1]):
+        out.append("")
 
 
 def _indent_of(line: str) -> int:
@@ -198,6 +270,24 @@ def rewrite_docstring(text: str, obj: Object | None = None) -> str:
             out.extend([line, lines[i + 1]])
             i += 2
             continue
+        border = _TABLE_BORDER.match(line)
+        if border:
+            flush()
+            j = _simple_table_end(lines, i)
+            if j is not None:
+                _blank_before(out)
+                out.extend(_markdown_table(lines[i : j + 1], obj))
+                if j + 1 < len(lines) and lines[j + 1].strip():
+                    out.append("")
+                i = j + 1
+                continue
+        citation = _CITATION.match(line)
+        if citation:
+            flush()
+            _blank_before(out)
+            paragraph.append(f"{citation['indent']}**[{citation['label']}]** {citation['text']}")
+            i += 1
+            continue
         directive = _DIRECTIVE.match(line)
         if directive:
             flush()
@@ -210,8 +300,7 @@ def rewrite_docstring(text: str, obj: Object | None = None) -> str:
             while body and not body[-1].strip():  # trailing blank lines belong to the text after
                 body.pop()
                 j -= 1
-            if out and out[-1].strip():
-                out.append("")
+            _blank_before(out)
             out.extend(_display(body, indent))
             if j < len(lines) and lines[j].strip():
                 out.append("")

@@ -101,3 +101,31 @@ def test_every_package_docstring_is_rewritten_completely():
             assert not RAW.search(obj.docstring.value), obj.path
         stack.extend(m for m in obj.members.values() if not m.is_alias)
     assert seen > 100
+
+
+def test_simple_tables_links_and_citations():
+    text = inspect.cleandoc(
+        """
+        Summary with `safetensors <https://example.org/st>`_ and [AW05]_.
+
+        =====  =====================
+        name   meaning
+        =====  =====================
+        ``a``  :func:`f` of ``x | y``
+        b      a | b
+        =====  =====================
+
+        References
+        ----------
+        .. [AW05] M. Aoyagi and S. Watanabe,
+           Neural Networks, 2005.
+        .. [W09] S. Watanabe, 2009.
+        """
+    )
+    out = roles.rewrite_docstring(text)
+    assert "[safetensors](https://example.org/st) and [AW05]." in out
+    assert "| name | meaning |\n| --- | --- |\n" in out
+    assert '| ``a`` | <autoref identifier="f" optional><code>f</code></autoref> of ``x | y`` |' in out
+    assert "| b | a \\| b |" in out
+    assert "----------\n**[AW05]** M. Aoyagi and S. Watanabe,\n   Neural Networks, 2005.\n\n**[W09]**" in out
+    assert "=====" not in out and ".. [" not in out
