@@ -256,26 +256,34 @@ def register(subparsers: Any) -> None:
         description="Train a TMS f(x) = act(W^T W x + b) by SGD/AdamW on one-hot or sparse uniform inputs. "
         "Writes DIR/checkpoint.safetensors (final), DIR/checkpoints/step_XXXXXXX.safetensors (log-spaced "
         "schedule), DIR/trajectory.json and DIR/loss.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--c", type=int, required=True, help="number of features")
-    p.add_argument("--r", type=int, default=2, help="hidden dimensions")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    p.add_argument("--gamma", type=float, default=1.0, help="swish sharpness: z * sigmoid(gamma z)")
-    p.add_argument("--distribution", choices=DISTRIBUTIONS, default="onehot")
-    p.add_argument("--sparsity", type=float, default=None, help="S in [0, 1) for --distribution sparse")
+    p.add_argument("--r", type=int, default=2, help="hidden dimensions (default: %(default)s)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="activation of the output layer (default: %(default)s)")
+    p.add_argument("--gamma", type=float, default=1.0,
+                   help="swish sharpness: z * sigmoid(gamma z) (default: %(default)s)")
+    p.add_argument("--distribution", choices=DISTRIBUTIONS, default="onehot",
+                   help="input distribution: one-hot or sparse uniform (default: %(default)s)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="S in [0, 1) for --distribution sparse (required there)")
     p.add_argument("--importance-decay", type=float, default=1.0, metavar="RHO",
-                   help="importance I_i = RHO^i")
-    p.add_argument("--n", type=int, default=None, help="fixed training-set size (omit: fresh samples)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    p.add_argument("--lr", type=float, default=0.005, help="learning rate")
-    p.add_argument("--batch-size", type=int, default=20)
-    p.add_argument("--steps", type=int, default=10_000, help="number of optimiser steps")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--num-checkpoints", type=int, default=50, help="size of the log-spaced schedule")
-    p.add_argument("--init-scale", type=float, default=0.1, help="std of the Gaussian initial W")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
+                   help="importance I_i = RHO^i (default: %(default)s)")
+    p.add_argument("--n", type=int, default=None,
+                   help="fixed training-set size (default: fresh samples every step)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimiser (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=0.005, help="learning rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=20, help="samples per step (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=10_000,
+                   help="number of optimiser steps (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="weight decay of the optimiser (default: %(default)s)")
+    p.add_argument("--num-checkpoints", type=int, default=50,
+                   help="size of the log-spaced schedule (default: %(default)s)")
+    p.add_argument("--init-scale", type=float, default=0.1,
+                   help="std of the Gaussian initial W (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="root seed (default: %(default)s)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=_handler)

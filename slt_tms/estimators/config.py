@@ -99,8 +99,7 @@ class LLCConfig:
     escape_fraction : float
     multiplicity : int
     correction_exponent : float
-
-    See :data:`FIELD_HELP` for each field's meaning.
+        Each field's meaning is in :data:`FIELD_HELP` (and in :func:`defaults_table`).
 
     Examples
     --------

@@ -99,6 +99,8 @@ class OneHotUniform:
 class SparseUniform:
     r"""Elhage et al.'s sparse inputs: :math:`x_i = 0` w.p. :math:`S`, else :math:`U[0,1]`.
 
+    Statistics: :math:`P(x_i \neq 0) = 1 - S`, :math:`E[x_i] = (1-S)/2`, :math:`E[x_i^2] = (1-S)/3`.
+
     Parameters
     ----------
     c : int
@@ -108,7 +110,6 @@ class SparseUniform:
     importance : Tensor, optional
         Weights :math:`I_i` of shape ``(c,)`` used by the loss (default all ones).
 
-    Statistics: :math:`P(x_i \neq 0) = 1 - S`, :math:`E[x_i] = (1-S)/2`, :math:`E[x_i^2] = (1-S)/3`.
     """
 
     c: int
