@@ -296,7 +296,7 @@ def test_cli_predict_reports_every_variant(c6, monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "full constant K" in out and "n_c paper" in out and "601.0" in out and "573.2" in out
     pred = json.loads((tmp_path / "prediction.json").read_text())
-    assert pred["constant"] == "paper" and set(pred["variants"]) == set(VARIANTS)  # the default reproduces 601
+    assert pred["constant"] == "paper" and set(pred["variants"]) == set(VARIANTS)  # the default: 601
     terms = {p["name"]: p["constant_terms"] for p in pred["variants"]["full"]["phases"]}
     assert terms["5"]["num_flat_columns"] == 1 and terms["6"]["d_nz"] == 17
     header = (tmp_path / "crossovers.csv").read_text().splitlines()[0]
