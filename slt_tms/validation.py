@@ -22,12 +22,17 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LOSSES",
     "check_choice",
     "check_float",
     "check_int",
     "check_probability",
     "check_seed",
 ]
+
+#: The named losses of a module potential (``loss=`` of the API, ``--loss`` of the CLI); defined here, at
+#: the bottom layer, because both the potentials and the file loaders check against it.
+LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:

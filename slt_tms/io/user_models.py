@@ -42,8 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from slt_tms.io.checkpoints import load_state_dict_file, load_tensors
-from slt_tms.potentials.module import LOSSES
-from slt_tms.validation import check_choice
+from slt_tms.validation import LOSSES, check_choice
 
 __all__ = [
     "LOSSES",

@@ -59,7 +59,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from slt_tms.potentials.base import FunctionalPotential, RestrictedPotential, check_float_dtype, restrict
 from slt_tms.potentials.data import DataSource
-from slt_tms.validation import check_choice
+from slt_tms.validation import LOSSES, check_choice
 
 __all__ = [
     "LOSSES",
@@ -69,7 +69,6 @@ __all__ = [
     "select_parameters",
 ]
 
-LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
 
 
 def causal_lm_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
