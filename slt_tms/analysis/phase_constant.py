@@ -81,8 +81,8 @@ the limit is slow (:math:`O(n^{-1/3})`, not :math:`O(n^{-1/2})`); the constant i
 mass. Evaluating the prior at one point of :math:`R_a` (e.g. :math:`b_d = -1`) instead is not a
 constant of :math:`\log Z_a` at all.
 
-Where :math:`\lambda_a \ne d_{nz}/2`
-------------------------------------
+Phases that are not minimally singular
+--------------------------------------
 For a point whose zero modes are *not* all tangent to a set of minima (a zero mode along which :math:`L`
 grows at higher order, e.g. quartically) or where :math:`L` is not :math:`C^2` (the 4-gons), the
 leading term of :math:`Z_a` is not Gaussian in those directions: e.g. in one dimension
