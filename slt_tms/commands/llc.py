@@ -47,6 +47,7 @@ from slt_tms.plotting.llc import plot_llc_series
 from slt_tms.potentials import from_critical_point
 from slt_tms.theory.critical_points import kgon
 from slt_tms.tms import OneHotUniform, fixed_dataset
+from slt_tms.validation import LOSSES
 
 __all__ = ["CRITICAL_LADDER", "CRITICAL_N", "EXIT_NOT_TRUSTWORTHY", "parse_critical_name", "register"]
 
@@ -221,8 +222,8 @@ def _checkpoint_run(
         raise ValueError(
             f"--device {ns.device}: CUDA is not available in this torch build ({torch.__version__})"
         )
-    if ns.loss not in ("mse", "cross_entropy"):
-        raise ValueError(f"unknown --loss {ns.loss!r}; allowed: mse, cross_entropy")
+    if ns.loss not in LOSSES:
+        raise ValueError(f"unknown --loss {ns.loss!r}; allowed: {', '.join(LOSSES)}")
     X, Y = load_data(ns.data, x_key=ns.x_key, y_key=ns.y_key, loss=ns.loss)
     cli = {
         "command": "slt-tms llc",
@@ -235,6 +236,9 @@ def _checkpoint_run(
         "x_shape": list(X.shape),
         "y_shape": list(Y.shape),
     }
+    # the estimator settings shared by the one-checkpoint and the series paths
+    common: dict[str, Any] = {"config": cfg, "loss": ns.loss, "params": ns.params, "n": ns.n, "seed": ns.seed,
+                              "progress": progress, "device": ns.device}
     if len(paths) == 1:
         net = load_model(
             paths[0], model=ns.model, torchscript=ns.torchscript, trust_torchscript=ns.trust_torchscript
@@ -247,18 +251,7 @@ def _checkpoint_run(
                 f"-> {tuple(Y.shape)}; loss {ns.loss}",
                 file=sys.stderr,
             )
-        res = _estimate(
-            estimate_llc,
-            net,
-            (X, Y),
-            config=cfg,
-            loss=ns.loss,
-            params=ns.params,
-            n=ns.n,
-            seed=ns.seed,
-            progress=progress,
-            device=ns.device,
-        )
+        res = _estimate(estimate_llc, net, (X, Y), **common)
         res = dataclasses.replace(
             res,
             config={
@@ -279,19 +272,7 @@ def _checkpoint_run(
             "several checkpoints need --model MODULE:FACTORY (TorchScript archives one at a time)"
         )
     factory = load_factory(ns.model)
-    series = _estimate(
-        estimate_llc_series,
-        paths,
-        factory,
-        (X, Y),
-        config=cfg,
-        loss=ns.loss,
-        params=ns.params,
-        n=ns.n,
-        seed=ns.seed,
-        progress=progress,
-        device=ns.device,
-    )
+    series = _estimate(estimate_llc_series, paths, factory, (X, Y), **common)
     if out is not None:
         atomic_write_text(out / "llc_series.csv", series.to_csv())
         write_json(
