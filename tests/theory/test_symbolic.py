@@ -18,7 +18,7 @@ from scipy.integrate import quad
 
 from slt_tms.cli import main as cli_main
 from slt_tms.theory import symbolic as S
-from slt_tms.theory._codegen import numpy_indicator, piecewise_function
+from slt_tms.theory._codegen import numpy_indicator, piecewise_function, torch_indicator
 from slt_tms.tms import OneHotUniform, empirical_loss, forward, pack
 
 A, B, MU = S.symbols()
@@ -211,6 +211,81 @@ def test_generated_code_matches_sympy_lambdify():
             dref = np.array([float(dref_fn(x, y)) for x, y in zip(a, b, strict=True)])
             np.testing.assert_allclose(d, dref, rtol=1e-12, atol=1e-14)
         assert np.all(np.isfinite(da)) and np.all(np.isfinite(db))
+
+
+def _pair_test_points() -> tuple[np.ndarray, np.ndarray]:
+    """Random (a, b) over many scales plus every boundary: a = 0, b = 0, a + b = 0, the origin."""
+    rng = np.random.default_rng(4)
+    n = 300
+    scale = 10.0 ** rng.uniform(-6, 6, size=(2, n))
+    a = np.concatenate([rng.normal(size=n), rng.normal(size=n) * scale[0],
+                        [0.0, 0.0, 0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1e-200, -1e-200, 3.0]])
+    b = np.concatenate([rng.normal(size=n), rng.normal(size=n) * scale[1],
+                        [0.0, 1.0, -1.0, 0.0, 0.0, -0.5, 0.5, -2.0, 2.0, 1.0, -1.0, -3.0 + 1e-12]])
+    return a, b
+
+
+@pytest.mark.parametrize("delta", [1, 0])
+def test_stable_pair_terms_match_sympy_derivatives(delta):
+    """The stable segment formulas (slt_tms.theory._stable) are the derived pair terms: values, first
+    derivatives and (torch autograd of the first) second derivatives agree with sympy's Piecewise and
+    its derivatives evaluated in 50-digit mpmath, including on the boundaries (first matching piece)."""
+    import mpmath
+
+    from slt_tms.theory._stable import pair_diag, pair_off
+
+    term = S.pair_terms()[1 - delta]
+    fn = pair_diag if delta else pair_off
+    a, b = _pair_test_points()
+
+    def ref(expr):
+        f = sp.lambdify((A, B), expr, "mpmath")
+        with mpmath.workdps(50):
+            return np.array([float(f(mpmath.mpf(x), mpmath.mpf(y))) for x, y in zip(a, b, strict=True)])
+
+    def d(*syms):
+        return sp.Piecewise(*[(sp.diff(v, *syms), cnd) for v, cnd in term.args])
+
+    scale = 1.0 + np.abs(a) + np.abs(b)
+
+    def close(got, want, rtol, atol):  # atol per point: derivatives may cancel to ~u scale^2
+        bad = np.abs(got - want) > rtol * np.abs(want) + atol
+        assert not bad.any(), list(zip(a[bad], b[bad], got[bad], want[bad], strict=True))[:5]
+
+    v, da, db = fn(a, b, numpy_indicator, value=True, grad=True)
+    close(v, ref(term), 1e-13, 0.0)
+    close(da, ref(d(A)), 1e-12, 1e-14 * scale**2)
+    close(db, ref(d(B)), 1e-12, 1e-14 * scale**2)
+    at = torch.tensor(a, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    _, ga, gb = fn(at, bt, torch_indicator, value=False, grad=True)
+    gaa, gab = torch.autograd.grad(ga.sum(), (at, bt), retain_graph=True)
+    gba, gbb = torch.autograd.grad(gb.sum(), (at, bt))
+    for got, syms in ((gaa, (A, A)), (gab, (A, B)), (gba, (A, B)), (gbb, (B, B))):
+        close(got.numpy(), ref(d(*syms)), 1e-11, 1e-13 * scale**2)
+
+
+def test_compensated_gram_is_twice_as_accurate():
+    """gram_compensated: a_hi + a_lo equals the exact Gram entries (rational arithmetic) to about
+    u |a| + u^2 sum |W_ki W_kj|, also where W_i . W_j cancels (near-orthogonal columns)."""
+    from fractions import Fraction
+
+    from slt_tms.theory._stable import gram_compensated
+
+    rng = np.random.default_rng(8)
+    W = rng.normal(size=(20, 3, 4))
+    W[:, :, 1] = np.stack([-W[:, 1, 0], W[:, 0, 0], W[:, 2, 1] * 1e-9], axis=-1) * (1 + 1e-12)
+    hi, lo = gram_compensated(W)
+    u = 2.0**-53
+    for n in range(W.shape[0]):
+        for i in range(4):
+            for j in range(4):
+                exact = sum(Fraction(float(W[n, k, i])) * Fraction(float(W[n, k, j])) for k in range(3))
+                got = Fraction(float(hi[n, i, j])) + Fraction(float(lo[n, i, j]))
+                bound = 2 * u * abs(float(exact)) + 8 * u * u * float(np.abs(W[n, :, i] * W[n, :, j]).sum())
+                assert abs(float(got - exact)) <= bound, (n, i, j)
+    hi_t, lo_t = gram_compensated(torch.from_numpy(W))
+    assert torch.equal(hi_t, torch.from_numpy(hi)) and torch.equal(lo_t, torch.from_numpy(lo))
 
 
 def test_codegen_rejects_non_piecewise():
