@@ -417,8 +417,8 @@ def _finish_value(L: Any, W: Any, b: Any, a: Any) -> Any:
 
 def _chunk_value(W: Any, b: Any) -> Any:
     """L for a chunk: W (n, r, c), b (n, c) -> (n,). numpy or torch (no autograd)."""
-    a = _gram(W)  # (n, c, c): a[i, j] = W_i . W_j  (output i, input j)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow only when L itself overflows
+        a = _gram(W)  # (n, c, c): a[i, j] = W_i . W_j  (output i, input j)
         return _finish_value(_loss_from_gram(a, b), W, b, a)
 
 

@@ -366,3 +366,18 @@ def test_compensated_points_under_vmap_and_forward_mode():
         _, t = torch.func.jvp(f, (w,), (v,))
         # derivatives are accurate in absolute terms (terms of order 1 cancel near a minimum)
         assert abs(float(t) - float(g @ v)) <= 1e-9 * float(g.abs() @ v.abs()) + 1e-14 * float(v.abs().sum())
+
+
+@pytest.mark.parametrize(
+    "W,b",
+    [([[1e200]], [0.0]), ([[0.0]], [1e200]), ([[1e154]], [-1e308]), ([[1e100, 1e-100]], [-1e200, 0.5])],
+)
+def test_loss_beyond_float_range_is_inf(W, b):
+    """Finite inputs whose exact loss exceeds the float range give inf (no warning, no nan). The third
+    point has a + b = 0 in floats but 6e291 exactly: a sliver of the active segment carries 8e566."""
+    W, b = np.array(W), np.array(b)
+    assert mp_loss(W, b) > 1e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert S.population_loss(W, b) == np.inf
+    assert float(S.population_loss(torch.from_numpy(W), torch.from_numpy(b))) == np.inf
