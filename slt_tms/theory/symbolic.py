@@ -49,7 +49,7 @@ segment by segment, :math:`\int_l^h g^2 = \tfrac{h - l}{3}(x^2 + xy + y^2)` with
 ``Piecewise`` (so the same one-sided derivatives on boundaries); derivatives are the corresponding
 segment integrals of :math:`g` and :math:`\mu g`, and higher ones torch autograd of those. Points
 whose loss is small compared with the rounding of their Gram matrix are re-evaluated with a
-compensated (twice-the-precision) Gram matrix (rule in ``_finish_value``). The result is accurate to
+compensated (twice-the-precision) Gram matrix (rule in ``_accurate_loss``). The result is accurate to
 a few ulps relative for any finite input whose loss is a normal float (tested against 60-digit
 integration); ``tests/theory/test_symbolic.py`` checks the segment formulas and their first and second
 derivatives against sympy's ``diff`` of the pieces. Code generated from the ``Piecewise``
@@ -371,55 +371,77 @@ def _loss_from_gram(a: Any, b: Any, a_lo: Any = None) -> Any:
 
 
 # A point is re-evaluated with the compensated Gram matrix when its loss is below this times
-# c (r + 2)^2 (max_i a_ii + max_i |b_i|)^2 (see _finish_value).
+# c (r + 2)^2 (max_i a_ii + max_i |b_i|)^2 (see _accurate_loss).
 _COMPENSATE_BELOW = 4e-6
 
 
-def _finish_value(L: Any, W: Any, b: Any, a: Any) -> Any:
-    r"""Accuracy and edge cases of a chunk of losses ``L`` evaluated from the rounded Gram matrix ``a``.
+def _compensated_loss(W: Any, b: Any) -> Any:
+    a_hi, a_lo = gram_compensated(W)
+    return _loss_from_gram(a_hi, b, a_lo)
 
-    The rounding of :math:`a_{ij}` (at most :math:`\Delta = r u \max_i a_{ii}`, :math:`u` the unit
-    roundoff) and of :math:`a_{ij} + b_i` (:math:`u\,|a_{ij} + b_i|`) are the only errors the pair
-    formulas do not control. Since :math:`|\partial_a T| \le 2\sqrt{T/3}` and
+
+def _accurate_loss(W: Any, b: Any, a: Any, v_diag: Any, v_off: Callable[[], Any]) -> Any:
+    r"""L for a chunk from the pair values of the rounded Gram matrix ``a``, re-evaluated with the
+    compensated Gram matrix where that rounding could matter; ``nan`` / ``inf`` handling.
+
+    ``v_diag`` (n, c) are the diagonal pair values, ``v_off()`` (n, c, c) the off-diagonal ones (asked
+    for only when needed). The rounding of :math:`a_{ij}` (at most :math:`r u \max_i a_{ii}`,
+    :math:`u` the unit roundoff) and of :math:`a_{ij} + b_i` (:math:`u\,|a_{ij} + b_i|`) are the only
+    errors the pair formulas do not control. Since :math:`|\partial_a T| \le 2\sqrt{T/3}` and
     :math:`|\partial_b T| \le 2\sqrt{T}` (Cauchy-Schwarz), they change :math:`L` by at most about
     :math:`2 (r + 2) u S \sqrt{c L}` with :math:`S = \max_i a_{ii} + \max_i |b_i|`, i.e. by less than
     :math:`10^3 u L` unless :math:`L < 4\cdot 10^{-6}\, c\,(r + 2)^2 S^2`. Those points (near-perfect
     configurations, large inputs near kinks) are re-evaluated with the compensated Gram matrix of
-    :func:`~slt_tms.theory._stable.gram_compensated`. Then non-finite inputs give ``nan``, and a ``nan``
-    of finite inputs (an overflow; the loss is then above the float range) becomes ``inf``.
+    :func:`~slt_tms.theory._stable.gram_compensated`. The diagonal part :math:`D \le L` decides first:
+    if :math:`D` is above the threshold for every point of the chunk, nothing is recomputed; if for
+    none, the whole chunk is evaluated compensated directly (no plain off-diagonal pass). Then
+    non-finite inputs give ``nan``, and a ``nan`` of finite inputs (an overflow; the loss is then above
+    the float range) becomes ``inf``.
     """
-    torch_ = isinstance(L, Tensor)
+    torch_ = isinstance(a, Tensor)
     c, r = W.shape[-1], W.shape[-2]
     if torch_:
         scale = _diagonal(a).amax(-1) + b.abs().amax(-1)
     else:
         scale = _diagonal(a).max(-1) + np.abs(b).max(-1)
-    need = L < (_COMPENSATE_BELOW * c * (r + 2) ** 2) * scale * scale
+    threshold = (_COMPENSATE_BELOW * c * (r + 2) ** 2) * scale * scale
+    diag_sum = v_diag.sum(-1)
+    sure = diag_sum >= c * threshold  # L >= D >= threshold: the plain value is accurate
+    try:
+        all_sure, none_sure = bool(sure.all()), not bool(sure.any())
+    except RuntimeError:  # under torch.func.vmap (no data-dependent control flow)
+        all_sure = none_sure = None
+    if none_sure:
+        L = _compensated_loss(W, b)
+    else:
+        L = ((v_off() * _offdiag_mask(c, a)).sum((-1, -2)) + diag_sum) / c
+        need = L < threshold
+        if all_sure is None:  # vmap: every point of the chunk, selected
+            L = torch.where(need, _compensated_loss(W, b), L)
+        elif not all_sure:
+            if torch_:
+                idx = need.nonzero()[:, 0]
+                if idx.numel():
+                    L = L.index_put((idx,), _compensated_loss(W[idx], b[idx]))
+            else:
+                idx = np.flatnonzero(need)
+                if idx.size:
+                    L[idx] = _compensated_loss(W[idx], b[idx])
     if torch_:
-        try:
-            idx = need.nonzero()[:, 0] if bool(need.any()) else None
-        except RuntimeError:  # under torch.func.vmap (no data-dependent control flow): all points
-            a_hi, a_lo = gram_compensated(W)
-            L = torch.where(need, _loss_from_gram(a_hi, b, a_lo), L)
-            idx = None
         finite = torch.isfinite(W).flatten(-2).all(-1) & torch.isfinite(b).all(-1)
-        if idx is not None:
-            a_hi, a_lo = gram_compensated(W[idx])
-            L = L.index_put((idx,), _loss_from_gram(a_hi, b[idx], a_lo))
         return torch.where(finite, torch.where(torch.isnan(L), torch.inf, L), torch.nan)
-    idx = np.flatnonzero(need)
-    if idx.size:
-        a_hi, a_lo = gram_compensated(W[idx])
-        L[idx] = _loss_from_gram(a_hi, b[idx], a_lo)
     finite = np.isfinite(W).all((-1, -2)) & np.isfinite(b).all(-1)
     return np.where(finite, np.where(np.isnan(L), np.inf, L), np.nan)
 
 
 def _chunk_value(W: Any, b: Any) -> Any:
     """L for a chunk: W (n, r, c), b (n, c) -> (n,). numpy or torch (no autograd)."""
+    ind = torch_indicator if isinstance(W, Tensor) else numpy_indicator
+    c = W.shape[-1]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow only when L itself overflows
         a = _gram(W)  # (n, c, c): a[i, j] = W_i . W_j  (output i, input j)
-        return _finish_value(_loss_from_gram(a, b), W, b, a)
+        v_diag = pair_diag(_diagonal(a), b, ind)[0]
+        return _accurate_loss(W, b, a, v_diag, lambda: pair_off(a, _expand_bias(b, c), ind)[0])
 
 
 def _chunk_value_and_grad(
@@ -439,9 +461,7 @@ def _chunk_value_and_grad(
     mask = _offdiag_mask(c, a)
     v_off, da_off, db_off = pair_off(a, bi, torch_indicator, value=with_value, grad=True)
     v_diag, da_diag, db_diag = pair_diag(a_diag, b, torch_indicator, value=with_value, grad=True)
-    value = None
-    if with_value:
-        value = _finish_value(((v_off * mask).sum((-1, -2)) + v_diag.sum(-1)) / c, W, b, a)
+    value = _accurate_loss(W, b, a, v_diag, lambda: v_off) if with_value else None
     G = (da_off * mask + da_diag.unsqueeze(-1) * (1.0 - mask)) / c  # diagonal from the diagonal term
     gW = _times_sym(W, G + G.transpose(-1, -2))
     gb = ((db_off * mask).sum(-1) + db_diag) / c
