@@ -168,6 +168,30 @@ def _check_n(n: int) -> int:
     return _as_int("n (sample size)", n, 2)
 
 
+def _problem(
+    name: str,
+    potential: Callable[[Tensor], Tensor],
+    w_star: Tensor,
+    n: int,
+    lam_mult: tuple[float, int],
+    description: str,
+    config: dict[str, Any],
+) -> GroundTruthProblem:
+    """The :class:`GroundTruthProblem` of a constructor (``d`` is the size of ``w_star``)."""
+    lam, mult = lam_mult
+    return GroundTruthProblem(
+        name=name,
+        potential=potential,
+        w_star=w_star,
+        n=n,
+        lambda_true=lam,
+        multiplicity=mult,
+        d=int(w_star.numel()),
+        description=description,
+        config=config,
+    )
+
+
 def regular_quadratic(
     d: int, n: int, *, dtype: torch.dtype = torch.float64, device: str | torch.device | None = None
 ) -> GroundTruthProblem:
@@ -184,32 +208,29 @@ def regular_quadratic(
 
     Parameters
     ----------
-    d : int
-        Number of parameters, >= 1.
-    n : int
-        Sample size the problem stands for, >= 2.
+    d, n : int
+        Number of parameters (>= 1); sample size the problem stands for (>= 2).
     dtype, device
         Of ``w_star``.
 
     Returns
     -------
     GroundTruthProblem
+        With lambda_true = d/2, multiplicity 1.
     """
     d = _as_int("d (number of parameters)", d, 1)
     n = _check_n(n)
     name = f"regular_quadratic(d={d})"
     potential = _QuadraticPotential(torch.linspace(1.0, 2.0, d, dtype=torch.float64), name)  # [1.] if d=1
     lam, mult = regular_lambda(d)
-    return GroundTruthProblem(
-        name=name,
-        potential=potential,
-        w_star=torch.zeros(d, dtype=dtype, device=device),
-        n=n,
-        lambda_true=lam,
-        multiplicity=mult,
-        d=d,
-        description=f"L(w) = 1/2 sum_i c_i w_i^2, c = linspace(1, 2, {d}); regular minimum, lambda = d/2",
-        config={"constructor": "regular_quadratic", "d": d, "n": n},
+    return _problem(
+        name,
+        potential,
+        torch.zeros(d, dtype=dtype, device=device),
+        n,
+        (lam, mult),
+        f"L(w) = 1/2 sum_i c_i w_i^2, c = linspace(1, 2, {d}); regular minimum, lambda = d/2",
+        {"constructor": "regular_quadratic", "d": d, "n": n},
     )
 
 
@@ -250,6 +271,7 @@ def normal_crossing(
     Returns
     -------
     GroundTruthProblem
+        With lambda_true = min_i (h_i + 1)/(2 k_i), multiplicity the number of minimisers.
     """
     lam, mult = normal_crossing_lambda(k, h)  # validates k and h
     ks = _as_int_sequence("k", k, 0)
@@ -262,19 +284,17 @@ def normal_crossing(
     formula = " * ".join(
         f"u{i}^{2 * ki}" if hi == 0 else f"|u{i}|^({2 * ki}/{hi + 1})" for i, ki, hi in terms
     )
-    return GroundTruthProblem(
-        name=name,
-        potential=potential,
-        w_star=torch.zeros(d, dtype=dtype, device=device),
-        n=n,
-        lambda_true=lam,
-        multiplicity=mult,
-        d=d,
-        description=(
+    return _problem(
+        name,
+        potential,
+        torch.zeros(d, dtype=dtype, device=device),
+        n,
+        (lam, mult),
+        (
             f"L(u) = {formula}; normal crossing K = prod w_i^(2 k_i) with prior prod |w_i|^h_i written in "
             "flat-prior coordinates u_i = sign(w_i)|w_i|^(h_i+1); lambda = min (h_i+1)/(2 k_i)"
         ),
-        config={"constructor": "normal_crossing", "k": ks, "h": hs, "n": n},
+        {"constructor": "normal_crossing", "k": ks, "h": hs, "n": n},
     )
 
 
@@ -346,6 +366,26 @@ def _flatten_layers(layers: list[Tensor], dtype: torch.dtype, device: str | torc
     return torch.cat([layer.reshape(-1) for layer in layers]).to(dtype=dtype, device=device)
 
 
+def _product_problem(
+    name: str,
+    widths: list[int],
+    rank: int,
+    n_seed: tuple[int, int],
+    lam_mult: tuple[float, int],
+    description: str,
+    config: dict[str, Any],
+    dtype: torch.dtype,
+    device: str | torch.device | None,
+) -> GroundTruthProblem:
+    """A linear-network problem (reduced-rank regression, deep linear network) at its balanced anchor;
+    ``config`` gets the validated ``n`` and ``seed``."""
+    n, seed = _check_n(n_seed[0]), _as_int("seed", n_seed[1], 0)
+    layers, target = _dln_anchor(widths, rank, seed)
+    w_star = _flatten_layers(layers, dtype, device)
+    potential = _ProductPotential(widths, target, name)
+    return _problem(name, potential, w_star, n, lam_mult, description, {**config, "n": n, "seed": seed})
+
+
 def reduced_rank_regression(
     M: int,
     N: int,
@@ -381,16 +421,15 @@ def reduced_rank_regression(
         Input dimension, output dimension, hidden units (>= 1).
     r : int
         True rank, ``0 <= r <= min(M, N, H)``.
-    n : int
-        Sample size the problem stands for, >= 2.
-    seed : int
-        Seed of the random singular vectors.
+    n, seed : int
+        Sample size the problem stands for (>= 2); seed of the random singular vectors.
     dtype, device
         Of ``w_star``.
 
     Returns
     -------
     GroundTruthProblem
+        With the anchor :math:`(A^*, B^*)` and :math:`\lambda` of Aoyagi & Watanabe (2005).
 
     Examples
     --------
@@ -403,26 +442,18 @@ def reduced_rank_regression(
     torch.Size([4, 7])
     """
     lam, mult = rrr_lambda(M, N, H, r)  # validates M, N, H, r
-    n = _check_n(n)
-    seed = _as_int("seed", seed, 0)
     widths = [int(M), int(H), int(N)]
-    layers, target = _dln_anchor(widths, int(r), seed)
-    name = f"rrr(M={M},N={N},H={H},r={r})"
-    return GroundTruthProblem(
-        name=name,
-        potential=_ProductPotential(widths, target, name),
-        w_star=_flatten_layers(layers, dtype, device),
-        n=n,
-        lambda_true=lam,
-        multiplicity=mult,
-        d=H * (M + N),
-        description=(
-            f"L(A, B) = ||B A - C0||_F^2, A: {H}x{M}, B: {N}x{H}, rank(C0) = {r}; "
-            "lambda from Aoyagi & Watanabe (2005)"
-        ),
-        config={
-            "constructor": "reduced_rank_regression", "M": M, "N": N, "H": H, "r": r, "n": n, "seed": seed
-        },
+    return _product_problem(
+        f"rrr(M={M},N={N},H={H},r={r})",
+        widths,
+        int(r),
+        (n, seed),
+        (lam, mult),
+        f"L(A, B) = ||B A - C0||_F^2, A: {H}x{M}, B: {N}x{H}, rank(C0) = {r}; "
+        "lambda from Aoyagi & Watanabe (2005)",
+        {"constructor": "reduced_rank_regression", "M": M, "N": N, "H": H, "r": r},
+        dtype,
+        device,
     )
 
 
@@ -455,39 +486,30 @@ def deep_linear_network(
     ----------
     widths : sequence of int
         :math:`(H_1, \dots, H_{L+1})`, input first, at least two entries.
-    rank : int
-        True rank, ``0 <= rank <= min(widths)``.
-    n : int
-        Sample size the problem stands for, >= 2.
-    seed : int
-        Seed of the random singular vectors.
+    rank, n, seed : int
+        True rank (``0 <= rank <= min(widths)``), sample size the problem stands for (>= 2) and seed of
+        the random singular vectors.
     dtype, device
         Of ``w_star``.
 
     Returns
     -------
     GroundTruthProblem
+        With the balanced anchor and :math:`\lambda` of Aoyagi (2024).
     """
     lam, mult = dln_lambda(widths, rank)  # validates widths and rank
     ws = _as_int_sequence("widths", widths, 1)
     rank = _as_int("rank", rank, 0)
-    n = _check_n(n)
-    seed = _as_int("seed", seed, 0)
-    layers, target = _dln_anchor(ws, rank, seed)
-    name = f"dln(widths={tuple(ws)},r={rank})"
-    return GroundTruthProblem(
-        name=name,
-        potential=_ProductPotential(ws, target, name),
-        w_star=_flatten_layers(layers, dtype, device),
-        n=n,
-        lambda_true=lam,
-        multiplicity=mult,
-        d=sum(ws[i] * ws[i + 1] for i in range(len(ws) - 1)),
-        description=(
-            f"L(W) = ||W_L ... W_1 - C0||_F^2, widths {tuple(ws)}, rank(C0) = {rank}; "
-            "lambda from Aoyagi (2024)"
-        ),
-        config={"constructor": "deep_linear_network", "widths": ws, "rank": rank, "n": n, "seed": seed},
+    return _product_problem(
+        f"dln(widths={tuple(ws)},r={rank})",
+        ws,
+        rank,
+        (n, seed),
+        (lam, mult),
+        f"L(W) = ||W_L ... W_1 - C0||_F^2, widths {tuple(ws)}, rank(C0) = {rank}; lambda from Aoyagi (2024)",
+        {"constructor": "deep_linear_network", "widths": ws, "rank": rank},
+        dtype,
+        device,
     )
 
 

@@ -50,10 +50,10 @@ segment by segment, :math:`\int_l^h g^2 = \tfrac{h - l}{3}(x^2 + xy + y^2)` with
 segment integrals of :math:`g` and :math:`\mu g`, and higher ones torch autograd of those. Points
 whose loss is small compared with the rounding of their Gram matrix are re-evaluated with a
 compensated (twice-the-precision) Gram matrix (``_evaluate``, which also chunks the batch). The
-result is accurate to a few ulps relative for any finite input whose loss is a normal float (tested against 60-digit
-integration); ``tests/theory/test_symbolic.py`` checks the segment formulas and their first and second
-derivatives against sympy's ``diff`` of the pieces. Code generated from the ``Piecewise``
-(``_codegen``, :func:`generated_source`) remains as an independent reference.
+result is accurate to a few ulps relative for any finite input whose loss is a normal float (tested
+against 60-digit integration); ``tests/theory/test_symbolic.py`` checks the segment formulas and
+their first and second derivatives against sympy's ``diff`` of the pieces. Code generated from the
+``Piecewise`` (``_codegen``, :func:`generated_source`) remains as an independent reference.
 ``exact=True`` evaluates the sympy pair terms on exact (rational or symbolic) inputs.
 
 References

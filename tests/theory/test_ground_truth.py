@@ -8,20 +8,18 @@ import pickle
 import pytest
 import torch
 
-from slt_tms.theory.ground_truth import (
+from slt_tms.theory import (
     GroundTruthProblem,
     deep_linear_network,
-    normal_crossing,
-    reduced_rank_regression,
-    regular_quadratic,
-    standard_problems,
-)
-from slt_tms.theory.learning_coefficients import (
     dln_lambda,
     minimally_singular_lambda,
+    normal_crossing,
     normal_crossing_lambda,
+    reduced_rank_regression,
+    regular_quadratic,
     rrr_case,
     rrr_lambda,
+    standard_problems,
 )
 
 N_SAMPLES = 10_000
@@ -63,7 +61,7 @@ def test_anchor_is_zero_minimum_with_zero_gradient(problem):
     pts = problem.w_star + torch.randn(200, problem.d, generator=gen, dtype=torch.float64)
     vals = problem.potential(pts)
     assert vals.shape == (200,)
-    assert torch.all(vals >= 0) and torch.all(vals[: 10] > 0)
+    assert torch.all(vals >= 0) and torch.all(vals[:10] > 0)
 
 
 @pytest.mark.parametrize("problem", PROBLEMS, ids=IDS)
@@ -351,11 +349,23 @@ def test_problem_record_validates_itself():
     good = regular_quadratic(2, 10)
     with pytest.raises(ValueError, match="w_star"):
         GroundTruthProblem(
-            name="bad", potential=good.potential, w_star=torch.zeros(3), n=10, lambda_true=1.0,
-            multiplicity=1, d=2, description="",
+            name="bad",
+            potential=good.potential,
+            w_star=torch.zeros(3),
+            n=10,
+            lambda_true=1.0,
+            multiplicity=1,
+            d=2,
+            description="",
         )
     with pytest.raises(ValueError, match="lambda_true"):
         GroundTruthProblem(
-            name="bad", potential=good.potential, w_star=torch.zeros(2), n=10, lambda_true=-0.5,
-            multiplicity=1, d=2, description="",
+            name="bad",
+            potential=good.potential,
+            w_star=torch.zeros(2),
+            n=10,
+            lambda_true=-0.5,
+            multiplicity=1,
+            d=2,
+            description="",
         )
