@@ -185,28 +185,15 @@ def test_config_validation_and_initial_point():
     )
 
 
+def _tiny_run(out, seeds: int, first_seed: int = 0) -> list[str]:
+    """``dynamics run`` with tiny settings (c = 6, n = 200, 400 steps, 12 checkpoints)."""
+    tiny = "--c 6 --n 200 --steps 400 --num-checkpoints 12 --lr 0.01 --max-workers 1 --quiet".split()
+    which = ["--seeds", str(seeds), "--first-seed", str(first_seed)]
+    return ["dynamics", "run", *tiny, *which, "--out", str(out)]
+
+
 def test_tiny_end_to_end_run_and_llc(tmp_path, capsys):
-    args = [
-        "dynamics",
-        "run",
-        "--c",
-        "6",
-        "--n",
-        "200",
-        "--steps",
-        "400",
-        "--num-checkpoints",
-        "12",
-        "--lr",
-        "0.01",
-        "--seeds",
-        "2",
-        "--max-workers",
-        "1",
-        "--quiet",
-        "--out",
-        str(tmp_path),
-    ]
+    args = _tiny_run(tmp_path, 2)
     assert main(args) == 0
     for name in (
         "config.json",
@@ -224,29 +211,7 @@ def test_tiny_end_to_end_run_and_llc(tmp_path, capsys):
     assert all(r["labels"][0] is not None and r["labels"][0].startswith("4") for r in analysis["runs"])
     first = json.loads((tmp_path / "runs" / "sweep.json").read_text())
     # resuming loads the saved runs (no retraining); a second call with other seeds ADDS them
-    more = [
-        "dynamics",
-        "run",
-        "--c",
-        "6",
-        "--n",
-        "200",
-        "--steps",
-        "400",
-        "--num-checkpoints",
-        "12",
-        "--lr",
-        "0.01",
-        "--seeds",
-        "1",
-        "--first-seed",
-        "2",
-        "--max-workers",
-        "1",
-        "--quiet",
-        "--out",
-        str(tmp_path),
-    ]
+    more = _tiny_run(tmp_path, 1, first_seed=2)
     assert main(more) == 0
     analysis = json.loads((tmp_path / "analysis.json").read_text())
     assert analysis["seeds"] == [0, 1, 2] and len(analysis["runs"]) == 3
