@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
+    "add_command",
     "add_dataclass_flags",
     "dataclass_overrides",
     "nonneg_float",
@@ -16,6 +18,20 @@ __all__ = [
     "positive_float",
     "positive_int",
 ]
+
+
+def add_command(subparsers: Any, name: str, register: Callable[..., Any]) -> argparse.ArgumentParser:
+    """Add the sub-command ``name``, its ``--help`` texts taken from the docstring of ``register``.
+
+    The first line of the docstring (without its final period) is the one-line help shown in the
+    parent's command list; the rest, as one paragraph, is the description at the top of the command's own
+    ``--help``. One text serves the API docs of the command module and the CLI.
+    """
+    summary, _, rest = inspect.cleandoc(register.__doc__ or "").partition("\n")
+    summary = summary.strip().removesuffix(".")
+    if not summary:
+        raise ValueError(f"{register.__qualname__} needs a docstring: it is the help of {name!r}")
+    return subparsers.add_parser(name, help=summary, description=" ".join(rest.split()) or summary)
 
 
 def _int_at_least(text: str, minimum: int, what: str) -> int:

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from slt_tms._rng import spawn_seeds
-from slt_tms.commands._args import add_dataclass_flags, dataclass_overrides
+from slt_tms.commands._args import add_command, add_dataclass_flags, dataclass_overrides
 from slt_tms.estimators import FIELD_HELP, LLCConfig, estimate_llc
 from slt_tms.estimators.series import estimate_llc_series
 from slt_tms.io import save_figure, write_json
@@ -299,17 +299,14 @@ def _checkpoint_run(
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``llc`` command to the ``slt-tms`` parser."""
-    p = subparsers.add_parser(
-        "llc",
-        help="estimate the local learning coefficient of checkpoints or of a TMS critical point",
-        description="Estimate the local learning coefficient (lambda_hat +/- SE, R-hat, ESS, flags) of "
-        "CHECKPOINT... of your model (--model MODULE:FACTORY, --data FILE), or at a TMS critical point "
-        "(--tms-critical NAME --c C). Chains run until converged (R-hat <= 1.01, ESS >= 400) or the budget "
-        "is "
-        "spent; untrustworthy estimates are marked. Writes DIR/llc.json and llc.nc (one checkpoint), or "
-        "llc_series.csv/.json/.png (several).",
-    )
+    """estimate the local learning coefficient of checkpoints or of a TMS critical point.
+
+    Estimate the local learning coefficient (lambda_hat +/- SE, R-hat, ESS, flags) of CHECKPOINT... of your
+    model (--model MODULE:FACTORY, --data FILE), or at a TMS critical point (--tms-critical NAME --c C).
+    Chains run until converged (R-hat <= 1.01, ESS >= 400) or the budget is spent; untrustworthy estimates are
+    marked. Writes DIR/llc.json and llc.nc (one checkpoint), or llc_series.csv/.json/.png (several).
+    """
+    p = add_command(subparsers, "llc", register)
     p.add_argument(
         "checkpoint",
         nargs="*",

@@ -27,6 +27,7 @@ from typing import Any
 
 from slt_tms.analysis.free_energy import PhaseRecord, prediction
 from slt_tms.analysis.phase_constant import VARIANTS
+from slt_tms.commands._args import add_command
 from slt_tms.commands._args import nonneg_int as _nonneg_int
 from slt_tms.commands._args import positive_int as _positive_int
 from slt_tms.estimators import estimate_llc
@@ -348,15 +349,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _register_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="free energies, crossovers and the predicted sequence of phases",
-        description="Local free energies F_n = n L + lambda log n - K of the critical points for c features, "
-        "with the O(1) term K in three variants side by side (full constant term by term; the paper's "
-        "log phi at dead bias 0; log phi at dead bias -1), the crossover n of every pair (Lambert W closed "
-        "form, checked by brentq) with an interval from standard errors, and the predicted sequence of "
-        "dominant phases.",
-    )
+    """free energies, crossovers and the predicted sequence of phases.
+
+    Local free energies F_n = n L + lambda log n - K of the critical points for c features, with the O(1) term
+    K in three variants side by side (full constant term by term; the paper's log phi at dead bias 0; log phi
+    at dead bias -1), the crossover n of every pair (Lambert W closed form, checked by brentq) with an
+    interval from standard errors, and the predicted sequence of dominant phases.
+    """
+    p = add_command(sub, "predict", _register_predict)
     _add_common(p)
     p.add_argument("--n-min", type=float, default=2.0, help="smallest n considered (default 2)")
     p.add_argument("--n-max", type=float, default=1e5, help="largest n considered (default 1e5)")
@@ -470,14 +470,14 @@ def _sample_run(args: argparse.Namespace) -> int:
 
 
 def _register_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sample",
-        help="posterior occupancy of each phase against n (HMC + replica exchange)",
-        description="Sample the TMS posterior (prior N(0, I), likelihood exp(-n L_n), one-hot uniform data) "
-        "over a ladder of sample sizes with HMC and replica exchange between neighbouring n, classify "
-        "every draw into a critical-point family, and compare the share of each phase with the "
-        "predicted crossovers (observed switch points with bootstrap intervals over replica sets).",
-    )
+    """posterior occupancy of each phase against n (HMC + replica exchange).
+
+    Sample the TMS posterior (prior N(0, I), likelihood exp(-n L_n), one-hot uniform data) over a ladder of
+    sample sizes with HMC and replica exchange between neighbouring n, classify every draw into a critical-
+    point family, and compare the share of each phase with the predicted crossovers (observed switch points
+    with bootstrap intervals over replica sets).
+    """
+    p = add_command(sub, "sample", _register_sample)
     _add_common(p)
     p.add_argument(
         "--n",
@@ -540,13 +540,11 @@ def sample(ns: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``phases`` command group to the ``slt-tms`` parser."""
-    parser = subparsers.add_parser(
-        "phases",
-        help="Bayesian phase transitions in the sample size n",
-        description="Predict Bayesian phase transitions from local free energies and check them against "
-        "posterior sampling.",
-    )
+    """Bayesian phase transitions in the sample size n.
+
+    Predict Bayesian phase transitions from local free energies and check them against posterior sampling.
+    """
+    parser = add_command(subparsers, "phases", register)
     sub = parser.add_subparsers(dest="phases_command", metavar="SUBCOMMAND")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
     for reg in _SUBCOMMANDS:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slt_tms.commands._args import add_command
 from slt_tms.io.atomic import save_figure
 from slt_tms.io.locks import output_lock
 from slt_tms.io.serialize import write_json
@@ -116,17 +117,14 @@ def _handler(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``superposition`` command to the ``slt-tms`` parser."""
-    p = subparsers.add_parser(
-        "superposition",
-        help="Elhage et al. superposition figures (geometry, phase diagram, dimensionality, swish)",
-        description=(
-            "Train batched toy models and draw an Elhage et al. (2022) figure. geometry: columns of W for "
-            "n=5, m=2 over sparsity (ReLU and linear); phase-diagram: 2 features in 1 dimension with the "
-            "analytic boundaries; dimensionality: m/||W||_F^2 against 1/(1-S); swish: how large swish's "
-            "gamma must be before the geometry matches ReLU's. Writes PNG(s) and a JSON into --out."
-        ),
-    )
+    """Elhage et al. superposition figures (geometry, phase diagram, dimensionality, swish).
+
+    Train batched toy models and draw an Elhage et al. (2022) figure. geometry: columns of W for n=5, m=2 over
+    sparsity (ReLU and linear); phase-diagram: 2 features in 1 dimension with the analytic boundaries;
+    dimensionality: m/||W||_F^2 against 1/(1-S); swish: how large swish's gamma must be before the geometry
+    matches ReLU's. Writes PNG(s) and a JSON into --out.
+    """
+    p = add_command(subparsers, "superposition", register)
     p.add_argument("figure", choices=FIGURES, help="which figure to make")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="small, fast settings (well under a minute)")

@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from slt_tms.commands._args import add_command
 from slt_tms.commands._args import positive_int as _positive_int
 
 __all__ = ["register"]
@@ -57,13 +58,13 @@ def _loss_handler(args: argparse.Namespace) -> int:
 
 
 def _register_loss(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "loss",
-        help="print the sympy-derived closed-form population loss",
-        description="Print the pair terms T_1 (diagonal) and T_0 (off-diagonal) derived with sympy from "
-        "the defining integral, and the assembled population loss L(W, b) for c features and r "
-        "hidden dimensions (ReLU, one-hot uniform inputs).",
-    )
+    """print the sympy-derived closed-form population loss.
+
+    Print the pair terms T_1 (diagonal) and T_0 (off-diagonal) derived with sympy from the defining integral,
+    and the assembled population loss L(W, b) for c features and r hidden dimensions (ReLU, one-hot uniform
+    inputs).
+    """
+    p = add_command(sub, "loss", _register_loss)
     p.add_argument("--c", type=_positive_int, required=True, help="number of features")
     p.add_argument("--r", type=_positive_int, default=2, help="hidden dimensions (default 2)")
     p.add_argument("--latex", action="store_true", help="print LaTeX instead of plain sympy text")
@@ -138,16 +139,15 @@ def _critical_points_handler(args: argparse.Namespace) -> int:
 
 
 def _register_critical_points(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "critical-points",
-        help="list the certified k-gon critical points (loss, Hessian index, zero modes, lambda)",
-        description="Every named k-gon critical point k^{sigma+,phi-} for c features and r = 2 hidden "
-        "dimensions: (l*, b*) solved from the family's stationarity equations over all activity "
-        "patterns, gradient of the closed form certified < 1e-10, C^2 test, Hessian index and zero "
-        "modes, and lambda = rank(H)/2 for minimally singular points (n/a otherwise, with the reason). "
-        "local_min: from the Hessian where L is C^2, else from a numerical probe (random steps and "
-        "descents from 1e-3 perturbations).",
-    )
+    """list the certified k-gon critical points (loss, Hessian index, zero modes, lambda).
+
+    Every named k-gon critical point k^{sigma+,phi-} for c features and r = 2 hidden dimensions: (l*, b*)
+    solved from the family's stationarity equations over all activity patterns, gradient of the closed form
+    certified < 1e-10, C^2 test, Hessian index and zero modes, and lambda = rank(H)/2 for minimally singular
+    points (n/a otherwise, with the reason). local_min: from the Hessian where L is C^2, else from a numerical
+    probe (random steps and descents from 1e-3 perturbations).
+    """
+    p = add_command(sub, "critical-points", _register_critical_points)
     p.add_argument("--c", type=_positive_int, required=True, help="number of features (>= 2)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.add_argument("--output", default=None, help="write to this file (atomically) instead of stdout")
@@ -161,12 +161,11 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``theory`` command group and its subcommands to the top-level parser."""
-    group = subparsers.add_parser(
-        "theory",
-        help="exact theory: closed-form loss, critical points, learning coefficients",
-        description="Exact theory of the TMS.",
-    )
+    """exact theory: closed-form loss, critical points, learning coefficients.
+
+    Exact theory of the TMS.
+    """
+    group = add_command(subparsers, "theory", register)
 
     def _group_help(args: argparse.Namespace) -> int:
         group.print_help(sys.stderr)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from slt_tms._rng import spawn_seeds
+from slt_tms.commands._args import add_command
 from slt_tms.io import save_checkpoint
 from slt_tms.io.atomic import atomic_write_text, save_figure
 from slt_tms.io.locks import output_lock
@@ -249,14 +250,13 @@ def _handler(ns: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``train`` command to the ``slt-tms`` parser."""
-    p = subparsers.add_parser(
-        "train",
-        help="train a toy model; write checkpoints, trajectory.json and loss.png",
-        description="Train a TMS f(x) = act(W^T W x + b) by SGD/AdamW on one-hot or sparse uniform inputs. "
-        "Writes DIR/checkpoint.safetensors (final), DIR/checkpoints/step_XXXXXXX.safetensors (log-spaced "
-        "schedule), DIR/trajectory.json and DIR/loss.png.",
-    )
+    """train a toy model; write checkpoints, trajectory.json and loss.png.
+
+    Train a TMS f(x) = act(W^T W x + b) by SGD/AdamW on one-hot or sparse uniform inputs. Writes
+    DIR/checkpoint.safetensors (final), DIR/checkpoints/step_XXXXXXX.safetensors (log-spaced schedule),
+    DIR/trajectory.json and DIR/loss.png.
+    """
+    p = add_command(subparsers, "train", register)
     p.add_argument("--c", type=int, required=True, help="number of features")
     p.add_argument("--r", type=int, default=2, help="hidden dimensions (default: %(default)s)")
     p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
