@@ -6,18 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slt_tms.tms import (
-    ACTIVATIONS,
-    TMS,
-    OneHotUniform,
-    SparseUniform,
-    empirical_loss,
-    fixed_dataset,
-    geometric_importance,
-    num_params,
-    pack,
-    weighted_sq_error,
-)
+from slt_tms.tms.data import OneHotUniform, SparseUniform, fixed_dataset, geometric_importance
+from slt_tms.tms.losses import empirical_loss, weighted_sq_error
+from slt_tms.tms.model import ACTIVATIONS, TMS, num_params, pack
 
 FAST = settings(max_examples=25, deadline=None)
 K_SE = 5.0  # two-sided 5-sigma bands: false-alarm rate ~6e-7 per check, so a few dozen checks never flake

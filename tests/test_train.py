@@ -14,18 +14,9 @@ from hypothesis import strategies as st
 import slt_tms.commands.train as train_cmd
 from slt_tms.cli import main
 from slt_tms.io import load_checkpoint
-from slt_tms.tms import (
-    ACTIVATIONS,
-    TMS,
-    OneHotUniform,
-    SparseUniform,
-    empirical_loss,
-    fixed_dataset,
-    forward,
-    num_params,
-    weighted_sq_error,
-)
-from slt_tms.tms.losses import residual_and_grad
+from slt_tms.tms.data import OneHotUniform, SparseUniform, fixed_dataset
+from slt_tms.tms.losses import empirical_loss, residual_and_grad, weighted_sq_error
+from slt_tms.tms.model import ACTIVATIONS, TMS, forward, num_params
 from slt_tms.train import log_checkpoint_schedule, train
 
 FAST = settings(max_examples=30, deadline=None)

@@ -57,6 +57,7 @@ from slt_tms.analysis.superposition import (
     max_unrepresented_norm,
     procrustes_distance,
 )
+from slt_tms.experiments import _superposition_types
 from slt_tms.experiments._superposition_types import (
     DimensionalityConfig,
     DimensionalityResult,
@@ -73,16 +74,8 @@ from slt_tms.tms import activation_fn, unpack
 from slt_tms.train import train
 from slt_tms.validation import check_seed
 
-__all__ = [
-    "DimensionalityConfig",
-    "DimensionalityResult",
-    "GeometryConfig",
-    "GeometryResult",
-    "PhaseDiagramConfig",
-    "PhaseDiagramResult",
-    "SwishConfig",
-    "SwishResult",
-    "TrainConfig",
+__all__ = [  # the configs and results, and the experiments
+    *_superposition_types.__all__,
     "dimensionality",
     "geometry",
     "phase_diagram",

@@ -51,17 +51,9 @@ def _run(kernel, target, w0, seeds, steps, step_size=0.05, record=("loss",), met
     streams = ChainStreams(seeds, d, w0.dtype, w0.device)
     batches = BatchSupply(None)
     state = kernel.init(w0, target, None)
-    return run_chains(
-        kernel,
-        target,
-        state,
-        num_steps=steps,
-        streams=streams,
-        batches=batches,
-        step_size=torch.full((C,), step_size, dtype=w0.dtype),
-        metric=metric,
-        record=record,
-    )
+    kw = {"streams": streams, "batches": batches, "metric": metric, "record": record}
+    eps = torch.full((C,), step_size, dtype=w0.dtype)
+    return run_chains(kernel, target, state, num_steps=steps, step_size=eps, **kw)
 
 
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
