@@ -330,15 +330,12 @@ def test_sample_size_ladder():
         post.sample_size_ladder([100, 200], max_ratio=1.0)
 
 
+#: Two short chains with few leapfrog steps, no progress bar (each test adds draws, warm-up and seed).
+_TINY_HMC = {"num_chains": 2, "config": post.HMCConfig(num_leapfrog=4), "progress": False}
+
+
 def test_ladder_sampling_seeded_shapes_and_swaps():
-    kw = dict(
-        num_chains=2,
-        num_draws=15,
-        num_warmup=20,
-        config=post.HMCConfig(num_leapfrog=4),
-        seed=5,
-        progress=False,
-    )
+    kw = {**_TINY_HMC, "num_draws": 15, "num_warmup": 20, "seed": 5}
     a = post.sample_posterior_ladder(4, [50, 80], **kw)
     b = post.sample_posterior_ladder(4, [50, 80], **kw)
     assert a.ladder == [50, 63, 80]  # 80/50 = 1.6 > 1.3: one rung at sqrt(50 * 80) = 63.2
@@ -386,12 +383,10 @@ def test_occupancy_end_to_end_small(tmp_path):
         4,
         [40, 60],
         pts,
-        num_chains=2,
+        **_TINY_HMC,
         num_draws=10,
         num_warmup=10,
-        config=post.HMCConfig(num_leapfrog=4),
         seed=0,
-        progress=False,
     )
     assert occ.n_grid == [40, 49, 60]  # ladder: sqrt(40 * 60) = 49.0 inserted
     assert occ.counts.shape == (3, 2, 3)

@@ -313,10 +313,8 @@ def solve_kgon_family(k: int, c: int) -> FamilySolutions:
 
     Parameters
     ----------
-    k : int
-        Number of polygon vertices, ``2 <= k <= c``.
-    c : int
-        Number of features.
+    k, c : int
+        Number of polygon vertices and of features, ``2 <= k <= c``.
 
     Returns
     -------

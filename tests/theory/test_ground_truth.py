@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 
@@ -348,24 +349,6 @@ def test_constructors_reject_bad_input(make):
 def test_problem_record_validates_itself():
     good = regular_quadratic(2, 10)
     with pytest.raises(ValueError, match="w_star"):
-        GroundTruthProblem(
-            name="bad",
-            potential=good.potential,
-            w_star=torch.zeros(3),
-            n=10,
-            lambda_true=1.0,
-            multiplicity=1,
-            d=2,
-            description="",
-        )
+        dataclasses.replace(good, w_star=torch.zeros(3))
     with pytest.raises(ValueError, match="lambda_true"):
-        GroundTruthProblem(
-            name="bad",
-            potential=good.potential,
-            w_star=torch.zeros(2),
-            n=10,
-            lambda_true=-0.5,
-            multiplicity=1,
-            d=2,
-            description="",
-        )
+        dataclasses.replace(good, lambda_true=-0.5)
