@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators import estimate_llc
@@ -39,18 +39,14 @@ def _fitted(X: torch.Tensor, Y: torch.Tensor) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------- streaming
-class _CountingRows(Dataset):
+class _CountingRows(TensorDataset):
     """Counts every row read; each read is one row (a materialised copy would read all n at once)."""
 
-    def __init__(self, X: torch.Tensor, Y: torch.Tensor) -> None:
-        self.X, self.Y, self.reads = X, Y, 0
-
-    def __len__(self) -> int:
-        return len(self.X)
+    reads = 0
 
     def __getitem__(self, i: int):
         self.reads += 1
-        return self.X[i], self.Y[i]
+        return super().__getitem__(i)
 
 
 class _AtMostTwoPasses(DataLoader):

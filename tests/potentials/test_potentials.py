@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from slt_tms.potentials import (
     Batch,
@@ -140,20 +140,16 @@ def test_batchnorm_model_in_train_mode_is_sampled_in_eval_mode_and_left_untouche
     assert float(l1[0]) == pytest.approx(float(nn.functional.mse_loss(net(X), Y)), rel=1e-12)
 
 
-class _OnePassDataset(Dataset):
+class _OnePassDataset(TensorDataset):
     """Raises when the whole dataset is read a second time: a loader over it must be streamed, not copied."""
 
-    def __init__(self, X: torch.Tensor, Y: torch.Tensor) -> None:
-        self.X, self.Y, self.reads = X, Y, 0
-
-    def __len__(self) -> int:
-        return len(self.X)
+    reads = 0
 
     def __getitem__(self, i: int):
         self.reads += 1
-        if self.reads > 2 * len(self.X):
+        if self.reads > 2 * len(self):
             raise RuntimeError("the dataset was read to the end twice: it was materialised")
-        return self.X[i], self.Y[i]
+        return super().__getitem__(i)
 
 
 def test_dataloader_is_streamed_batch_by_batch():
