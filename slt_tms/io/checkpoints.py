@@ -64,12 +64,13 @@ _META_KEYS = ("c", "r", "activation", "gamma", "seed", "step")
 
 
 # ----------------------------------------------------------------------------- low-level readers
-def _existing(path: str | os.PathLike[str]) -> Path:
+def _existing(path: str | os.PathLike[str], what: str = "file") -> Path:
+    """``path`` as a Path if it is an existing regular file (``what`` names it in the error)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"no such file: {p}")
+        raise FileNotFoundError(f"{what} not found (no such file): {p}")
     if not p.is_file():
-        raise ValueError(f"{p} is not a regular file")
+        raise ValueError(f"{what} {p} is not a regular file")
     return p
 
 

@@ -36,12 +36,11 @@ import sys
 import uuid
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from slt_tms.io.checkpoints import load_state_dict_file, load_tensors
+from slt_tms.io.checkpoints import _existing, load_state_dict_file, load_tensors
 from slt_tms.validation import LOSSES, check_choice
 
 __all__ = [
@@ -82,15 +81,6 @@ def sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _existing_file(path: str | os.PathLike[str], what: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what} not found: {p}")
-    if not p.is_file():
-        raise ValueError(f"{what} {p} is not a regular file")
-    return p
-
-
 def _first_line(exc: BaseException) -> str:
     return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
 
@@ -128,7 +118,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     if not mod_name or not attr.isidentifier():
         raise ValueError(f"--model must be MODULE:FACTORY with FACTORY a Python name, got {spec!r}")
     if mod_name.endswith(".py") or os.sep in mod_name or "/" in mod_name:
-        path = _existing_file(mod_name, "model file")
+        path = _existing(mod_name, "model file")
         unique = f"_slt_tms_user_model_{uuid.uuid4().hex}"
         ms = importlib.util.spec_from_file_location(unique, path)
         if ms is None or ms.loader is None:
@@ -216,7 +206,7 @@ def load_torchscript(path: str | os.PathLike[str], *, trust: bool = False) -> to
         ``trust`` not given (one line naming ``--trust-torchscript``), or the file is not a TorchScript
         archive.
     """
-    p = _existing_file(path, "checkpoint")
+    p = _existing(path, "checkpoint")
     if trust is not True:
         raise ValueError(f"refusing to load the TorchScript archive {p.name}: {_TRUST_HINT}")
     try:
@@ -268,7 +258,7 @@ def load_model(
         Missing file; unsafe, untrusted or unreadable checkpoint; factory problems; keys or shapes that do
         not match.
     """
-    path = _existing_file(checkpoint, "checkpoint")
+    path = _existing(checkpoint, "checkpoint")
     if torchscript:
         if model is not None:
             raise ValueError("give either --model MODULE:FACTORY or --torchscript, not both")
@@ -337,7 +327,7 @@ def load_data(
         as_labels = loss == "cross_entropy"
     else:
         as_labels = bool(labels)
-    p = _existing_file(path, "data file")
+    p = _existing(path, "data file")
     tensors = load_tensors(p)
     missing = [(flag, k) for flag, k in (("--x-key", x_key), ("--y-key", y_key)) if k not in tensors]
     if missing:
