@@ -21,6 +21,7 @@ checked with a bracketing root finder. Pure numpy/scipy: no sampling, no files.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -339,18 +340,7 @@ class Crossover:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
-        return {
-            "low_n": self.low_n,
-            "high_n": self.high_n,
-            "n_c": self.n_c,
-            "n_c_lambert": self.n_c_lambert,
-            "n_c_root": self.n_c_root,
-            "branch": self.branch,
-            "interval": list(self.interval),
-            "roots": list(self.roots),
-            "always_high": self.always_high,
-            "never": self.never,
-        }
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def _lambert_root(A: float, B: float, C: float) -> tuple[float | None, int | None]:

@@ -5,6 +5,7 @@ Pure numpy: the occupancy counts come from :mod:`slt_tms.experiments.occupancy`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,15 +39,7 @@ class SwitchPoint:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
-        return {
-            "low_n": self.low_n,
-            "high_n": self.high_n,
-            "n_switch": self.n_switch,
-            "position": self.position,
-            "interval": None if self.interval is None else list(self.interval),
-            "frac_crossing": self.frac_crossing,
-            "num_bootstrap": self.num_bootstrap,
-        }
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def _switch(n_grid: np.ndarray, diff: np.ndarray) -> tuple[float | None, str]:
