@@ -51,64 +51,85 @@ def run_figure(
         For an unknown figure name or a negative seed; for an ``out`` that is a file, cannot be written or
         is being written by another slt-tms run (one line naming its pid).
     """
-    # Imported here, not at the top: the CLI imports every command module to build its parser, and the
-    # experiments (sympy) and figures (matplotlib) would add about a second to every ``slt-tms`` call.
-    # No backend is selected: the figures are built without pyplot and saved straight to PNG.
-    from slt_tms.experiments import superposition as ex
-    from slt_tms.plotting import superposition as pl
-    from slt_tms.theory.two_feature import analytic_boundaries
-
     if figure not in FIGURES:
         raise ValueError(f"unknown superposition figure {figure!r}; allowed: {', '.join(FIGURES)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
     with output_lock(out) as out:  # one run per directory, refused before any work
-        progress = False if quiet else None
         t0 = time.perf_counter()
-        written: list[Path] = []
-        payload: dict[str, Any] = {"figure": figure, "quick": bool(quick), "seed": seed}
-        if figure == "geometry":
-            cfg = ex.GeometryConfig.quick() if quick else ex.GeometryConfig()
-            relu = ex.geometry(cfg, activation="relu", seed=seed, progress=progress)
-            linear = ex.geometry(cfg, activation="linear", seed=seed, progress=progress)
-            written.append(save_figure(pl.plot_geometry([relu, linear]), out / "geometry.png", dpi=_DPI))
-            payload["results"] = {"relu": relu, "linear": linear}
-            summary = (f"represented features per sparsity: relu {relu.num_represented.tolist()}, "
-                       f"linear {linear.num_represented.tolist()}")
-            stem = "geometry"
-        elif figure == "phase-diagram":
-            cfg_pd = ex.PhaseDiagramConfig.quick() if quick else ex.PhaseDiagramConfig()
-            res = ex.phase_diagram(cfg_pd, seed=seed, progress=progress)
-            written.append(save_figure(pl.plot_phase_diagram(res), out / "phase_diagram.png", dpi=_DPI))
-            payload["results"] = res
-            payload["analytic_p_critical"] = float(analytic_boundaries(1.0)["p_critical"])
-            summary = f"trained vs analytic class agreement {res.agreement:.1%}"
-            stem = "phase_diagram"
-        elif figure == "dimensionality":
-            cfg_d = ex.DimensionalityConfig.quick() if quick else ex.DimensionalityConfig()
-            res_d = ex.dimensionality(cfg_d, seed=seed, progress=progress)
-            written.append(save_figure(pl.plot_dimensionality(res_d), out / "dimensionality.png", dpi=_DPI))
-            payload["results"] = res_d
-            summary = "m/||W||_F^2 = " + ", ".join(f"{v:.2f}" for v in res_d.dims_per_feature)
-            stem = "dimensionality"
-        else:
-            cfg_s = ex.SwishConfig.quick() if quick else ex.SwishConfig()
-            res_s = ex.swish_comparison(cfg_s, seed=seed, progress=progress)
-            columns = pl.plot_geometry([res_s.relu, *res_s.swish])
-            written.append(save_figure(columns, out / "swish_geometry.png", dpi=_DPI))
-            written.append(save_figure(pl.plot_swish(res_s), out / "swish_metrics.png", dpi=_DPI))
-            payload["results"] = res_s
-            mg = res_s.matching_gamma
-            summary = (f"swish matches ReLU geometry for gamma >= {mg:g}" if mg is not None
-                       else "no gamma in the grid matches ReLU at every sparsity")
-            stem = "swish"
+        results, figures, summary, extra = _EXPERIMENTS[figure](quick, seed, False if quiet else None)
+        written = [save_figure(fig, out / f"{name}.png", dpi=_DPI) for name, fig in figures.items()]
+        payload = {"figure": figure, "quick": bool(quick), "seed": seed, "results": results, **extra}
         payload["runtime_seconds"] = time.perf_counter() - t0
-        written.append(write_json(out / f"{stem}.json", payload))
+        written.append(write_json(out / f"{figure.replace('-', '_')}.json", payload))
         if not quiet:
             print(f"superposition {figure}: {summary} ({payload['runtime_seconds']:.1f} s)")
             for p in written:
                 print(f"  wrote {p}")
         return [Path(p) for p in written]
+
+
+# Each experiment: (quick, seed, progress) -> (results, {png stem: figure}, one-line summary, extra JSON).
+# The experiments (sympy) and figures (matplotlib) are imported inside, not at the top: the CLI imports
+# every command module to build its parser, and they would add about a second to every ``slt-tms`` call.
+# No backend is selected: the figures are built without pyplot and saved straight to PNG.
+_Outcome = tuple[Any, dict[str, Any], str, dict[str, Any]]
+
+
+def _geometry(quick: bool, seed: int, progress: bool | None) -> _Outcome:
+    from slt_tms.experiments import superposition as ex
+    from slt_tms.plotting import superposition as pl
+
+    cfg = ex.GeometryConfig.quick() if quick else ex.GeometryConfig()
+    relu = ex.geometry(cfg, activation="relu", seed=seed, progress=progress)
+    linear = ex.geometry(cfg, activation="linear", seed=seed, progress=progress)
+    summary = (f"represented features per sparsity: relu {relu.num_represented.tolist()}, "
+               f"linear {linear.num_represented.tolist()}")
+    return {"relu": relu, "linear": linear}, {"geometry": pl.plot_geometry([relu, linear])}, summary, {}
+
+
+def _phase_diagram(quick: bool, seed: int, progress: bool | None) -> _Outcome:
+    from slt_tms.experiments import superposition as ex
+    from slt_tms.plotting import superposition as pl
+    from slt_tms.theory.two_feature import analytic_boundaries
+
+    res = ex.phase_diagram(ex.PhaseDiagramConfig.quick() if quick else ex.PhaseDiagramConfig(),
+                           seed=seed, progress=progress)
+    extra = {"analytic_p_critical": float(analytic_boundaries(1.0)["p_critical"])}
+    summary = f"trained vs analytic class agreement {res.agreement:.1%}"
+    return res, {"phase_diagram": pl.plot_phase_diagram(res)}, summary, extra
+
+
+def _dimensionality(quick: bool, seed: int, progress: bool | None) -> _Outcome:
+    from slt_tms.experiments import superposition as ex
+    from slt_tms.plotting import superposition as pl
+
+    res = ex.dimensionality(ex.DimensionalityConfig.quick() if quick else ex.DimensionalityConfig(),
+                            seed=seed, progress=progress)
+    summary = "m/||W||_F^2 = " + ", ".join(f"{v:.2f}" for v in res.dims_per_feature)
+    return res, {"dimensionality": pl.plot_dimensionality(res)}, summary, {}
+
+
+def _swish(quick: bool, seed: int, progress: bool | None) -> _Outcome:
+    from slt_tms.experiments import superposition as ex
+    from slt_tms.plotting import superposition as pl
+
+    res = ex.swish_comparison(ex.SwishConfig.quick() if quick else ex.SwishConfig(), seed=seed,
+                              progress=progress)
+    figures = {"swish_geometry": pl.plot_geometry([res.relu, *res.swish])}
+    figures["swish_metrics"] = pl.plot_swish(res)
+    mg = res.matching_gamma
+    summary = (f"swish matches ReLU geometry for gamma >= {mg:g}" if mg is not None
+               else "no gamma in the grid matches ReLU at every sparsity")
+    return res, figures, summary, {}
+
+
+_EXPERIMENTS = {
+    "geometry": _geometry,
+    "phase-diagram": _phase_diagram,
+    "dimensionality": _dimensionality,
+    "swish": _swish,
+}
 
 
 def _handler(args: argparse.Namespace) -> int:
