@@ -154,7 +154,23 @@ def _diagnostics(
 
 
 @dataclass(frozen=True)
-class PosteriorSamples:
+class _ChainDraws:
+    """The fields the single-n and the ladder samples share (shapes: see the two classes)."""
+
+    samples: Tensor
+    empirical_loss: Tensor
+    potential: np.ndarray
+    accept_prob: np.ndarray
+    divergent: np.ndarray
+    step_size: np.ndarray
+    c: int
+    r: int
+    seed: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PosteriorSamples(_ChainDraws):
     r"""Posterior draws of the TMS at sample size ``n`` (from :func:`sample_posterior`).
 
     Attributes
@@ -165,41 +181,24 @@ class PosteriorSamples:
     potential, accept_prob : ndarray, shape ``(K, D)``
     divergent : ndarray of bool, shape ``(K, D)``
     step_size : ndarray, shape ``(K,)``
-    n, c, r, seed : int
+    c, r, seed, n : int
     config : dict
     """
 
-    samples: Tensor
-    empirical_loss: Tensor
-    potential: np.ndarray
-    accept_prob: np.ndarray
-    divergent: np.ndarray
-    step_size: np.ndarray
     n: int
-    c: int
-    r: int
-    seed: int
-    config: dict[str, Any]
 
     def diagnostics(self) -> dict[str, Any]:
         """R-hat and ESS of the potential and the invariants; acceptance; divergences."""
-        return _diagnostics(
-            self.potential,
-            _invariants(self.samples, self.empirical_loss, self.c, self.r),
-            self.accept_prob,
-            self.divergent,
-            self.step_size,
-        )
+        inv = _invariants(self.samples, self.empirical_loss, self.c, self.r)
+        return _diagnostics(self.potential, inv, self.accept_prob, self.divergent, self.step_size)
 
 
 @dataclass(frozen=True)
-class LadderSamples:
+class LadderSamples(_ChainDraws):
     r"""Draws of the posterior at every sample size of a ladder (from :func:`sample_posterior_ladder`).
 
     Attributes
     ----------
-    ladder : list of int
-        The sample sizes :math:`n_1 < \dots < n_G`.
     samples : Tensor, shape ``(K, G, D, d)``
         Draws of replica set ``k`` at sample size ``n_g``.
     empirical_loss : Tensor, shape ``(K, G, D)``
@@ -207,33 +206,22 @@ class LadderSamples:
     potential, accept_prob : ndarray, shape ``(K, G, D)``
     divergent : ndarray of bool, shape ``(K, G, D)``
     step_size : ndarray, shape ``(K, G)``
-    swap_accept : ndarray, shape ``(G - 1,)``
-        Acceptance rate of swaps between :math:`n_g` and :math:`n_{g+1}` (after warmup).
     c, r, seed : int
     config : dict
+    ladder : list of int
+        The sample sizes :math:`n_1 < \dots < n_G`.
+    swap_accept : ndarray, shape ``(G - 1,)``
+        Acceptance rate of swaps between :math:`n_g` and :math:`n_{g+1}` (after warmup).
     """
 
     ladder: list[int]
-    samples: Tensor
-    empirical_loss: Tensor
-    potential: np.ndarray
-    accept_prob: np.ndarray
-    divergent: np.ndarray
-    step_size: np.ndarray
     swap_accept: np.ndarray
-    c: int
-    r: int
-    seed: int
-    config: dict[str, Any]
 
     def diagnostics_at(self, g: int) -> dict[str, Any]:
         """R-hat / ESS (ArviZ) across replica sets of the invariants at ladder index ``g``."""
+        inv = _invariants(self.samples[:, g], self.empirical_loss[:, g], self.c, self.r)
         return _diagnostics(
-            self.potential[:, g],
-            _invariants(self.samples[:, g], self.empirical_loss[:, g], self.c, self.r),
-            self.accept_prob[:, g],
-            self.divergent[:, g],
-            self.step_size[:, g],
+            self.potential[:, g], inv, self.accept_prob[:, g], self.divergent[:, g], self.step_size[:, g]
         )
 
 
@@ -369,18 +357,19 @@ def sample_posterior(
         "dataset": "OneHotUniform",
         "seeds": {"data": s_data, "init": s_init, "hmc": s_hmc},
     }
+    rec = res.records
     return PosteriorSamples(
-        samples,
-        loss,
-        res.records["potential"],
-        res.records["accept_prob"],
-        res.records["divergent"],
-        res.step_size,
-        n,
-        c,
-        r,
-        int(seed),
-        conf,
+        samples=samples,
+        empirical_loss=loss,
+        potential=rec["potential"],
+        accept_prob=rec["accept_prob"],
+        divergent=rec["divergent"],
+        step_size=res.step_size,
+        c=c,
+        r=r,
+        seed=int(seed),
+        config=conf,
+        n=n,
     )
 
 
@@ -503,16 +492,16 @@ def sample_posterior_ladder(
     swap_acc = np.divide(accepted, tried, out=np.full_like(accepted, np.nan), where=tried > 0)
     rec = res.records
     return LadderSamples(
-        ladder,
-        samples,
-        loss,
-        rec["potential"].reshape(K, G, D),
-        rec["accept_prob"].reshape(K, G, D),
-        rec["divergent"].reshape(K, G, D),
-        res.step_size.reshape(K, G),
-        swap_acc,
-        c,
-        r,
-        int(seed),
-        conf,
+        samples=samples,
+        empirical_loss=loss,
+        potential=rec["potential"].reshape(K, G, D),
+        accept_prob=rec["accept_prob"].reshape(K, G, D),
+        divergent=rec["divergent"].reshape(K, G, D),
+        step_size=res.step_size.reshape(K, G),
+        c=c,
+        r=r,
+        seed=int(seed),
+        config=conf,
+        ladder=ladder,
+        swap_accept=swap_acc,
     )
