@@ -172,6 +172,7 @@ def normal_crossing_lambda(k: Sequence[int], h: Sequence[int] | None = None) -> 
     Returns
     -------
     LearningCoefficient
+        The minimum over the coordinates and how many attain it.
 
     Raises
     ------
@@ -277,6 +278,7 @@ def rrr_lambda(M: int, N: int, H: int, r: int) -> LearningCoefficient:
     Returns
     -------
     LearningCoefficient
+        :math:`\lambda` and :math:`m` of the case of the theorem that applies.
 
     Raises
     ------
@@ -382,6 +384,7 @@ def dln_lambda(widths: Sequence[int], rank: int) -> LearningCoefficient:
     Returns
     -------
     LearningCoefficient
+        :math:`\lambda` and :math:`m` from the index set :math:`\Sigma` above.
 
     Raises
     ------
