@@ -338,30 +338,14 @@ def test_parse_critical_name():
         parse_critical_name("5-gon")
 
 
+#: A fixed small step and no step-size ladder: the CLI tests check the plumbing, not the calibration.
+_FIXED_STEP = ["--step-size", "1e-4", "--no-ladder"]
+
+
 def test_tms_critical_population(tmp_path, capsys):
     out = tmp_path / "cp"
-    code, stdout, err = _run(
-        [
-            "--tms-critical",
-            "5+",
-            "--c",
-            "6",
-            "--n",
-            "1000",
-            "--step-size",
-            "1e-4",
-            "--num-chains",
-            "2",
-            "--num-draws",
-            "60",
-            "--num-burnin",
-            "10",
-            "--no-ladder",
-            "--out",
-            str(out),
-        ],
-        capsys,
-    )
+    args = "--tms-critical 5+ --c 6 --n 1000 --num-chains 2 --num-draws 60 --num-burnin 10"
+    code, stdout, err = _run([*args.split(), *_FIXED_STEP, "--out", str(out)], capsys)
     assert code == 0, err
     assert "theory          lambda = 8.5" in stdout  # rank(H)/2 = 17/2 (slt_tms.theory.critical_points.kgon)
     rec = json.loads((out / "llc.json").read_text())
@@ -374,33 +358,9 @@ def test_tms_critical_population(tmp_path, capsys):
 
 def test_tms_critical_empirical(tmp_path, capsys):
     out = tmp_path / "cp"
-    code, _, err = _run(
-        [
-            "--tms-critical",
-            "6",
-            "--c",
-            "6",
-            "--potential",
-            "empirical",
-            "--n",
-            "200",
-            "--batch-size",
-            "50",
-            "--step-size",
-            "1e-4",
-            "--num-chains",
-            "2",
-            "--num-draws",
-            "30",
-            "--num-burnin",
-            "5",
-            "--no-ladder",
-            "--quiet",
-            "--out",
-            str(out),
-        ],
-        capsys,
-    )
+    args = "--tms-critical 6 --c 6 --potential empirical --n 200 --batch-size 50 --num-chains 2"
+    args += " --num-draws 30 --num-burnin 5 --quiet"
+    code, _, err = _run([*args.split(), *_FIXED_STEP, "--out", str(out)], capsys)
     assert code == 0, err
     rec = json.loads((out / "llc.json").read_text())
     assert rec["config"]["kind"] == "minibatch" and rec["config"]["potential"]["data"]["num_rows"] == 200
