@@ -131,14 +131,7 @@ def activation_fn(activation: str = "relu", gamma: float = 1.0) -> Callable[[Ten
     raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
 
 
-def forward(
-    w: Tensor,
-    x: Tensor,
-    c: int,
-    r: int,
-    activation: str = "relu",
-    gamma: float = 1.0,
-) -> Tensor:
+def forward(w: Tensor, x: Tensor, c: int, r: int, activation: str = "relu", gamma: float = 1.0) -> Tensor:
     r"""Functional TMS forward pass over flat parameters.
 
     .. math:: f(x; w) = \mathrm{act}(W^\top W x + b)
