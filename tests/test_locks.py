@@ -86,6 +86,24 @@ def test_reentrant_within_a_process_and_leaves_nothing_behind(tmp_path):
         pass
 
 
+def test_taking_the_lock_removes_the_temporaries_of_a_killed_run(tmp_path):
+    """A write killed half-way leaves ``.NAME.XXXXXXXX.tmp.SUFFIX``; the next holder of the lock deletes it
+    (only directly inside the directory; a re-entered lock deletes nothing: the holder may be writing)."""
+    out = tmp_path / "run"
+    (out / "sub").mkdir(parents=True)
+    stale = out / ".analysis.json.ck3syy5i.tmp.json"
+    for p in (stale, out / "sub" / ".t.csv.a1b2c3d4.tmp.csv", out / ".notes", out / "result.json"):
+        p.write_text("half")
+    with output_lock(out):
+        assert not stale.exists()
+        live = out / ".fig.png.zz_9y8x7.tmp.png"
+        live.write_text("being written")
+        with output_lock(out):
+            assert live.exists()
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        ".fig.png.zz_9y8x7.tmp.png", ".notes", "result.json", "sub", "sub/.t.csv.a1b2c3d4.tmp.csv"]
+
+
 def test_file_paths_are_refused(tmp_path):
     f = tmp_path / "results.json"
     f.write_text("{}")

@@ -27,7 +27,7 @@ from slt_tms.commands.theory import CP_COLUMNS, critical_point_rows
 from slt_tms.estimators import estimate_llc
 from slt_tms.experiments.sgd_dynamics import DynamicsConfig, quick_config
 from slt_tms.io import write_json
-from slt_tms.io.atomic import atomic_write_text
+from slt_tms.io.atomic import atomic_write_text, remove_stale_temporaries
 from slt_tms.io.locks import output_lock
 from slt_tms.io.report import package_versions, write_report
 from slt_tms.io.results import write_csv
@@ -273,7 +273,9 @@ def run_stages(
     A stage raising any exception is recorded as failed (message and traceback printed to stderr unless
     ``quiet``) and the next stage runs. A stage whose previous successful run had the same profile, seed
     and package source (fingerprint in ``out/.stages/NAME.json``) and whose files all still exist is
-    skipped (``force=True`` reruns it). Returns one :class:`StageOutcome` per stage.
+    skipped (``force=True`` reruns it). The temporary files that writes of a killed run left are deleted:
+    in ``out`` when the lock is taken, in ``out/.stages`` before the first stage, in the folders of a
+    stage's files once it has run. Returns one :class:`StageOutcome` per stage.
 
     Raises
     ------
@@ -298,6 +300,7 @@ def _run_stages(
     out: Path, stages: Sequence[Stage], profile: str, seed: int, quiet: bool, force: bool
 ) -> list[StageOutcome]:
     digest = _source_digest()
+    remove_stale_temporaries(out / ".stages")  # a record write killed half-way (out itself: by the lock)
     outcomes: list[StageOutcome] = []
     for i, stage in enumerate(stages, 1):
         fingerprint = _fingerprint(stage, profile, seed, digest)
@@ -313,6 +316,7 @@ def _run_stages(
         try:
             files = [Path(f) for f in stage.run(out, profile, seed, quiet)]
             seconds = time.perf_counter() - t0
+            _remove_leftovers(files, out)
             outcomes.append(StageOutcome(stage.name, True, files, seconds))
             entries = [
                 {"path": _relative(f, out), "size": f.stat().st_size, "sha256": _file_digest(f)}
@@ -329,6 +333,15 @@ def _run_stages(
             if not quiet:
                 traceback.print_exc(file=sys.stderr)
     return outcomes
+
+
+def _remove_leftovers(files: Sequence[Path], out: Path) -> None:
+    """Delete the temporary files that writes of an earlier, killed run of a stage left in the folders of
+    its outputs (inside ``out``, which this run holds locked; the stage has just written them anew)."""
+    root = out.resolve()
+    for folder in sorted({f.resolve().parent for f in files}):
+        if folder == root or root in folder.parents:
+            remove_stale_temporaries(folder)
 
 
 def _summary(outcomes: Sequence[StageOutcome], profile: str, seed: int, out: Path) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 takes an exclusive, non-blocking ``flock`` on a lock file inside it (:data:`LOCK_NAME`). A second run
 aimed at the same directory stops at once with one line naming the process that holds it. The kernel
 drops the lock when its process ends, however it ends (a crash, ``kill -9``), so the lock of a dead run
-is simply taken over; nothing needs cleaning by hand.
+is simply taken over; nothing needs cleaning by hand: the run that takes the lock also deletes the
+temporary files that writes of a killed run left in the directory
+(:func:`slt_tms.io.atomic.remove_stale_temporaries`; only the lock's holder writes there).
 
 The lock is advisory (it binds slt-tms runs, not other programs) and re-entrant within one process (a
 command that holds the lock of its ``--out`` may run a sweep into the same directory). On platforms
@@ -33,6 +35,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from slt_tms.io.atomic import remove_stale_temporaries
 
 try:
     import fcntl
@@ -163,8 +167,9 @@ def output_lock(out_dir: str | os.PathLike[str], *, flag: str = "--out") -> Iter
 
     On entry, before any work: the directory is created if needed (and removed again on exit if the
     run left it empty), checked to be writable, and locked with a non-blocking exclusive ``flock`` on
-    ``out_dir/.slt-tms.lock``, into which the holder writes its pid, start time and command line. On
-    exit the lock file is removed and the lock released.
+    ``out_dir/.slt-tms.lock``, into which the holder writes its pid, start time and command line; the
+    temporary files of interrupted atomic writes directly inside ``out_dir`` (a killed run's) are then
+    deleted. On exit the lock file is removed and the lock released.
 
     Parameters
     ----------
@@ -192,7 +197,8 @@ def output_lock(out_dir: str | os.PathLike[str], *, flag: str = "--out") -> Iter
         held = _HELD.get(key)
         if held is not None:  # re-entrant within this process
             held.count += 1
-    if held is None:
+    fresh = held is None
+    if fresh:
         try:
             _check_writable(d, flag)
             fd = _acquire(d, flag)
@@ -203,6 +209,8 @@ def output_lock(out_dir: str | os.PathLike[str], *, flag: str = "--out") -> Iter
         with _HELD_GUARD:
             _HELD[key] = held
     try:
+        if fresh and held.fd is not None:  # the directory is ours alone: its temporaries are a dead run's
+            remove_stale_temporaries(d)
         yield d
     finally:
         with _HELD_GUARD:
