@@ -473,9 +473,9 @@ def _register_sample(sub: argparse._SubParsersAction) -> None:
     """posterior occupancy of each phase against n (HMC + replica exchange).
 
     Sample the TMS posterior (prior N(0, I), likelihood exp(-n L_n), one-hot uniform data) over a ladder of
-    sample sizes with HMC and replica exchange between neighbouring n, classify every draw into a critical-
-    point family, and compare the share of each phase with the predicted crossovers (observed switch points
-    with bootstrap intervals over replica sets).
+    sample sizes with HMC and replica exchange between neighbouring n, classify every draw into a
+    critical-point family, and compare the share of each phase with the predicted crossovers (observed
+    switch points with bootstrap intervals over replica sets).
     """
     p = add_command(sub, "sample", _register_sample)
     _add_common(p)
