@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slt_tms._progress import progress_group
 from slt_tms.commands import phases as phases_cmd
 from slt_tms.commands.dynamics import llc_into, train_into
 from slt_tms.commands.superposition import run_figure
@@ -311,7 +312,8 @@ def _run_stages(
             print(f"[{i}/{len(stages)} {stage.name}] {stage.description}", flush=True)
         t0 = time.perf_counter()
         try:
-            files = [Path(f) for f in stage.run(out, profile, seed, quiet)]
+            with progress_group(stage.name, enabled=False if quiet else None):  # one bar per stage
+                files = [Path(f) for f in stage.run(out, profile, seed, quiet)]
             seconds = time.perf_counter() - t0
             outcomes.append(StageOutcome(stage.name, True, files, seconds))
             entries = [
