@@ -127,8 +127,9 @@ def llc_along_training(
     The plateau checkpoint of a named stretch is its middle checkpoint (geometric middle in step), or its
     last one when the run ends in it. ``extra_per_run`` adds log-spaced checkpoints from the run's first
     named checkpoint on (for the curve against step; at unclassified ones the point need not be critical
-    and the estimate is flagged when the chains escape). One sweep task per checkpoint (resumable in ``work_dir``). ``llc`` holds
-    :class:`~slt_tms.estimators.LLCConfig` fields to change (default: none, the estimator's defaults).
+    and the estimate is flagged when the chains escape). One sweep task per checkpoint (resumable in
+    ``work_dir``). ``llc`` holds :class:`~slt_tms.estimators.LLCConfig` fields to change (default: none,
+    the estimator's defaults).
     For every transition the estimates at its source and target plateaus are compared: ``increase``
     when :math:`\hat\lambda_{\text{target}} > \hat\lambda_{\text{source}}`, ``significant`` when the
     difference exceeds :math:`2\sqrt{\mathrm{SE}_s^2 + \mathrm{SE}_t^2}`.

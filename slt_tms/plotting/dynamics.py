@@ -245,7 +245,7 @@ def plot_ordering(bayes: Mapping[str, Any], dyn: Sequence[Mapping[str, Any]]) ->
     ax = fig.subplots()
     for i, nm in enumerate(left):
         if nm in dominant:
-            ax.text(0, -i, nm, ha="right", va="center", fontsize=11)
+            ax.text(0, -i, nm, ha="right", va="center", fontsize=11, color=phase_color(nm), weight="bold")
         else:
             ax.text(
                 0,
@@ -258,20 +258,16 @@ def plot_ordering(bayes: Mapping[str, Any], dyn: Sequence[Mapping[str, Any]]) ->
                 style="italic",
             )
     for i, d in enumerate(dyn):
-        ax.text(
-            1,
-            -i,
-            f"{d['name']}  (step ~{d['median_first_step']:.0f}, {d['runs']} runs)",
-            ha="left",
-            va="center",
-            fontsize=10,
-        )
+        ax.text(1, -i, d["name"], ha="left", va="center", fontsize=11, color=phase_color(d["name"]),
+                weight="bold")
+        ax.text(1.4, -i, f"(step ~{d['median_first_step']:.0f}, {d['runs']} runs)", ha="left", va="center",
+                fontsize=10)
     for nm in right:
         if nm in left:
             ax.plot([0.05, 0.95], [-left.index(nm), -right.index(nm)], color="0.6", lw=1)
     ax.text(0, 1, "Bayesian (n grows)", ha="right", fontsize=10, weight="bold")
     ax.text(1, 1, "SGD (step grows)", ha="left", fontsize=10, weight="bold")
-    ax.set_xlim(-1.5, 2.2)
+    ax.set_xlim(-1.5, 2.4)
     ax.set_ylim(-len(right) - 0.2, 1.6)
     ax.axis("off")
     ax.set_title(f"orderings; Bayesian by {bayes['method']}", fontsize=9)

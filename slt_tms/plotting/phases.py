@@ -80,7 +80,8 @@ def plot_free_energy(phases: Sequence[PhaseLike], n_min: float, n_max: float, *,
     ax = fig.subplots()
     _free_energy_axes(ax, phases, n_min, n_max)
     ax.set_xlabel("sample size n")
-    ax.set_title(title or "local free energies (dotted: the dominant phase changes; ×: other crossovers)")
+    ax.set_title(title or "local free energies (dotted: the dominant phase switches; ×: other crossings)",
+                 fontsize=10)
     ax.legend(fontsize=7)
     return fig
 
