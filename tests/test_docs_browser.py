@@ -2,7 +2,9 @@
 
 Checks what a reader sees and a static check of the HTML cannot: MathJax (shipped with the site, no CDN)
 typesets the math (``mjx-container`` elements, no MathJax errors, no ``\\(`` or ``\\[`` left in the text
-outside code), and every ``<img>`` of the reproduction report decodes (``naturalWidth > 0``).
+outside code), and every ``<img>`` of the reproduction report decodes (``naturalWidth > 0``): of a
+synthetic report, of a real ``slt-tms reproduce`` of a few cheap stages (with the paper-beside-ours
+table and the figure map checked too) and, with ``REPORT_DIR``, of a full run.
 
 Needs ``chromium`` (or ``chromium-browser``; ``CHROMIUM=/path`` overrides) and skips with the reason when
 there is none. Driven by the ``playwright`` Python package when installed (with the system Chromium via
@@ -78,6 +80,11 @@ async (win, doc) => {
     raw: (text.match(/\\\(|\\\[/g) || []).length,
     raw_context: (text.match(/.{0,40}(\\\(|\\\[).{0,40}/) || [""])[0],
     images: images.map((img) => ({alt: img.alt, width: img.naturalWidth})),
+    tables: Array.from(doc.querySelectorAll("table")).map((t) => t.id || ""),
+    verdicts: Array.from(doc.querySelectorAll("#paper-vs-ours tbody tr")).map(
+      (tr) => [tr.id, tr.lastElementChild.querySelector("b").textContent]),
+    figures: Array.from(doc.querySelectorAll("#figure-map-table tbody tr")).map(
+      (tr) => [tr.firstElementChild.textContent, tr.lastElementChild.querySelector("b").textContent]),
   };
 }
 """
@@ -238,6 +245,40 @@ def _synthetic_report(tmp: Path) -> Path:
     summary = {"profile": "test", "seed": 0, "stages": [{"name": "s", "ok": True, "files": ["figure.png"]}]}
     write_report(tmp, summary)
     return tmp
+
+
+#: A real reproduction that fits in a test: the theory stage (Table A.1, the c = 6 losses and rank(H)/2 of
+#: the paper-beside-ours table) and two quick figures of Elhage et al. (2022).
+CHEAP_STAGES = ("theory", "superposition-phase-diagram", "superposition-dimensionality")
+
+
+def test_reproduction_report_in_the_browser(tmp_path, serve):
+    """``slt-tms reproduce`` (a cheap subset of stages) writes a report whose every image decodes in a real
+    browser and which has the paper-beside-ours table, the figure map and the stage tables."""
+    out = tmp_path / "results"
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "SLT_TMS_NO_PROGRESS": "1", "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "slt_tms", "reproduce", "--profile", "quick", "--out", str(out), "--quiet",
+         "--only", *CHEAP_STAGES],
+        capture_output=True, text=True, env=env, timeout=1200, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = _check_pages(serve(out), ["index.html"])["index.html"]
+    images = result["images"]
+    assert len(images) >= 2, images  # the phase diagram and the dimensionality figure
+    assert all(img["width"] > 0 for img in images), f"images that do not decode: {images}"
+    assert {"paper-vs-ours", "figure-map-table"} <= set(result["tables"])
+    assert len(result["tables"]) >= 2 + 5  # and the theory stage's critical-point tables (c = 4..8)
+    verdicts = dict(result["verdicts"])
+    for key in ("A1-4", "A1-5", "A1-6", "loss-5", "loss-6", "lambda-5", "lambda-6"):
+        assert verdicts[f"paper-{key}"] == "agrees", (key, verdicts)  # computed from the theory stage
+    assert verdicts["paper-K1-5"] == "not compared"  # the llc stage did not run
+    figures = dict(result["figures"])
+    assert figures["superposition/phase_diagram.png"] == "present"
+    assert figures["superposition/dimensionality.png"] == "present"
+    assert figures["dynamics/llc_vs_step.png"] == "not run"
+    assert "missing" not in figures.values()
 
 
 @pytest.mark.parametrize("source", ["synthetic", "REPORT_DIR"])

@@ -371,8 +371,9 @@ def bayesian_ordering(
 
     With a learning coefficient for every family (``lambda_theory``, else ``lambdas[name]``, e.g. the
     :math:`\hat\lambda` measured at the plateaus) the order is the sequence of dominant phases of the
-    free energy :math:`F_n = nL + \lambda\log n` (:func:`slt_tms.phases.phase_sequence`, without prior
-    terms), listing the families never dominant after it by loss. Without them it is the order by
+    free energy :math:`F_n = nL + \lambda\log n`
+    (:func:`slt_tms.analysis.free_energy.phase_sequence`, without prior terms), listing the families never
+    dominant after it by loss. Without them it is the order by
     decreasing loss (``method="loss"``).
 
     Returns

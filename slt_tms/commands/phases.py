@@ -301,7 +301,8 @@ def _predict_run(args: argparse.Namespace) -> int:
             records,
             max(args.n_min, 10.0),
             args.n_max,
-            title=f"c = {args.c}: local free energies (dotted: crossovers)",
+            title=f"c = {args.c}: local free energies (dotted: the dominant phase switches; "
+            "×: other crossings)",
         )
         save_figure(fig, out / "free_energy.png", dpi=120)
         sys.stdout.write(f"\nwrote {out / 'prediction.json'}, crossovers.csv, free_energy.png\n")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slt_tms._progress import progress_group
 from slt_tms.commands import phases as phases_cmd
 from slt_tms.commands.dynamics import llc_into, train_into
 from slt_tms.commands.superposition import run_figure
@@ -155,13 +156,16 @@ def _phases_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]
 
 #: Dynamics stage: eight seeds (quick: random init, 30k steps; paper: the full protocol).
 _DYNAMICS_SEEDS = 8
+#: LLC along training: besides the plateau checkpoints, this many log-spaced checkpoints per run from its
+#: first named checkpoint on, so that ``llc_vs_step.png`` is a curve over the plateaus and transitions.
+_DYNAMICS_LLC_EXTRA = {"quick": 6, "paper": 12}
 
 
 def _dynamics_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
     folder = out / "dynamics"
     config = quick_config(6) if profile == "quick" else DynamicsConfig(c=6)
     train_into(folder, config, list(range(seed, seed + _DYNAMICS_SEEDS)), quiet=quiet)
-    llc_into(folder, extra=3, quiet=quiet)
+    llc_into(folder, extra=_DYNAMICS_LLC_EXTRA[profile], quiet=quiet)
     return _files_in(folder)
 
 
@@ -314,7 +318,8 @@ def _run_stages(
             print(f"[{i}/{len(stages)} {stage.name}] {stage.description}", flush=True)
         t0 = time.perf_counter()
         try:
-            files = [Path(f) for f in stage.run(out, profile, seed, quiet)]
+            with progress_group(stage.name, enabled=False if quiet else None):  # one bar per stage
+                files = [Path(f) for f in stage.run(out, profile, seed, quiet)]
             seconds = time.perf_counter() - t0
             _remove_leftovers(files, out)
             outcomes.append(StageOutcome(stage.name, True, files, seconds))

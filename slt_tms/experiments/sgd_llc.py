@@ -95,14 +95,18 @@ def plateau_index(a: RunAnalysis, seg: Segment) -> int:
 
 def _select_checkpoints(a: RunAnalysis, extra: int) -> list[tuple[int, bool]]:
     """(checkpoint index, is_plateau) pairs: the plateau checkpoint of every named segment
-    (:func:`_plateau_index`), plus ``extra`` evenly spaced checkpoints in index (log-spaced in step)."""
+    (:func:`plateau_index`), plus ``extra`` checkpoints evenly spaced in index (log-spaced in step) from
+    the first named checkpoint of the run to its last one. Before the run first reaches a named family
+    (e.g. the descent from a random start) the weights are near no critical point and an estimate there
+    is not a learning coefficient, so no extra checkpoint is spent on it."""
     chosen: dict[int, bool] = {}
     for s in a.segments:
         if s.name is not None:
             chosen[plateau_index(a, s)] = True
     K = len(a.checkpoint_steps)
     if extra > 0:
-        for i in np.unique(np.round(np.linspace(1, K - 1, extra)).astype(int)):
+        first = min((s.start_index for s in a.segments if s.name is not None), default=1)
+        for i in np.unique(np.round(np.linspace(max(first, 1), K - 1, extra)).astype(int)):
             chosen.setdefault(int(i), False)
     return sorted(chosen.items())
 
@@ -121,10 +125,11 @@ def llc_along_training(
     r"""Estimate :math:`\hat\lambda` at the plateau checkpoints of the analysed seeds of ``run``.
 
     The plateau checkpoint of a named stretch is its middle checkpoint (geometric middle in step), or its
-    last one when the run ends in it. ``extra_per_run`` adds log-spaced checkpoints (for the curve
-    against step; at unclassified ones the point need not be critical and the estimate is flagged when
-    the chains escape). One sweep task per checkpoint (resumable in ``work_dir``). ``llc`` holds
-    :class:`~slt_tms.estimators.LLCConfig` fields to change (default: none, the estimator's defaults).
+    last one when the run ends in it. ``extra_per_run`` adds log-spaced checkpoints from the run's first
+    named checkpoint on (for the curve against step; at unclassified ones the point need not be critical
+    and the estimate is flagged when the chains escape). One sweep task per checkpoint (resumable in
+    ``work_dir``). ``llc`` holds :class:`~slt_tms.estimators.LLCConfig` fields to change (default: none,
+    the estimator's defaults).
     For every transition the estimates at its source and target plateaus are compared: ``increase``
     when :math:`\hat\lambda_{\text{target}} > \hat\lambda_{\text{source}}`, ``significant`` when the
     difference exceeds :math:`2\sqrt{\mathrm{SE}_s^2 + \mathrm{SE}_t^2}`.

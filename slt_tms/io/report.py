@@ -1,11 +1,15 @@
 """A self-contained HTML report of a reproduction run.
 
 :func:`write_report` reads what the stages of ``slt-tms reproduce`` wrote into ``DIR`` and renders
-``DIR/index.html``: one section per stage with its status and run time, every CSV table as an HTML
-table, every PNG embedded inline (base64, so the page is a single file), the headline numbers of the
-stage's JSON results, and at the end the configuration, the seeds and the versions of the packages.
-Nothing in the page is computed here: it shows the files the stages wrote, so the numbers in the report
-are the ones the stages (and the tests that check them) produced.
+``DIR/index.html``: first the paper beside ours (every number of Chen et al. 2023 that the run
+reproduces, with its source, our value read from the stage files and a verdict computed from the two:
+:func:`slt_tms.io.paper.paper_rows`) and the figure map (which of our figures stands for which figure of
+the papers, and whether the run produced it: :func:`slt_tms.io.paper.figure_rows`); then one section per
+stage with its status and run time, every CSV table as an HTML table, every PNG embedded inline (base64,
+so the page is a single file), the headline numbers of the stage's JSON results, and at the end the
+configuration, the seeds and the versions of the packages. No number of ours is typed in here: the page
+shows the files the stages wrote, so the numbers in the report are the ones the stages (and the tests
+that check them) produced.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from slt_tms.io.atomic import atomic_write_text
+from slt_tms.io.paper import figure_rows, paper_rows
 
 __all__ = ["package_versions", "write_report"]
 
@@ -71,11 +76,16 @@ def _fmt_cell(cell: str) -> str:
     return f"{v:.6g}"
 
 
-def _png(path: Path) -> str:
+def _figure_id(rel: str) -> str:
+    """The anchor of a figure in the page, from its path under the output folder."""
+    return "fig-" + "".join(ch if ch.isalnum() else "-" for ch in rel)
+
+
+def _png(path: Path, rel: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return (
-        f'<figure><img alt="{_esc(path.name)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{_esc(path.name)}</figcaption></figure>"
+        f'<figure id="{_esc(_figure_id(rel))}"><img alt="{_esc(path.name)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{_esc(rel)}</figcaption></figure>'
     )
 
 
@@ -134,7 +144,7 @@ def _stage_section(stage: dict[str, Any], root: Path) -> str:
             parts.append(f"<h3>{_esc(f.name)}</h3>" + _csv_table(f))
     for f in files:
         if f.suffix == ".png" and f.exists():
-            parts.append(_png(f))
+            parts.append(_png(f, _rel(f, root)))
     for f in files:
         if f.suffix == ".json" and f.exists():
             parts.append(_json_block(f))
@@ -144,6 +154,68 @@ def _stage_section(stage: dict[str, Any], root: Path) -> str:
         parts.append(f"<p>Other files:</p><ul>{items}</ul>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+#: Verdict -> CSS class of its cell.
+_STATUS_CLASS = {"agrees": "agree", "present": "agree", "differs": "differ", "not compared": "na",
+                 "not run": "na", "missing": "failed", "not in the map": "differ"}
+
+
+def _paper_section(root: Path, stages: Sequence[dict[str, Any]]) -> str:
+    rows = paper_rows(root, stages)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    tally = ", ".join(f"{n} {status}" for status, n in counts.items())
+    head = "".join(f"<th>{h}</th>" for h in ("quantity", "paper", "source", "ours", "from", "verdict"))
+    body = []
+    for r in rows:
+        notes = "".join(f"<br><small>{_esc(t)}</small>" for t in (r["detail"], r["caveat"]) if t)
+        if r["why"]:
+            notes += f"<br><small><b>why</b>: {_esc(r['why'])}</small>"
+        cls = _STATUS_CLASS.get(r["status"], "")
+        body.append(
+            f"<tr id='paper-{_esc(r['key'])}'><td class='l'>{_esc(r['quantity'])}</td><td>{_esc(r['paper'])}"
+            f"</td><td class='l'>{_esc(r['source'])}</td><td>{_esc(r['ours'])}</td>"
+            f"<td class='l'><code>{_esc(r['from'])}</code></td>"
+            f"<td class='l {cls}'><b>{_esc(r['status'])}</b>{notes}</td></tr>"
+        )
+    return (
+        "<section id='paper'><h2>Paper beside ours</h2>"
+        "<p>Every number of Chen et al. (2023) that this run reproduces: the paper's value as printed, "
+        "ours as read from the stage's file, and a verdict computed from the two (printed values: equal to "
+        "the last printed digit; estimates: within the paper's error bar plus two of our standard errors; "
+        f"ranges: overlap; sequences: the order of the transitions). Here: {_esc(tally)}.</p>"
+        f"<table id='paper-vs-ours' class='paper'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></section>"
+    )
+
+
+def _figure_section(root: Path, stages: Sequence[dict[str, Any]]) -> str:
+    rows = figure_rows(root, stages)
+    head = "".join(f"<th>{h}</th>" for h in ("our figure", "stage", "shows", "Chen et al. 2023",
+                                              "Elhage et al. 2022", "in this run"))
+    body = []
+    for r in rows:
+        name = _esc(r["path"])
+        link = f"<a href='#{_esc(_figure_id(r['path']))}'>{name}</a>" if r["status"] == "present" else name
+        note = f"<br><small>{_esc(r['note'])}</small>" if r["note"] else ""
+        cls = _STATUS_CLASS.get(r["status"], "")
+        body.append(
+            f"<tr><td class='l'>{link}</td><td class='l'>{_esc(r['stage'])}</td>"
+            f"<td class='l'>{_esc(r['shows'])}</td><td class='l'>{_esc(r['chen'])}</td>"
+            f"<td class='l'>{_esc(r['elhage'])}</td>"
+            f"<td class='l {cls}'><b>{_esc(r['status'])}</b>{note}</td></tr>"
+        )
+    bad = sum(1 for r in rows if r["status"] == "missing")
+    warn = (f"<p class='error'><b>{bad} figure(s) missing</b> from stages of this run.</p>" if bad else "")
+    return (
+        "<section id='figure-map'><h2>Figure map</h2>"
+        "<p>Which of our figures corresponds to which figure of Chen et al. (2023) and of Elhage et al. "
+        "(2022) (— : no counterpart).</p>" + warn
+        + f"<table id='figure-map-table' class='paper'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></section>"
+    )
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -165,6 +237,10 @@ figure{margin:1em 0}
 pre{background:#f7f7f7;padding:.5em;overflow-x:auto;font-size:.8em}
 .error{background:#fde8e8}
 nav a{margin-right:1em}
+table.paper td.l,table.paper th{text-align:left}
+table.paper{font-size:.8em}
+td.agree{background:#e6f4e7}td.differ{background:#fff3d6}td.na{background:#f1f1f1}
+td.failed{background:#fde8e8}
 """
 
 
@@ -197,7 +273,9 @@ def write_report(out_dir: str | Path, summary: dict[str, Any] | None = None) -> 
         summary = json.loads(path.read_text())
     stages = summary.get("stages", [])
     n_ok = sum(1 for s in stages if s.get("ok"))
-    nav = "".join(f'<a href="#{_esc(s["name"])}">{_esc(s["name"])}</a>' for s in stages)
+    nav = "<a href='#paper'>paper beside ours</a><a href='#figure-map'>figure map</a>" + "".join(
+        f'<a href="#{_esc(s["name"])}">{_esc(s["name"])}</a>' for s in stages
+    )
     versions = summary.get("versions") or package_versions()
     config = {k: v for k, v in summary.items() if k not in ("stages", "versions")}
     body = [
@@ -213,6 +291,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any] | None = None) -> 
         f"{_esc(datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC'))}.</p>",
         f"<nav>{nav}</nav>",
     ]
+    body += [_paper_section(root, stages), _figure_section(root, stages)]
     body += [_stage_section(s, root) for s in stages]
     body.append("<section id='config'><h2>Configuration and versions</h2>")
     body.append(f"<pre>{_esc(json.dumps(config, indent=1, default=str))}</pre>")

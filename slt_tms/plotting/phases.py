@@ -11,7 +11,7 @@ from slt_tms.analysis.free_energy import PhaseLike, as_phases, crossovers, free_
 from slt_tms.analysis.kgon_classify import UNCLASSIFIED
 from slt_tms.analysis.switch import SwitchPoint
 from slt_tms.experiments.occupancy import OccupancyResult
-from slt_tms.plotting.style import phase_color
+from slt_tms.plotting.style import LOSS_COLOR, REFERENCE_COLOR, phase_color
 
 __all__ = ["plot_free_energy", "plot_occupancy"]
 
@@ -19,10 +19,19 @@ __all__ = ["plot_free_energy", "plot_occupancy"]
 def _free_energy_axes(
     ax, phases: Sequence[PhaseLike], n_min: float, n_max: float, *, label: bool = True
 ) -> None:
+    r""":math:`F_n(a) - \min_b F_n(b)` of every phase on a log-n axis, every crossover in the range marked.
+
+    The y range (linear) runs from just below 0 (so the dominant phase's curve, at 0, is not hidden by
+    the frame) to 1.3 times the highest of: every crossover's height, every curve at the left end of the
+    range. Every crossover is therefore inside the frame; a curve that grows beyond it (for large n the
+    gap grows like :math:`n\,\Delta L`) leaves through the top, which the axes say. A crossover where the
+    dominant phase changes (height 0) gets a dotted vertical line and its label at the top; one between
+    two phases that are not dominant there gets a cross at the crossing point, labelled beside it.
+    """
     ps = as_phases(phases)
     nn = np.geomspace(max(n_min, 2.0), n_max, 400)
-    F = free_energy(ps, nn)
-    rel = F - F.min(axis=0, keepdims=True)
+    rel = free_energy(ps, nn)
+    rel = rel - rel.min(axis=0, keepdims=True)
     for i, p in enumerate(ps):
         ax.plot(
             nn,
@@ -31,27 +40,35 @@ def _free_energy_axes(
             lw=1.8,
             label=f"{p.name} (L={p.loss:.4f}, λ={p.lambda_:.2f})" if label else p.name,
         )
+    marks = []
     for x in crossovers(ps):
         if x.n_c is not None and nn[0] <= x.n_c <= nn[-1]:
-            ax.axvline(x.n_c, color="k", ls=":", lw=0.7)
-            ax.annotate(
-                f"{x.low_n}→{x.high_n}\nn={x.n_c:.0f}",
-                (x.n_c, 0.0),
-                xytext=(2, 4),
-                textcoords="offset points",
-                rotation=90,
-                fontsize=7,
-                va="bottom",
-            )
+            at = free_energy(ps, np.array([x.n_c]))[:, 0]
+            marks.append((x, float(at[[q.name for q in ps].index(x.low_n)] - at.min())))
+    heights = [h for _, h in marks] + [float(v) for v in rel[:, 0]]
+    top = 1.3 * max([*heights, 1.0])
+    for x, h in marks:
+        text = f"{x.low_n}→{x.high_n}\nn={x.n_c:.0f}"
+        if h <= 0.01 * top:  # the dominant phase changes here
+            ax.axvline(x.n_c, color=REFERENCE_COLOR, ls=":", lw=0.7)
+            ax.annotate(text, (x.n_c, top), xytext=(3, -4), textcoords="offset points", rotation=90,
+                        fontsize=7, va="top", ha="left")
+        else:
+            ax.plot([x.n_c], [h], "x", color=REFERENCE_COLOR, ms=6, mew=1.2)
+            ax.annotate(text, (x.n_c, h), xytext=(4, 3), textcoords="offset points", fontsize=7,
+                        va="bottom")
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1.0)  # every curve stays visible, however large n * dL grows
-    ax.set_ylim(0, float(rel.max()) * 1.3 + 1.0)
+    ax.set_ylim(-0.03 * top, top)
+    if float(rel.max()) > top:
+        ax.text(0.99, 0.07, "curves leave the top: the gap grows like n ΔL", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, color=LOSS_COLOR)
     ax.set_ylabel(r"$F_n(a) - \min_b F_n(b)$")
 
 
 def plot_free_energy(phases: Sequence[PhaseLike], n_min: float, n_max: float, *, title: str = "") -> Figure:
-    r"""Local free energies :math:`F_n(a) - \min_b F_n(b)` against :math:`n` (log axes), with every crossover
-    inside the range marked and labelled with its :math:`n_c`.
+    r"""Local free energies :math:`F_n(a) - \min_b F_n(b)` against :math:`n` (log x, linear y), with every
+    crossover inside the range marked and labelled with its :math:`n_c` (the y range shows every crossover;
+    see ``_free_energy_axes``).
 
     Examples
     --------
@@ -63,7 +80,8 @@ def plot_free_energy(phases: Sequence[PhaseLike], n_min: float, n_max: float, *,
     ax = fig.subplots()
     _free_energy_axes(ax, phases, n_min, n_max)
     ax.set_xlabel("sample size n")
-    ax.set_title(title or "local free energies (dotted: crossovers)")
+    ax.set_title(title or "local free energies (dotted: the dominant phase switches; ×: other crossings)",
+                 fontsize=10)
     ax.legend(fontsize=7)
     return fig
 
@@ -97,7 +115,8 @@ def plot_occupancy(
     for i in shown:
         nm = result.phase_names[i]
         ax1.plot(
-            grid, prop[:, i], "o-", color=phase_color(nm), label=nm, ls="--" if nm == UNCLASSIFIED else "-"
+            grid, prop[:, i], marker="o", color=phase_color(nm), label=nm,
+            ls="--" if nm == UNCLASSIFIED else "-",
         )
     for sw in switches:
         if sw.n_switch is not None:
@@ -116,5 +135,7 @@ def plot_occupancy(
     ax1.set_xlabel("sample size n")
     ax1.set_ylabel("share of posterior draws")
     title = f"omitted (share < {min_share:g}): {', '.join(hidden)}" if hidden else None
-    ax1.legend(fontsize=7, ncol=4, title=title, title_fontsize=7)
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncol=min(len(labels), 8), title=title,
+               title_fontsize=7)  # below the axes: the shares reach 1 at the top of the panel
     return fig

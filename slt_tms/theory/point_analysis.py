@@ -320,10 +320,8 @@ def probe_local_minimum(
 ) -> tuple[bool, str]:
     r"""Numerical local-minimum test for points where the Hessian cannot decide (e.g. not :math:`C^2`).
 
-    1. :math:`L(w +
-ho u)` for ``num_directions`` random unit :math:`u` and
-       :math:`
-ho \in \{10^{-4}, 10^{-3}\}`: a value below :math:`L(w) - 10^{-13}` proves that
+    1. :math:`L(w + \rho u)` for ``num_directions`` random unit :math:`u` and
+       :math:`\rho \in \{10^{-4}, 10^{-3}\}`: a value below :math:`L(w) - 10^{-13}` proves that
        :math:`w` is not a local minimum.
     2. ``num_descents`` L-BFGS descents from :math:`w + 10^{-3} u`: ending below :math:`L(w) - 10^{-9}`
        shows a descent path out of every small neighbourhood.
