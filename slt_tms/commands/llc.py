@@ -33,8 +33,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from slt_tms._rng import spawn_seeds
 from slt_tms.commands._args import add_command, add_dataclass_flags, dataclass_overrides
 from slt_tms.estimators import FIELD_HELP, LLCConfig, estimate_llc
@@ -47,7 +45,7 @@ from slt_tms.plotting.llc import plot_llc_series
 from slt_tms.potentials import from_critical_point
 from slt_tms.theory.critical_points import kgon
 from slt_tms.tms import OneHotUniform, fixed_dataset
-from slt_tms.validation import LOSSES
+from slt_tms.validation import LOSSES, check_device
 
 __all__ = ["CRITICAL_LADDER", "CRITICAL_N", "EXIT_NOT_TRUSTWORTHY", "parse_critical_name", "register"]
 
@@ -117,6 +115,8 @@ def _lock_out(ns: argparse.Namespace, held: contextlib.ExitStack) -> Path | None
 
 
 def _run(ns: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    if ns.device is not None:
+        check_device(ns.device, "--device")  # one line naming the fix, before anything is read or sampled
     overrides = dataclass_overrides(ns, LLCConfig)
     if ns.no_ladder:
         if "ladder" in overrides:
@@ -218,10 +218,6 @@ def _checkpoint_run(
     cfg = LLCConfig(**overrides)
     out = _lock_out(ns, held)
     paths = _checkpoints(ns.checkpoint)
-    if ns.device is not None and torch.device(ns.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"--device {ns.device}: CUDA is not available in this torch build ({torch.__version__})"
-        )
     if ns.loss not in LOSSES:
         raise ValueError(f"unknown --loss {ns.loss!r}; allowed: {', '.join(LOSSES)}")
     X, Y = load_data(ns.data, x_key=ns.x_key, y_key=ns.y_key, loss=ns.loss)

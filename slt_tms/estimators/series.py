@@ -35,7 +35,7 @@ from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import LLCResult
 from slt_tms.io.checkpoints import load_state_dict_file
 from slt_tms.potentials import from_module
-from slt_tms.validation import check_int, check_seed
+from slt_tms.validation import check_device, check_int, check_seed
 
 __all__ = ["SERIES_COLUMNS", "LLCSeries", "estimate_llc_series", "step_from_name"]
 
@@ -206,6 +206,8 @@ def estimate_llc_series(
     batch = check_int("batch", batch, minimum=1)
     if not checkpoints:
         raise ValueError("estimate_llc_series needs at least one checkpoint")
+    if device is not None:
+        check_device(device)  # before the model factory runs
     cfg = _resolve_config(config, overrides)
     if cfg.ladder is not None:
         raise ValueError(

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from slt_tms.potentials.data import Batch, DataSource
+from slt_tms.validation import check_device
 
 __all__ = [
     "FunctionalPotential",
@@ -324,7 +325,7 @@ def from_callable(
     >>> loss.tolist(), grad.shape
     ([1.5, 1.5], torch.Size([2, 3]))
     """
-    dev = None if device is None else torch.device(device)
+    dev = None if device is None else check_device(device)
     w0 = check_anchor(w_star, dtype=dtype, device=dev)
     src = (
         None
