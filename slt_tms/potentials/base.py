@@ -75,7 +75,7 @@ def check_anchor(w: Any, *, dtype: torch.dtype | None = None, device: torch.devi
     """A detached copy of the anchor as a floating tensor of shape ``(d,)``; clear errors otherwise."""
     if not isinstance(w, Tensor):
         try:
-            w = torch.as_tensor(w, dtype=torch.float64 if dtype is None else dtype)
+            w = torch.as_tensor(w, dtype=torch.float64 if dtype is None else dtype, device=device)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ValueError("w_star must be a tensor of shape (d,)") from exc
     if w.ndim != 1 or w.numel() == 0:

@@ -447,15 +447,15 @@ def _mask_vector(masks: Mapping[str, Tensor], chosen: list[str], model: nn.Modul
         p = named[k]
         m = masks.get(k)
         if m is None:
-            parts.append(torch.ones(p.numel(), dtype=torch.bool))
+            parts.append(torch.ones(p.numel(), dtype=torch.bool, device="cpu"))
             continue
-        m = torch.as_tensor(m)
+        m = torch.as_tensor(m, device="cpu")  # the mask vector is assembled on the CPU, moved by restrict()
         if m.dtype != torch.bool or m.shape != p.shape:
             raise ValueError(
                 f"mask of {k!r} must be a boolean tensor of shape {tuple(p.shape)}, got "
                 f"{m.dtype} {tuple(m.shape)}"
             )
-        parts.append(m.reshape(-1).cpu())
+        parts.append(m.reshape(-1))
     return torch.cat(parts)
 
 
