@@ -79,10 +79,15 @@ def series_tasks(
 ) -> list[dict[str, Any]]:
     r"""The sweep tasks of a series over checkpoint files: one task per batch of checkpoints.
 
-    Checkpoint ``i`` gets the seed ``spawn_seeds(seed, N)[i]`` and the batches are those of
-    :func:`estimate_llc_series` (``batch`` checkpoints, one at a time with ``params``), so the tasks
-    compute what the in-memory series computes. A task is plain JSON: the model factory, the absolute
-    paths and SHA-256 digests of the data and checkpoint files, every estimator setting, the seeds.
+    Checkpoint ``i`` of ``N`` gets the seed ``spawn_seeds(seed, N)[i]`` and the batches are those of
+    :func:`~slt_tms.estimators.series.estimate_llc_series` (``batch`` checkpoints, one at a time with
+    ``params``), so the tasks compute what the in-memory series computes. A task :math:`t` is plain JSON
+    (the model factory, the absolute paths and SHA-256 digests of the data and checkpoint files, every
+    estimator setting, the seeds); the sweep files its result under
+
+    .. math:: \mathrm{key}(t) = \mathrm{SHA256}\big(\mathrm{canonical\_json}(t)\big)_{[:16]},
+
+    so a changed file, setting or seed is a different task.
 
     Parameters
     ----------
@@ -153,7 +158,13 @@ def _same_file(path: str, digest: str, what: str) -> None:
 
 
 def run_series_task(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Sweep function of a resumable series: estimate one batch of checkpoints (see :func:`series_tasks`).
+    r"""Sweep function of a resumable series: estimate one batch of checkpoints (see :func:`series_tasks`).
+
+    For every checkpoint :math:`w^*_i` of the batch, with chains stacked on one axis (the engine of
+    :func:`~slt_tms.estimators.series.estimate_llc_series`),
+
+    .. math:: \hat\lambda(w^*_i) = n\beta\,\bigl(\mathbb{E}_{w \sim p_i}[L_n(w)] - L_n(w^*_i)\bigr),
+        \qquad p_i(w) \propto e^{-n\beta L_n(w) - \frac{\gamma}{2}\lVert w - w^*_i\rVert^2}.
 
     Parameters
     ----------
