@@ -25,5 +25,6 @@ def as_generator(seed: SeedLike, device: str | torch.device = "cpu") -> torch.Ge
 
 def spawn_seeds(root_seed: int, num: int) -> list[int]:
     """Derive ``num`` independent 63-bit seeds from one recorded root seed (deterministic)."""
-    g = torch.Generator().manual_seed(int(root_seed))
-    return torch.randint(0, 2**62, (num,), generator=g, dtype=torch.int64).tolist()
+    # on the CPU whatever the default device (torch.set_default_device): the seeds are the same everywhere
+    g = torch.Generator(device="cpu").manual_seed(int(root_seed))
+    return torch.randint(0, 2**62, (num,), generator=g, dtype=torch.int64, device="cpu").tolist()

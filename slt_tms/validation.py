@@ -20,10 +20,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "LOSSES",
     "check_choice",
+    "check_device",
     "check_float",
     "check_int",
     "check_probability",
@@ -118,3 +120,59 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(repr(a) for a in allowed)}")
     return value
+
+
+def check_device(device: Any, name: str = "device") -> torch.device:
+    """``device`` as a :class:`torch.device` if this torch build can place tensors there.
+
+    Called on entry by everything that takes ``device=``, so that an unusable device fails at once, in one
+    line that names the fix, before any data is loaded or any chain runs.
+
+    Raises
+    ------
+    ValueError
+        Not a device name; CUDA asked for where this torch build has no CUDA support or sees no GPU (or not
+        that many GPUs); MPS where it is not available; any other device torch cannot allocate on.
+
+    Examples
+    --------
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'gpu' is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'
+    """
+    cpu = f"{name} cpu" if name.startswith("--") else f"{name}='cpu'"  # the fix, as a flag or a keyword
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"{name} {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'"
+        ) from None
+    if dev.type == "cuda":
+        if torch.version.cuda is None:
+            raise ValueError(
+                f"{name} {str(dev)!r}: CUDA is not available in this torch build ({torch.__version__}, built "
+                f"without CUDA); use {cpu}, or install a CUDA build of torch (https://pytorch.org)"
+            )
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{name} {str(dev)!r}: CUDA is not available (torch {torch.__version__} sees no GPU; check "
+                f"the driver and CUDA_VISIBLE_DEVICES); use {cpu}"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"{name} {str(dev)!r}: only {count} CUDA device(s) are visible (cuda:0 .. cuda:{count - 1})"
+            )
+        return dev
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ValueError(
+            f"{name} {str(dev)!r} cannot be used with this torch build ({torch.__version__}): {reason}; use "
+            f"{cpu}"
+        ) from None
+    return dev

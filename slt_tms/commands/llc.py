@@ -6,7 +6,9 @@ point.
   path), loads each checkpoint into it as a ``state_dict`` (safetensors, or ``torch.load`` with
   ``weights_only=True``: no pickle that could run code) and estimates the LLC on the data file (inputs
   under ``x``, targets under ``y``). Several checkpoints (shell globs welcome) give the LLC over training:
-  one row per checkpoint in ``llc_series.csv`` and a figure ``llc_series.png``. ``--params PATTERN...``
+  one row per checkpoint in ``llc_series.csv`` and a figure ``llc_series.png``; each finished batch of
+  checkpoints is saved in ``DIR/series/`` at once, so a killed run rerun into the same ``--out`` computes
+  only what is missing and gives the same table. ``--params PATTERN...``
   restricts the estimate to the named parameters (a restricted LLC). A TorchScript archive
   (``--torchscript``) carries code that runs when it is loaded and evaluated: it is loaded only with
   ``--trust-torchscript``.
@@ -33,21 +35,20 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from slt_tms._rng import spawn_seeds
 from slt_tms.commands._args import add_command, add_dataclass_flags, dataclass_overrides
 from slt_tms.estimators import FIELD_HELP, LLCConfig, estimate_llc
 from slt_tms.estimators.series import estimate_llc_series
+from slt_tms.estimators.series_sweep import estimate_llc_series_resumable
 from slt_tms.io import save_figure, write_json
-from slt_tms.io.atomic import atomic_write_text
+from slt_tms.io.atomic import atomic_write_text, remove_stale_temporaries
 from slt_tms.io.locks import output_lock
 from slt_tms.io.user_models import load_data, load_factory, load_model, sha256
 from slt_tms.plotting.llc import plot_llc_series
 from slt_tms.potentials import from_critical_point
 from slt_tms.theory.critical_points import kgon
 from slt_tms.tms import OneHotUniform, fixed_dataset
-from slt_tms.validation import LOSSES
+from slt_tms.validation import LOSSES, check_device
 
 __all__ = ["CRITICAL_LADDER", "CRITICAL_N", "EXIT_NOT_TRUSTWORTHY", "parse_critical_name", "register"]
 
@@ -112,11 +113,20 @@ def _handler(ns: argparse.Namespace) -> int:
 def _lock_out(ns: argparse.Namespace, held: contextlib.ExitStack) -> Path | None:
     """Take the output lock of ``--out`` once the arguments are checked, before any work: one run per
     directory (a second one is refused naming the holder's pid); a file or an unwritable ``--out`` is
-    refused; a run that fails before writing leaves no directory behind."""
-    return held.enter_context(output_lock(ns.out)) if ns.out else None
+    refused; a run that fails before writing leaves no directory behind. Temporary files that a killed
+    earlier run left in ``--out`` (its writes are atomic: temporary name, then rename) are removed; the
+    sweep of a series cleans its own directory ``--out/series``."""
+    if not ns.out:
+        return None
+    out = held.enter_context(output_lock(ns.out))
+    for d in (out, out / "checkpoints"):
+        remove_stale_temporaries(d)
+    return out
 
 
 def _run(ns: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    if ns.device is not None:
+        check_device(ns.device, "--device")  # one line naming the fix, before anything is read or sampled
     overrides = dataclass_overrides(ns, LLCConfig)
     if ns.no_ladder:
         if "ladder" in overrides:
@@ -218,10 +228,6 @@ def _checkpoint_run(
     cfg = LLCConfig(**overrides)
     out = _lock_out(ns, held)
     paths = _checkpoints(ns.checkpoint)
-    if ns.device is not None and torch.device(ns.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"--device {ns.device}: CUDA is not available in this torch build ({torch.__version__})"
-        )
     if ns.loss not in LOSSES:
         raise ValueError(f"unknown --loss {ns.loss!r}; allowed: {', '.join(LOSSES)}")
     X, Y = load_data(ns.data, x_key=ns.x_key, y_key=ns.y_key, loss=ns.loss)
@@ -271,8 +277,13 @@ def _checkpoint_run(
         raise ValueError(
             "several checkpoints need --model MODULE:FACTORY (TorchScript archives one at a time)"
         )
-    factory = load_factory(ns.model)
-    series = _estimate(estimate_llc_series, paths, factory, (X, Y), **common)
+    if out is not None:  # resumable: a rerun into the same --out after a crash computes only what is missing
+        series = _estimate(
+            estimate_llc_series_resumable, paths, ns.model, ns.data, work_dir=out / "series", x_key=ns.x_key,
+            y_key=ns.y_key, **common,
+        )
+    else:
+        series = _estimate(estimate_llc_series, paths, load_factory(ns.model), (X, Y), **common)
     if out is not None:
         atomic_write_text(out / "llc_series.csv", series.to_csv())
         write_json(

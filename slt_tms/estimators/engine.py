@@ -102,7 +102,9 @@ def _initial_step_size(target: Tempered, w: Tensor, batches: BatchSupply, stream
     Langevin proposal from the start crosses 0.5 (Hoffman & Gelman 2014, Algorithm 4)."""
     probe = MALA()
     C = w.shape[0]
-    nb = target.nbeta if isinstance(target.nbeta, Tensor) else torch.full((C,), float(target.nbeta))
+    nb = target.nbeta
+    if not isinstance(nb, Tensor):
+        nb = torch.full((C,), float(nb), device=w.device, dtype=w.dtype)
     eps = (1.0 / nb.clamp_min(1e-12)).to(device=w.device, dtype=w.dtype)
     draws = streams.next()
     batch = batches(draws)

@@ -57,7 +57,7 @@ from slt_tms.estimators.config import LLCConfig, default_nbeta
 from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.result import AsymptoticFit, LLCResult
 from slt_tms.potentials import as_potential
-from slt_tms.validation import check_seed
+from slt_tms.validation import check_device, check_seed
 
 __all__ = ["LLCConfig", "LLCResult", "default_nbeta", "estimate_llc", "fit_asymptotic"]
 
@@ -211,7 +211,10 @@ def estimate_llc(
     Raises
     ------
     ValueError
-        Bad input (shapes, dtypes, losses, ranges), a non-finite loss at :math:`w^*`, every chain diverged.
+        Bad input (shapes, dtypes, losses, ranges), a ``device`` this torch build cannot use (CUDA on a
+        CPU-only build: one line naming the fix, before any data is moved or any chain runs), a
+        ``device`` / ``dtype`` other than that of a ready-made Potential, a non-finite loss at
+        :math:`w^*`, every chain diverged.
 
     Examples
     --------
@@ -221,6 +224,8 @@ def estimate_llc(
     (True, True)
     """
     check_seed(seed)
+    if device is not None:
+        check_device(device)  # one line naming the fix, before any data is moved or any chain runs
     cfg = _resolve_config(config, overrides)
     pot = as_potential(
         source,

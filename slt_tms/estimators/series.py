@@ -10,9 +10,20 @@ little more than one estimate for small models; every checkpoint's numbers equal
 a restriction (``params`` / ``masks``) the frozen parameters differ between checkpoints, so checkpoints
 are then estimated one after the other.
 
-Resumable runs: :func:`series_tasks` + :func:`run_series_task` express a series over checkpoint FILES as
-tasks of :func:`slt_tms.sweep.run_sweep` (local processes or Dask); a killed run continues where it
-stopped. The command ``slt-tms llc CKPT... --model MODULE:FACTORY --data FILE`` uses them.
+Resumable runs
+--------------
+:func:`~slt_tms.estimators.series_sweep.estimate_llc_series_resumable` runs a series over checkpoint FILES
+(a model factory ``"MODULE:FACTORY"``, a data file) through the sweep executor
+:func:`slt_tms.sweep.run_sweep`: one task per batch of checkpoints
+(:func:`~slt_tms.estimators.series_sweep.series_tasks` builds them,
+:func:`~slt_tms.estimators.series_sweep.run_series_task` runs one), each finished
+batch saved atomically in ``work_dir`` (its numbers in JSON, its traces in safetensors). A run killed at
+any point (``kill -9`` included) and started again with the same arguments loads the finished batches,
+redoes none of them and computes the rest; the table equals that of an uninterrupted run number for
+number (the same batches with the same seeds give the same arithmetic). A task's key covers the SHA-256
+of its checkpoint and data files and every estimator setting, so a changed file or setting is computed
+afresh, never mixed with old results. The command ``slt-tms llc CKPT... --model MODULE:FACTORY --data
+FILE --out DIR`` uses it (``DIR/series/``).
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import LLCResult
 from slt_tms.io.checkpoints import load_state_dict_file
 from slt_tms.potentials import from_module
-from slt_tms.validation import check_int, check_seed
+from slt_tms.validation import check_device, check_int, check_seed
 
 __all__ = ["SERIES_COLUMNS", "LLCSeries", "estimate_llc_series", "step_from_name"]
 
@@ -143,6 +154,81 @@ def _state(ckpt: Any) -> Mapping[str, Tensor]:
     raise ValueError(f"a checkpoint must be a file path or a state dict, got {type(ckpt).__name__}")
 
 
+def _load_into(model: Any, ckpt: Any, name: str) -> nn.Module:
+    """``model`` (a fresh instance from the factory) with the checkpoint's weights, strictly."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"make_model() must return an nn.Module, got {type(model).__name__}")
+    try:
+        model.load_state_dict(_state(ckpt), strict=True)
+    except RuntimeError as exc:  # torch's message spans several lines: one line for the user
+        raise ValueError(f"checkpoint {name} does not fit the model: {' '.join(str(exc).split())}") from None
+    return model
+
+
+def _names_and_steps(checkpoints: Sequence[Any], steps: Sequence[int] | None) -> tuple[list[str], list[int]]:
+    """File names (``"checkpoint <i>"`` for state dicts) and training steps (given, else the last integer of
+    each file name, else the index)."""
+    names = [
+        Path(c).name if isinstance(c, str | Path) else f"checkpoint {i}" for i, c in enumerate(checkpoints)
+    ]
+    if steps is None:
+        steps = [
+            step_from_name(nm) if isinstance(c, str | Path) and step_from_name(nm) is not None else i
+            for i, (c, nm) in enumerate(zip(checkpoints, names, strict=True))
+        ]
+    if len(steps) != len(checkpoints):
+        raise ValueError(f"steps has {len(steps)} entries for {len(checkpoints)} checkpoints")
+    return names, [int(s) for s in steps]
+
+
+def _batches(num: int, batch: int, shared: bool) -> list[list[int]]:
+    """Checkpoint indices of each batched run: ``batch`` at a time when the checkpoints sample the same
+    coordinates, one at a time under a restriction (the frozen parameters then differ)."""
+    step = batch if shared else 1
+    return [list(range(a, min(a + step, num))) for a in range(0, num, step)]
+
+
+def _estimate_batch(
+    pots: list[Any],
+    labels: list[dict[str, Any]],
+    seeds: list[int],
+    cfg: LLCConfig,
+    n: int | None,
+    progress: bool | None,
+    warn: bool = True,
+) -> list[LLCResult]:
+    """One batched run: the checkpoints' chains stacked on one chain axis (engine), one result each."""
+    n_eff = int(pots[0].n if n is None else n)
+    nbeta = cfg.nbeta if cfg.nbeta is not None else default_nbeta(n_eff)
+    groups = [
+        Group(p.w_star, p.anchor_loss(), nbeta, s, None, lab)
+        for p, lab, s in zip(pots, labels, seeds, strict=True)
+    ]
+    return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
+
+
+def _start(checkpoints: Sequence[Any], seed: int, batch: int, config: LLCConfig | None,
+           overrides: Mapping[str, Any], device: Any) -> tuple[int, LLCConfig]:
+    """Checks shared by both entry points, before any work."""
+    check_seed(seed)
+    batch = check_int("batch", batch, minimum=1)
+    if not checkpoints:
+        raise ValueError("a series needs at least one checkpoint")
+    if device is not None:
+        check_device(device)
+    cfg = _resolve_config(config, overrides)
+    if cfg.ladder is not None:
+        raise ValueError(
+            "ladder= is not supported in a series; estimate the asymptotic lambda of single "
+            "checkpoints with estimate_llc"
+        )
+    return batch, cfg
+
+
+def _series_config(cfg: LLCConfig, seed: int, batch: int, seeds: list[int]) -> dict[str, Any]:
+    return {**cfg.to_dict(), "seed": seed, "batch": batch, "checkpoint_seeds": seeds}
+
+
 def estimate_llc_series(
     checkpoints: Sequence[str | Path | Mapping[str, Tensor]],
     make_model: Callable[[], nn.Module],
@@ -163,6 +249,14 @@ def estimate_llc_series(
     **overrides: Any,
 ) -> LLCSeries:
     r"""Estimate the LLC at every checkpoint of one training run (module docstring).
+
+    At checkpoint :math:`w^*_t` the estimate is that of :func:`~slt_tms.estimators.llc.estimate_llc`,
+
+    .. math:: \hat\lambda(w^*_t) = n\beta\,\bigl(\mathbb{E}_{w \sim p_t}[L_n(w)] - L_n(w^*_t)\bigr),
+        \qquad p_t(w) \propto \exp\bigl(-n\beta L_n(w) - \tfrac{\gamma}{2}\lVert w - w^*_t\rVert^2\bigr),
+
+    with one :math:`n\beta` (default :math:`n/\log n`) and one localization :math:`\gamma` for all
+    checkpoints, so that the estimates are comparable along the run.
 
     Parameters
     ----------
@@ -185,6 +279,17 @@ def estimate_llc_series(
     -------
     LLCSeries
 
+    Raises
+    ------
+    ValueError
+        No checkpoint, a ladder, a checkpoint that does not fit the model, an unavailable ``device``, and
+        everything :func:`~slt_tms.estimators.llc.estimate_llc` refuses.
+
+    See Also
+    --------
+    slt_tms.estimators.series_sweep.estimate_llc_series_resumable : the same over checkpoint files,
+        resumable after a crash.
+
     Examples
     --------
     Two checkpoints of a linear regression, early (random weights: not a minimum, so flagged) and at the
@@ -202,70 +307,30 @@ def estimate_llc_series(
     >>> round(series.rows()[1]["lambda_hat"])
     2
     """
-    check_seed(seed)
-    batch = check_int("batch", batch, minimum=1)
-    if not checkpoints:
-        raise ValueError("estimate_llc_series needs at least one checkpoint")
-    cfg = _resolve_config(config, overrides)
-    if cfg.ladder is not None:
-        raise ValueError(
-            "ladder= is not supported in a series; estimate the asymptotic lambda of single "
-            "checkpoints with estimate_llc"
-        )
-    names = [
-        Path(c).name if isinstance(c, str | Path) else f"checkpoint {i}" for i, c in enumerate(checkpoints)
-    ]
-    if steps is None:
-        steps = [
-            step_from_name(nm) if isinstance(c, str | Path) and step_from_name(nm) is not None else i
-            for i, (c, nm) in enumerate(zip(checkpoints, names, strict=True))
-        ]
-    if len(steps) != len(checkpoints):
-        raise ValueError(f"steps has {len(steps)} entries for {len(checkpoints)} checkpoints")
+    batch, cfg = _start(checkpoints, seed, batch, config, overrides, device)
+    names, steps = _names_and_steps(checkpoints, steps)
     seeds = spawn_seeds(seed, len(checkpoints))
-    results: list[LLCResult] = []
     template = make_model()
     if not isinstance(template, nn.Module):
         raise ValueError(f"make_model() must return an nn.Module, got {type(template).__name__}")
 
-    def potential(ckpt: Any) -> Any:
-        model = make_model()
-        model.load_state_dict(_state(ckpt), strict=True)
+    def potential(i: int) -> Any:
+        model = _load_into(make_model(), checkpoints[i], names[i])
         return from_module(
-            model,
-            data,
-            loss=loss,
-            evaluate=evaluate,
-            params=params,
-            masks=masks,
-            n=n,
-            device=device,
+            model, data, loss=loss, evaluate=evaluate, params=params, masks=masks, n=n, device=device,
             dtype=dtype,
         )
 
-    shared = params is None and not masks
-    step = batch if shared else 1
-    for start in range(0, len(checkpoints), step):
-        chunk = list(range(start, min(start + step, len(checkpoints))))
-        pots = [potential(checkpoints[i]) for i in chunk]
-        pot = pots[0]
-        n_eff = int(pot.n if n is None else n)
-        nbeta = cfg.nbeta if cfg.nbeta is not None else default_nbeta(n_eff)
-        groups = [
-            Group(
-                p.w_star,
-                p.anchor_loss(),
-                nbeta,
-                seeds[i],
-                None,
-                {"checkpoint": names[i], "step": int(steps[i])},
+    results: list[LLCResult] = []
+    for idx in _batches(len(checkpoints), batch, params is None and not masks):
+        results.extend(
+            _estimate_batch(
+                [potential(i) for i in idx],
+                [{"checkpoint": names[i], "step": steps[i]} for i in idx],
+                [seeds[i] for i in idx],
+                cfg,
+                n,
+                progress,
             )
-            for p, i in zip(pots, chunk, strict=True)
-        ]
-        results.extend(run_groups(pot, groups, cfg, n=n_eff, progress=progress))
-    return LLCSeries(
-        tuple(int(s) for s in steps),
-        tuple(names),
-        tuple(results),
-        {**cfg.to_dict(), "seed": seed, "batch": batch, "checkpoint_seeds": seeds},
-    )
+        )
+    return LLCSeries(tuple(steps), tuple(names), tuple(results), _series_config(cfg, seed, batch, seeds))

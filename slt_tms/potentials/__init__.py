@@ -35,6 +35,7 @@ from slt_tms.potentials.data import Batch, DataSource
 from slt_tms.potentials.module import LOSSES, causal_lm_loss, from_module, from_torchscript, select_parameters
 from slt_tms.potentials.tms import from_critical_point, from_tms
 from slt_tms.theory.critical_point import CriticalPoint
+from slt_tms.validation import check_device
 
 __all__ = [
     "LOSSES",
@@ -61,6 +62,24 @@ __all__ = [
 def is_potential(obj: Any) -> bool:
     """True for objects that already implement :class:`Potential`."""
     return all(hasattr(obj, k) for k in ("w_star", "value_and_grad", "loss", "anchor_loss", "data"))
+
+
+def _check_placement(pot: Any, device: Any, dtype: torch.dtype | None) -> None:
+    """A ready-made potential is evaluated where (and in the precision in which) it was built: a different
+    ``device`` / ``dtype`` request is refused rather than ignored."""
+    w = pot.w_star
+    if device is not None:
+        dev = check_device(device)
+        if dev.type != w.device.type or (dev.index is not None and dev != w.device):
+            raise ValueError(
+                f"the potential was built on {w.device} and cannot be moved to device={str(dev)!r}; build it "
+                f"there (e.g. from_module(..., device={str(dev)!r})) or leave device unset"
+            )
+    if dtype is not None and dtype != w.dtype:
+        raise ValueError(
+            f"the potential was built in {w.dtype} and cannot be converted to dtype={dtype}; build it in "
+            "that dtype or leave dtype unset"
+        )
 
 
 def as_potential(
@@ -104,6 +123,7 @@ def as_potential(
     flat_mask = masks if isinstance(masks, Tensor) else None
     named_masks = None if isinstance(masks, Tensor) else masks
     if is_potential(source):
+        _check_placement(source, device, dtype)
         pot = source
     elif isinstance(source, torch.jit.ScriptModule):
         if data is None:

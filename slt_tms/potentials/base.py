@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from slt_tms.potentials.data import Batch, DataSource
+from slt_tms.validation import check_device
 
 __all__ = [
     "FunctionalPotential",
@@ -74,7 +75,7 @@ def check_anchor(w: Any, *, dtype: torch.dtype | None = None, device: torch.devi
     """A detached copy of the anchor as a floating tensor of shape ``(d,)``; clear errors otherwise."""
     if not isinstance(w, Tensor):
         try:
-            w = torch.as_tensor(w, dtype=torch.float64 if dtype is None else dtype)
+            w = torch.as_tensor(w, dtype=torch.float64 if dtype is None else dtype, device=device)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ValueError("w_star must be a tensor of shape (d,)") from exc
     if w.ndim != 1 or w.numel() == 0:
@@ -324,7 +325,7 @@ def from_callable(
     >>> loss.tolist(), grad.shape
     ([1.5, 1.5], torch.Size([2, 3]))
     """
-    dev = None if device is None else torch.device(device)
+    dev = None if device is None else check_device(device)
     w0 = check_anchor(w_star, dtype=dtype, device=dev)
     src = (
         None

@@ -59,7 +59,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from slt_tms.potentials.base import FunctionalPotential, RestrictedPotential, check_float_dtype, restrict
 from slt_tms.potentials.data import DataSource
-from slt_tms.validation import LOSSES, check_choice
+from slt_tms.validation import LOSSES, check_choice, check_device
 
 __all__ = [
     "LOSSES",
@@ -290,8 +290,7 @@ def from_module(
     first = next(iter(module.parameters()), None)
     if first is None:
         raise ValueError("the module has no parameters")
-    dev = torch.device(device) if device is not None else first.device
-    _check_device(dev)
+    dev = check_device(device) if device is not None else first.device
     dt = dtype or first.dtype
     check_float_dtype(dt, "the model's parameters" if dtype is None else "dtype")
     if evaluate is None and loss is None:
@@ -448,24 +447,16 @@ def _mask_vector(masks: Mapping[str, Tensor], chosen: list[str], model: nn.Modul
         p = named[k]
         m = masks.get(k)
         if m is None:
-            parts.append(torch.ones(p.numel(), dtype=torch.bool))
+            parts.append(torch.ones(p.numel(), dtype=torch.bool, device="cpu"))
             continue
-        m = torch.as_tensor(m)
+        m = torch.as_tensor(m, device="cpu")  # the mask vector is assembled on the CPU, moved by restrict()
         if m.dtype != torch.bool or m.shape != p.shape:
             raise ValueError(
                 f"mask of {k!r} must be a boolean tensor of shape {tuple(p.shape)}, got "
                 f"{m.dtype} {tuple(m.shape)}"
             )
-        parts.append(m.reshape(-1).cpu())
+        parts.append(m.reshape(-1))
     return torch.cat(parts)
-
-
-def _check_device(dev: torch.device) -> None:
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {dev} was asked for but CUDA is not available in this torch build "
-            f"({torch.__version__}); use device='cpu'"
-        )
 
 
 def from_torchscript(
@@ -495,8 +486,7 @@ def from_torchscript(
     params = [p.detach() for p in params]
     if not params:
         raise ValueError("the TorchScript module has no parameters")
-    dev = torch.device(device) if device is not None else params[0].device
-    _check_device(dev)
+    dev = check_device(device) if device is not None else params[0].device
     check_float_dtype(params[0].dtype, "the TorchScript module's parameters")
     shapes = [p.shape for p in params]
     sizes = [p.numel() for p in params]

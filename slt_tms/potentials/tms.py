@@ -27,6 +27,7 @@ from slt_tms.theory.critical_point import CriticalPoint
 from slt_tms.theory.symbolic import population_loss_flat
 from slt_tms.tms.losses import OneHotSums, empirical_loss, empirical_value_and_grad
 from slt_tms.tms.model import activation_fn, num_params
+from slt_tms.validation import check_device
 
 __all__ = ["from_critical_point", "from_tms"]
 
@@ -66,7 +67,7 @@ def from_tms(
     >>> round(pot.anchor_loss(), 6)
     0.048192
     """
-    dev = None if device is None else torch.device(device)
+    dev = None if device is None else check_device(device)
     w0 = check_anchor(w_star, dtype=dtype or torch.float64, device=dev)
     d = num_params(c, r)
     if w0.shape != (d,):

@@ -218,12 +218,14 @@ class ChainStreams:
         return len(self.gens)
 
     def _refill(self) -> None:
+        dev = self.normal.device  # explicit: a default device (torch.set_default_device) must not apply
         for k, g in enumerate(self.gens):
-            torch.randn(self.normal.shape[1:], generator=g, out=self.normal[k])
-            torch.rand(self.uniform.shape[1:], generator=g, out=self.uniform[k])
+            torch.randn(self.normal.shape[1:], generator=g, out=self.normal[k], device=dev)
+            torch.rand(self.uniform.shape[1:], generator=g, out=self.uniform[k], device=dev)
             if self.index is not None:
                 assert self.num_rows is not None
-                torch.randint(0, self.num_rows, self.index.shape[1:], generator=g, out=self.index[k])
+                torch.randint(0, self.num_rows, self.index.shape[1:], generator=g, out=self.index[k],
+                              device=dev)
         self.pos = 0
 
     def select(self, idx: Sequence[int]) -> ChainStreams:

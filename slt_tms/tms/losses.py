@@ -211,7 +211,7 @@ class OneHotSums:
         self.c = c
         feat = X.argmax(-1)  # (K, n_max)
         mu = X.amax(-1)
-        counts = torch.zeros(K, H, c, dtype=torch.long)
+        counts = torch.zeros(K, H, c, dtype=torch.long, device=X.device)
         for h, m in enumerate(sizes):
             counts[:, h] = torch.nn.functional.one_hot(feat[:, :m], c).sum(1)
         P = int(counts.max())
@@ -227,7 +227,7 @@ class OneHotSums:
         self.p0 = torch.nn.functional.pad(torch.isfinite(seq).to(X.dtype).cumsum(-1), pad)
         self.p1 = torch.nn.functional.pad(finite.cumsum(-1), pad)
         self.p2 = torch.nn.functional.pad((finite * finite).cumsum(-1), pad)
-        self.counts = counts.to(X.device)
+        self.counts = counts
 
     def total(self, w: Tensor, kk: Tensor, hh: Tensor, r: int) -> Tensor:
         r""":math:`\sum_s \lVert x_s - f(x_s; w)\rVert^2` over the first ``sizes[hh]`` rows of ``X[kk]``.
