@@ -72,9 +72,8 @@ from typing import Any, Literal
 
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
-from slt_tms._progress import progress_disabled
+from slt_tms._progress import progress_bar
 from slt_tms.io.atomic import atomic_path, remove_stale_temporaries
 from slt_tms.io.checkpoints import load_tensors
 from slt_tms.io.locks import output_lock
@@ -384,8 +383,8 @@ def _run_locked(fn, tasks, keys, out, executor, workers, dask_address, progress)
     failures: dict[str, str] = {}
     serial = executor == "local" and (workers == 1 or len(pending) <= 1)
     _check_fn(fn, need_pickle=not serial)
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc="sweep",
-               disable=progress_disabled(progress), leave=False, dynamic_ncols=True)
+    # the tasks still to run (inside a reproduce stage: part of the stage's one bar)
+    bar = progress_bar(total=len(pending), desc="sweep", enabled=progress)
 
     def _done(i: int, value: Any = None, exc: BaseException | None = None) -> None:
         k = keys[i]

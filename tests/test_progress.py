@@ -109,3 +109,20 @@ def test_groups_do_not_nest_and_the_bar_closes_on_errors(bars):
     shown = [b for b in bars.created if not b.disable]
     assert shown and all(b.desc.startswith("outer: ") for b in shown)
     assert bars.open_now == 0
+
+
+def _square(task: dict) -> dict:
+    return {"y": task["x"] ** 2}
+
+
+def test_a_sweep_inside_a_group_joins_its_bar(bars, tmp_path):
+    """``dynamics run`` inside ``reproduce``: the sweep over seeds reports to the stage's one bar."""
+    from slt_tms.sweep import run_sweep
+
+    with progress_group("dynamics"):
+        results = run_sweep(_square, [{"x": i} for i in range(3)], out_dir=tmp_path / "runs", max_workers=1)
+        list(progress(range(2), desc="after the sweep"))
+    assert [r["y"] for r in results] == [0, 1, 4]
+    shown = [b for b in bars.created if not b.disable]
+    assert bars.most_open == 1 and all(b.desc.startswith("dynamics: ") for b in shown)
+    assert shown[-1].n == shown[-1].total == 3 + 2
