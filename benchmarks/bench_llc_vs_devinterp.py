@@ -302,6 +302,25 @@ def run_devinterp(p: dict[str, Any], seed: int, quick: bool, budget: float,
     return {"readme": readme, "tuned": tuned, "lr_sweep": sweep}
 
 
+def thread_count() -> int | None:
+    """OMP_NUM_THREADS, which both libraries must share; None (after saying so) when it is not set."""
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads < 1:
+        print("set OMP_NUM_THREADS (e.g. OMP_NUM_THREADS=1) so both libraries use the same thread count",
+              file=sys.stderr)
+        return None
+    return threads
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    """Write the benchmark's JSON record atomically (a temporary file renamed into place)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=float))
+    os.replace(tmp, out)
+    print(f"\nwrote {out}")
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
 
@@ -432,10 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.export:
         export(args.export, args.seed)
         return 0
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    if threads < 1:
-        print("set OMP_NUM_THREADS (e.g. OMP_NUM_THREADS=1) so both libraries use the same thread count",
-              file=sys.stderr)
+    threads = thread_count()
+    if threads is None:
         return 2
     import devinterp
 
@@ -468,12 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                time.gmtime()),
         "results": results, "table": _table(results),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=float))
-    os.replace(tmp, out)
-    print(f"\nwrote {out}")
+    write_record(Path(args.out), record)
     return 0
 
 

@@ -61,7 +61,6 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -76,12 +75,14 @@ os.environ.setdefault("SLT_TMS_NO_PROGRESS", "1")
 
 import numpy as np
 import torch
+
+# shared with the single-model benchmark beside this file (run as a script, its folder is on sys.path)
+from bench_llc_vs_devinterp import LOCALIZATION, _RowIds, _rss_mb, thread_count, write_record
 from torch import nn
 
 __all__: list[str] = []
 
 RESULTS = Path(__file__).resolve().parent / "results" / "series_vs_devinterp.json"
-LOCALIZATION = 100.0
 NUM_CHECKPOINTS = 20
 #: devinterp's README settings (its ``llc()`` / ``sample()`` example; batch size and burn-in its defaults).
 DEVINTERP = {"lr": 1e-3, "num_chains": 4, "num_draws": 200, "batch_size": 32, "num_burnin_steps": 0}
@@ -227,19 +228,6 @@ def run_ours(problem: str, ckpt_dir: Path, seed: int, quick: bool, max_draws: in
             "sampler": series.results[0].sampler, "num_chains": int(series.results[0].llc_per_chain.shape[0])}
 
 
-class _RowIds(torch.utils.data.Dataset):
-    """Row ``i`` as the token pair ``[i, i]`` (devinterp 2.x feeds ``input_ids`` to the loss function)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": torch.tensor([i, i])}
-
-
 class _Sequences(torch.utils.data.Dataset):
     def __init__(self, ids: torch.Tensor) -> None:
         self.ids = ids
@@ -285,10 +273,6 @@ def run_devinterp(problem: str, ckpt_dir: Path, seed: int, quick: bool, draws: i
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"seconds": wall, "rss_before_mb": base_rss, "rows": rows, "nbeta": nbeta, "settings": settings}
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
 
 
 def worker(lib: str, problem: str, ckpt_dir: Path, seed: int, quick: bool, max_draws: int | None,
@@ -395,10 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(lib, prob, Path(d), args.seed, args.quick, args.max_draws,
                                 args.devinterp_draws), default=float))
         return 0
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    if threads < 1:
-        print("set OMP_NUM_THREADS (e.g. OMP_NUM_THREADS=1) so both libraries use the same thread count",
-              file=sys.stderr)
+    threads = thread_count()
+    if threads is None:
         return 2
     import devinterp
 
@@ -442,12 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "devinterp_settings": {**DEVINTERP, "num_draws": args.devinterp_draws}, "results": results,
         "table": text,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=float))
-    os.replace(tmp, out)
-    print(f"\nwrote {out}")
+    write_record(Path(args.out), record)
     return 0
 
 
