@@ -30,8 +30,9 @@ from slt_tms.experiments.sgd_dynamics import DynamicsConfig, quick_config
 from slt_tms.io import write_json
 from slt_tms.io.atomic import atomic_write_text, remove_stale_temporaries
 from slt_tms.io.locks import output_lock
-from slt_tms.io.report import package_versions, write_report
+from slt_tms.io.report import package_versions, relative_path, write_report
 from slt_tms.io.results import write_csv
+from slt_tms.io.user_models import sha256
 from slt_tms.theory.critical_points import kgon
 
 __all__ = ["PROFILES", "STAGES", "Stage", "StageOutcome", "register", "run_stages"]
@@ -229,14 +230,6 @@ def _fingerprint(stage: Stage, profile: str, seed: int, digest: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _cached(out: Path, stage: Stage, fingerprint: str) -> list[Path] | None:
     """The files of a previous successful run of ``stage`` with the same fingerprint, if every file is still
     there with the size and SHA-256 recorded when it was written (an empty, truncated or edited output makes
@@ -254,7 +247,7 @@ def _cached(out: Path, stage: Stage, fingerprint: str) -> list[Path] | None:
             return None
         f = out / entry["path"]
         try:
-            if f.stat().st_size != entry["size"] or entry["size"] == 0 or _file_digest(f) != entry["sha256"]:
+            if f.stat().st_size != entry["size"] or entry["size"] == 0 or sha256(f) != entry["sha256"]:
                 return None
         except OSError:
             return None
@@ -324,7 +317,7 @@ def _run_stages(
             _remove_leftovers(files, out)
             outcomes.append(StageOutcome(stage.name, True, files, seconds))
             entries = [
-                {"path": _relative(f, out), "size": f.stat().st_size, "sha256": _file_digest(f)}
+                {"path": relative_path(f, out), "size": f.stat().st_size, "sha256": sha256(f)}
                 for f in files
             ]
             atomic_write_text(
@@ -363,21 +356,12 @@ def _summary(outcomes: Sequence[StageOutcome], profile: str, seed: int, out: Pat
                 "ok": o.ok,
                 "seconds": o.seconds,
                 "cached": o.cached,
-                "files": [_relative(f, out) for f in o.files],
+                "files": [relative_path(f, out) for f in o.files],
                 "error": o.error,
             }
             for o in outcomes
         ],
     }
-
-
-def _relative(path: Path, out: Path) -> str:
-    """A stage's file relative to the output directory (the report resolves it against the directory it
-    lives in, whatever the working directory was)."""
-    try:
-        return str(Path(path).resolve().relative_to(out.resolve()))
-    except ValueError:
-        return str(Path(path).resolve())
 
 
 def _handler(args: argparse.Namespace) -> int:

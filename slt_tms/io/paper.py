@@ -338,6 +338,7 @@ class _Run:
     def __init__(self, root: Path, stages: Sequence[Mapping[str, Any]]) -> None:
         self.root = root
         self.stages = {s["name"]: s for s in stages}
+        self._tables: dict[Path, list[dict[str, str]]] = {}  # each CSV parsed once (many rows use one)
 
     def file(self, stage: str, rel: str) -> Path:
         st = self.stages.get(stage)
@@ -352,8 +353,11 @@ class _Run:
         return path
 
     def csv_rows(self, stage: str, rel: str) -> list[dict[str, str]]:
-        with self.file(stage, rel).open(newline="") as fh:
-            return list(csv.DictReader(fh))
+        path = self.file(stage, rel)
+        if path not in self._tables:
+            with path.open(newline="") as fh:
+                self._tables[path] = list(csv.DictReader(fh))
+        return self._tables[path]
 
     def json(self, stage: str, rel: str) -> Any:
         return json.loads(self.file(stage, rel).read_text())

@@ -29,7 +29,7 @@ from typing import Any
 from slt_tms.io.atomic import atomic_write_text
 from slt_tms.io.paper import figure_rows, paper_rows
 
-__all__ = ["package_versions", "write_report"]
+__all__ = ["package_versions", "relative_path", "write_report"]
 
 _PACKAGES = ("slt_tms", "torch", "numpy", "scipy", "sympy", "arviz", "matplotlib", "safetensors")
 _MAX_TABLE_ROWS = 60
@@ -134,7 +134,7 @@ def _stage_section(stage: dict[str, Any], root: Path) -> str:
     files = [f if f.is_absolute() else (root / f) for f in files]
     missing = [f for f in files if not f.is_file()]
     if missing:
-        items = "".join(f"<li>{_esc(_rel(f, root))}</li>" for f in missing)
+        items = "".join(f"<li>{_esc(relative_path(f, root))}</li>" for f in missing)
         parts.append(
             f"<div class='error'><b>MISSING</b>: {len(missing)} file(s) this stage wrote are not in the "
             f"output directory any more:<ul>{items}</ul></div>"
@@ -144,13 +144,13 @@ def _stage_section(stage: dict[str, Any], root: Path) -> str:
             parts.append(f"<h3>{_esc(f.name)}</h3>" + _csv_table(f))
     for f in files:
         if f.suffix == ".png" and f.exists():
-            parts.append(_png(f, _rel(f, root)))
+            parts.append(_png(f, relative_path(f, root)))
     for f in files:
         if f.suffix == ".json" and f.exists():
             parts.append(_json_block(f))
     others = [f for f in files if f.suffix not in (".csv", ".png", ".json")]
     if others:
-        items = "".join(f"<li>{_esc(_rel(f, root))}</li>" for f in others)
+        items = "".join(f"<li>{_esc(relative_path(f, root))}</li>" for f in others)
         parts.append(f"<p>Other files:</p><ul>{items}</ul>")
     parts.append("</section>")
     return "\n".join(parts)
@@ -218,11 +218,19 @@ def _figure_section(root: Path, stages: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _rel(path: Path, root: Path) -> str:
+def relative_path(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` (the output directory), or resolved in full when it lies outside:
+    the form in which stage files are recorded and shown, whatever the working directory.
+
+    Examples
+    --------
+    >>> relative_path(Path("/tmp/out/llc/llc.json"), Path("/tmp/out"))
+    'llc/llc.json'
+    """
     try:
-        return str(path.resolve().relative_to(root.resolve()))
+        return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
-        return str(path)
+        return str(Path(path).resolve())
 
 
 _CSS = """
