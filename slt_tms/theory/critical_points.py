@@ -51,7 +51,6 @@ from slt_tms.theory.critical_point import CriticalPoint
 from slt_tms.theory.kgon_families import (
     FamilyRoot,
     FamilySolutions,
-    _check_int,
     _validate,
     dead_bias_optimum,
     family_name,
@@ -59,6 +58,7 @@ from slt_tms.theory.kgon_families import (
 )
 from slt_tms.theory.point_analysis import PointAnalysis, analyse_point, probe_local_minimum
 from slt_tms.theory.symbolic import pair_terms, symbols
+from slt_tms.validation import check_int
 
 __all__ = [
     "FamilyRoot",
@@ -326,7 +326,7 @@ def critical_points(c: int, *, exact: bool = False, progress: bool | None = None
     >>> names[0]
     '4'
     """
-    c = _check_int("c", c)
+    c = check_int("c", c)
     if c < 2:
         raise ValueError(f"c (number of features) must be >= 2, got {c}")
     key = (c, bool(exact))

@@ -56,10 +56,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import mpmath
-import numpy as np
 import sympy as sp
 
 from slt_tms.theory.symbolic import pair_terms, symbols
+from slt_tms.validation import check_int
 
 __all__ = [
     "FamilyRoot",
@@ -94,14 +94,8 @@ def family_name(k: int, sigma: int = 0, phi: int = 0) -> str:
     return name
 
 
-def _check_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer):
-        raise ValueError(f"{name} must be an integer, got {v!r}")
-    return int(v)
-
-
 def _validate(k: int, c: int, sigma: int, phi: int, r: int = 2) -> None:
-    k, c, sigma, phi, r = (_check_int(n, v) for n, v in
+    k, c, sigma, phi, r = (check_int(n, v) for n, v in
                            (("k", k), ("c", c), ("sigma", sigma), ("phi", phi), ("r", r)))
     if r != 2:
         raise ValueError(f"k-gon critical points are defined for r = 2 hidden dimensions only, got r = {r}")
