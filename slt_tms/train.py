@@ -49,6 +49,7 @@ from slt_tms._rng import spawn_seeds
 from slt_tms.io.atomic import atomic_write_text
 from slt_tms.tms import activation_fn, forward, num_params, validate_shape
 from slt_tms.tms.losses import residual_and_grad, weighted_sq_error
+from slt_tms.validation import check_int
 
 __all__ = ["OPTIMIZERS", "Trajectory", "log_checkpoint_schedule", "log_schedule", "train"]
 
@@ -122,12 +123,6 @@ def _finite_or_none(a: np.ndarray) -> Any:
     return [_finite_or_none(x) for x in a]
 
 
-def _check_int(name: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
 def _check_float(name: str, v: Any, *, positive: bool) -> float:
     ok = not isinstance(v, bool) and isinstance(v, int | float | np.floating) and math.isfinite(float(v))
     if not ok or (positive and v <= 0) or (not positive and v < 0):
@@ -153,8 +148,8 @@ def log_checkpoint_schedule(num_steps: int, num_checkpoints: int) -> np.ndarray:
     >>> log_checkpoint_schedule(3, 10).tolist()
     [0, 1, 2, 3]
     """
-    n = _check_int("num_steps", num_steps, 1)
-    k = _check_int("num_checkpoints", num_checkpoints, 2)
+    n = check_int("num_steps", num_steps, minimum=1)
+    k = check_int("num_checkpoints", num_checkpoints, minimum=2)
     if k >= n + 1:
         return np.arange(n + 1, dtype=np.int64)
     m = k - 1  # number of positive steps
@@ -328,12 +323,12 @@ def train(
     optimizer = optimizer.lower()
     lr = _check_float("lr (learning rate)", lr, positive=True)
     weight_decay = _check_float("weight_decay", weight_decay, positive=False)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    num_steps = _check_int("num_steps", num_steps, 1)
-    num_checkpoints = _check_int("num_checkpoints", num_checkpoints, 2)
-    eval_size = _check_int("eval_size", eval_size, 1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    num_steps = check_int("num_steps", num_steps, minimum=1)
+    num_checkpoints = check_int("num_checkpoints", num_checkpoints, minimum=2)
+    eval_size = check_int("eval_size", eval_size, minimum=1)
     if log_every is not None:
-        log_every = _check_int("log_every", log_every, 1)
+        log_every = check_int("log_every", log_every, minimum=1)
 
     if not isinstance(w0, Tensor):
         raise ValueError(f"w0 must be a torch.Tensor of shape (d,) or (B, d), got {type(w0).__name__}")
