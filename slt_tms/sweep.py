@@ -74,11 +74,10 @@ import torch
 from safetensors.torch import save_file
 
 from slt_tms._progress import progress_bar
-from slt_tms.io.atomic import atomic_path, remove_stale_temporaries
+from slt_tms.io.atomic import atomic_path, remove_stale_temporaries, sha256
 from slt_tms.io.checkpoints import load_tensors
 from slt_tms.io.locks import output_lock
 from slt_tms.io.serialize import dumps, read_json, to_jsonable, write_json
-from slt_tms.io.user_models import sha256
 from slt_tms.validation import check_choice, check_int
 
 __all__ = [
@@ -160,10 +159,6 @@ class _DamagedRecord(ValueError):
         super().__init__(f"{self.detail}; rerun the sweep to redo the task")
 
 
-def _damaged(path: Path, why: str) -> _DamagedRecord:
-    return _DamagedRecord(path, why)
-
-
 def load_result(out_dir: str | os.PathLike[str], key: str) -> dict[str, Any] | None:
     """Load the saved result of the task with ``key`` from ``out_dir`` (None when it is not finished).
 
@@ -187,23 +182,24 @@ def load_result(out_dir: str | os.PathLike[str], key: str) -> dict[str, Any] | N
     try:
         record = read_json(path, what="sweep record")
     except ValueError as exc:
-        raise _damaged(path, str(exc).split(" (an interrupted")[0].split("; delete it")[0]) from None
+        raise _DamagedRecord(path, str(exc).split(" (an interrupted")[0].split("; delete it")[0]) from None
     if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("result"), dict):
-        raise _damaged(path, f"not a record of task {key}")
+        raise _DamagedRecord(path, f"not a record of task {key}")
     if record.get("has_tensors"):
         tpath = out_dir / f"{key}.safetensors"
         if not tpath.is_file():
-            raise _damaged(path, f"its tensor file {tpath.name} is missing")
+            raise _DamagedRecord(path, f"its tensor file {tpath.name} is missing")
         size, digest = record.get("tensors_bytes"), record.get("tensors_sha256")
         if size is not None and tpath.stat().st_size != size:
-            raise _damaged(path, f"its tensor file {tpath.name} has {tpath.stat().st_size} bytes, the record "
-                                 f"says {size} (truncated?)")
+            raise _DamagedRecord(path, f"its tensor file {tpath.name} has {tpath.stat().st_size} bytes, "
+                                 f"the record says {size} (truncated?)")
         if digest is not None and sha256(tpath) != digest:
-            raise _damaged(path, f"its tensor file {tpath.name} does not match the SHA-256 in the record")
+            raise _DamagedRecord(path, f"its tensor file {tpath.name} does not match the SHA-256 in the "
+                                 "record")
         try:
             record["result"]["tensors"] = load_tensors(tpath)
         except ValueError as exc:
-            raise _damaged(path, str(exc)) from None
+            raise _DamagedRecord(path, str(exc)) from None
     return record
 
 

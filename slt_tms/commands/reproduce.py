@@ -28,11 +28,10 @@ from slt_tms.commands.theory import CP_COLUMNS, critical_point_rows
 from slt_tms.estimators import estimate_llc
 from slt_tms.experiments.sgd_dynamics import DynamicsConfig, quick_config
 from slt_tms.io import write_json
-from slt_tms.io.atomic import atomic_write_text, remove_stale_temporaries
+from slt_tms.io.atomic import atomic_write_text, remove_stale_temporaries, sha256
 from slt_tms.io.locks import output_lock
 from slt_tms.io.report import package_versions, relative_path, write_report
 from slt_tms.io.results import write_csv
-from slt_tms.io.user_models import sha256
 from slt_tms.theory.critical_points import kgon
 
 __all__ = ["PROFILES", "STAGES", "Stage", "StageOutcome", "register", "run_stages"]

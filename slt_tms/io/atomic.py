@@ -11,6 +11,7 @@ holding :func:`slt_tms.io.locks.output_lock`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -23,6 +24,7 @@ __all__ = [
     "prepare_output_dir",
     "remove_stale_temporaries",
     "save_figure",
+    "sha256",
 ]
 
 #: Names of the temporary files of :func:`atomic_path`: ``.`` + name + ``.`` + the 8 random characters
@@ -110,6 +112,25 @@ def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
                 p.unlink()
                 removed.append(p)
     return removed
+
+
+def sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (64 hex digits), recorded with results so inputs can be checked later.
+
+    Parameters
+    ----------
+    path : path-like
+        A readable file; read in 1 MiB chunks (constant memory).
+
+    Returns
+    -------
+    str
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

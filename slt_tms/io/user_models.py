@@ -28,7 +28,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -40,6 +39,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from slt_tms.io.atomic import sha256
 from slt_tms.io.checkpoints import _existing, load_state_dict_file, load_tensors
 from slt_tms.validation import LOSSES, check_choice
 
@@ -60,25 +60,6 @@ _TRUST_HINT = (
     "say so with --trust-torchscript (trust_torchscript=True in Python), or pass a state_dict with --model "
     "MODULE:FACTORY, which runs no code from the file"
 )
-
-
-def sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (64 hex digits), recorded with results so inputs can be checked later.
-
-    Parameters
-    ----------
-    path : path-like
-        A readable file; read in 1 MiB chunks (constant memory).
-
-    Returns
-    -------
-    str
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:
