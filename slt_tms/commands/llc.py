@@ -114,13 +114,13 @@ def _lock_out(ns: argparse.Namespace, held: contextlib.ExitStack) -> Path | None
     """Take the output lock of ``--out`` once the arguments are checked, before any work: one run per
     directory (a second one is refused naming the holder's pid); a file or an unwritable ``--out`` is
     refused; a run that fails before writing leaves no directory behind. Temporary files that a killed
-    earlier run left in ``--out`` (its writes are atomic: temporary name, then rename) are removed; the
-    sweep of a series cleans its own directory ``--out/series``."""
+    earlier run left in ``--out`` (its writes are atomic: temporary name, then rename) are removed: by
+    the lock in ``--out`` itself, here in ``--out/checkpoints``; the sweep of a series cleans its own
+    directory ``--out/series``."""
     if not ns.out:
         return None
     out = held.enter_context(output_lock(ns.out))
-    for d in (out, out / "checkpoints"):
-        remove_stale_temporaries(d)
+    remove_stale_temporaries(out / "checkpoints")
     return out
 
 

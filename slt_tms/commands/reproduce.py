@@ -334,10 +334,11 @@ def _run_stages(
 
 def _remove_leftovers(files: Sequence[Path], out: Path) -> None:
     """Delete the temporary files that writes of an earlier, killed run of a stage left in the folders of
-    its outputs (inside ``out``, which this run holds locked; the stage has just written them anew)."""
+    its outputs (folders inside ``out``, which this run holds locked; the stage has just written them
+    anew). ``out`` itself was cleaned when its lock was taken."""
     root = out.resolve()
     for folder in sorted({f.resolve().parent for f in files}):
-        if folder == root or root in folder.parents:
+        if root in folder.parents:
             remove_stale_temporaries(folder)
 
 
