@@ -21,15 +21,27 @@ The flowed point is then named by
    :math:`L_a` is nearest, accepted if :math:`|L(w_T) - L_a| \le` ``energy_tol`` (default
    :math:`1/(10c^2)`, 0.4 of the smallest spacing :math:`1/(4c^2)` between two levels of one polygon).
 
-A sample that fits no family is ``"unclassified"`` with the reason. ``flow_steps=0`` gives the old
-tolerance-window classification (for comparisons).
+A sample that fits no family after this short flow gets a second, longer and accelerated flow (Nesterov
+momentum :math:`\mu` = ``refine_momentum``, step ``refine_lr``, ``refine_steps`` steps) from where the
+first one stopped, and is named again by the same rules:
+
+.. math:: v_{t+1} = \mu v_t - \eta'\,\nabla L(w_t + \mu v_t), \qquad w_{t+1} = w_t + v_{t+1}.
+
+The two stages serve the two kinds of input. A point near a saddle (an SGD checkpoint on a plateau) is
+named by the short flow, which does not leave the saddle. A thermal posterior draw at small :math:`n`
+sits far above its level along flat and quartic directions, where the short flow relaxes slowly: on
+1600 draws at c = 6, n = 50..400, the short flow alone left 70-90% of them off their level
+("unclassified"); with the second stage 2.8% stay unclassified and 97.5% agree with 4000 plain steps.
+
+A sample that fits no family after both stages is ``"unclassified"`` with the reason. ``flow_steps=0``
+(no flow at all, neither stage) gives the old tolerance-window classification (for comparisons).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -56,6 +68,11 @@ class ClassifyTolerances:
     flow_lr : float
         Their step size :math:`\eta` (0.2; the population loss has curvatures below 2 at the families, so
         the descent is stable).
+    refine_steps : int
+        Steps of the second, accelerated flow for samples the first stage leaves unclassified (200;
+        0 switches the second stage off; so does ``flow_steps=0``).
+    refine_lr, refine_momentum : float
+        Its step size :math:`\eta'` (0.3) and Nesterov momentum :math:`\mu \in [0, 1)` (0.9).
     live_threshold : float
         A column is a vertex iff its norm is at least this fraction of the largest (0.5).
     min_length : float
@@ -70,6 +87,9 @@ class ClassifyTolerances:
 
     flow_steps: int = 100
     flow_lr: float = 0.2
+    refine_steps: int = 200
+    refine_lr: float = 0.3
+    refine_momentum: float = 0.9
     live_threshold: float = 0.5
     min_length: float = 0.1
     angle_tol: float = 0.35
@@ -79,6 +99,11 @@ class ClassifyTolerances:
     def __post_init__(self) -> None:
         check_int("flow_steps", self.flow_steps, minimum=0)
         check_float("flow_lr", self.flow_lr, positive=True)
+        check_int("refine_steps", self.refine_steps, minimum=0)
+        check_float("refine_lr", self.refine_lr, positive=True)
+        mom = check_float("refine_momentum", self.refine_momentum, nonnegative=True)
+        if not mom < 1:
+            raise ValueError(f"refine_momentum must be in [0, 1), got {mom!r}")
         for name in ("live_threshold", "angle_tol", "length_ratio"):
             v = check_float(name, getattr(self, name))
             if not 0 < v < 1:
@@ -127,14 +152,20 @@ class Classification:
         return float(np.mean(self.names == UNCLASSIFIED)) if self.names.size else 0.0
 
 
-def gradient_flow(w: torch.Tensor, c: int, r: int, steps: int, lr: float) -> torch.Tensor:
-    r""":math:`T` steps of :math:`w \leftarrow w - \eta \nabla L(w)` for every row of ``w (N, d)``
-    (float64)."""
+def gradient_flow(
+    w: torch.Tensor, c: int, r: int, steps: int, lr: float, momentum: float = 0.0
+) -> torch.Tensor:
+    r""":math:`T` steps of the (Nesterov-accelerated, ``momentum`` :math:`\mu`) gradient flow of the
+    population loss (module docstring) for every row of ``w (N, d)`` (float64); :math:`\mu = 0` is
+    :math:`w \leftarrow w - \eta \nabla L(w)`."""
     x = w.detach().to(torch.float64).clone()
-    for _ in range(steps):
-        xr = x.requires_grad_(True)
-        (g,) = torch.autograd.grad(population_loss_flat(xr, c, r).sum(), xr)
-        x = (xr.detach() - lr * torch.nan_to_num(g, nan=0.0)).detach()
+    v = torch.zeros_like(x)
+    with torch.enable_grad():  # also inside a sampler's no_grad loop
+        for _ in range(steps):
+            y = (x + momentum * v).requires_grad_(True)
+            (g,) = torch.autograd.grad(population_loss_flat(y, c, r).sum(), y)
+            v = momentum * v - lr * torch.nan_to_num(g.detach(), nan=0.0)
+            x = x + v
     return x
 
 
@@ -223,9 +254,26 @@ def classify(
     with torch.no_grad():
         loss_start = np.asarray(population_loss_flat(wt, c, r), dtype=float).reshape(-1)
     wf = gradient_flow(wt, c, r, tol.flow_steps, tol.flow_lr)
-    wr = wf.clone().requires_grad_(True)
-    lf = population_loss_flat(wr, c, r)
-    (g,) = torch.autograd.grad(lf.sum(), wr)
+    out = _name(wf, pts, tol, loss_start)
+    redo = np.flatnonzero(out.names == UNCLASSIFIED)
+    if redo.size and tol.flow_steps > 0 and tol.refine_steps > 0:
+        idx = torch.from_numpy(redo)
+        wr = gradient_flow(wf[idx], c, r, tol.refine_steps, tol.refine_lr, tol.refine_momentum)
+        second = _name(wr, pts, tol, loss_start[redo])
+        for f in fields(Classification):
+            getattr(out, f.name)[redo] = getattr(second, f.name)
+    return out
+
+
+def _name(
+    wf: torch.Tensor, pts: list[CriticalPoint], tol: ClassifyTolerances, loss_start: np.ndarray
+) -> Classification:
+    """Name flowed points ``wf (N, d)`` by vertices, geometry, signs and energy (module docstring)."""
+    c, r = pts[0].c, pts[0].r
+    with torch.enable_grad():
+        wr = wf.clone().requires_grad_(True)
+        lf = population_loss_flat(wr, c, r)
+        (g,) = torch.autograd.grad(lf.sum(), wr)
     loss = lf.detach().numpy().reshape(-1)
     grad_norm = g.norm(dim=-1).numpy()
     W_t, b_t = unpack(wf, c, r)
