@@ -18,8 +18,25 @@ power-law tail :math:`(\lambda_{\mathrm{eff}} - \lambda_a)(n) = e_{\max}(n/n_{\m
 one, whose integral is :math:`e_{\max}/p` (:math:`p = 1/3` for the cubic walls of a flat dead-column
 region, :math:`p = 1` for a regular quadratic basin, or fitted). Standard errors of independent
 :math:`\lambda_{\mathrm{eff}}` estimates propagate linearly. :func:`finite_n_crossover` finds where two
-such curves cross. The sampling of :math:`\lambda_{\mathrm{eff}}(n)` at the TMS phases is not part of
-this module (not yet provided by the package).
+such curves cross.
+
+The anchor at :math:`n = \infty` needs the whole tail of :math:`\lambda_{\mathrm{eff}}`, which decays like
+:math:`n^{-1/3}` in a phase with a flat dead region (slowly, and noisy to sample). The second estimator
+anchors at a small sample size :math:`n_0` instead, where a well-mixed replica-exchange run measures the
+log-odds of two phases directly (:func:`anchored_log_odds`); for the population-loss posterior, exactly,
+
+.. math::
+
+    \log\frac{Z_b(n)}{Z_a(n)} = \log\frac{Z_b(n_0)}{Z_a(n_0)} - (L_b - L_a)(n - n_0)
+    - \int_{n_0}^{n} \bigl(\lambda_{\mathrm{eff},b}(n') - \lambda_{\mathrm{eff},a}(n')\bigr)\,d\log n'.
+
+With data, the empirical posterior adds the dataset effects :math:`\Delta_b(D, n) - \Delta_a(D, n)`
+(:func:`slt_tms.experiments.lambda_eff.dataset_effect`) to the log-odds of each dataset :math:`D`.
+:func:`predict_switch` turns per-dataset log-odds into the predicted switch of the pooled occupancy (the
+:math:`n` where :math:`\sum_D (p_b - p_a) = 0`, with :math:`p_b/(p_a + p_b) = \sigma(\text{log-odds})`)
+and its interval (bootstrap over datasets; the Monte-Carlo error of the shared log-odds as a normal shift
+correlated along :math:`n`). The basin-restricted sampling of :math:`\lambda_{\mathrm{eff}}` is
+:func:`slt_tms.experiments.lambda_eff.sample_basins`.
 """
 
 from __future__ import annotations
@@ -30,7 +47,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FiniteNCurve", "finite_n_crossover", "ti_log_evidence"]
+__all__ = [
+    "FiniteNCurve",
+    "SwitchPrediction",
+    "anchored_log_odds",
+    "finite_n_crossover",
+    "predict_switch",
+    "ti_log_evidence",
+]
 
 
 @dataclass(frozen=True)
@@ -167,3 +191,175 @@ def finite_n_crossover(
 
     # a larger difference (high_n favoured more) means an earlier switch
     return first_up(diff), (first_up(diff + num_se * se), first_up(diff - num_se * se))
+
+
+def _trapezoid_weights(t: np.ndarray) -> np.ndarray:
+    """Row g: weights of the trapezoid integral from t[0] to t[g] (shape (G, G))."""
+    G = t.size
+    w = np.zeros((G, G))
+    for g in range(1, G):
+        w[g] = w[g - 1]
+        h = t[g] - t[g - 1]
+        w[g, g - 1] += h / 2
+        w[g, g] += h / 2
+    return w
+
+
+def anchored_log_odds(
+    n_grid: Any,
+    lambda_eff_low: Any,
+    lambda_eff_high: Any,
+    loss_low: float,
+    loss_high: float,
+    log_odds0: float,
+    *,
+    lambda_eff_low_se: Any = None,
+    lambda_eff_high_se: Any = None,
+    log_odds0_se: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`\log Z_{high}(n)/Z_{low}(n)` on ``n_grid`` from its value at ``n_grid[0]`` (module docstring).
+
+    Parameters
+    ----------
+    n_grid : array-like, ascending, >= 1
+        The first entry is the anchor :math:`n_0`.
+    lambda_eff_low, lambda_eff_high : array-like
+        :math:`\lambda_{\mathrm{eff}}` of the two phases at the grid.
+    loss_low, loss_high : float
+        :math:`L_a`, :math:`L_b`.
+    log_odds0 : float
+        :math:`\log Z_b(n_0)/Z_a(n_0)`.
+    lambda_eff_low_se, lambda_eff_high_se : array-like, optional
+        Standard errors of independent estimates.
+    log_odds0_se : float
+
+    Returns
+    -------
+    log_odds, se : ndarray
+
+    Examples
+    --------
+    Two regular one-dimensional phases with :math:`\lambda_{\mathrm{eff}} = 1/2` exactly: the log-odds
+    change by :math:`-(L_b - L_a)(n - n_0)` only.
+
+    >>> lo, se = anchored_log_odds([10, 100], [0.5, 0.5], [0.5, 0.5], 0.02, 0.0, -1.0)
+    >>> [round(float(x), 6) for x in lo]
+    [-1.0, 0.8]
+    """
+    n = np.asarray(n_grid, dtype=float).reshape(-1)
+    la = np.asarray(lambda_eff_low, dtype=float).reshape(-1)
+    lb = np.asarray(lambda_eff_high, dtype=float).reshape(-1)
+    if n.size < 2 or la.shape != n.shape or lb.shape != n.shape or np.any(np.diff(n) <= 0) or n[0] < 1:
+        raise ValueError("need an ascending grid of >= 2 sample sizes >= 1 and lambda_eff of the same length")
+    if not (np.all(np.isfinite(la)) and np.all(np.isfinite(lb)) and math.isfinite(log_odds0)):
+        raise ValueError("lambda_eff and the anchor log-odds must be finite")
+    sa = np.zeros_like(n) if lambda_eff_low_se is None else np.asarray(lambda_eff_low_se, float).reshape(-1)
+    sb = np.zeros_like(n) if lambda_eff_high_se is None else np.asarray(lambda_eff_high_se, float).reshape(-1)
+    if sa.shape != n.shape or sb.shape != n.shape or np.any(sa < 0) or np.any(sb < 0) or log_odds0_se < 0:
+        raise ValueError("standard errors must be >= 0 and have the grid's length")
+    wts = _trapezoid_weights(np.log(n))
+    lo = log_odds0 - (loss_high - loss_low) * (n - n[0]) - wts @ (lb - la)
+    se = np.sqrt(log_odds0_se**2 + (wts**2) @ (sa**2 + sb**2))
+    return lo, se
+
+
+@dataclass(frozen=True)
+class SwitchPrediction:
+    r"""Predicted switch of the pooled occupancy from per-dataset log-odds (:func:`predict_switch`).
+
+    Attributes
+    ----------
+    n_switch : float or None
+        Where the predicted :math:`\sum_D (p_b - p_a)` turns positive (None: not on the grid).
+    interval : tuple of float or None
+        2.5-97.5% percentiles over the bootstrap replicates that cross.
+    frac_crossing : float
+    per_dataset : list of float or None
+        Each dataset's own predicted switch (its log-odds crossing 0).
+    num_bootstrap : int
+    """
+
+    n_switch: float | None
+    interval: tuple[float, float] | None
+    frac_crossing: float
+    per_dataset: list[float | None]
+    num_bootstrap: int
+
+    @property
+    def width(self) -> float | None:
+        """Width of the interval."""
+        return None if self.interval is None else self.interval[1] - self.interval[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {"n_switch": self.n_switch, "interval": None if self.interval is None else list(self.interval),
+                "frac_crossing": self.frac_crossing, "per_dataset": list(self.per_dataset),
+                "num_bootstrap": self.num_bootstrap, "width": self.width}
+
+
+def _first_up(t: np.ndarray, d: np.ndarray) -> float | None:
+    for j in range(1, d.size):
+        if d[j - 1] <= 0 < d[j]:
+            frac = -d[j - 1] / (d[j] - d[j - 1])
+            return float(math.exp(t[j - 1] + frac * (t[j] - t[j - 1])))
+    return None
+
+
+def predict_switch(
+    n_grid: Any,
+    log_odds: Any,
+    log_odds_se: Any = None,
+    *,
+    num_bootstrap: int = 1000,
+    seed: int = 0,
+) -> SwitchPrediction:
+    r"""Predicted switch of the pooled two-phase occupancy from log-odds per dataset (module docstring).
+
+    Parameters
+    ----------
+    n_grid : array-like, shape ``(G,)``, ascending
+    log_odds : array-like, shape ``(D, G)`` or ``(G,)``
+        :math:`\log Z_b/Z_a` of each dataset (one row: no dataset effect, e.g. the population loss).
+    log_odds_se : array-like, shape ``(G,)``, optional
+        Monte-Carlo standard error of the part shared by all datasets; each bootstrap replicate shifts
+        all log-odds by :math:`z\,\mathrm{se}(n)`, :math:`z \sim N(0, 1)` (one :math:`z` per replicate:
+        the error is correlated along :math:`n`, as an anchor's is).
+    num_bootstrap : int
+    seed : int
+
+    Returns
+    -------
+    SwitchPrediction
+
+    Examples
+    --------
+    >>> n = np.array([100.0, 200.0, 400.0])
+    >>> round(predict_switch(n, [-2.0, -1.0, 1.0], num_bootstrap=10).n_switch, 1)
+    282.8
+    """
+    n = np.asarray(n_grid, dtype=float).reshape(-1)
+    lo = np.atleast_2d(np.asarray(log_odds, dtype=float))
+    if lo.shape[1] != n.size or n.size < 2 or np.any(np.diff(n) <= 0):
+        raise ValueError(f"log_odds must have shape (datasets, {n.size}) on an ascending grid")
+    if not np.all(np.isfinite(lo)):
+        raise ValueError("log_odds must be finite")
+    se = np.zeros_like(n) if log_odds_se is None else np.asarray(log_odds_se, dtype=float).reshape(-1)
+    if se.shape != n.shape or np.any(se < 0):
+        raise ValueError("log_odds_se must be >= 0 with the grid's length")
+    t = np.log(n)
+
+    def pooled(x: np.ndarray) -> np.ndarray:
+        return np.tanh(x / 2).mean(axis=0)  # mean over datasets of p_b - p_a, given p_a + p_b = 1
+
+    point = _first_up(t, pooled(lo))
+    rng = np.random.default_rng(seed)
+    D = lo.shape[0]
+    found = []
+    for _ in range(int(num_bootstrap)):
+        rows = rng.integers(0, D, D)
+        x = _first_up(t, pooled(lo[rows] + rng.standard_normal() * se))
+        if x is not None:
+            found.append(x)
+    interval = (float(np.percentile(found, 2.5)), float(np.percentile(found, 97.5))) if found else None
+    per = [_first_up(t, row) for row in lo]
+    return SwitchPrediction(point, interval, len(found) / max(int(num_bootstrap), 1), per, int(num_bootstrap))

@@ -260,6 +260,38 @@ class OneHotSums:
         terms = delta * tot2 + (D * D - delta) * s2 - 2 * B * D * s1 + B * B * s0
         return terms.sum((-1, -2))
 
+    def total_one(self, w: Tensor, k: int, h: int, r: int) -> Tensor:
+        r""":meth:`total` of many rows ``w (M, d)`` on ONE dataset ``k`` and subset size ``sizes[h]``.
+
+        The same sums, without a per-row copy of the sorted data (memory :math:`O(M c^2)` instead of
+        :math:`O(M c\, n/c)`): for importance weights over many draws and permutations.
+        """
+        c = self.c
+        W, b = unpack(w, c, r)
+        A = W.transpose(-1, -2) @ W
+        B = b[:, None, :].expand_as(A)
+        Ad, Bd = A.detach(), B.detach()
+        pos, neg = Ad > 0, Ad < 0
+        t = torch.where(Ad != 0, -Bd / torch.where(Ad != 0, Ad, torch.ones_like(Ad)), torch.zeros_like(Ad))
+        cnt = self.counts[k, h]
+        sums = [torch.zeros_like(Ad) for _ in range(3)]
+        tot2 = torch.zeros(c, 1, dtype=w.dtype, device=w.device)
+        for i in range(c):
+            n_i = cnt[i]
+            q = torch.searchsorted(self.seq[k, h, i].contiguous(), t[:, i, :].contiguous())
+            q = torch.minimum(q, n_i)
+            for pref, out in zip((self.p0, self.p1, self.p2), sums, strict=True):
+                P = pref[k, h, i]
+                at_q, at_n = P[q], P[n_i]
+                zero_a = torch.where(Bd[:, i, :] > 0, at_n, torch.zeros_like(at_q))
+                out[:, i, :] = torch.where(pos[:, i, :], at_n - at_q, torch.where(neg[:, i, :], at_q, zero_a))
+            tot2[i, 0] = self.p2[k, h, i, n_i]
+        s0, s1, s2 = sums
+        delta = torch.eye(c, dtype=w.dtype, device=w.device)
+        D = delta - A
+        terms = delta * tot2 + (D * D - delta) * s2 - 2 * B * D * s1 + B * B * s0
+        return terms.sum((-1, -2))
+
 
 def posterior_potential(
     x: Tensor, c: int, r: int = 2, n: int | None = None, *, exact_one_hot: bool = False

@@ -1,0 +1,370 @@
+r"""Basin-restricted posterior sampling of the TMS: :math:`\lambda_{\mathrm{eff}}(n)` and the dataset effect.
+
+For a phase :math:`a` (the basin of a critical-point family, named by the package's one classifier
+:func:`slt_tms.analysis.kgon_classify.classify`) the *local* posterior under the population loss is
+
+.. math:: p_a(w \mid n) \propto \varphi(w)\, e^{-nL(w)}\, \mathbf 1[w \in a],\qquad \varphi = N(0, I).
+
+:func:`sample_basins` samples it at every :math:`n` of a grid with the package's HMC (dual averaging and a
+diagonal metric in the warmup). The restriction is a Metropolis rule: after every transition each chain's
+new state is classified, and a chain whose state left the basin returns to its previous state (the
+proposal is accepted with probability :math:`\min(1, e^{-\Delta H})\,\mathbf 1[w' \in a]`, which keeps
+:math:`p_a` invariant because the HMC proposal is reversible and volume-preserving). The share of such
+returns is reported (``leave_rate``).
+
+From the draws, the effective learning coefficient
+
+.. math:: \lambda_{\mathrm{eff}}(n) = n\,(E_{p_a(\cdot\mid n)}[L] - L_a)
+
+(its Monte-Carlo standard error from the bulk ESS across chains) gives the derivative of the local
+evidence :math:`Z_a(n) = \int_a \varphi\,e^{-nL}` in the sample size,
+:math:`\tfrac{d}{dn}\log Z_a(n) = -E_{p_a(\cdot\mid n)}[L] = -L_a - \lambda_{\mathrm{eff}}(n)/n`, which
+:mod:`slt_tms.analysis.finite_n` integrates.
+
+The empirical loss :math:`L_n` of a dataset :math:`D` enters through the *dataset effect*
+
+.. math::
+
+    \Delta_a(D, n) = \log\frac{\int_a \varphi\,e^{-nL_n}}{\int_a \varphi\,e^{-nL}}
+    = \log \operatorname{mean}_{\pi}\, E_{p_a(\cdot\mid n)}\bigl[e^{-n(L_n^{D}(\pi w) - L(w))}\bigr],
+
+an importance-sampling average over the kept draws and over random permutations :math:`\pi` of the
+features (the phase is a union of copies of one critical point related by permutations, on which
+:math:`L` is the same and :math:`L_n` is not: in a phase with a dead feature, the data decide which
+feature is cheapest to drop). :func:`dataset_effect` evaluates it with the exact one-hot prefix sums
+(:class:`slt_tms.tms.OneHotSums`) and reports the effective sample size of the weights.
+
+Config -> run -> frozen result: no files, no plots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from slt_tms._progress import progress_bar
+from slt_tms._rng import spawn_seeds
+from slt_tms.analysis.free_energy import check_n_values
+from slt_tms.analysis.kgon_classify import ClassifyTolerances, classify
+from slt_tms.experiments.posterior import HMCConfig
+from slt_tms.potentials import FunctionalPotential
+from slt_tms.samplers import Tempered, sample
+from slt_tms.samplers.diagnostics import ess, mcse_mean, rhat
+from slt_tms.theory.critical_point import CriticalPoint
+from slt_tms.theory.symbolic import population_loss_flat
+from slt_tms.tms import OneHotSums, num_params, unpack
+from slt_tms.validation import check_int, check_seed
+
+__all__ = ["BasinLadder", "dataset_effect", "sample_basins"]
+
+
+@dataclass(frozen=True)
+class BasinLadder:
+    r"""Basin-restricted posterior draws of one phase over a grid of sample sizes (:func:`sample_basins`).
+
+    Attributes
+    ----------
+    phase : str
+    c : int
+    loss_level : float
+        :math:`L_a`, the population loss of the critical point.
+    n_grid : ndarray of int, shape ``(G,)``
+    lambda_eff, lambda_eff_se : ndarray, shape ``(G,)``
+        :math:`n(\bar L - L_a)` and its Monte-Carlo standard error :math:`n\,\mathrm{MCSE}(\bar L)`.
+    ess, rhat : ndarray, shape ``(G,)``
+        Bulk ESS and split R-hat (ArviZ) of :math:`L` across chains.
+    leave_rate : ndarray, shape ``(G,)``
+        Share of transitions (after warmup) whose proposal left the basin and was undone.
+    draws : Tensor, shape ``(G, K, D_keep, d)``
+        Thinned draws kept for :func:`dataset_effect`.
+    config : dict
+    seed : int
+    """
+
+    phase: str
+    c: int
+    loss_level: float
+    n_grid: np.ndarray
+    lambda_eff: np.ndarray
+    lambda_eff_se: np.ndarray
+    ess: np.ndarray
+    rhat: np.ndarray
+    leave_rate: np.ndarray
+    draws: Tensor
+    config: dict[str, Any]
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (without the draws)."""
+        return {
+            "phase": self.phase,
+            "c": self.c,
+            "loss_level": self.loss_level,
+            "n_grid": [int(v) for v in self.n_grid],
+            "lambda_eff": self.lambda_eff.tolist(),
+            "lambda_eff_se": self.lambda_eff_se.tolist(),
+            "ess": self.ess.tolist(),
+            "rhat": self.rhat.tolist(),
+            "leave_rate": self.leave_rate.tolist(),
+            "config": self.config,
+            "seed": self.seed,
+        }
+
+
+def _population_target(c: int, r: int, nbeta: Tensor, like: Tensor) -> Tempered:
+    """:math:`U = n L(w) + |w|^2/2` with one ``n`` per chain."""
+    zero = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device)
+    pot = FunctionalPotential(
+        w_star=zero,
+        n=None,
+        data=None,
+        description=f"TMS population loss (c={c}, r={r})",
+        batched=lambda w, rows: population_loss_flat(w, c, r),
+        grad_mode="autograd",
+    )
+    return Tempered(pot, nbeta, 1.0, zero)
+
+
+def sample_basins(
+    phases: Sequence[CriticalPoint],
+    points: Sequence[CriticalPoint],
+    n_grid: Sequence[int],
+    *,
+    num_chains: int = 4,
+    num_draws: int = 400,
+    num_warmup: int = 300,
+    keep_draws: int = 100,
+    config: HMCConfig | None = None,
+    tolerances: ClassifyTolerances | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, BasinLadder]:
+    r"""Sample the basin-restricted population posterior of every phase in ``phases`` at every ``n``.
+
+    All phases, sample sizes and chains run as one batch of :math:`P \times G \times K` chains (module
+    docstring), started at the critical point, each restricted to its own basin.
+
+    Parameters
+    ----------
+    phases : sequence of CriticalPoint
+        The phases to sample (distinct names).
+    points : sequence of CriticalPoint
+        All families the classifier knows (e.g. ``critical_points(c)``), so that "left the basin" means
+        "classified as anything else, or unclassified".
+    n_grid : sequence of int
+        Sample sizes, strictly increasing, >= 2.
+    num_chains, num_draws, num_warmup : int
+        Chains per (phase, n); kept transitions; warmup transitions.
+    keep_draws : int
+        Draws per chain kept (evenly thinned) for :func:`dataset_effect`.
+    config : HMCConfig, optional
+    tolerances : ClassifyTolerances, optional
+        The classifier's settings (the definition of the basins).
+    seed : int
+        ``spawn_seeds(seed, 2)``: starting jitter and HMC.
+
+    Returns
+    -------
+    dict of str to BasinLadder
+
+    Examples
+    --------
+    >>> from slt_tms.theory.critical_points import kgon
+    >>> six = kgon(6, 6)
+    >>> res = sample_basins([six], [six, kgon(5, 6)], [200, 400], num_chains=2, num_draws=20,
+    ...                     num_warmup=20, keep_draws=5, progress=False)
+    >>> res["6"].lambda_eff.shape, res["6"].draws.shape
+    ((2,), torch.Size([2, 2, 5, 18]))
+    """
+    phs = list(phases)
+    pts = list(points)
+    if not phs:
+        raise ValueError("give at least one phase to sample")
+    names = [p.name for p in phs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"phase names must be distinct, got {names}")
+    c, r = phs[0].c, phs[0].r
+    if any(p.c != c or p.r != r for p in [*phs, *pts]):
+        raise ValueError("all phases and points must share c and r")
+    known = {p.name for p in pts}
+    if not set(names) <= known:
+        raise ValueError(f"phases {sorted(set(names) - known)} are not among the classifier's points")
+    vals = check_n_values(n_grid)
+    if np.any(vals != np.round(vals)) or np.any(vals < 2) or np.any(np.diff(vals) <= 0):
+        raise ValueError(f"n_grid must be strictly increasing integers >= 2, got {list(n_grid)}")
+    grid = np.asarray(vals, dtype=np.int64)
+    K = check_int("num_chains", num_chains, minimum=2)
+    D = check_int("num_draws", num_draws, minimum=2)
+    check_int("num_warmup", num_warmup, minimum=0)
+    keep = min(check_int("keep_draws", keep_draws, minimum=1), D)
+    check_seed(seed)
+    tol = tolerances or ClassifyTolerances()
+    cfg = config or HMCConfig()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    P, G, d = len(phs), grid.size, num_params(c, r)
+    s_init, s_hmc = spawn_seeds(int(seed), 2)
+    # chain index = (p * G + g) * K + k
+    start = torch.stack([p.flat().to(torch.float64) for p in phs])  # (P, d)
+    w0 = start.repeat_interleave(G * K, dim=0)
+    w0 = w0 + 1e-3 * torch.randn(w0.shape, generator=torch.Generator().manual_seed(s_init), dtype=w0.dtype)
+    w0 = w0.to(dev)
+    nbeta = torch.as_tensor(grid, dtype=torch.float64).repeat_interleave(K).repeat(P).to(dev)
+    want = np.repeat(np.array(names, dtype=object), G * K)
+    ok0 = classify(w0, pts, tolerances=tol).names == want
+    if not ok0.all():
+        bad = sorted(set(want[~ok0]))
+        raise ValueError(f"the classifier does not name the critical point(s) {bad} as their own basin; "
+                         "check the tolerances")
+    target = _population_target(c, r, nbeta, w0)
+    prev = w0.clone()
+    left = np.zeros(P * G * K)
+    state_holder: dict[str, Any] = {}
+
+    def hook(state: Any, it: int) -> Any:
+        w = state.w
+        inside = torch.from_numpy(classify(w, pts, tolerances=tol).names == want).to(dev)
+        if bool(inside.all()):
+            prev.copy_(w)
+            return state
+        if it >= num_warmup:
+            left[~inside.cpu().numpy()] += 1
+        new = torch.where(inside[:, None], w, prev)
+        prev.copy_(new)
+        return state_holder["kernel"].init(new, target, None)
+
+    kernel = cfg.kernel()
+    state_holder["kernel"] = kernel
+    bar = progress_bar(total=num_warmup + D, desc=f"basin-restricted posterior ({', '.join(names)})",
+                       enabled=progress)
+    try:
+        res = sample(
+            kernel,
+            target,
+            w0,
+            num_warmup=num_warmup,
+            num_draws=D,
+            chain_seeds=spawn_seeds(s_hmc, P * G * K),
+            step_size=cfg.step_size,
+            target_accept=cfg.target_accept if cfg.adapt_step_size else None,
+            adapt_metric=cfg.adapt_mass,
+            record=("w", "accept_prob", "divergent"),
+            hook=hook,
+            bar=bar,
+        )
+    finally:
+        bar.close()
+    W = torch.as_tensor(res.records["w"])  # (P G K, D, d)
+    with torch.no_grad():
+        L = population_loss_flat(W.reshape(-1, d), c, r).reshape(P, G, K, D).numpy()
+    idx = np.unique(np.linspace(0, D - 1, keep).round().astype(int))
+    kept = W.reshape(P, G, K, D, d)[:, :, :, idx]
+    leave = left.reshape(P, G, K).mean(-1) / D
+    acc = res.records["accept_prob"].reshape(P, G, K, D)
+    out: dict[str, BasinLadder] = {}
+    for p, ph in enumerate(phs):
+        lam = np.array([grid[g] * (L[p, g].mean() - ph.loss) for g in range(G)])
+        se = np.array([grid[g] * mcse_mean(L[p, g]) for g in range(G)])
+        conf = {
+            "c": c,
+            "r": r,
+            "phase": ph.name,
+            "n_grid": grid.tolist(),
+            "num_chains": K,
+            "num_draws": D,
+            "num_warmup": num_warmup,
+            "keep_draws": int(idx.size),
+            "target": "phi(w) exp(-n L(w)) 1[w in basin], population loss, prior N(0, I)",
+            "restriction": "classify() after every transition; a chain that left returns to its last state",
+            "tolerances": asdict(tol),
+            "hmc": {**asdict(cfg), **res.config},
+            "accept_prob": acc[p].mean(axis=(1, 2)).tolist(),
+            "seeds": {"init": s_init, "hmc": s_hmc},
+        }
+        out[ph.name] = BasinLadder(
+            phase=ph.name,
+            c=c,
+            loss_level=float(ph.loss),
+            n_grid=grid.copy(),
+            lambda_eff=lam,
+            lambda_eff_se=se,
+            ess=np.array([ess(L[p, g]) for g in range(G)]),
+            rhat=np.array([rhat(L[p, g]) for g in range(G)]),
+            leave_rate=leave[p],
+            draws=kept[p].contiguous(),
+            config=conf,
+            seed=int(seed),
+        )
+    return out
+
+
+def _permute(w: Tensor, perms: Tensor, c: int, r: int) -> Tensor:
+    """Every row of ``w (M, d)`` with its features permuted by every row of ``perms (Q, c)``:
+    shape ``(Q, M, d)``."""
+    W, b = unpack(w, c, r)  # (M, r, c), (M, c)
+    Wp = W[:, :, perms]  # (M, r, Q, c)
+    bp = b[:, perms]  # (M, Q, c)
+    Wp = Wp.permute(2, 0, 1, 3)  # (Q, M, r, c)
+    bp = bp.permute(1, 0, 2)  # (Q, M, c)
+    return torch.cat([Wp.reshape(*Wp.shape[:2], r * c), bp], dim=-1)
+
+
+def dataset_effect(
+    ladder: BasinLadder,
+    X: Tensor,
+    *,
+    num_permutations: int = 24,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`\Delta_a(D_k, n_g)` (module docstring) for every dataset ``X[k]`` and every ``n_g``.
+
+    Parameters
+    ----------
+    ladder : BasinLadder
+    X : Tensor, shape ``(K_data, n_max, c)``
+        One-hot datasets; the effect at :math:`n_g` uses the first :math:`n_g` rows (nested, as in the
+        posterior ladder of :func:`slt_tms.experiments.posterior.sample_posterior_ladder`).
+    num_permutations : int
+        Random feature permutations :math:`\pi` (the identity is always one of them).
+    seed : int
+
+    Returns
+    -------
+    effect : ndarray, shape ``(K_data, G)``
+    weight_ess : ndarray, shape ``(K_data, G)``
+        Kish effective sample size of the importance weights (out of draws x permutations).
+    """
+    c, r = ladder.c, 2
+    if X.ndim != 3 or X.shape[-1] != c:
+        raise ValueError(f"datasets must have shape (K, n_max, {c}); got {tuple(X.shape)}")
+    grid = [int(v) for v in ladder.n_grid]
+    if X.shape[1] < grid[-1]:
+        raise ValueError(f"datasets have {X.shape[1]} rows, the ladder needs {grid[-1]}")
+    Q = check_int("num_permutations", num_permutations, minimum=1)
+    gen = torch.Generator().manual_seed(int(seed))
+    perms = torch.stack([torch.arange(c)] + [torch.randperm(c, generator=gen) for _ in range(Q - 1)])
+    Kd = X.shape[0]
+    sums = OneHotSums(X.to(torch.float64), grid)
+    G = len(grid)
+    effect = np.zeros((Kd, G))
+    wess = np.zeros((Kd, G))
+    for g in range(G):
+        w = ladder.draws[g].reshape(-1, ladder.draws.shape[-1]).to(torch.float64)  # (M, d)
+        with torch.no_grad():
+            pop = population_loss_flat(w, c, r)  # (M,)
+            wp = _permute(w, perms, c, r).reshape(-1, w.shape[-1])  # (Q M, d)
+            M = wp.shape[0]
+            for k in range(Kd):
+                emp = sums.total_one(wp, k, g, r)  # n L_n
+                logw = -(emp - grid[g] * pop.repeat(Q))
+                lse = torch.logsumexp(logw, 0)
+                effect[k, g] = float(lse - math.log(M))
+                wn = torch.exp(logw - lse)
+                wess[k, g] = float(1.0 / (wn * wn).sum())
+    return effect, wess
