@@ -50,6 +50,7 @@ import numpy as np
 __all__ = [
     "FiniteNCurve",
     "SwitchPrediction",
+    "anchor_log_odds",
     "anchored_log_odds",
     "finite_n_crossover",
     "predict_switch",
@@ -363,3 +364,68 @@ def predict_switch(
     interval = (float(np.percentile(found, 2.5)), float(np.percentile(found, 97.5))) if found else None
     per = [_first_up(t, row) for row in lo]
     return SwitchPrediction(point, interval, len(found) / max(int(num_bootstrap), 1), per, int(num_bootstrap))
+
+
+def anchor_log_odds(
+    n_grid: Any,
+    counts: Any,
+    phase_names: Any,
+    low_n: str,
+    high_n: str,
+    *,
+    min_share: float = 0.05,
+    num_bootstrap: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float] | None:
+    r"""The anchor of :func:`anchored_log_odds` from a well-mixed occupancy run: the smallest grid point
+    :math:`n_0` where both phases hold at least ``min_share`` of the draws, the log-odds
+    :math:`\log(N_{high}/N_{low})` of their draw counts there, and its standard error from a bootstrap over
+    chains (replica sets; draws within a chain are correlated, chains are not).
+
+    Parameters
+    ----------
+    n_grid : array-like, shape ``(G,)``
+    counts : array-like, shape ``(G, K, P)``
+        Draws per grid point, chain and phase (e.g. :class:`~slt_tms.experiments.occupancy.OccupancyResult`).
+    phase_names : sequence of str, length ``P``
+    low_n, high_n : str
+    min_share : float
+    num_bootstrap, seed : int
+
+    Returns
+    -------
+    (n0, log_odds0, se) or None if no grid point qualifies.
+
+    Examples
+    --------
+    >>> counts = np.array([[[10, 90, 0], [12, 88, 0]], [[50, 50, 0], [40, 60, 0]]])
+    >>> n0, lo, se = anchor_log_odds([50, 100], counts, ["6", "5", "unclassified"], "5", "6")
+    >>> n0, round(lo, 3)
+    (50.0, -2.091)
+    """
+    n = np.asarray(n_grid, dtype=float).reshape(-1)
+    cnt = np.asarray(counts, dtype=float)
+    names = list(phase_names)
+    if cnt.ndim != 3 or cnt.shape[0] != n.size or cnt.shape[2] != len(names):
+        raise ValueError(f"counts must have shape (G={n.size}, K, P={len(names)}); got {cnt.shape}")
+    if low_n not in names or high_n not in names:
+        raise ValueError(f"unknown phase {low_n!r} or {high_n!r}; known: {names}")
+    a, b = names.index(low_n), names.index(high_n)
+    tot = np.maximum(cnt.sum(axis=(1, 2)), 1)
+    share_a, share_b = cnt[:, :, a].sum(1) / tot, cnt[:, :, b].sum(1) / tot
+    ok = np.flatnonzero((share_a >= min_share) & (share_b >= min_share))
+    if ok.size == 0:
+        return None
+    g = int(ok[0])
+    ca, cb = cnt[g, :, a], cnt[g, :, b]
+    lo = float(math.log(cb.sum() / ca.sum()))
+    rng = np.random.default_rng(seed)
+    K = ca.size
+    boots = []
+    for _ in range(int(num_bootstrap)):
+        k = rng.integers(0, K, K)
+        sa, sb = ca[k].sum(), cb[k].sum()
+        if sa > 0 and sb > 0:
+            boots.append(math.log(sb / sa))
+    se = float(np.std(boots, ddof=1)) if len(boots) > 1 else math.inf
+    return float(n[g]), lo, se

@@ -50,18 +50,18 @@ from torch import Tensor
 
 from slt_tms._progress import progress_bar
 from slt_tms._rng import spawn_seeds
+from slt_tms.analysis.finite_n import anchor_log_odds, anchored_log_odds, predict_switch
 from slt_tms.analysis.free_energy import check_n_values
 from slt_tms.analysis.kgon_classify import ClassifyTolerances, classify
-from slt_tms.experiments.posterior import HMCConfig
-from slt_tms.potentials import FunctionalPotential
-from slt_tms.samplers import Tempered, sample
+from slt_tms.experiments.posterior import HMCConfig, population_target
+from slt_tms.samplers import sample
 from slt_tms.samplers.diagnostics import ess, mcse_mean, rhat
 from slt_tms.theory.critical_point import CriticalPoint
 from slt_tms.theory.symbolic import population_loss_flat
 from slt_tms.tms import OneHotSums, num_params, unpack
 from slt_tms.validation import check_int, check_seed
 
-__all__ = ["BasinLadder", "dataset_effect", "sample_basins"]
+__all__ = ["BasinLadder", "FiniteNSwitch", "dataset_effect", "finite_n_switches", "sample_basins"]
 
 
 @dataclass(frozen=True)
@@ -115,20 +115,6 @@ class BasinLadder:
             "config": self.config,
             "seed": self.seed,
         }
-
-
-def _population_target(c: int, r: int, nbeta: Tensor, like: Tensor) -> Tempered:
-    """:math:`U = n L(w) + |w|^2/2` with one ``n`` per chain."""
-    zero = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device)
-    pot = FunctionalPotential(
-        w_star=zero,
-        n=None,
-        data=None,
-        description=f"TMS population loss (c={c}, r={r})",
-        batched=lambda w, rows: population_loss_flat(w, c, r),
-        grad_mode="autograd",
-    )
-    return Tempered(pot, nbeta, 1.0, zero)
 
 
 def sample_basins(
@@ -222,7 +208,7 @@ def sample_basins(
         bad = sorted(set(want[~ok0]))
         raise ValueError(f"the classifier does not name the critical point(s) {bad} as their own basin; "
                          "check the tolerances")
-    target = _population_target(c, r, nbeta, w0)
+    target = population_target(c, r, nbeta, w0)
     prev = w0.clone()
     left = np.zeros(P * G * K)
     state_holder: dict[str, Any] = {}
@@ -368,3 +354,148 @@ def dataset_effect(
                 wn = torch.exp(logw - lse)
                 wess[k, g] = float(1.0 / (wn * wn).sum())
     return effect, wess
+
+
+@dataclass(frozen=True)
+class FiniteNSwitch:
+    r"""Finite-n prediction of one switch ``low_n -> high_n`` (:func:`finite_n_switches`).
+
+    Attributes
+    ----------
+    low_n, high_n : str
+    anchor : dict
+        ``n0``, ``log_odds`` and ``se`` of the population-loss occupancy at the anchor (or the reason
+        there is none).
+    n_grid : ndarray
+        Sample sizes from :math:`n_0` on.
+    log_odds, log_odds_se : ndarray
+        :math:`\log Z_{high}/Z_{low}` of the population-loss posterior (anchored thermodynamic integration)
+        and its Monte-Carlo standard error.
+    effect : ndarray, shape ``(D, G)``
+        Dataset effect :math:`\Delta_{high} - \Delta_{low}` of each dataset (empty without datasets).
+    weight_ess_min : float
+        Smallest effective sample size of the importance weights behind ``effect``.
+    population, empirical : SwitchPrediction or None
+        Predicted switch of the population-loss occupancy and of the :math:`L_n` occupancy (pooled over
+        the datasets).
+    """
+
+    low_n: str
+    high_n: str
+    anchor: dict[str, Any]
+    n_grid: np.ndarray
+    log_odds: np.ndarray
+    log_odds_se: np.ndarray
+    effect: np.ndarray
+    weight_ess_min: float
+    population: Any
+    empirical: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {
+            "low_n": self.low_n,
+            "high_n": self.high_n,
+            "anchor": self.anchor,
+            "n_grid": [float(v) for v in self.n_grid],
+            "log_odds_population": self.log_odds.tolist(),
+            "log_odds_population_se": self.log_odds_se.tolist(),
+            "dataset_effect": self.effect.tolist(),
+            "weight_ess_min": self.weight_ess_min,
+            "population": None if self.population is None else self.population.to_dict(),
+            "empirical": None if self.empirical is None else self.empirical.to_dict(),
+        }
+
+
+def _no_anchor(a: str, b: str, min_share: float) -> FiniteNSwitch:
+    reason = f"no grid point where both phases hold >= {min_share:.0%} of the population-loss draws"
+    z = np.zeros(0)
+    return FiniteNSwitch(a, b, {"reason": reason}, z, z, z, np.zeros((0, 0)), math.nan, None, None)
+
+
+def finite_n_switches(
+    pairs: Sequence[tuple[str, str]],
+    points: Sequence[CriticalPoint],
+    pop_grid: Sequence[int],
+    pop_counts: Any,
+    pop_names: Sequence[str],
+    *,
+    datasets: Tensor | None = None,
+    n_max: int | None = None,
+    num_chains: int = 4,
+    num_draws: int = 400,
+    num_warmup: int = 300,
+    keep_draws: int = 100,
+    num_permutations: int = 24,
+    min_share: float = 0.05,
+    num_bootstrap: int = 1000,
+    tolerances: ClassifyTolerances | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[list[FiniteNSwitch], dict[str, BasinLadder]]:
+    r"""Finite-n predictions of the switches ``pairs`` (module docstring and
+    :mod:`slt_tms.analysis.finite_n`).
+
+    1. The anchor of each pair: the smallest :math:`n_0` of the population-loss occupancy run
+       (``pop_grid``, ``pop_counts (G, K, P)``, ``pop_names``; replica exchange, well mixed at small
+       :math:`n`) where both phases hold at least ``min_share`` of the draws, with its log-odds.
+    2. :math:`\lambda_{\mathrm{eff}}(n)` of every phase of the pairs by :func:`sample_basins` on the rungs of
+       ``pop_grid`` from the smallest anchor up to ``n_max``.
+    3. The log-odds of the population posterior by :func:`~slt_tms.analysis.finite_n.anchored_log_odds`
+       and, if ``datasets (D, n_max, c)`` are given, each dataset's log-odds with
+       :func:`dataset_effect`; the predicted switches with
+       :func:`~slt_tms.analysis.finite_n.predict_switch`.
+
+    No occupancy at or near the switch enters: only the anchor at :math:`n_0`.
+
+    Returns
+    -------
+    (list of FiniteNSwitch, dict of BasinLadder)
+    """
+    pts = {p.name: p for p in points}
+    grid = np.asarray([int(v) for v in pop_grid])
+    top = int(n_max) if n_max is not None else int(grid[-1])
+    anchors: dict[tuple[str, str], Any] = {}
+    for a, b in pairs:
+        if a not in pts or b not in pts:
+            raise ValueError(f"unknown phase in the pair {(a, b)}; known: {sorted(pts)}")
+        anchors[(a, b)] = anchor_log_odds(grid, pop_counts, list(pop_names), a, b, min_share=min_share,
+                                          num_bootstrap=num_bootstrap, seed=seed)
+    found = [v for v in anchors.values() if v is not None]
+    if not found:
+        return [_no_anchor(a, b, min_share) for a, b in pairs], {}
+    n_lo = min(v[0] for v in found)
+    lam_grid = [int(v) for v in grid if n_lo <= v <= top]
+    phases = sorted({x for (a, b), v in anchors.items() if v is not None for x in (a, b)})
+    basins = sample_basins([pts[x] for x in phases], points, lam_grid, num_chains=num_chains,
+                           num_draws=num_draws, num_warmup=num_warmup, keep_draws=keep_draws,
+                           tolerances=tolerances, seed=seed, progress=progress, device=device)
+    effects: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if datasets is not None:
+        for x in phases:
+            effects[x] = dataset_effect(basins[x], datasets, num_permutations=num_permutations, seed=seed)
+    out = []
+    for a, b in pairs:
+        anc = anchors[(a, b)]
+        if anc is None:
+            out.append(_no_anchor(a, b, min_share))
+            continue
+        n0, lo0, se0 = anc
+        sl = slice(lam_grid.index(int(n0)), None)
+        ba, bb = basins[a], basins[b]
+        n = ba.n_grid[sl].astype(float)
+        lo, se = anchored_log_odds(
+            n, ba.lambda_eff[sl], bb.lambda_eff[sl], ba.loss_level, bb.loss_level, lo0,
+            lambda_eff_low_se=ba.lambda_eff_se[sl], lambda_eff_high_se=bb.lambda_eff_se[sl], log_odds0_se=se0,
+        )
+        pop = predict_switch(n, lo, se, num_bootstrap=num_bootstrap, seed=seed)
+        emp, eff, wmin = None, np.zeros((0, n.size)), math.nan
+        if effects:
+            eff = effects[b][0][:, sl] - effects[a][0][:, sl]
+            wmin = float(min(effects[a][1][:, sl].min(), effects[b][1][:, sl].min()))
+            emp = predict_switch(n, lo[None, :] + eff, se, num_bootstrap=num_bootstrap, seed=seed)
+        anchor = {"n0": n0, "log_odds": lo0, "se": se0, "min_share": min_share,
+                  "source": "population-loss occupancy (replica exchange)"}
+        out.append(FiniteNSwitch(a, b, anchor, n, lo, se, eff, wmin, pop, emp))
+    return out, basins

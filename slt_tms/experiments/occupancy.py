@@ -106,6 +106,7 @@ def occupancy(
     exchange: bool = True,
     max_ratio: float = 1.3,
     init_scale: float = 1.0,
+    loss: str = "empirical",
     tolerances: ClassifyTolerances | None = None,
     seed: int = 0,
     progress: bool | None = None,
@@ -115,7 +116,9 @@ def occupancy(
 
     The grid is filled to a ladder (:func:`sample_size_ladder`) and sampled by
     :func:`sample_posterior_ladder` (replica exchange between neighbouring :math:`n` if ``exchange``);
-    every draw at rung :math:`n_g` is classified with :func:`classify` (with ``n = n_g``). The result
+    every draw at rung :math:`n_g` is classified with :func:`classify`. ``loss="population"`` samples the
+    posterior of the closed-form population loss instead of the data's (no datasets; the chains of a
+    "replica set" are then independent replicas of one target). The result
     reports every rung of the ladder (a superset of ``n_grid``). Replica sets (``num_chains``) are
     independent (own dataset, own starts), which is what the bootstrap of :meth:`switch_points`
     resamples.
@@ -144,6 +147,7 @@ def occupancy(
         max_ratio=max_ratio,
         swap=exchange,
         init_scale=init_scale,
+        loss=loss,
         seed=seed,
         progress=progress,
         device=device,

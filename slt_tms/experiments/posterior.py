@@ -39,6 +39,7 @@ from slt_tms.analysis.free_energy import check_n_values
 from slt_tms.potentials import FunctionalPotential
 from slt_tms.samplers import HMC, Tempered, exchange, sample, swap_rungs
 from slt_tms.samplers.diagnostics import inference_data, summary_stats
+from slt_tms.theory.symbolic import population_loss_flat
 from slt_tms.tms import OneHotSums, OneHotUniform, num_params, unpack, validate_shape
 from slt_tms.validation import check_float, check_int, check_seed
 
@@ -46,6 +47,9 @@ __all__ = [
     "HMCConfig",
     "LadderSamples",
     "PosteriorSamples",
+    "ladder_datasets",
+    "population_swap_log_ratio",
+    "population_target",
     "sample_posterior",
     "sample_posterior_ladder",
     "sample_size_ladder",
@@ -283,6 +287,15 @@ def swap_log_ratio(sums: OneHotSums, k: Tensor, g: Tensor, w_lo: Tensor, w_hi: T
     return t_hi - t_lo
 
 
+def population_swap_log_ratio(
+    n_ladder: Tensor, g: Tensor, w_lo: Tensor, w_hi: Tensor, c: int, r: int
+) -> Tensor:
+    r"""Log Metropolis ratio of exchanging ``w_lo`` (rung ``g``) and ``w_hi`` (rung ``g + 1``) under the
+    population loss: :math:`(n_{g+1} - n_g)(L(w_{hi}) - L(w_{lo}))` (the prior cancels)."""
+    dn = n_ladder[g + 1] - n_ladder[g]
+    return dn * (population_loss_flat(w_hi, c, r) - population_loss_flat(w_lo, c, r))
+
+
 def _checks(
     c: int, r: int, num_chains: int, num_draws: int, num_warmup: int, init_scale: float, seed: int
 ) -> None:
@@ -373,6 +386,49 @@ def sample_posterior(
     )
 
 
+def ladder_datasets(
+    c: int,
+    n_max: int,
+    num_chains: int,
+    seed: int,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    r"""The datasets of :func:`sample_posterior_ladder` (``loss="empirical"``) with the same ``c``,
+    ``num_chains``, ``seed`` and largest rung ``n_max``: shape ``(num_chains, n_max, c)``, one
+    one-hot-uniform dataset per replica set (its first :math:`n_g` rows are the data at rung :math:`g`).
+
+    Examples
+    --------
+    >>> ladder_datasets(3, 10, 2, seed=0).shape
+    torch.Size([2, 10, 3])
+    """
+    check_int("n_max", n_max, minimum=1)
+    check_int("num_chains", num_chains, minimum=1)
+    check_seed(seed)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    s_data = spawn_seeds(int(seed), 4)[0]
+    gens = [torch.Generator().manual_seed(s) for s in spawn_seeds(s_data, num_chains)]
+    return torch.stack([OneHotUniform(c).sample(n_max, g) for g in gens]).to(device=dev, dtype=dtype)
+
+
+def population_target(c: int, r: int, n_chain: Tensor, like: Tensor) -> Tempered:
+    r"""The tempered target :math:`U = n_g L(w) + |w|^2/2` of the closed-form population loss :math:`L`,
+    with one :math:`n_g` per chain (``n_chain``, shape ``(C,)``); ``like`` gives dtype, device and
+    :math:`d`."""
+    zero = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device)
+    pot = FunctionalPotential(
+        w_star=zero,
+        n=None,
+        data=None,
+        description=f"TMS population loss (c={c}, r={r})",
+        batched=lambda w, rows: population_loss_flat(w, c, r),
+        grad_mode="autograd",
+    )
+    return Tempered(pot, n_chain, 1.0, zero)
+
+
 def sample_posterior_ladder(
     c: int,
     n_grid: Sequence[int],
@@ -386,6 +442,7 @@ def sample_posterior_ladder(
     n_floor: int | None = None,
     swap: bool = True,
     init_scale: float = 1.0,
+    loss: str = "empirical",
     seed: int = 0,
     progress: bool | None = None,
     device: str | torch.device | None = None,
@@ -408,6 +465,12 @@ def sample_posterior_ladder(
         Replica exchange on/off (off: independent chains at every rung).
     init_scale : float
         Starts :math:`w_0 \sim N(0, s^2 I)`.
+    loss : {"empirical", "population"}
+        ``"empirical"``: the posterior of the data, :math:`U = n_g L_{n_g}(w) + |w|^2/2` (module
+        docstring). ``"population"``: the closed-form population loss instead,
+        :math:`U = n_g L(w) + |w|^2/2` (no data; swaps accepted with
+        :math:`\min(1, \exp((n_{g+1} - n_g)(L(w_{hi}) - L(w_{lo}))))`); ``empirical_loss`` of the result
+        then holds :math:`L(w)`.
     seed : int
         ``spawn_seeds(seed, 4)``: datasets, starts, HMC, swaps.
 
@@ -416,29 +479,35 @@ def sample_posterior_ladder(
     LadderSamples
     """
     _checks(c, r, num_chains, num_draws, num_warmup, init_scale, seed)
+    if loss not in ("empirical", "population"):
+        raise ValueError(f"loss must be 'empirical' or 'population', got {loss!r}")
     ladder = sample_size_ladder(n_grid, max_ratio=max_ratio, n_floor=n_floor)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     K, G, n_max = num_chains, len(ladder), ladder[-1]
     s_data, s_init, s_hmc, s_swap = spawn_seeds(int(seed), 4)
-    X = torch.stack(
-        [OneHotUniform(c).sample(n_max, torch.Generator().manual_seed(s)) for s in spawn_seeds(s_data, K)]
-    ).to(device=dev, dtype=dtype)
     d = num_params(c, r)
     w0 = init_scale * torch.randn(K * G, d, generator=torch.Generator().manual_seed(s_init), dtype=dtype)
-    sums = OneHotSums(X, ladder)
-    kk = torch.arange(K, device=dev).repeat_interleave(G)
-    hh = torch.arange(G, device=dev).repeat(K)
     swap_gen = torch.Generator().manual_seed(s_swap)
     tried = np.zeros(max(G - 1, 0))
     accepted = np.zeros(max(G - 1, 0))
     cfg = config or HMCConfig()
     kernel = cfg.kernel()
-    target = _target(sums, kk, hh, r, w0.to(dev))
+    if loss == "empirical":
+        sums = OneHotSums(ladder_datasets(c, n_max, K, seed, device=dev, dtype=dtype), ladder)
+        kk = torch.arange(K, device=dev).repeat_interleave(G)
+        hh = torch.arange(G, device=dev).repeat(K)
+        target = _target(sums, kk, hh, r, w0.to(dev))
 
-    def log_ratio(g: Tensor, w_lo: Tensor, w_hi: Tensor) -> Tensor:
-        return swap_log_ratio(
-            sums, torch.arange(K, device=dev).repeat_interleave(len(g) // K), g, w_lo, w_hi, r
-        )
+        def log_ratio(g: Tensor, w_lo: Tensor, w_hi: Tensor) -> Tensor:
+            return swap_log_ratio(
+                sums, torch.arange(K, device=dev).repeat_interleave(len(g) // K), g, w_lo, w_hi, r
+            )
+    else:
+        n_t = torch.tensor(ladder, dtype=dtype, device=dev)
+        target = population_target(c, r, n_t.repeat(K), w0.to(dev))
+
+        def log_ratio(g: Tensor, w_lo: Tensor, w_hi: Tensor) -> Tensor:
+            return population_swap_log_ratio(n_t, g, w_lo, w_hi, c, r)
 
     def hook(state: Any, it: int) -> Any:
         if not swap or G < 2:
@@ -469,8 +538,11 @@ def sample_posterior_ladder(
     )
     D = num_draws
     samples = torch.as_tensor(res.records["w"]).reshape(K, G, D, d)
-    n_t = torch.tensor(ladder, dtype=samples.dtype)[None, :, None]
-    loss = torch.as_tensor(res.records["loss"]).reshape(K, G, D) / n_t
+    if loss == "empirical":
+        n_col = torch.tensor(ladder, dtype=samples.dtype)[None, :, None]
+        loss_draws = torch.as_tensor(res.records["loss"]).reshape(K, G, D) / n_col
+    else:
+        loss_draws = torch.as_tensor(res.records["loss"]).reshape(K, G, D)
     conf = {
         "c": c,
         "r": r,
@@ -486,14 +558,15 @@ def sample_posterior_ladder(
         "dtype": str(dtype),
         "hmc": {**asdict(cfg), **res.config},
         "prior": "N(0, I)",
-        "dataset": "OneHotUniform, nested per replica set",
+        "loss": loss,
+        "dataset": "OneHotUniform, nested per replica set" if loss == "empirical" else None,
         "seeds": {"data": s_data, "init": s_init, "hmc": s_hmc, "swap": s_swap},
     }
     swap_acc = np.divide(accepted, tried, out=np.full_like(accepted, np.nan), where=tried > 0)
     rec = res.records
     return LadderSamples(
         samples=samples,
-        empirical_loss=loss,
+        empirical_loss=loss_draws,
         potential=rec["potential"].reshape(K, G, D),
         accept_prob=rec["accept_prob"].reshape(K, G, D),
         divergent=rec["divergent"].reshape(K, G, D),

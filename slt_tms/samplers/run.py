@@ -111,6 +111,10 @@ class RunResult:
     metric: Tensor | None
 
 
+#: Records that describe the current position: taken from the state when a hook may have moved it.
+_STATE_FIELDS = ("loss", "potential")
+
+
 def run_chains(
     kernel: Any,
     target: Tempered,
@@ -185,7 +189,12 @@ def run_chains(
             if hook is not None:
                 state = hook(state, it)
             for name, buf in bufs.items():
-                buf[:, it].copy_(state.w if name == "w" else getattr(info, name))
+                if name == "w":
+                    buf[:, it].copy_(state.w)
+                elif hook is not None and name in _STATE_FIELDS and hasattr(state, name):
+                    buf[:, it].copy_(getattr(state, name))  # a hook may have moved the chain (e.g. a swap)
+                else:
+                    buf[:, it].copy_(getattr(info, name))
             if warmup is not None:
                 step_size, metric = warmup.after(it, info, state.w, step_size, metric)
             if bar is not None:
