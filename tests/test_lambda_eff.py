@@ -5,6 +5,7 @@ against direct evaluations of the empirical loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ from scipy.stats import norm
 
 from slt_tms.analysis.finite_n import anchored_log_odds, predict_switch
 from slt_tms.analysis.kgon_classify import classify
-from slt_tms.experiments.lambda_eff import BasinLadder, dataset_effect, sample_basins
+from slt_tms.experiments.lambda_eff import BasinLadder, dataset_effect, finite_n_switches, sample_basins
 from slt_tms.theory.critical_points import critical_points, kgon
 from slt_tms.theory.symbolic import population_loss_flat
 from slt_tms.tms import OneHotSums, OneHotUniform, empirical_loss
@@ -184,3 +185,34 @@ def test_population_ladder_and_the_ladder_datasets():
         torch.testing.assert_close(emp.empirical_loss[k, g], want)
     with pytest.raises(ValueError, match="loss must be"):
         post.sample_posterior_ladder(4, [50, 80], loss="emp", **kw)
+
+
+def test_finite_n_switches_end_to_end_small():
+    from slt_tms.experiments.occupancy import occupancy
+    from slt_tms.experiments.posterior import HMCConfig, ladder_datasets
+
+    pts = critical_points(5, progress=False)
+    hmc = HMCConfig(num_leapfrog=6)
+    pop = occupancy(5, [20, 40, 80, 160], pts, num_chains=4, num_draws=40, num_warmup=40, config=hmc,
+                    loss="population", seed=1, progress=False)
+    X = ladder_datasets(5, 160, 3, seed=1)
+    sw, basins = finite_n_switches([("4", "5")], pts, pop.n_grid, pop.counts, pop.phase_names, datasets=X,
+                                   num_chains=2, num_draws=20, num_warmup=20, keep_draws=10,
+                                   num_permutations=4, num_bootstrap=50, seed=1, progress=False)
+    (f,) = sw
+    assert set(basins) == {"4", "5"}
+    n0 = f.anchor["n0"]
+    # the anchor is the first rung where both phases hold >= 5% of the population-loss draws
+    prop = pop.proportions
+    i4, i5 = pop.phase_names.index("4"), pop.phase_names.index("5")
+    first = next(g for g in range(len(pop.n_grid)) if prop[g, i4] >= 0.05 and prop[g, i5] >= 0.05)
+    assert n0 == pop.n_grid[first] and f.n_grid[0] == n0
+    assert f.log_odds[0] == pytest.approx(f.anchor["log_odds"])
+    assert f.effect.shape == (3, f.n_grid.size) and np.all(np.isfinite(f.effect))
+    assert f.population is not None and f.empirical is not None and len(f.empirical.per_dataset) == 3
+    d = f.to_dict()
+    assert d["low_n"] == "4" and len(d["log_odds_population"]) == f.n_grid.size
+    # a phase whose point is not a critical point of the population loss is refused with a reason
+    bad = [dataclasses.replace(p, W=np.zeros_like(p.W)) if p.name == "5" else p for p in pts]
+    out, _ = finite_n_switches([("4", "5")], bad, pop.n_grid, pop.counts, pop.phase_names, progress=False)
+    assert out[0].population is None and "own basin" in out[0].anchor["reason"]

@@ -463,6 +463,14 @@ def test_cli_sample_quick(hand_points, tmp_path, capsys):
             "20",
             "--constant",
             "point",
+            "--pop-chains",
+            "2",
+            "--basin-chains",
+            "2",
+            "--basin-draws",
+            "5",
+            "--basin-warmup",
+            "5",
             "--out",
             str(tmp_path),
             "--quiet",
@@ -470,12 +478,19 @@ def test_cli_sample_quick(hand_points, tmp_path, capsys):
     )
     assert rc == 0
     res = json.loads((tmp_path / "occupancy.json").read_text())
+    assert {"population_occupancy", "finite_n", "comparison", "dataset_switch_points",
+            "classifier_sensitivity", "timings_seconds"} <= set(res)
+    assert res["population_occupancy"]["config"]["loss"] == "population"
+    assert res["population_occupancy"]["n_grid"][0] == 20  # the anchors start below the grid
     assert res["config"]["seed"] == 0 and res["occupancy"]["n_grid"] == [30, 35, 40]
     for name in ("occupancy.csv", "switch_points.csv", "occupancy.png"):
         assert (tmp_path / name).exists()
     header = (tmp_path / "switch_points.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["low_n", "high_n", "predicted_n_c", "observed_n_switch"]
-    assert {"predicted_lo", "predicted_hi", "predicted_n_c_point", "predicted_n_c_paper"} <= set(header)
+    assert {"predicted_lo", "predicted_hi", "predicted_source", "agree", "predicted_population_n_c",
+            "observed_population_n_switch", "predicted_n_c_point", "predicted_n_c_paper"} <= set(header)
+    for name in ("occupancy_population.csv", "occupancy_population.png", "switch_comparison.png"):
+        assert (tmp_path / name).exists()
 
 
 def test_cli_bad_input(hand_points, tmp_path, capsys):
@@ -521,3 +536,42 @@ def test_cli_sample_without_any_lambda(monkeypatch, tmp_path, capsys):
     assert main(args) == 0
     assert "no prediction" in capsys.readouterr().out
     assert (tmp_path / "occupancy.png").exists()
+
+
+def test_comparison_rows_flags_and_roles():
+    import slt_tms.commands.phases as cmd
+    from slt_tms.analysis.finite_n import SwitchPrediction
+    from slt_tms.analysis.switch import SwitchPoint
+    from slt_tms.experiments.lambda_eff import FiniteNSwitch
+
+    names = ["6", "5", "5+", UNCLASSIFIED]
+    counts = np.zeros((3, 2, 4), dtype=int)
+    counts[:, :, 0] = [[10, 10], [45, 45], [90, 90]]  # 6 grows
+    counts[:, :, 1] = [[88, 88], [50, 50], [5, 5]]  # 5 shrinks
+    counts[:, :, 2] = [[2, 2], [5, 5], [5, 5]]
+    occ = occ_mod.OccupancyResult(6, [100, 400, 1600], names, counts, [], {}, 0)
+
+    def obs(a, b, n):
+        return SwitchPoint(a, b, n, "inside", (n * 0.9, n * 1.1), 1.0, 10)
+
+    def fin(a, b, n, lo, hi):
+        p = SwitchPrediction(n, (lo, hi) if n is not None else None, 1.0, [n], 10)
+        return FiniteNSwitch(a, b, {"n0": 50.0, "log_odds": -2.0, "se": 0.1}, np.zeros(2), np.zeros(2),
+                             np.zeros(2), np.zeros((1, 2)), 50.0, p, p)
+
+    pairs = [("5", "6"), ("5", "5+")]
+    rows = cmd._comparison_rows(
+        pairs, {"crossovers": [], "variants": {}}, [obs("5", "6", 420.0), obs("5", "5+", 1500.0)],
+        [obs("5", "6", 250.0), obs("5", "5+", 1500.0)],
+        [fin("5", "6", 400.0, 350.0, 450.0), fin("5", "5+", None, None, None)], occ,
+    )
+    main, minor = rows
+    assert main["role"] == "main" and main["agree_empirical"] is True and main["agree_population"] is False
+    assert minor["role"] == "minor" and minor["agree_empirical"] is None  # no predicted switch: no verdict
+    text = cmd._comparison_table(rows)
+    assert "DISAGREE" in text and "agree" in text and "anchored at n0 = 50" in text
+    csv_text = cmd.switch_points_csv({"crossovers": [], "variants": {}}, [obs("5", "6", 420.0)], rows)
+    head, first = csv_text.splitlines()[:2]
+    row = dict(zip(head.split(","), first.split(","), strict=True))
+    assert row["predicted_n_c"] == "400.0" and row["predicted_source"] == "finite-n"
+    assert row["agree"] == "True"

@@ -15,7 +15,7 @@ import numpy as np
 
 from slt_tms.analysis.free_energy import check_n_values
 
-__all__ = ["SwitchPoint", "switch_point"]
+__all__ = ["SwitchPoint", "chain_switch_points", "switch_point"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,9 @@ class SwitchPoint:
 
     ``n_switch`` is None if there is no crossing on the grid; ``position`` then says whether ``high_n``
     already dominates at the smallest grid point (``"below"``) or never does (``"above"``).
-    ``interval`` is the 2.5–97.5% bootstrap percentile interval over replicates that cross (chains
-    resampled with replacement at every grid point), ``frac_crossing`` the share of such replicates.
+    ``interval`` is the 2.5–97.5% bootstrap percentile interval over replicates that cross (chains, i.e.
+    replica sets with their nested datasets, resampled with replacement, each chain with all its grid
+    points), ``frac_crossing`` the share of such replicates.
     """
 
     low_n: str
@@ -99,10 +100,33 @@ def switch_point(
     K = cnt.shape[1]
     reps = []
     for _ in range(num_bootstrap):
-        idx = rng.integers(0, K, size=(grid.size, K))
-        boot = np.take_along_axis(cnt, idx[:, :, None], axis=1)
+        boot = cnt[:, rng.integers(0, K, size=K)]  # whole chains (datasets nested over n) at once
         v, _p = _switch(grid, diff_of(boot))
         if v is not None:
             reps.append(v)
     interval = (float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))) if reps else None
     return SwitchPoint(low_n, high_n, n_sw, pos, interval, len(reps) / max(num_bootstrap, 1), num_bootstrap)
+
+
+def chain_switch_points(
+    n_grid: Sequence[float], counts: np.ndarray, phase_names: Sequence[str], low_n: str, high_n: str
+) -> list[tuple[float | None, str]]:
+    r"""The switch point of every chain (replica set, i.e. dataset) alone: for chain :math:`k`, the first
+    upward crossing of :math:`p_{high,k}(n) - p_{low,k}(n)` interpolated in :math:`\log n`, as
+    ``(n_switch, position)`` (``n_switch`` None and ``position`` ``"below"``/``"above"`` if none).
+
+    Examples
+    --------
+    >>> counts = np.array([[[9, 1], [5, 5]], [[2, 8], [1, 9]]])  # (G=2, K=2, P=2)
+    >>> [(round(v), p) for v, p in chain_switch_points([100, 400], counts, ["5", "6"], "5", "6")]
+    [(221, 'inside'), (100, 'inside')]
+    """
+    grid = check_n_values(n_grid)
+    cnt = np.asarray(counts, dtype=float)
+    names = list(phase_names)
+    if cnt.ndim != 3 or cnt.shape[0] != grid.size or cnt.shape[2] != len(names):
+        raise ValueError(f"counts must have shape (len(n_grid), num_chains, num_phases); got {cnt.shape}")
+    ia, ib = names.index(low_n), names.index(high_n)
+    tot = np.maximum(cnt.sum(axis=2), 1)  # (G, K)
+    diff = (cnt[:, :, ib] - cnt[:, :, ia]) / tot
+    return [_switch(grid, diff[:, k]) for k in range(cnt.shape[1])]

@@ -25,23 +25,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from slt_tms.analysis.free_energy import PhaseRecord, prediction
 from slt_tms.analysis.phase_constant import VARIANTS
 from slt_tms.commands._args import add_command
 from slt_tms.commands._args import nonneg_int as _nonneg_int
 from slt_tms.commands._args import positive_int as _positive_int
 from slt_tms.estimators import estimate_llc
-from slt_tms.experiments.occupancy import occupancy, switch_pairs
-from slt_tms.experiments.posterior import HMCConfig
+from slt_tms.experiments.lambda_eff import finite_n_switches
+from slt_tms.experiments.occupancy import default_sensitivity, occupancy, switch_pairs
+from slt_tms.experiments.posterior import HMCConfig, ladder_datasets
 from slt_tms.io import atomic_write_text, save_figure, write_json
 from slt_tms.io.locks import output_lock
-from slt_tms.plotting.phases import plot_free_energy, plot_occupancy
+from slt_tms.plotting.phases import plot_free_energy, plot_occupancy, plot_switch_comparison
 from slt_tms.theory.critical_points import critical_points
 
 __all__ = ["options", "predict", "register", "sample", "switch_points_csv"]
 
 #: Grid used by ``sample`` when ``--n`` is not given.
-DEFAULT_GRID = (100, 200, 300, 400, 500, 700, 1000, 1500, 2000)
+DEFAULT_GRID = (30, 50, 75, 100, 150, 200, 300, 400, 500, 700, 1000, 1500, 2000)
 
 
 def _int_list(text: str) -> list[int]:
@@ -234,32 +237,49 @@ def _crossover_csv(pred: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def switch_points_csv(pred: dict[str, Any], switches) -> str:
+def switch_points_csv(pred: dict[str, Any], switches, rows: list[dict[str, Any]] | None = None) -> str:
     """The text of ``switch_points.csv``: one row per measured switch.
 
     Columns: ``low_n, high_n, predicted_n_c, observed_n_switch, position, ci_lo, ci_hi, frac_crossing,
-    predicted_lo, predicted_hi, predicted_n_c_<variant>...``. ``predicted_n_c`` is the crossover of the
-    primary variant (``--constant``); ``predicted_lo``/``predicted_hi`` its interval: for the asymptotic
-    variants the interval from the standard errors of the numerical terms (Monte Carlo flat-region mass,
-    estimated lambda), equal to ``predicted_n_c`` when every term is exact. A finite-n prediction
-    (thermodynamic integration of lambda_eff(n) over n) will fill ``predicted_lo``/``predicted_hi`` with
-    its own interval. ``predicted_n_c_<variant>`` gives every variant's crossover side by side.
+    predicted_lo, predicted_hi, predicted_source, agree, observed_population_n_switch,
+    observed_population_lo, observed_population_hi, predicted_population_n_c, predicted_population_lo,
+    predicted_population_hi, agree_population, predicted_n_c_<variant>...``.
+
+    ``predicted_n_c`` with ``predicted_lo``/``predicted_hi`` is the finite-n prediction of the switch of the
+    data's posterior (``predicted_source`` = ``finite-n``) when ``rows`` carry one, else the crossover of
+    the primary asymptotic variant (``--constant``) with the interval from the standard errors of its
+    numerical terms (equal to ``predicted_n_c`` when every term is exact). ``agree`` says whether the
+    observed switch lies inside the predicted interval. The ``*_population`` columns do the same for the
+    posterior of the population loss; ``predicted_n_c_<variant>`` gives every asymptotic variant's
+    crossover side by side.
     """
     by_pair = {(x["low_n"], x["high_n"]): x for x in pred["crossovers"]}
+    by_row = {(r["low_n"], r["high_n"]): r for r in rows or []}
     keys = list(pred.get("variants") or {})
     by_var = _variant_n_c(pred)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["low_n", "high_n", "predicted_n_c", "observed_n_switch", "position", "ci_lo", "ci_hi",
-                "frac_crossing", "predicted_lo", "predicted_hi"] + [f"predicted_n_c_{k}" for k in keys])
+                "frac_crossing", "predicted_lo", "predicted_hi", "predicted_source", "agree",
+                "observed_population_n_switch", "observed_population_lo", "observed_population_hi",
+                "predicted_population_n_c", "predicted_population_lo", "predicted_population_hi",
+                "agree_population"] + [f"predicted_n_c_{k}" for k in keys])
     for sw in switches:
         ci = sw.interval or (None, None)
-        x = by_pair.get((sw.low_n, sw.high_n), {})
-        interval = x.get("interval") if x.get("n_c") is not None else None
-        lo, hi = interval if interval is not None else (None, None)
+        row = by_row.get((sw.low_n, sw.high_n), {})
+        fin = row.get("finite_empirical")
+        if fin:
+            n_c, lo, hi, source = *fin, "finite-n"
+        else:
+            x = by_pair.get((sw.low_n, sw.high_n), {})
+            interval = x.get("interval") if x.get("n_c") is not None else None
+            n_c, (lo, hi) = x.get("n_c"), interval or (None, None)
+            source = f"asymptotic {pred.get('constant')}"
+        obs_pop = row.get("observed_population") or (None, None, None)
+        fin_pop = row.get("finite_population") or (None, None, None)
         side = [by_var.get((sw.low_n, sw.high_n), {}).get(k, {}).get("n_c") for k in keys]
-        w.writerow([sw.low_n, sw.high_n, x.get("n_c"), sw.n_switch, sw.position, *ci, sw.frac_crossing,
-                    lo, hi, *side])
+        w.writerow([sw.low_n, sw.high_n, n_c, sw.n_switch, sw.position, *ci, sw.frac_crossing, lo, hi, source,
+                    row.get("agree_empirical"), *obs_pop, *fin_pop, row.get("agree_population"), *side])
     return buf.getvalue()
 
 
@@ -375,13 +395,149 @@ def _sample_handler(args: argparse.Namespace) -> int:
         return _sample_run(args)
 
 
+#: Defaults of ``phases sample`` per profile: datasets (replica sets) x draws, warmup; population-loss
+#: replicas; basin-restricted chains, draws and warmup per (phase, n).
+_SAMPLE_DEFAULTS = {
+    "quick": {"chains": 8, "draws": 200, "warmup": 200, "pop_chains": 8, "basin_draws": 200,
+              "basin_warmup": 150},
+    "full": {"chains": 16, "draws": 1000, "warmup": 1000, "pop_chains": 8, "basin_draws": 600,
+             "basin_warmup": 300},
+}
+#: The population-loss occupancy (the anchors of the finite-n prediction) starts at this sample size.
+ANCHOR_N_MIN = 20
+
+
+def _interval_or_none(x: Any) -> tuple[float | None, float | None, float | None] | None:
+    """(n, lo, hi) of a SwitchPoint / SwitchPrediction, or None."""
+    if x is None or x.n_switch is None:
+        return None
+    lo, hi = x.interval if x.interval else (None, None)
+    return (x.n_switch, lo, hi)
+
+
+def _inside(obs: Any, pred: Any) -> bool | None:
+    """Whether the observed switch lies inside the predicted interval (None if either is missing)."""
+    if obs is None or pred is None or obs.n_switch is None or pred.n_switch is None or pred.interval is None:
+        return None
+    return bool(pred.interval[0] <= obs.n_switch <= pred.interval[1])
+
+
+#: A switch is a main one when its two phases hold at least this share of the draws where it happens;
+#: other crossings are between minor phases (both rare there) and are reported as "minor".
+MAIN_SHARE = 0.5
+#: Fewer effective importance weights than this make the dataset effect (and the L_n prediction) unreliable.
+MIN_WEIGHT_ESS = 20
+
+
+def _pair_share(occ: Any, a: str, b: str, n: float | None) -> float | None:
+    """Share of the draws in phases a or b at the grid point nearest (in log n) to n."""
+    if n is None:
+        return None
+    g = int(np.argmin(np.abs(np.log(np.asarray(occ.n_grid, dtype=float)) - math.log(n))))
+    prop = occ.proportions
+    return float(prop[g, occ.phase_names.index(a)] + prop[g, occ.phase_names.index(b)])
+
+
+def _rank_correlation(x: list[float | None], y: list[float | None]) -> tuple[float | None, int]:
+    """Spearman correlation of the pairs where both are defined, and their number."""
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]
+    if len(pairs) < 3:
+        return None, len(pairs)
+    a, b = (np.argsort(np.argsort(np.asarray(v, dtype=float))) for v in zip(*pairs, strict=True))
+    r = np.corrcoef(a, b)[0, 1]
+    return (float(r) if np.isfinite(r) else None), len(pairs)
+
+
+def _comparison_rows(
+    pairs, pred, switches, pop_switches, finite, occ, per_dataset=()
+) -> list[dict[str, Any]]:
+    by_var = _variant_n_c(pred)
+    obs = {(s.low_n, s.high_n): s for s in switches}
+    obs_pop = {(s.low_n, s.high_n): s for s in pop_switches}
+    fin = {(f.low_n, f.high_n): f for f in finite}
+    rows = []
+    for a, b in pairs:
+        var = by_var.get((a, b), {})
+        f = fin.get((a, b))
+        row = {
+            "low_n": a,
+            "high_n": b,
+            "paper": (var.get("paper", {}).get("n_c"), None, None),
+            "full": (var.get("full", {}).get("n_c"), None, None),
+            "point": (var.get("point", {}).get("n_c"), None, None),
+            "finite_population": _interval_or_none(f.population if f else None),
+            "observed_population": _interval_or_none(obs_pop.get((a, b))),
+            "finite_empirical": _interval_or_none(f.empirical if f else None),
+            "observed_empirical": _interval_or_none(obs.get((a, b))),
+            "agree_population": _inside(obs_pop.get((a, b)), f.population if f else None),
+            "agree_empirical": _inside(obs.get((a, b)), f.empirical if f else None),
+            "anchor": f.anchor if f else None,
+            "weight_ess_min": f.weight_ess_min if f else None,
+        }
+        sw = obs.get((a, b))
+        share = _pair_share(occ, a, b, sw.n_switch if sw is not None else None)
+        row["share_at_switch"] = share
+        row["role"] = "main" if share is not None and share >= MAIN_SHARE else "minor"
+        each_obs = {(x["low_n"], x["high_n"]): x["n_switch"] for x in per_dataset}
+        observed_each = each_obs.get((a, b))
+        predicted_each = f.empirical.per_dataset if f is not None and f.empirical is not None else None
+        if observed_each is not None and predicted_each is not None:
+            r, m = _rank_correlation(predicted_each, observed_each)
+            row["per_dataset"] = {"predicted": predicted_each, "observed": observed_each, "spearman": r,
+                                  "num_datasets": m}
+        rows.append(row)
+    return rows
+
+
+def _comparison_table(rows: list[dict[str, Any]]) -> str:
+    def cell(v: Any) -> str:
+        if not v or v[0] is None:
+            return "-"
+        n, lo, hi = v
+        return _fmt(n) if lo is None else f"{_fmt(n)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+    def flag(x: bool | None) -> str:
+        return "-" if x is None else ("agree" if x else "DISAGREE")
+
+    lines = ["switch points: asymptotic (paper's constant / full constant), finite-n prediction (95% "
+             "interval) and observed (95% dataset bootstrap), for the population loss L and the data's L_n"]
+    head = (f"{'switch':<9} {'role':<5} {'paper':>7} {'full':>7} {'finite-n, L':>22} {'observed, L':>22} "
+            f"{'':>8} {'finite-n, L_n':>22} {'observed, L_n':>22} {'':>8}")
+    lines.append(head)
+    for r in sorted(rows, key=lambda r: r["role"] != "main"):
+        lines.append(
+            f"{r['low_n'] + '->' + r['high_n']:<9} {r['role']:<5} {cell(r['paper']):>7} {cell(r['full']):>7} "
+            f"{cell(r['finite_population']):>22} {cell(r['observed_population']):>22} "
+            f"{flag(r['agree_population']):>8} {cell(r['finite_empirical']):>22} "
+            f"{cell(r['observed_empirical']):>22} {flag(r['agree_empirical']):>8}"
+        )
+    lines.append(f"  role: main = the two phases hold >= {MAIN_SHARE:.0%} of the L_n draws at the observed "
+                 "switch; minor = a crossing of two rare phases")
+    for r in rows:
+        anc = r["anchor"] or {}
+        if "n0" in anc:
+            ess = r["weight_ess_min"]
+            few = ess is not None and ess < MIN_WEIGHT_ESS
+            warn = " (FEW: the dataset effect is unreliable)" if few else ""
+            lines.append(f"  {r['low_n']}->{r['high_n']}: anchored at n0 = {anc['n0']:.0f} (log-odds "
+                         f"{anc['log_odds']:+.2f} +- {anc['se']:.2f} from the population-loss occupancy); "
+                         f"smallest importance-weight ESS {ess:.0f}{warn}")
+        elif anc:
+            lines.append(f"  {r['low_n']}->{r['high_n']}: no finite-n prediction ({anc.get('reason')})")
+        each = r.get("per_dataset")
+        if each and each["spearman"] is not None and r["role"] == "main":
+            lines.append(f"  {r['low_n']}->{r['high_n']}: per dataset, predicted vs observed switch: "
+                         f"Spearman r = {each['spearman']:+.2f} over {each['num_datasets']} datasets")
+    return "\n".join(lines)
+
+
 def _sample_run(args: argparse.Namespace) -> int:
     args.progress = False if args.quiet else None
     grid = sorted(set(args.n or DEFAULT_GRID))
-    if args.quick:
-        chains, draws, warmup = args.num_chains or 4, args.num_draws or 200, args.num_warmup or 200
-    else:
-        chains, draws, warmup = args.num_chains or 4, args.num_draws or 1000, args.num_warmup or 1000
+    d = _SAMPLE_DEFAULTS["quick" if args.quick else "full"]
+    chains = args.num_chains or d["chains"]
+    draws = args.num_draws or d["draws"]
+    warmup = args.num_warmup or d["warmup"]
     points = _critical_points(args.c, args.progress)
     args.n_min, args.n_max = 2.0, 1e5
     try:  # the prediction first: bad --phases fail before the sampling
@@ -392,31 +548,47 @@ def _sample_run(args: argparse.Namespace) -> int:
             raise
         records, notes = [], [f"no prediction: {exc}"]
         pred = {"phases": [], "crossovers": [], "sequence": [], "lambda_source": args.lambda_source}
+    hmc = HMCConfig(num_leapfrog=args.num_leapfrog)
+    sens = None if args.no_sensitivity else default_sensitivity(args.c)
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    occ = occupancy(
-        args.c,
-        grid,
-        points,
-        num_chains=chains,
-        num_draws=draws,
-        num_warmup=warmup,
-        config=HMCConfig(num_leapfrog=args.num_leapfrog),
-        exchange=not args.no_exchange,
-        max_ratio=args.max_ratio,
-        seed=args.seed,
-        progress=args.progress,
-    )
-    elapsed = time.perf_counter() - t0
+    occ = occupancy(args.c, grid, points, num_chains=chains, num_draws=draws, num_warmup=warmup, config=hmc,
+                    exchange=not args.no_exchange, max_ratio=args.max_ratio, sensitivity=sens, seed=args.seed,
+                    progress=args.progress)
+    timings["occupancy_empirical"] = time.perf_counter() - t0
     prop = occ.proportions
     pairs = switch_pairs(occ, pred["crossovers"], points)
     switches = occ.switch_points(pairs, num_bootstrap=args.num_bootstrap, seed=args.seed)
+    per_dataset = occ.chain_switch_points(pairs)
+    sensitivity = occ.switch_sensitivity(pairs, seed=args.seed) if sens else []
+    pop = pop_switches = None
+    finite, basins = [], {}
+    if not args.no_finite_n:
+        t1 = time.perf_counter()
+        pop_chains = args.pop_chains or d["pop_chains"]
+        pop = occupancy(args.c, sorted({ANCHOR_N_MIN, *grid}), points, num_chains=pop_chains, num_draws=draws,
+                        num_warmup=warmup, config=hmc, max_ratio=args.max_ratio, loss="population",
+                        seed=args.seed, progress=args.progress)
+        timings["occupancy_population"] = time.perf_counter() - t1
+        pop_switches = pop.switch_points(pairs, num_bootstrap=args.num_bootstrap, seed=args.seed)
+        t2 = time.perf_counter()
+        X = ladder_datasets(args.c, occ.n_grid[-1], chains, args.seed)
+        finite, basins = finite_n_switches(
+            pairs, points, pop.n_grid, pop.counts, pop.phase_names, datasets=X, n_max=occ.n_grid[-1],
+            num_chains=args.basin_chains, num_draws=args.basin_draws or d["basin_draws"],
+            num_warmup=args.basin_warmup or d["basin_warmup"], num_bootstrap=args.num_bootstrap,
+            seed=args.seed, progress=args.progress,
+        )
+        timings["finite_n"] = time.perf_counter() - t2
+    elapsed = time.perf_counter() - t0
+    rows = _comparison_rows(pairs, pred, switches, pop_switches or [], finite, occ, per_dataset)
     by_pair = {(x["low_n"], x["high_n"]): x for x in pred["crossovers"]}
     for a, b in pairs:
         by_pair.setdefault((a, b), {"n_c": None})
 
     lines = [
-        f"c = {args.c}: posterior occupancy over n ({chains} replica sets x {draws} draws, warmup {warmup}, "
-        f"replica exchange {'on' if not args.no_exchange else 'off'}; {elapsed:.0f} s)"
+        f"c = {args.c}: posterior occupancy over n ({chains} datasets x {draws} draws, warmup {warmup}, "
+        f"replica exchange {'on' if not args.no_exchange else 'off'}; {elapsed:.0f} s in all)"
     ]
     shown = [i for i, nm in enumerate(occ.phase_names) if prop[:, i].max() >= 0.02]
     lines.append(f"{'n':>6} " + " ".join(f"{occ.phase_names[i]:>12}" for i in shown) + f" {'R-hat(L_n)':>10}")
@@ -424,15 +596,22 @@ def _sample_run(args: argparse.Namespace) -> int:
         rh = occ.diagnostics[g]["rhat"].get("loss", float("nan"))
         lines.append(f"{nv:>6} " + " ".join(f"{prop[g, i]:>12.3f}" for i in shown) + f" {rh:>10.3f}")
     lines.append("")
-    lines.append(f"{'switch':<12} {'predicted n_c':>13} {'observed':>10} {'bootstrap 95%':>20} {'frac':>6}")
-    for sw in switches:
-        x = by_pair[(sw.low_n, sw.high_n)]
+    lines.append(f"{'switch':<12} {'observed':>10} {'bootstrap 95%':>20} {'frac':>6} "
+                 f"{'per-dataset median':>19} {'sd':>6}")
+    for sw, pd in zip(switches, per_dataset, strict=True):
         obs = _fmt(sw.n_switch) if sw.n_switch is not None else f"({sw.position} grid)"
         ci = "-" if sw.interval is None else f"[{_fmt(sw.interval[0])}, {_fmt(sw.interval[1])}]"
-        lines.append(
-            f"{sw.low_n + '->' + sw.high_n:<12} {_fmt(x['n_c']):>13} {obs:>10} {ci:>20} "
-            f"{sw.frac_crossing:>6.2f}"
-        )
+        lines.append(f"{sw.low_n + '->' + sw.high_n:<12} {obs:>10} {ci:>20} {sw.frac_crossing:>6.2f} "
+                     f"{_fmt(pd['median']):>19} {_fmt(pd['sd']):>6}")
+    if sensitivity:
+        lines.append("")
+        lines.append("classifier sensitivity (same draws, one setting changed): observed switch and shift")
+        for x in sensitivity:
+            shift = "-" if x["shift"] is None else f"{x['shift']:+.1f}"
+            lines.append(f"  {x['low_n']}->{x['high_n']} {x['classifier']:<32} {_fmt(x['n_switch']):>8} "
+                         f"{shift:>8}  max unclassified share {max(x['unclassified_share']):.3f}")
+    lines.append("")
+    lines.append(_comparison_table(rows))
     lines += [f"note: {s}" for s in notes if s.startswith("no prediction")]
     text = "\n".join(lines)
     sys.stdout.write(text + "\n")
@@ -440,9 +619,17 @@ def _sample_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     result = {
         "occupancy": occ.to_dict(),
+        "population_occupancy": None if pop is None else pop.to_dict(),
         "prediction": pred,
         "switch_points": [s.to_dict() for s in switches],
+        "switch_points_population": [s.to_dict() for s in pop_switches or []],
+        "dataset_switch_points": per_dataset,
+        "classifier_sensitivity": sensitivity,
+        "finite_n": [f.to_dict() for f in finite],
+        "lambda_eff": {k: v.to_dict() for k, v in basins.items()},
+        "comparison": rows,
         "elapsed_seconds": elapsed,
+        "timings_seconds": timings,
         "config": {
             "c": args.c,
             "n": grid,
@@ -457,16 +644,29 @@ def _sample_run(args: argparse.Namespace) -> int:
             "constant": args.constant,
             "seed": args.seed,
             "num_bootstrap": args.num_bootstrap,
+            "finite_n": not args.no_finite_n,
+            "pop_chains": None if pop is None else pop.counts.shape[1],
+            "basin_chains": args.basin_chains,
+            "basin_draws": args.basin_draws or d["basin_draws"],
+            "basin_warmup": args.basin_warmup or d["basin_warmup"],
+            "anchor_n_min": ANCHOR_N_MIN,
         },
         "seed": args.seed,
         "notes": notes,
     }
     write_json(out / "occupancy.json", result)
     atomic_write_text(out / "occupancy.csv", occ.to_csv())
-    atomic_write_text(out / "switch_points.csv", switch_points_csv(pred, switches))
+    if pop is not None:
+        atomic_write_text(out / "occupancy_population.csv", pop.to_csv())
+    atomic_write_text(out / "switch_points.csv", switch_points_csv(pred, switches, rows))
     fig = plot_occupancy(occ, records or None, switches)
     save_figure(fig, out / "occupancy.png", dpi=120)
-    sys.stdout.write(f"wrote {out / 'occupancy.json'}, occupancy.csv, switch_points.csv, occupancy.png\n")
+    written = ["occupancy.json", "occupancy.csv", "switch_points.csv", "occupancy.png"]
+    if pop is not None:
+        save_figure(plot_occupancy(pop, None, pop_switches), out / "occupancy_population.png", dpi=120)
+        save_figure(plot_switch_comparison(rows, basins, c=args.c), out / "switch_comparison.png", dpi=120)
+        written += ["occupancy_population.csv", "occupancy_population.png", "switch_comparison.png"]
+    sys.stdout.write(f"wrote {out / written[0]}, " + ", ".join(written[1:]) + "\n")
     return 0
 
 
@@ -486,15 +686,18 @@ def _register_sample(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"comma-separated sample sizes (default {','.join(map(str, DEFAULT_GRID))})",
     )
-    p.add_argument("--quick", action="store_true", help="short run: 4 replica sets x 200 draws, 200 warmup")
+    p.add_argument("--quick", action="store_true", help="short run: 8 datasets x 200 draws, 200 warmup")
     p.add_argument(
         "--num-chains",
         type=_positive_int,
         default=None,
-        help="independent replica sets (own dataset and starts; default 4)",
+        help="datasets: independent replica sets, each with its own dataset and starts (default 16; 8 with "
+        "--quick)",
     )
-    p.add_argument("--num-draws", type=_positive_int, default=None, help="draws per chain (default 1000)")
-    p.add_argument("--num-warmup", type=_positive_int, default=None, help="warmup per chain (default 1000)")
+    p.add_argument("--num-draws", type=_positive_int, default=None,
+                   help="draws per chain (default 1000; 200 with --quick)")
+    p.add_argument("--num-warmup", type=_positive_int, default=None,
+                   help="warmup per chain (default 1000; 200 with --quick)")
     p.add_argument("--num-leapfrog", type=_positive_int, default=16, help="mean leapfrog steps (default 16)")
     p.add_argument(
         "--max-ratio",
@@ -506,6 +709,26 @@ def _register_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--num-bootstrap", type=_positive_int, default=1000, help="bootstrap replicates (default 1000)"
     )
+    p.add_argument(
+        "--no-finite-n",
+        action="store_true",
+        help="skip the finite-n prediction (population-loss occupancy, basin-restricted lambda_eff(n), "
+        "dataset effects)",
+    )
+    p.add_argument(
+        "--pop-chains",
+        type=_positive_int,
+        default=None,
+        help="replicas of the population-loss occupancy that anchors the finite-n prediction (default 8)",
+    )
+    p.add_argument("--basin-chains", type=_positive_int, default=4,
+                   help="basin-restricted chains per phase and n (default 4)")
+    p.add_argument("--basin-draws", type=_positive_int, default=None,
+                   help="basin-restricted draws per chain (default 200 with --quick, else 600)")
+    p.add_argument("--basin-warmup", type=_positive_int, default=None,
+                   help="basin-restricted warmup per chain (default 150 with --quick, else 300)")
+    p.add_argument("--no-sensitivity", action="store_true",
+                   help="skip the re-classification of the draws with alternative classifier settings")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(handler=_sample_handler)
 

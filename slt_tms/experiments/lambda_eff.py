@@ -407,8 +407,7 @@ class FiniteNSwitch:
         }
 
 
-def _no_anchor(a: str, b: str, min_share: float) -> FiniteNSwitch:
-    reason = f"no grid point where both phases hold >= {min_share:.0%} of the population-loss draws"
+def _no_anchor(a: str, b: str, reason: str) -> FiniteNSwitch:
     z = np.zeros(0)
     return FiniteNSwitch(a, b, {"reason": reason}, z, z, z, np.zeros((0, 0)), math.nan, None, None)
 
@@ -454,6 +453,8 @@ def finite_n_switches(
     (list of FiniteNSwitch, dict of BasinLadder)
     """
     pts = {p.name: p for p in points}
+    if not pairs:
+        return [], {}
     grid = np.asarray([int(v) for v in pop_grid])
     top = int(n_max) if n_max is not None else int(grid[-1])
     anchors: dict[tuple[str, str], Any] = {}
@@ -462,26 +463,37 @@ def finite_n_switches(
             raise ValueError(f"unknown phase in the pair {(a, b)}; known: {sorted(pts)}")
         anchors[(a, b)] = anchor_log_odds(grid, pop_counts, list(pop_names), a, b, min_share=min_share,
                                           num_bootstrap=num_bootstrap, seed=seed)
-    found = [v for v in anchors.values() if v is not None]
+    tol = tolerances or ClassifyTolerances()
+    wanted = sorted({x for ab in pairs for x in ab})
+    own = classify(torch.stack([pts[x].flat() for x in wanted]), points, tolerances=tol).names
+    not_own = {x for x, nm in zip(wanted, own, strict=True) if nm != x}
+    reasons = {}
+    for (a, b), v in anchors.items():
+        if not_own & {a, b}:
+            reasons[(a, b)] = (f"the classifier does not name {sorted(not_own & {a, b})} as their own basin "
+                               "(not a critical point of the population loss?)")
+        elif v is None:
+            reasons[(a, b)] = (f"no grid point where both phases hold >= {min_share:.0%} of the "
+                               "population-loss draws")
+    found = [v for ab, v in anchors.items() if ab not in reasons]
     if not found:
-        return [_no_anchor(a, b, min_share) for a, b in pairs], {}
+        return [_no_anchor(a, b, reasons[(a, b)]) for a, b in pairs], {}
     n_lo = min(v[0] for v in found)
     lam_grid = [int(v) for v in grid if n_lo <= v <= top]
-    phases = sorted({x for (a, b), v in anchors.items() if v is not None for x in (a, b)})
+    phases = sorted({x for ab in anchors if ab not in reasons for x in ab})
     basins = sample_basins([pts[x] for x in phases], points, lam_grid, num_chains=num_chains,
                            num_draws=num_draws, num_warmup=num_warmup, keep_draws=keep_draws,
-                           tolerances=tolerances, seed=seed, progress=progress, device=device)
+                           tolerances=tol, seed=seed, progress=progress, device=device)
     effects: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if datasets is not None:
         for x in phases:
             effects[x] = dataset_effect(basins[x], datasets, num_permutations=num_permutations, seed=seed)
     out = []
     for a, b in pairs:
-        anc = anchors[(a, b)]
-        if anc is None:
-            out.append(_no_anchor(a, b, min_share))
+        if (a, b) in reasons:
+            out.append(_no_anchor(a, b, reasons[(a, b)]))
             continue
-        n0, lo0, se0 = anc
+        n0, lo0, se0 = anchors[(a, b)]
         sl = slice(lam_grid.index(int(n0)), None)
         ba, bb = basins[a], basins[b]
         n = ba.n_grid[sl].astype(float)

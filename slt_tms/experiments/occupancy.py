@@ -10,20 +10,34 @@ sample size. Observed switch points with bootstrap intervals over replica sets c
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from slt_tms._progress import progress_bar
 from slt_tms.analysis.free_energy import check_n_values
 from slt_tms.analysis.kgon_classify import UNCLASSIFIED, ClassifyTolerances, classify
-from slt_tms.analysis.switch import SwitchPoint, switch_point
+from slt_tms.analysis.switch import SwitchPoint, chain_switch_points, switch_point
 from slt_tms.experiments.posterior import HMCConfig, sample_posterior_ladder
 from slt_tms.theory.critical_point import CriticalPoint
 
-__all__ = ["OccupancyResult", "occupancy", "switch_pairs"]
+__all__ = ["OccupancyResult", "default_sensitivity", "occupancy", "switch_pairs"]
+
+
+def default_sensitivity(c: int) -> dict[str, ClassifyTolerances]:
+    """Alternative classifier settings for :func:`occupancy`'s ``sensitivity``: each one change from the
+    default :class:`~slt_tms.analysis.kgon_classify.ClassifyTolerances` (flow length, vertex threshold,
+    energy tolerance, for ``c`` features)."""
+    return {
+        "short flow, no second stage": ClassifyTolerances(flow_steps=50, refine_steps=0),
+        "long second stage (600 steps)": ClassifyTolerances(refine_steps=600),
+        "live threshold 0.4": ClassifyTolerances(live_threshold=0.4),
+        "live threshold 0.6": ClassifyTolerances(live_threshold=0.6),
+        "energy tolerance halved": ClassifyTolerances(energy_tol=1.0 / (20 * c * c)),
+    }
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,8 @@ class OccupancyResult:
         Per grid point: R-hat / ESS of the invariants (ArviZ), acceptance, divergences, step sizes.
     config : dict
     seed : int
+    alt_counts : dict of str to ndarray ``(G, K, P)``
+        The same draws classified with each alternative setting of ``sensitivity`` (:func:`occupancy`).
     """
 
     c: int
@@ -51,6 +67,7 @@ class OccupancyResult:
     diagnostics: list[dict[str, Any]]
     config: dict[str, Any]
     seed: int
+    alt_counts: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def proportions(self) -> np.ndarray:
@@ -69,6 +86,44 @@ class OccupancyResult:
             for a, b in pairs
         ]
 
+    def chain_switch_points(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Per-dataset (replica-set) switch points of each pair
+        (:func:`~slt_tms.analysis.switch.chain_switch_points`), with their median and spread."""
+        out = []
+        for a, b in pairs:
+            per = chain_switch_points(self.n_grid, self.counts, self.phase_names, a, b)
+            inside = np.array([v for v, _ in per if v is not None])
+            out.append({
+                "low_n": a,
+                "high_n": b,
+                "n_switch": [v for v, _ in per],
+                "position": [p for _, p in per],
+                "median": float(np.median(inside)) if inside.size else None,
+                "sd": float(np.std(inside, ddof=1)) if inside.size > 1 else None,
+                "iqr": [float(x) for x in np.percentile(inside, [25, 75])] if inside.size else None,
+            })
+        return out
+
+    def switch_sensitivity(
+        self, pairs: Sequence[tuple[str, str]], *, num_bootstrap: int = 200, seed: int = 0
+    ) -> list[dict[str, Any]]:
+        """For every alternative classification (``alt_counts``) and pair: the pooled switch point, its
+        shift from the default classification, and the unclassified share at each grid point."""
+        out: list[dict[str, Any]] = []
+        ref: dict[tuple[str, str], float | None] = {}
+        for name, cnt in {"default": self.counts, **self.alt_counts}.items():
+            tot = np.maximum(cnt.sum(axis=(1, 2)), 1)
+            uncl = cnt[:, :, self.phase_names.index(UNCLASSIFIED)].sum(1) / tot
+            for a, b in pairs:
+                sw = switch_point(self.n_grid, cnt, self.phase_names, a, b, num_bootstrap=num_bootstrap,
+                                  seed=seed)
+                base = ref.setdefault((a, b), sw.n_switch)
+                shift = None if sw.n_switch is None or base is None else sw.n_switch - base
+                out.append({"classifier": name, "low_n": a, "high_n": b, "n_switch": sw.n_switch,
+                            "interval": None if sw.interval is None else list(sw.interval), "shift": shift,
+                            "unclassified_share": uncl.tolist()})
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (counts as nested lists)."""
         return {
@@ -80,6 +135,7 @@ class OccupancyResult:
             "diagnostics": self.diagnostics,
             "config": self.config,
             "seed": self.seed,
+            "alt_counts": {k: v.astype(int).tolist() for k, v in self.alt_counts.items()},
         }
 
     def to_csv(self) -> str:
@@ -92,6 +148,15 @@ class OccupancyResult:
                 row = [str(nv), nm, f"{prop[g, p]:.6g}"] + [str(int(x)) for x in self.counts[g, :, p]]
                 lines.append(",".join(row))
         return "\n".join(lines) + "\n"
+
+
+def _thinned(num_draws: int, at_most: int | None) -> np.ndarray:
+    """Evenly spaced draw indices, at most ``at_most`` of them (all if None)."""
+    if at_most is None or at_most >= num_draws:
+        return np.arange(num_draws)
+    if at_most < 1:
+        raise ValueError(f"the number of classified draws must be >= 1, got {at_most}")
+    return np.unique(np.linspace(0, num_draws - 1, at_most).round().astype(int))
 
 
 def occupancy(
@@ -108,6 +173,9 @@ def occupancy(
     init_scale: float = 1.0,
     loss: str = "empirical",
     tolerances: ClassifyTolerances | None = None,
+    sensitivity: Mapping[str, ClassifyTolerances] | None = None,
+    max_classified: int | None = 250,
+    max_classified_sensitivity: int | None = 100,
     seed: int = 0,
     progress: bool | None = None,
     device: str | torch.device | None = None,
@@ -122,6 +190,15 @@ def occupancy(
     reports every rung of the ladder (a superset of ``n_grid``). Replica sets (``num_chains``) are
     independent (own dataset, own starts), which is what the bootstrap of :meth:`switch_points`
     resamples.
+
+    ``sensitivity`` maps names to alternative classifier settings: the same draws are classified again
+    with each (``alt_counts`` of the result; :meth:`OccupancyResult.switch_sensitivity`), e.g.
+    :func:`default_sensitivity`.
+
+    Classifying a draw costs more than drawing it (a few hundred gradient steps of the flow), and
+    neighbouring HMC draws are correlated, so at most ``max_classified`` evenly spaced draws per chain and
+    rung are classified (``max_classified_sensitivity`` for each alternative setting; None: all); the
+    counts are then counts of those draws.
 
     Returns
     -------
@@ -153,24 +230,36 @@ def occupancy(
         device=device,
     )
     G = len(lad.ladder)
+    alts = dict(sensitivity or {})
     counts = np.zeros((G, num_chains, len(names)), dtype=np.int64)
+    alt_counts = {k: np.zeros_like(counts) for k in alts}
     diags = []
+    bar = progress_bar(total=G * (1 + len(alts)), desc="classify draws", enabled=progress)
+    keep = _thinned(num_draws, max_classified)
+    keep_alt = _thinned(num_draws, max_classified_sensitivity)
     for g, nv in enumerate(lad.ladder):
-        cls = classify(lad.samples[:, g].reshape(-1, lad.samples.shape[-1]), pts, tolerances=tolerances)
-        lab = cls.names.reshape(num_chains, num_draws)
-        for k in range(num_chains):
-            counts[g, k] = [int(np.sum(lab[k] == nm)) for nm in names]
+        runs = [(counts, tolerances, keep), *((alt_counts[k], t, keep_alt) for k, t in alts.items())]
+        for target, tol, idx in runs:
+            draws = lad.samples[:, g][:, idx].reshape(-1, lad.samples.shape[-1])
+            lab = classify(draws, pts, tolerances=tol).names.reshape(num_chains, idx.size)
+            for k in range(num_chains):
+                target[g, k] = [int(np.sum(lab[k] == nm)) for nm in names]
+            bar.update(1)
         dg = lad.diagnostics_at(g)
         dg["n"] = nv
         dg["swap_accept_up"] = None if g == G - 1 else float(lad.swap_accept[g])
         diags.append(dg)
+    bar.close()
     conf = {
         **lad.config,
         "exchange": exchange,
         "tolerances": asdict(tolerances or ClassifyTolerances()),
+        "sensitivity": {k: asdict(t) for k, t in alts.items()},
+        "classified_draws_per_chain": int(keep.size),
+        "classified_draws_per_chain_sensitivity": int(keep_alt.size) if alts else None,
         "phases": names[:-1],
     }
-    return OccupancyResult(c, list(lad.ladder), names, counts, diags, conf, int(seed))
+    return OccupancyResult(c, list(lad.ladder), names, counts, diags, conf, int(seed), alt_counts)
 
 
 def switch_pairs(occ: OccupancyResult, crossovers: Sequence[dict[str, Any]], points: Sequence[CriticalPoint],

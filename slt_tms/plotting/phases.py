@@ -139,3 +139,69 @@ def plot_occupancy(
     fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncol=min(len(labels), 8), title=title,
                title_fontsize=7)  # below the axes: the shares reach 1 at the top of the panel
     return fig
+
+
+#: Rows of :func:`plot_switch_comparison`, top to bottom: (key, label).
+SWITCH_ROWS = (
+    ("paper", "asymptotic, paper's constant"),
+    ("full", "asymptotic, full constant"),
+    ("finite_population", "finite-n prediction, L"),
+    ("observed_population", "observed, L"),
+    ("finite_empirical", "finite-n prediction, L_n"),
+    ("observed_empirical", "observed, L_n"),
+)
+
+
+def plot_switch_comparison(
+    rows: Sequence[dict], basins: dict | None = None, *, c: int | None = None
+) -> Figure:
+    r"""The switch points side by side, and the :math:`\lambda_{\mathrm{eff}}(n)` behind the finite-n
+    prediction.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        One per switch: ``"low_n"``, ``"high_n"`` and, for each key of :data:`SWITCH_ROWS`, ``None`` or
+        ``(n, lo, hi)`` (``lo``/``hi`` None for a point prediction).
+    basins : dict of str to BasinLadder, optional
+        Left panel: :math:`\lambda_{\mathrm{eff}}(n)` of each sampled phase with 2-SE bars.
+    c : int, optional
+        For the title.
+    """
+    fig = Figure(figsize=(11 if basins else 6.5, 1.2 + 1.6 * max(len(rows), 1)), layout="constrained")
+    if basins:
+        ax_l, ax = fig.subplots(1, 2, width_ratios=[1, 1.3])
+        for name, lad in basins.items():
+            ax_l.errorbar(lad.n_grid, lad.lambda_eff, yerr=2 * lad.lambda_eff_se, marker="o", ms=3, capsize=2,
+                          color=phase_color(name), label=name)
+        ax_l.set_xscale("log")
+        ax_l.set_xlabel("sample size n")
+        ax_l.set_ylabel(r"$\lambda_{\mathrm{eff}}(n) = n\,(E_n[L] - L_a)$")
+        ax_l.set_title("basin-restricted posterior (population loss)")
+        ax_l.legend(fontsize=7)
+    else:
+        ax = fig.subplots()
+    ticks, labels = [], []
+    y = 0.0
+    for row in rows:
+        for key, lab in SWITCH_ROWS:
+            val = row.get(key)
+            y -= 1
+            ticks.append(y)
+            labels.append(f"{row['low_n']}→{row['high_n']}: {lab}")
+            if not val or val[0] is None:
+                ax.text(1.0, y, "  -", va="center", fontsize=7, transform=ax.get_yaxis_transform())
+                continue
+            n, lo, hi = val
+            xerr = None if lo is None or hi is None else [[n - lo], [hi - n]]
+            color = "k" if key.startswith("observed") else (REFERENCE_COLOR if key in ("paper", "full") else
+                                                              LOSS_COLOR)
+            ax.errorbar([n], [y], xerr=xerr, fmt="o" if key.startswith("observed") else "D", color=color,
+                        capsize=3)
+        y -= 0.5
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("sample size n of the switch")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"c = {c}: predicted and observed switches" if c is not None else "switches")
+    return fig
