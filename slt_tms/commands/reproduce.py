@@ -143,15 +143,22 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
     return _files_in(folder)
 
 
+#: Phases stage: c = 6 into ``phases/`` (the paper's case), the others into ``phases/c<c>/``.
+_PHASES_C = {"quick": (6, 5), "paper": (6, 5)}
+
+
 def _phases_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
-    folder = out / "phases"
-    phases_cmd.predict(phases_cmd.options("predict", c=6, out=str(folder), quiet=quiet))
-    phases_cmd.sample(
-        phases_cmd.options(
-            "sample", c=6, seed=seed, quick=(profile == "quick"), out=str(folder / "sample"), quiet=quiet
+    files = []
+    for c in _PHASES_C[profile]:
+        folder = out / "phases" if c == 6 else out / "phases" / f"c{c}"
+        phases_cmd.predict(phases_cmd.options("predict", c=c, out=str(folder), quiet=quiet))
+        phases_cmd.sample(
+            phases_cmd.options(
+                "sample", c=c, seed=seed, quick=(profile == "quick"), out=str(folder / "sample"), quiet=quiet
+            )
         )
-    )
-    return _files_in(folder) + _files_in(folder / "sample")
+        files += _files_in(folder) + _files_in(folder / "sample")
+    return files
 
 
 #: Dynamics stage: eight seeds (quick: random init, 30k steps; paper: the full protocol).

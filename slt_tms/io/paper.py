@@ -163,6 +163,17 @@ FIGURE_MAP: tuple[FigureRef, ...] = (
               "are in the text"),
     FigureRef("phases", "phases/sample/occupancy.png", "posterior occupancy of each phase over n, observed "
               "switch with its bootstrap interval (c = 6)", f"{CHEN}, Fig. 2 (posterior occupancy over n)"),
+    FigureRef("phases", "phases/sample/occupancy_population.png", "posterior occupancy under the "
+              "population loss L (no data), the anchor of the finite-n prediction (c = 6)"),
+    FigureRef("phases", "phases/sample/switch_comparison.png", "switches: asymptotic (paper's and full "
+              "constant), finite-n prediction and observed, for L and L_n; λ_eff(n) of each phase (c = 6)",
+              f"{CHEN}: the predicted n_c = 601 and the observed 600–700 in the text"),
+    FigureRef("phases", "phases/c5/free_energy.png", "local free energies over n (c = 5)"),
+    FigureRef("phases", "phases/c5/sample/occupancy.png", "posterior occupancy of each phase over n (c = 5)"),
+    FigureRef("phases", "phases/c5/sample/occupancy_population.png", "posterior occupancy under the "
+              "population loss (c = 5)"),
+    FigureRef("phases", "phases/c5/sample/switch_comparison.png", "switches: asymptotic, finite-n "
+              "prediction and observed; λ_eff(n) (c = 5)"),
     FigureRef("dynamics", "dynamics/loss_vs_step.png", "SGD loss against step with the k-gon energy "
               "levels, one panel per seed", f"{CHEN}, Fig. 1 (loss plateaus at k-gon levels)"),
     FigureRef("dynamics", "dynamics/llc_vs_step.png", "λ̂ along training with ± 2 SE, one panel per "
