@@ -560,7 +560,7 @@ def test_comparison_rows_flags_and_roles():
                              np.zeros(2), np.zeros((1, 2)), 50.0, p, p)
 
     pairs = [("5", "6"), ("5", "5+")]
-    rows = cmd._comparison_rows(
+    rows = cmd.comparison_rows(
         pairs, {"crossovers": [], "variants": {}}, [obs("5", "6", 420.0), obs("5", "5+", 1500.0)],
         [obs("5", "6", 250.0), obs("5", "5+", 1500.0)],
         [fin("5", "6", 400.0, 350.0, 450.0), fin("5", "5+", None, None, None)], occ,
@@ -568,7 +568,7 @@ def test_comparison_rows_flags_and_roles():
     main, minor = rows
     assert main["role"] == "main" and main["agree_empirical"] is True and main["agree_population"] is False
     assert minor["role"] == "minor" and minor["agree_empirical"] is None  # no predicted switch: no verdict
-    text = cmd._comparison_table(rows)
+    text = cmd.comparison_table(rows)
     assert "DISAGREE" in text and "agree" in text and "anchored at n0 = 50" in text
     csv_text = cmd.switch_points_csv({"crossovers": [], "variants": {}}, [obs("5", "6", 420.0)], rows)
     head, first = csv_text.splitlines()[:2]

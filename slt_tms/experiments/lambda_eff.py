@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -378,6 +378,9 @@ class FiniteNSwitch:
     population, empirical : SwitchPrediction or None
         Predicted switch of the population-loss occupancy and of the :math:`L_n` occupancy (pooled over
         the datasets).
+    diagnostics : dict
+        Largest R-hat, smallest ESS and largest leave rate of the two phases' :math:`\lambda_{\mathrm{eff}}`
+        estimates over the grid, and ``converged`` (R-hat <= 1.05 and ESS >= 100 everywhere).
     """
 
     low_n: str
@@ -390,6 +393,7 @@ class FiniteNSwitch:
     weight_ess_min: float
     population: Any
     empirical: Any
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
@@ -404,7 +408,15 @@ class FiniteNSwitch:
             "weight_ess_min": self.weight_ess_min,
             "population": None if self.population is None else self.population.to_dict(),
             "empirical": None if self.empirical is None else self.empirical.to_dict(),
+            "diagnostics": self.diagnostics,
         }
+
+
+#: The lambda_eff estimates behind a prediction count as converged with R-hat <= MAX_RHAT and ESS >= MIN_ESS
+#: at every sample size (looser than an LLC's 1.01 / 400: they enter an integral over many n, and their
+#: Monte-Carlo errors are in the interval).
+MAX_RHAT = 1.05
+MIN_ESS = 100
 
 
 def _no_anchor(a: str, b: str, reason: str) -> FiniteNSwitch:
@@ -509,5 +521,9 @@ def finite_n_switches(
             emp = predict_switch(n, lo[None, :] + eff, se, num_bootstrap=num_bootstrap, seed=seed)
         anchor = {"n0": n0, "log_odds": lo0, "se": se0, "min_share": min_share,
                   "source": "population-loss occupancy (replica exchange)"}
-        out.append(FiniteNSwitch(a, b, anchor, n, lo, se, eff, wmin, pop, emp))
+        rh = float(max(ba.rhat[sl].max(), bb.rhat[sl].max()))
+        es = float(min(ba.ess[sl].min(), bb.ess[sl].min()))
+        diag = {"max_rhat": rh, "min_ess": es, "converged": bool(rh <= MAX_RHAT and es >= MIN_ESS),
+                "max_leave_rate": float(max(ba.leave_rate[sl].max(), bb.leave_rate[sl].max()))}
+        out.append(FiniteNSwitch(a, b, anchor, n, lo, se, eff, wmin, pop, emp, diag))
     return out, basins
