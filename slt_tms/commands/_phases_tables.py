@@ -271,6 +271,17 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
     lines.append(f"  role: main = the two phases hold >= {MAIN_SHARE:.0%} of the L_n draws at the observed "
                  "switch; minor = a crossing of two rare phases")
     for r in rows:
+        obs = r["observed_empirical"]
+        if r["role"] != "main" or not obs or obs[0] is None:
+            continue
+        named = (("paper", r["paper"]), ("full constant", r["full"]), ("point prior", r["point"]),
+                 ("finite-n", r["finite_empirical"]))
+        off = [f"{lab} {_fmt(v[0], 0)} ({100 * (v[0] / obs[0] - 1):+.0f}%)" for lab, v in named
+               if v and v[0] is not None]
+        if off:
+            lines.append(f"  {r['low_n']}->{r['high_n']}: against the observed L_n switch {_fmt(obs[0], 0)}: "
+                         + ", ".join(off))
+    for r in rows:
         anc = r["anchor"] or {}
         if "n0" in anc:
             ess = r["weight_ess_min"]
