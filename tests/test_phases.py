@@ -575,3 +575,22 @@ def test_comparison_rows_flags_and_roles():
     row = dict(zip(head.split(","), first.split(","), strict=True))
     assert row["predicted_n_c"] == "400.0" and row["predicted_source"] == "finite-n"
     assert row["agree"] == "True"
+
+
+@pytest.mark.parametrize("c", [5, 6])
+def test_classify_every_family_exact_and_perturbed(c):
+    from slt_tms.theory.critical_points import critical_points
+
+    pts = critical_points(c, progress=False)
+    by = {p.name: p for p in pts}
+    w = torch.stack([p.flat() for p in pts])
+    assert list(classify(w, pts).names) == [p.name for p in pts]  # every family, exact
+    noise = 0.01 * torch.randn(len(pts), 10, w.shape[1], generator=torch.Generator().manual_seed(2),
+                               dtype=torch.float64)
+    got = classify(w[:, None, :] + noise, pts).names.reshape(len(pts), 10)
+    for i, p in enumerate(pts):
+        if p.k >= 3:  # perturbed polygons stay in their basin
+            assert np.mean(got[i] == p.name) >= 0.9, (p.name, got[i])
+        else:  # the 2-gons are saddles: a perturbation flows down to a lower level, never up
+            named = [nm for nm in got[i] if nm != UNCLASSIFIED]
+            assert all(by[nm].loss <= p.loss + 1e-9 for nm in named), (p.name, got[i])
