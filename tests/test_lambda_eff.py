@@ -150,43 +150,6 @@ def test_sample_basins_stays_in_the_basin_and_is_seeded():
         sample_basins([by["5"]], pts, [200, 100], progress=False)
 
 
-# --- the population-loss ladder ----------------------------------------------------------------------
-def test_population_swap_ratio_is_the_metropolis_ratio_of_the_two_posteriors():
-    import slt_tms.experiments.posterior as post
-
-    gen = torch.Generator().manual_seed(4)
-    w_lo, w_hi = (torch.randn(3, 18, generator=gen, dtype=torch.float64) for _ in range(2))
-    n = torch.tensor([50.0, 80.0, 130.0], dtype=torch.float64)
-    g = torch.tensor([0, 1, 0])
-
-    def U(w, nn):  # n L(w) + |w|^2 / 2
-        return nn * population_loss_flat(w, 6, 2) + 0.5 * (w * w).sum(-1)
-
-    got = post.population_swap_log_ratio(n, g, w_lo, w_hi, 6, 2)
-    want = U(w_lo, n[g]) + U(w_hi, n[g + 1]) - U(w_hi, n[g]) - U(w_lo, n[g + 1])
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-9)
-
-
-def test_population_ladder_and_the_ladder_datasets():
-    import slt_tms.experiments.posterior as post
-
-    kw = {"num_chains": 2, "num_draws": 10, "num_warmup": 10, "progress": False, "seed": 2,
-          "config": post.HMCConfig(num_leapfrog=4)}
-    pop = post.sample_posterior_ladder(4, [50, 80], loss="population", **kw)
-    assert pop.config["loss"] == "population" and pop.config["dataset"] is None
-    # the stored loss is the population loss of each draw
-    flat = pop.samples.reshape(-1, 12)
-    torch.testing.assert_close(pop.empirical_loss.reshape(-1), population_loss_flat(flat, 4, 2))
-    emp = post.sample_posterior_ladder(4, [50, 80], **kw)
-    X = post.ladder_datasets(4, emp.ladder[-1], 2, seed=2)
-    g = len(emp.ladder) - 1
-    for k in range(2):
-        want = torch.stack([empirical_loss(w[None], X[k], 4, 2)[0] for w in emp.samples[k, g]])
-        torch.testing.assert_close(emp.empirical_loss[k, g], want)
-    with pytest.raises(ValueError, match="loss must be"):
-        post.sample_posterior_ladder(4, [50, 80], loss="emp", **kw)
-
-
 def test_finite_n_switches_end_to_end_small():
     from slt_tms.experiments.occupancy import occupancy
     from slt_tms.experiments.posterior import HMCConfig, ladder_datasets

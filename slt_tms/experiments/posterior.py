@@ -206,7 +206,8 @@ class LadderSamples(_ChainDraws):
     samples : Tensor, shape ``(K, G, D, d)``
         Draws of replica set ``k`` at sample size ``n_g``.
     empirical_loss : Tensor, shape ``(K, G, D)``
-        :math:`L_{n_g}` on replica set ``k``'s dataset at each draw.
+        The loss in the target at each draw: :math:`L_{n_g}` on replica set ``k``'s dataset
+        (``config["loss"] == "empirical"``), or the population loss :math:`L(w)` (``"population"``).
     potential, accept_prob : ndarray, shape ``(K, G, D)``
     divergent : ndarray of bool, shape ``(K, G, D)``
     step_size : ndarray, shape ``(K, G)``
@@ -398,6 +399,27 @@ def ladder_datasets(
     r"""The datasets of :func:`sample_posterior_ladder` (``loss="empirical"``) with the same ``c``,
     ``num_chains``, ``seed`` and largest rung ``n_max``: shape ``(num_chains, n_max, c)``, one
     one-hot-uniform dataset per replica set (its first :math:`n_g` rows are the data at rung :math:`g`).
+
+    Use it to recompute :math:`L_n` on the very datasets of a ladder or an occupancy run (e.g.
+    ``ladder_datasets(c, occ.n_grid[-1], K, occ.seed)`` for an
+    :class:`~slt_tms.experiments.occupancy.OccupancyResult` ``occ``).
+    ``n_max`` must be the ladder's largest rung: the first rows of a longer dataset are not the same rows
+    (feature indices are drawn before magnitudes). ``dtype`` and ``device`` only cast the result.
+
+    Parameters
+    ----------
+    c : int
+        Number of features.
+    n_max : int
+        Rows per dataset (the largest rung of the ladder).
+    num_chains : int
+        Number of replica sets :math:`K`.
+    seed : int
+        The ``seed`` of :func:`sample_posterior_ladder`.
+
+    Returns
+    -------
+    Tensor, shape ``(num_chains, n_max, c)``
 
     Examples
     --------
