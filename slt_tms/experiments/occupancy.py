@@ -237,14 +237,16 @@ def occupancy(
     bar = progress_bar(total=G * (1 + len(alts)), desc="classify draws", enabled=progress)
     keep = _thinned(num_draws, max_classified)
     keep_alt = _thinned(num_draws, max_classified_sensitivity)
-    for g, nv in enumerate(lad.ladder):
-        runs = [(counts, tolerances, keep), *((alt_counts[k], t, keep_alt) for k, t in alts.items())]
-        for target, tol, idx in runs:
-            draws = lad.samples[:, g][:, idx].reshape(-1, lad.samples.shape[-1])
-            lab = classify(draws, pts, tolerances=tol).names.reshape(num_chains, idx.size)
+    runs = [(counts, tolerances, keep), *((alt_counts[k], t, keep_alt) for k, t in alts.items())]
+    d = lad.samples.shape[-1]
+    for target, tol, idx in runs:  # all rungs in one call: the flow is batched over every draw
+        lab = classify(lad.samples[:, :, idx].reshape(-1, d), pts, tolerances=tol).names
+        lab = lab.reshape(num_chains, G, idx.size)
+        for g in range(G):
             for k in range(num_chains):
-                target[g, k] = [int(np.sum(lab[k] == nm)) for nm in names]
-            bar.update(1)
+                target[g, k] = [int(np.sum(lab[k, g] == nm)) for nm in names]
+        bar.update(G)
+    for g, nv in enumerate(lad.ladder):
         dg = lad.diagnostics_at(g)
         dg["n"] = nv
         dg["swap_accept_up"] = None if g == G - 1 else float(lad.swap_accept[g])
