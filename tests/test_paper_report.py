@@ -216,6 +216,10 @@ def test_figure_map_marks_missing_figures_as_errors(tmp_path):
     assert rows["superposition/swish_metrics.png"]["status"] == "missing"
     assert rows["dynamics/llc_vs_step.png"]["status"] == "not run"
     assert rows["superposition/extra.png"]["status"] == "not in the map"
+    assert rows["phases/c7/sample/switch_comparison.png"]["status"] == "not run"
+    quick = {r["path"]: r for r in figure_rows(tmp_path, stages, "quick")}
+    assert quick["phases/c7/sample/switch_comparison.png"]["status"] == "not in this profile"
+    assert quick["superposition/geometry.png"]["status"] == "present"
     page = write_report(tmp_path, {"profile": "test", "seed": 0, "stages": stages}).read_text()
     assert "id='paper-vs-ours'" in page and "id='figure-map-table'" in page
     assert "3 figure(s) missing" in page

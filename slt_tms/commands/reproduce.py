@@ -144,7 +144,7 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
 
 
 #: Phases stage: c = 6 into ``phases/`` (the paper's case), the others into ``phases/c<c>/``.
-_PHASES_C = {"quick": (6, 5), "paper": (6, 5)}
+_PHASES_C = {"quick": (6, 5), "paper": (6, 5, 7)}
 
 
 def _phases_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:

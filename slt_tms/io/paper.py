@@ -154,6 +154,7 @@ class FigureRef:
     shows: str
     chen: str = "—"
     elhage: str = "—"
+    profiles: tuple[str, ...] = ("quick", "paper")
 
 
 #: Our figures (paths under the output folder of ``slt-tms reproduce``) and the figures they correspond to.
@@ -174,6 +175,14 @@ FIGURE_MAP: tuple[FigureRef, ...] = (
               "population loss (c = 5)"),
     FigureRef("phases", "phases/c5/sample/switch_comparison.png", "switches: asymptotic, finite-n "
               "prediction and observed; λ_eff(n) (c = 5)"),
+    FigureRef("phases", "phases/c7/free_energy.png", "local free energies over n (c = 7)",
+              profiles=("paper",)),
+    FigureRef("phases", "phases/c7/sample/occupancy.png", "posterior occupancy of each phase over n (c = 7)",
+              profiles=("paper",)),
+    FigureRef("phases", "phases/c7/sample/occupancy_population.png", "posterior occupancy under the "
+              "population loss (c = 7)", profiles=("paper",)),
+    FigureRef("phases", "phases/c7/sample/switch_comparison.png", "switches: asymptotic, finite-n "
+              "prediction and observed; λ_eff(n) (c = 7)", profiles=("paper",)),
     FigureRef("dynamics", "dynamics/loss_vs_step.png", "SGD loss against step with the k-gon energy "
               "levels, one panel per seed", f"{CHEN}, Fig. 1 (loss plateaus at k-gon levels)"),
     FigureRef("dynamics", "dynamics/llc_vs_step.png", "λ̂ along training with ± 2 SE, one panel per "
@@ -488,13 +497,22 @@ def paper_rows(root: str | Path, stages: Sequence[Mapping[str, Any]]) -> list[di
     return out
 
 
-def figure_rows(root: str | Path, stages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+def figure_rows(
+    root: str | Path, stages: Sequence[Mapping[str, Any]], profile: str | None = None
+) -> list[dict[str, str]]:
     """One row per entry of :data:`FIGURE_MAP` with its status in this run ("present"; "missing" when its
-    stage ran but the figure is not there, or the stage failed; "not run"), then a row for every figure
-    the run produced that the map does not list ("not in the map")."""
+    stage ran but the figure is not there, or the stage failed; "not run"; "not in this profile" for a
+    figure that only another ``profile`` makes), then a row for every figure the run produced that the
+    map does not list ("not in the map")."""
     run = _Run(Path(root), stages)
     out = []
+    known = {p for ref in FIGURE_MAP for p in ref.profiles}
     for ref in FIGURE_MAP:
+        if profile in known and profile not in ref.profiles:
+            out.append({"path": ref.path, "stage": ref.stage, "shows": ref.shows, "chen": ref.chen,
+                        "elhage": ref.elhage, "status": "not in this profile",
+                        "note": f"made by the {' and '.join(ref.profiles)} profile"})
+            continue
         try:
             run.file(ref.stage, ref.path)
             status, note = "present", ""

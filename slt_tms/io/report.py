@@ -191,8 +191,8 @@ def _paper_section(root: Path, stages: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _figure_section(root: Path, stages: Sequence[dict[str, Any]]) -> str:
-    rows = figure_rows(root, stages)
+def _figure_section(root: Path, stages: Sequence[dict[str, Any]], profile: str | None = None) -> str:
+    rows = figure_rows(root, stages, profile)
     head = "".join(f"<th>{h}</th>" for h in ("our figure", "stage", "shows", "Chen et al. 2023",
                                               "Elhage et al. 2022", "in this run"))
     body = []
@@ -299,7 +299,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any] | None = None) -> 
         f"{_esc(datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC'))}.</p>",
         f"<nav>{nav}</nav>",
     ]
-    body += [_paper_section(root, stages), _figure_section(root, stages)]
+    body += [_paper_section(root, stages), _figure_section(root, stages, summary.get("profile"))]
     body += [_stage_section(s, root) for s in stages]
     body.append("<section id='config'><h2>Configuration and versions</h2>")
     body.append(f"<pre>{_esc(json.dumps(config, indent=1, default=str))}</pre>")
