@@ -594,3 +594,23 @@ def test_classify_every_family_exact_and_perturbed(c):
         else:  # the 2-gons are saddles: a perturbation flows down to a lower level, never up
             named = [nm for nm in got[i] if nm != UNCLASSIFIED]
             assert all(by[nm].loss <= p.loss + 1e-9 for nm in named), (p.name, got[i])
+
+
+def test_cli_sample_keeps_the_occupancy_when_finite_n_fails(hand_points, monkeypatch, tmp_path, capsys):
+    import json
+
+    import slt_tms.commands.phases as cmd
+    from slt_tms.cli import main
+
+    def boom(*args, **kwargs):
+        raise ValueError("synthetic failure")
+
+    monkeypatch.setattr(cmd, "finite_n_switches", boom)
+    args = ["phases", "sample", "--c", "4", "--n", "30,40", "--num-draws", "6", "--num-warmup", "6",
+            "--num-chains", "2", "--num-leapfrog", "2", "--num-bootstrap", "5", "--pop-chains", "2",
+            "--no-sensitivity", "--constant", "point", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "occupancy.json").read_text())
+    assert res["occupancy"]["counts"] and res["population_occupancy"]["counts"]
+    assert any("synthetic failure" in n for n in res["notes"]) and res["finite_n"] == []
+    assert "finite-n prediction failed" in capsys.readouterr().err

@@ -304,12 +304,16 @@ def _sample_run(args: argparse.Namespace) -> int:
         pop_switches = pop.switch_points(pairs, num_bootstrap=args.num_bootstrap, seed=args.seed)
         t2 = time.perf_counter()
         X = ladder_datasets(args.c, occ.n_grid[-1], chains, args.seed)
-        finite, basins = finite_n_switches(
-            pairs, points, pop.n_grid, pop.counts, pop.phase_names, datasets=X, n_max=occ.n_grid[-1],
-            num_chains=args.basin_chains, num_draws=args.basin_draws or d["basin_draws"],
-            num_warmup=args.basin_warmup or d["basin_warmup"], num_bootstrap=args.num_bootstrap,
-            seed=args.seed, progress=args.progress,
-        )
+        try:  # a failure here must not lose the occupancy runs above: they are written below regardless
+            finite, basins = finite_n_switches(
+                pairs, points, pop.n_grid, pop.counts, pop.phase_names, datasets=X, n_max=occ.n_grid[-1],
+                num_chains=args.basin_chains, num_draws=args.basin_draws or d["basin_draws"],
+                num_warmup=args.basin_warmup or d["basin_warmup"], num_bootstrap=args.num_bootstrap,
+                seed=args.seed, progress=args.progress,
+            )
+        except (ValueError, RuntimeError) as exc:
+            notes.append(f"no finite-n prediction: {exc}")
+            sys.stderr.write(f"warning: the finite-n prediction failed ({exc}); the occupancies are kept\n")
         timings["finite_n"] = time.perf_counter() - t2
     elapsed = time.perf_counter() - t0
     rows = comparison_rows(pairs, pred, switches, pop_switches or [], finite, occ, per_dataset)
@@ -343,7 +347,7 @@ def _sample_run(args: argparse.Namespace) -> int:
                          f"{shift:>8}  max unclassified share {max(x['unclassified_share']):.3f}")
     lines.append("")
     lines.append(comparison_table(rows))
-    lines += [f"note: {s}" for s in notes if s.startswith("no prediction")]
+    lines += [f"note: {s}" for s in notes if s.startswith(("no prediction", "no finite-n prediction"))]
     text = "\n".join(lines)
     sys.stdout.write(text + "\n")
 

@@ -214,6 +214,8 @@ def occupancy(
     if not pts or any(p.c != c for p in pts):
         raise ValueError(f"points must be a non-empty list of critical points with c = {c}")
     names = [*dict.fromkeys(p.name for p in pts), UNCLASSIFIED]
+    keep = _thinned(num_draws, max_classified)  # checked before the sampling
+    keep_alt = _thinned(num_draws, max_classified_sensitivity)
     lad = sample_posterior_ladder(
         c,
         grid,
@@ -235,8 +237,6 @@ def occupancy(
     alt_counts = {k: np.zeros_like(counts) for k in alts}
     diags = []
     bar = progress_bar(total=G * (1 + len(alts)), desc="classify draws", enabled=progress)
-    keep = _thinned(num_draws, max_classified)
-    keep_alt = _thinned(num_draws, max_classified_sensitivity)
     runs = [(counts, tolerances, keep), *((alt_counts[k], t, keep_alt) for k, t in alts.items())]
     d = lad.samples.shape[-1]
     for target, tol, idx in runs:  # all rungs in one call: the flow is batched over every draw
