@@ -175,6 +175,26 @@ def empirical_value_and_grad(
     return vg
 
 
+def _blocks(w: Tensor, c: int, r: int) -> tuple[Tensor, Tensor, Tensor]:
+    """For :class:`OneHotSums`: ``A[m, i, j] = W_i . W_j`` (input i, output j), the biases ``B`` broadcast
+    to its shape, and the thresholds ``t = -B/A`` of the ReLU's active half-lines (0 where ``A = 0``)."""
+    W, b = unpack(w, c, r)
+    A = W.transpose(-1, -2) @ W
+    B = b[:, None, :].expand_as(A)
+    Ad, Bd = A.detach(), B.detach()
+    t = torch.where(Ad != 0, -Bd / torch.where(Ad != 0, Ad, torch.ones_like(Ad)), torch.zeros_like(Ad))
+    return A, B, t
+
+
+def _assemble(A: Tensor, B: Tensor, s0: Tensor, s1: Tensor, s2: Tensor, tot2: Tensor) -> Tensor:
+    """For :class:`OneHotSums`: the squared errors from the partial sums ``s0, s1, s2`` of ``1, mu, mu^2``
+    over each block's active set and ``tot2``, the sum of ``mu^2`` per input feature."""
+    delta = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    D = delta - A
+    terms = delta * tot2 + (D * D - delta) * s2 - 2 * B * D * s1 + B * B * s0
+    return terms.sum((-1, -2))
+
+
 class OneHotSums:
     r"""Exact :math:`n L_n(w)` of one-hot data in :math:`O(c^2 \log n)` per chain (independent of ``n``).
 
@@ -235,14 +255,10 @@ class OneHotSums:
         ``w`` has shape ``(M, d)``; ``kk`` and ``hh`` (long, shape ``(M,)``) pick the dataset and the
         subset size of every row. Returns shape ``(M,)``.
         """
-        c = self.c
-        W, b = unpack(w, c, r)
-        A = W.transpose(-1, -2) @ W  # (M, c, c): A[m, i, j] = W_i . W_j  (input i, output j)
-        B = b[:, None, :].expand_as(A)
+        A, B, t = _blocks(w, self.c, r)
         seq, cnt = self.seq[kk, hh], self.counts[kk, hh]  # (M, c, P), (M, c)
-        Ad, Bd = A.detach(), B.detach()
-        pos, neg = Ad > 0, Ad < 0
-        t = torch.where(Ad != 0, -Bd / torch.where(Ad != 0, Ad, torch.ones_like(Ad)), torch.zeros_like(Ad))
+        Bd = B.detach()
+        pos, neg = A.detach() > 0, A.detach() < 0
         q = torch.searchsorted(seq, t.contiguous())  # number of mu < t (padding is +inf)
         n_i = cnt[:, :, None].expand_as(q)
         q = torch.minimum(q, n_i)
@@ -253,12 +269,8 @@ class OneHotSums:
             at_n = P.gather(-1, n_i)
             zero_a = torch.where(Bd > 0, at_n, torch.zeros_like(at_n))
             out.append(torch.where(pos, at_n - at_q, torch.where(neg, at_q, zero_a)))
-        s0, s1, s2 = out
-        delta = torch.eye(c, dtype=w.dtype, device=w.device)
         tot2 = self.p2[kk, hh].gather(-1, cnt[:, :, None])  # (M, c, 1): sum of mu^2 per input feature
-        D = delta - A
-        terms = delta * tot2 + (D * D - delta) * s2 - 2 * B * D * s1 + B * B * s0
-        return terms.sum((-1, -2))
+        return _assemble(A, B, *out, tot2)
 
     def total_one(self, w: Tensor, k: int, h: int, r: int) -> Tensor:
         r""":meth:`total` of many rows ``w (M, d)`` on ONE dataset ``k`` and subset size ``sizes[h]``.
@@ -267,14 +279,11 @@ class OneHotSums:
         :math:`O(M c\, n/c)`): for importance weights over many draws and permutations.
         """
         c = self.c
-        W, b = unpack(w, c, r)
-        A = W.transpose(-1, -2) @ W
-        B = b[:, None, :].expand_as(A)
-        Ad, Bd = A.detach(), B.detach()
-        pos, neg = Ad > 0, Ad < 0
-        t = torch.where(Ad != 0, -Bd / torch.where(Ad != 0, Ad, torch.ones_like(Ad)), torch.zeros_like(Ad))
+        A, B, t = _blocks(w, c, r)
+        Bd = B.detach()
+        pos, neg = A.detach() > 0, A.detach() < 0
         cnt = self.counts[k, h]
-        sums = [torch.zeros_like(Ad) for _ in range(3)]
+        sums = [torch.zeros_like(t) for _ in range(3)]
         tot2 = torch.zeros(c, 1, dtype=w.dtype, device=w.device)
         for i in range(c):
             n_i = cnt[i]
@@ -286,11 +295,7 @@ class OneHotSums:
                 zero_a = torch.where(Bd[:, i, :] > 0, at_n, torch.zeros_like(at_q))
                 out[:, i, :] = torch.where(pos[:, i, :], at_n - at_q, torch.where(neg[:, i, :], at_q, zero_a))
             tot2[i, 0] = self.p2[k, h, i, n_i]
-        s0, s1, s2 = sums
-        delta = torch.eye(c, dtype=w.dtype, device=w.device)
-        D = delta - A
-        terms = delta * tot2 + (D * D - delta) * s2 - 2 * B * D * s1 + B * B * s0
-        return terms.sum((-1, -2))
+        return _assemble(A, B, *sums, tot2)
 
 
 def posterior_potential(
