@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ from slt_tms.analysis.finite_n import anchor_log_odds, anchored_log_odds, predic
 from slt_tms.analysis.free_energy import check_n_values
 from slt_tms.analysis.kgon_classify import ClassifyTolerances, classify
 from slt_tms.experiments.posterior import HMCConfig, population_target
+from slt_tms.io.serialize import to_jsonable
 from slt_tms.samplers import sample
 from slt_tms.samplers.diagnostics import ess, mcse_mean, rhat
 from slt_tms.theory.critical_point import CriticalPoint
@@ -101,20 +102,8 @@ class BasinLadder:
     seed: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (without the draws)."""
-        return {
-            "phase": self.phase,
-            "c": self.c,
-            "loss_level": self.loss_level,
-            "n_grid": [int(v) for v in self.n_grid],
-            "lambda_eff": self.lambda_eff.tolist(),
-            "lambda_eff_se": self.lambda_eff_se.tolist(),
-            "ess": self.ess.tolist(),
-            "rhat": self.rhat.tolist(),
-            "leave_rate": self.leave_rate.tolist(),
-            "config": self.config,
-            "seed": self.seed,
-        }
+        """JSON-ready dictionary of every field but the draws (:func:`slt_tms.io.serialize.to_jsonable`)."""
+        return to_jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name != "draws"})
 
 
 def sample_basins(
@@ -211,7 +200,7 @@ def sample_basins(
     target = population_target(c, r, nbeta, w0)
     prev = w0.clone()
     left = np.zeros(P * G * K)
-    state_holder: dict[str, Any] = {}
+    kernel = cfg.kernel()
 
     def hook(state: Any, it: int) -> Any:
         w = state.w
@@ -223,10 +212,8 @@ def sample_basins(
             left[~inside.cpu().numpy()] += 1
         new = torch.where(inside[:, None], w, prev)
         prev.copy_(new)
-        return state_holder["kernel"].init(new, target, None)
+        return kernel.init(new, target, None)
 
-    kernel = cfg.kernel()
-    state_holder["kernel"] = kernel
     bar = progress_bar(total=num_warmup + D, desc=f"basin-restricted posterior ({', '.join(names)})",
                        enabled=progress)
     try:
@@ -396,20 +383,11 @@ class FiniteNSwitch:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary."""
-        return {
-            "low_n": self.low_n,
-            "high_n": self.high_n,
-            "anchor": self.anchor,
-            "n_grid": [float(v) for v in self.n_grid],
-            "log_odds_population": self.log_odds.tolist(),
-            "log_odds_population_se": self.log_odds_se.tolist(),
-            "dataset_effect": self.effect.tolist(),
-            "weight_ess_min": self.weight_ess_min,
-            "population": None if self.population is None else self.population.to_dict(),
-            "empirical": None if self.empirical is None else self.empirical.to_dict(),
-            "diagnostics": self.diagnostics,
-        }
+        """JSON-ready dictionary (:func:`slt_tms.io.serialize.to_jsonable`; the log-odds and the effect
+        named for what they are)."""
+        names = {"log_odds": "log_odds_population", "log_odds_se": "log_odds_population_se",
+                 "effect": "dataset_effect"}
+        return to_jsonable({names.get(f.name, f.name): getattr(self, f.name) for f in fields(self)})
 
 
 #: The lambda_eff estimates behind a prediction count as converged with R-hat <= MAX_RHAT and ESS >= MIN_ESS
