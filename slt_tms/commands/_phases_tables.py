@@ -9,13 +9,15 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from slt_tms.analysis.phase_constant import VARIANTS
 
 __all__ = ["comparison_rows", "comparison_table", "crossover_csv", "prediction_table", "switch_points_csv"]
 
 
-def _fmt(x: float | None, digits: int = 1) -> str:
+def fmt_n(x: float | None, digits: int = 1) -> str:
+    """A sample size for a table: ``-`` for None, ``inf`` for infinity."""
     if x is None:
         return "-"
     if math.isinf(x):
@@ -75,7 +77,7 @@ def prediction_table(pred: dict[str, Any]) -> str:
     by_var = _variant_n_c(pred)
     for x in pred["crossovers"]:
         label = f"{x['low_n']}->{x['high_n']}"
-        side = "".join(f" {_fmt(by_var.get((x['low_n'], x['high_n']), {}).get(k, {}).get('n_c')):>11}"
+        side = "".join(f" {fmt_n(by_var.get((x['low_n'], x['high_n']), {}).get(k, {}).get('n_c')):>11}"
                        for k in keys)
         if x["never"]:
             status = "never (equal free energies up to a constant)"
@@ -86,8 +88,8 @@ def prediction_table(pred: dict[str, Any]) -> str:
             continue
         lo, hi = x["interval"]
         lines.append(
-            f"{label:<14} {_fmt(x['n_c']):>10} {_fmt(x['n_c_lambert']):>10} {_fmt(x['n_c_root']):>10} "
-            f"{'-' if x['branch'] is None else x['branch']:>6} {'[' + _fmt(lo) + ', ' + _fmt(hi) + ']':>22}"
+            f"{label:<14} {fmt_n(x['n_c']):>10} {fmt_n(x['n_c_lambert']):>10} {fmt_n(x['n_c_root']):>10} "
+            f"{'-' if x['branch'] is None else x['branch']:>6} {'[' + fmt_n(lo) + ', ' + fmt_n(hi) + ']':>22}"
             + side
         )
     lines.append("")
@@ -95,7 +97,7 @@ def prediction_table(pred: dict[str, Any]) -> str:
     lines.append(
         "  "
         + "  ->  ".join(
-            f"{s['phase']} [{_fmt(s['n_start'], 0)}, {_fmt(s['n_end'], 0)})" for s in pred["sequence"]
+            f"{s['phase']} [{fmt_n(s['n_start'], 0)}, {fmt_n(s['n_end'], 0)})" for s in pred["sequence"]
         )
     )
     return "\n".join(lines)
@@ -199,9 +201,8 @@ def _rank_correlation(x: list[float | None], y: list[float | None]) -> tuple[flo
     pairs = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]
     if len(pairs) < 3:
         return None, len(pairs)
-    a, b = (np.argsort(np.argsort(np.asarray(v, dtype=float))) for v in zip(*pairs, strict=True))
-    r = np.corrcoef(a, b)[0, 1]
-    return (float(r) if np.isfinite(r) else None), len(pairs)
+    r = float(spearmanr(*zip(*pairs, strict=True)).statistic)
+    return (r if math.isfinite(r) else None), len(pairs)
 
 
 def comparison_rows(
@@ -251,7 +252,7 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
         if not v or v[0] is None:
             return "-"
         n, lo, hi = v
-        return _fmt(n) if lo is None else f"{_fmt(n)} [{_fmt(lo)}, {_fmt(hi)}]"
+        return fmt_n(n) if lo is None else f"{fmt_n(n)} [{fmt_n(lo)}, {fmt_n(hi)}]"
 
     def flag(x: bool | None) -> str:
         return "-" if x is None else ("agree" if x else "DISAGREE")
@@ -276,11 +277,11 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
             continue
         named = (("paper", r["paper"]), ("full constant", r["full"]), ("point prior", r["point"]),
                  ("finite-n", r["finite_empirical"]))
-        off = [f"{lab} {_fmt(v[0], 0)} ({100 * (v[0] / obs[0] - 1):+.0f}%)" for lab, v in named
+        off = [f"{lab} {fmt_n(v[0], 0)} ({100 * (v[0] / obs[0] - 1):+.0f}%)" for lab, v in named
                if v and v[0] is not None]
         if off:
-            lines.append(f"  {r['low_n']}->{r['high_n']}: against the observed L_n switch {_fmt(obs[0], 0)}: "
-                         + ", ".join(off))
+            lines.append(f"  {r['low_n']}->{r['high_n']}: against the observed L_n switch "
+                         f"{fmt_n(obs[0], 0)}: " + ", ".join(off))
     for r in rows:
         anc = r["anchor"] or {}
         if "n0" in anc:

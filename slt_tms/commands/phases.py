@@ -28,10 +28,10 @@ from slt_tms.commands._args import add_command
 from slt_tms.commands._args import nonneg_int as _nonneg_int
 from slt_tms.commands._args import positive_int as _positive_int
 from slt_tms.commands._phases_tables import (
-    _fmt,
     comparison_rows,
     comparison_table,
     crossover_csv,
+    fmt_n,
     prediction_table,
     switch_points_csv,
 )
@@ -317,9 +317,6 @@ def _sample_run(args: argparse.Namespace) -> int:
         timings["finite_n"] = time.perf_counter() - t2
     elapsed = time.perf_counter() - t0
     rows = comparison_rows(pairs, pred, switches, pop_switches or [], finite, occ, per_dataset)
-    by_pair = {(x["low_n"], x["high_n"]): x for x in pred["crossovers"]}
-    for a, b in pairs:
-        by_pair.setdefault((a, b), {"n_c": None})
 
     lines = [
         f"c = {args.c}: posterior occupancy over n ({chains} datasets x {draws} draws, warmup {warmup}, "
@@ -334,16 +331,16 @@ def _sample_run(args: argparse.Namespace) -> int:
     lines.append(f"{'switch':<12} {'observed':>10} {'bootstrap 95%':>20} {'frac':>6} "
                  f"{'per-dataset median':>19} {'sd':>6}")
     for sw, pd in zip(switches, per_dataset, strict=True):
-        obs = _fmt(sw.n_switch) if sw.n_switch is not None else f"({sw.position} grid)"
-        ci = "-" if sw.interval is None else f"[{_fmt(sw.interval[0])}, {_fmt(sw.interval[1])}]"
+        obs = fmt_n(sw.n_switch) if sw.n_switch is not None else f"({sw.position} grid)"
+        ci = "-" if sw.interval is None else f"[{fmt_n(sw.interval[0])}, {fmt_n(sw.interval[1])}]"
         lines.append(f"{sw.low_n + '->' + sw.high_n:<12} {obs:>10} {ci:>20} {sw.frac_crossing:>6.2f} "
-                     f"{_fmt(pd['median']):>19} {_fmt(pd['sd']):>6}")
+                     f"{fmt_n(pd['median']):>19} {fmt_n(pd['sd']):>6}")
     if sensitivity:
         lines.append("")
         lines.append("classifier sensitivity (same draws, one setting changed): observed switch and shift")
         for x in sensitivity:
             shift = "-" if x["shift"] is None else f"{x['shift']:+.1f}"
-            lines.append(f"  {x['low_n']}->{x['high_n']} {x['classifier']:<32} {_fmt(x['n_switch']):>8} "
+            lines.append(f"  {x['low_n']}->{x['high_n']} {x['classifier']:<32} {fmt_n(x['n_switch']):>8} "
                          f"{shift:>8}  max unclassified share {max(x['unclassified_share']):.3f}")
     lines.append("")
     lines.append(comparison_table(rows))
