@@ -39,7 +39,7 @@ slt_tms: ``estimate_llc(model, (X, Y), loss=..., localization=100, seed=...)``, 
 gets a budget, see ``mlp_problem``): HMC with an adapted step and diagonal metric on the full-batch loss,
 sampling in blocks until split R-hat <= 1.01 and ESS >= 400. The whole call is timed. For the TMS a second
 row uses the toolkit's own TMS potential (``estimate_llc(kgon(6, 6), X)``: closed-form loss, one-hot rows
-through sorted prefix sums).
+through sorted prefix sums), and a third the same with ``num_chains=16``.
 
 devinterp: its public ``devinterp.slt.sampling.sample`` (SGLD, chains one after another, traces written
 to zarr) with the settings its README documents: ``num_chains=4``, ``batch_size=32``,
@@ -162,6 +162,10 @@ def mlp_problem(seed: int) -> dict[str, Any]:
 
 PROBLEMS = {"tms": tms_problem, "rrr": rrr_problem, "mlp": mlp_problem}
 
+#: Chains of the extra TMS row "slt_tms native 16 ch": more chains share each batched gradient of the
+#: closed-form potential (ESS about 3x per call), but the gradient costs 2-3x as much (measured).
+NATIVE_MANY_CHAINS = 16
+
 
 def _nbeta(n: int) -> float:
     return n / math.log(n)
@@ -186,12 +190,15 @@ def _ess_rhat(trace: np.ndarray, minibatch: bool) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------- workers
-def run_ours(p: dict[str, Any], seed: int, quick: bool, native: bool = False) -> dict[str, Any]:
+def run_ours(p: dict[str, Any], seed: int, quick: bool, native: bool = False,
+             num_chains: int | None = None) -> dict[str, Any]:
     from slt_tms.estimators import estimate_llc
 
     rows = p["rows"]
     kw: dict[str, Any] = {"localization": LOCALIZATION, "seed": seed, "progress": False,
                           **p.get("ours_kw", {})}
+    if num_chains is not None:
+        kw["num_chains"] = num_chains
     if quick:
         kw.update(num_burnin=50, num_draws=100)
     t0 = time.perf_counter()
@@ -349,7 +356,8 @@ def worker(lib: str, problem: str, seed: int, quick: bool, budget: float) -> dic
     if lib == "devinterp":
         out = run_devinterp(p, seed, quick, budget, _reference(problem))
     else:
-        out = run_ours(p, seed, quick, native=lib == "slt_tms_native")
+        out = run_ours(p, seed, quick, native=lib.startswith("slt_tms_native"),
+                       num_chains=NATIVE_MANY_CHAINS if lib == "slt_tms_native_many" else None)
     out["rss_before_mb"] = base
     out["peak_rss_mb"] = _rss_mb()
     out["anchor_loss"] = _anchor_loss(p)
@@ -394,6 +402,8 @@ def _rows(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     rows = [("slt_tms", entry["slt_tms"])]
     if "slt_tms_native" in entry:
         rows.append(("slt_tms TMS-native", entry["slt_tms_native"]))
+    if "slt_tms_native_many" in entry:
+        rows.append((f"slt_tms native {NATIVE_MANY_CHAINS} ch", entry["slt_tms_native_many"]))
     d = entry["devinterp"]
     peak = {"peak_rss_mb": d.get("peak_rss_mb", 0.0)}  # one process ran all devinterp runs
     rows.append((f"devinterp lr {d['readme']['lr']:.0e}", {**d["readme"], **peak}))
@@ -467,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = _reference(prob)
         entry: dict[str, Any] = {"name": meta["name"], "meta": meta["meta"], "nbeta": _nbeta(meta["n"]),
                                  "localization": LOCALIZATION, "reference": ref}
-        libs = ["slt_tms", "devinterp"] + (["slt_tms_native"] if prob == "tms" else [])
+        libs = ["slt_tms", "devinterp"] + (["slt_tms_native", "slt_tms_native_many"] if prob == "tms" else [])
         for lib in libs:
             t0 = time.perf_counter()
             entry[lib] = _spawn(lib, prob, args.seed, args.quick, args.budget)
