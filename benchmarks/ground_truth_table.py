@@ -113,7 +113,10 @@ def main() -> None:
         key, sep, value = item.partition("=")
         if not sep:
             ap.error(f"--set takes FIELD=VALUE, got {item!r}")
-        overrides[key.strip()] = json.loads(value)
+        try:
+            overrides[key.strip()] = json.loads(value)  # numbers, true/false, null, lists
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value  # a bare string, e.g. sampler=mala
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows: list[dict[str, Any]] = []
     items = problems(10_000)
@@ -154,9 +157,10 @@ def main() -> None:
         ref = "" if r["reference"] is None else f"{r['reference']:.4f}"
         z = f"{r['z']:+.1f}" if "z" in r else ""
         flag = "" if r["converged"] else " (not converged)"
+        asym = "skipped | | " if math.isnan(r["asym"]) else (
+            f"{r['asym']:.3f} +/- {r['asym_se']:.3f} | {100 * r['asym_rel']:+.1f}% | {r['asym_cpu_s']:.0f}")
         md.append(f"| {r['problem']} | {r['lambda']:g} | {ref} | {r['llc']:.3f} +/- {r['se']:.3f}{flag} | "
-                  f"{z} | {r['rhat']:.3f} | {r['ess']:.0f} | {r['cpu_s']:.1f} | {r['asym']:.3f} +/- "
-                  f"{r['asym_se']:.3f} | {100 * r['asym_rel']:+.1f}% | {r['asym_cpu_s']:.0f} |")
+                  f"{z} | {r['rhat']:.3f} | {r['ess']:.0f} | {r['cpu_s']:.1f} | {asym} |")
     table = "\n".join(md)
     print(table)
     OUT.mkdir(parents=True, exist_ok=True)
