@@ -55,6 +55,23 @@ def _switch(n_grid: np.ndarray, diff: np.ndarray) -> tuple[float | None, str]:
     return None, "above"
 
 
+def _checked(
+    n_grid: Sequence[float], counts: np.ndarray, phase_names: Sequence[str], low_n: str, high_n: str
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The grid and the counts (as float) after validation, and the indices of ``low_n`` and ``high_n``."""
+    grid = check_n_values(n_grid)
+    if np.any(np.diff(grid) <= 0):
+        raise ValueError("n_grid must be strictly increasing")
+    cnt = np.asarray(counts, dtype=float)
+    if cnt.ndim != 3 or cnt.shape[0] != grid.size or cnt.shape[2] != len(phase_names):
+        raise ValueError(f"counts must have shape (len(n_grid), num_chains, num_phases); got {cnt.shape}")
+    names = list(phase_names)
+    for nm in (low_n, high_n):
+        if nm not in names:
+            raise ValueError(f"unknown phase {nm!r}; known: {names}")
+    return grid, cnt, names.index(low_n), names.index(high_n)
+
+
 def switch_point(
     n_grid: Sequence[float],
     counts: np.ndarray,
@@ -79,17 +96,7 @@ def switch_point(
     seed : int
         Seed of the bootstrap (numpy ``default_rng``).
     """
-    grid = check_n_values(n_grid)
-    if np.any(np.diff(grid) <= 0):
-        raise ValueError("n_grid must be strictly increasing")
-    cnt = np.asarray(counts, dtype=float)
-    if cnt.ndim != 3 or cnt.shape[0] != grid.size or cnt.shape[2] != len(phase_names):
-        raise ValueError(f"counts must have shape (len(n_grid), num_chains, num_phases); got {cnt.shape}")
-    names = list(phase_names)
-    for nm in (low_n, high_n):
-        if nm not in names:
-            raise ValueError(f"unknown phase {nm!r}; known: {names}")
-    ia, ib = names.index(low_n), names.index(high_n)
+    grid, cnt, ia, ib = _checked(n_grid, counts, phase_names, low_n, high_n)
 
     def diff_of(c: np.ndarray) -> np.ndarray:
         tot = c.sum(axis=(1, 2))
@@ -121,12 +128,7 @@ def chain_switch_points(
     >>> [(round(v), p) for v, p in chain_switch_points([100, 400], counts, ["5", "6"], "5", "6")]
     [(221, 'inside'), (100, 'inside')]
     """
-    grid = check_n_values(n_grid)
-    cnt = np.asarray(counts, dtype=float)
-    names = list(phase_names)
-    if cnt.ndim != 3 or cnt.shape[0] != grid.size or cnt.shape[2] != len(names):
-        raise ValueError(f"counts must have shape (len(n_grid), num_chains, num_phases); got {cnt.shape}")
-    ia, ib = names.index(low_n), names.index(high_n)
+    grid, cnt, ia, ib = _checked(n_grid, counts, phase_names, low_n, high_n)
     tot = np.maximum(cnt.sum(axis=2), 1)  # (G, K)
     diff = (cnt[:, :, ib] - cnt[:, :, ia]) / tot
     return [_switch(grid, diff[:, k]) for k in range(cnt.shape[1])]

@@ -13,7 +13,14 @@ from scipy.stats import spearmanr
 
 from slt_tms.analysis.phase_constant import VARIANTS
 
-__all__ = ["comparison_rows", "comparison_table", "crossover_csv", "prediction_table", "switch_points_csv"]
+__all__ = [
+    "comparison_rows",
+    "comparison_table",
+    "crossover_csv",
+    "fmt_n",
+    "prediction_table",
+    "switch_points_csv",
+]
 
 
 def fmt_n(x: float | None, digits: int = 1) -> str:
@@ -212,6 +219,7 @@ def comparison_rows(
     obs = {(s.low_n, s.high_n): s for s in switches}
     obs_pop = {(s.low_n, s.high_n): s for s in pop_switches}
     fin = {(f.low_n, f.high_n): f for f in finite}
+    each_obs = {(x["low_n"], x["high_n"]): x["n_switch"] for x in per_dataset}
     rows = []
     for a, b in pairs:
         var = by_var.get((a, b), {})
@@ -236,7 +244,6 @@ def comparison_rows(
         share = _pair_share(occ, a, b, sw.n_switch if sw is not None else None)
         row["share_at_switch"] = share
         row["role"] = "main" if share is not None and share >= MAIN_SHARE else "minor"
-        each_obs = {(x["low_n"], x["high_n"]): x["n_switch"] for x in per_dataset}
         observed_each = each_obs.get((a, b))
         predicted_each = f.empirical.per_dataset if f is not None and f.empirical is not None else None
         if observed_each is not None and predicted_each is not None:

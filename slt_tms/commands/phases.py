@@ -279,6 +279,8 @@ def _sample_run(args: argparse.Namespace) -> int:
             raise
         records, notes = [], [f"no prediction: {exc}"]
         pred = {"phases": [], "crossovers": [], "sequence": [], "lambda_source": args.lambda_source}
+    basin_draws = args.basin_draws or d["basin_draws"]
+    basin_warmup = args.basin_warmup or d["basin_warmup"]
     hmc = HMCConfig(num_leapfrog=args.num_leapfrog)
     sens = None if args.no_sensitivity else default_sensitivity(args.c)
     timings: dict[str, float] = {}
@@ -307,8 +309,8 @@ def _sample_run(args: argparse.Namespace) -> int:
         try:  # a failure here must not lose the occupancy runs above: they are written below regardless
             finite, basins = finite_n_switches(
                 pairs, points, pop.n_grid, pop.counts, pop.phase_names, datasets=X, n_max=occ.n_grid[-1],
-                num_chains=args.basin_chains, num_draws=args.basin_draws or d["basin_draws"],
-                num_warmup=args.basin_warmup or d["basin_warmup"], num_bootstrap=args.num_bootstrap,
+                num_chains=args.basin_chains, num_draws=basin_draws,
+                num_warmup=basin_warmup, num_bootstrap=args.num_bootstrap,
                 seed=args.seed, progress=args.progress,
             )
         except (ValueError, RuntimeError) as exc:
@@ -379,8 +381,8 @@ def _sample_run(args: argparse.Namespace) -> int:
             "finite_n": not args.no_finite_n,
             "pop_chains": None if pop is None else pop.counts.shape[1],
             "basin_chains": args.basin_chains,
-            "basin_draws": args.basin_draws or d["basin_draws"],
-            "basin_warmup": args.basin_warmup or d["basin_warmup"],
+            "basin_draws": basin_draws,
+            "basin_warmup": basin_warmup,
             "anchor_n_min": ANCHOR_N_MIN,
         },
         "seed": args.seed,
