@@ -614,3 +614,17 @@ def test_cli_sample_keeps_the_occupancy_when_finite_n_fails(hand_points, monkeyp
     assert res["occupancy"]["counts"] and res["population_occupancy"]["counts"]
     assert any("synthetic failure" in n for n in res["notes"]) and res["finite_n"] == []
     assert "finite-n prediction failed" in capsys.readouterr().err
+
+
+def test_switch_comparison_leaves_out_switches_with_nothing_to_show():
+    from slt_tms.plotting.phases import SWITCH_ROWS, plot_switch_comparison
+
+    empty = {"low_n": "3", "high_n": "4", **{key: None for key, _ in SWITCH_ROWS}}
+    full = {"low_n": "5", "high_n": "6", **{key: None for key, _ in SWITCH_ROWS},
+            "observed_empirical": (400.0, 350.0, 450.0), "paper": (601.0, None, None)}
+    fig = plot_switch_comparison([empty, full], None, c=6)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(labels) == len(SWITCH_ROWS) and all(lab.startswith("5→6") for lab in labels)
+    # nothing to show anywhere: every switch is kept (the figure is not empty)
+    fig = plot_switch_comparison([empty], None)
+    assert len(fig.axes[0].get_yticklabels()) == len(SWITCH_ROWS)

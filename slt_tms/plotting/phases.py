@@ -3,6 +3,7 @@ r"""Figures of the Bayesian phases: local free energies with their crossovers, p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -152,6 +153,11 @@ SWITCH_ROWS = (
 )
 
 
+def _has_value(val: Any) -> bool:
+    """Whether a row entry ``(n, lo, hi)`` of :func:`plot_switch_comparison` holds a switch."""
+    return bool(val) and val[0] is not None
+
+
 def plot_switch_comparison(
     rows: Sequence[dict], basins: dict | None = None, *, c: int | None = None
 ) -> Figure:
@@ -162,12 +168,15 @@ def plot_switch_comparison(
     ----------
     rows : sequence of dict
         One per switch: ``"low_n"``, ``"high_n"`` and, for each key of :data:`SWITCH_ROWS`, ``None`` or
-        ``(n, lo, hi)`` (``lo``/``hi`` None for a point prediction).
+        ``(n, lo, hi)`` (``lo``/``hi`` None for a point prediction). Switches with no value in any of
+        these rows (neither predicted nor observed) are left out of the figure.
     basins : dict of str to BasinLadder, optional
         Left panel: :math:`\lambda_{\mathrm{eff}}(n)` of each sampled phase with 2-SE bars.
     c : int, optional
         For the title.
     """
+    shown = [r for r in rows if any(_has_value(r.get(key)) for key, _ in SWITCH_ROWS)]
+    rows = shown or list(rows)
     fig = Figure(figsize=(11 if basins else 6.5, 1.2 + 1.6 * max(len(rows), 1)), layout="constrained")
     if basins:
         ax_l, ax = fig.subplots(1, 2, width_ratios=[1, 1.3])
@@ -189,7 +198,7 @@ def plot_switch_comparison(
             y -= 1
             ticks.append(y)
             labels.append(f"{row['low_n']}→{row['high_n']}: {lab}")
-            if not val or val[0] is None:
+            if not _has_value(val):
                 ax.text(1.0, y, "  -", va="center", fontsize=7, transform=ax.get_yaxis_transform())
                 continue
             n, lo, hi = val
