@@ -299,6 +299,14 @@ def test_one_hot_sums_equal_empirical_loss_value_and_gradient():
     g1 = torch.autograd.grad(fast.sum(), w)[0]
     g2 = torch.autograd.grad(ref.sum(), w)[0]
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
+    value, grad = sums.value_and_grad(w, kk, hh, 2)  # the closed-form gradient (no autograd)
+    torch.testing.assert_close(value, ref.detach(), rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(grad, g2, rtol=1e-10, atol=1e-10)
+    assert not value.requires_grad and not grad.requires_grad
+    for m in (0, 1, 4):  # every chain on one dataset and size (the potential's path)
+        v1, g1 = sums.value_and_grad_at(w[m : m + 1].repeat(3, 1), int(kk[m]), int(hh[m]), 2)
+        torch.testing.assert_close(v1, ref[m].detach().expand(3), rtol=1e-12, atol=1e-10)
+        torch.testing.assert_close(g1, g2[m].expand(3, -1), rtol=1e-10, atol=1e-10)
 
 
 def test_swap_ratio_is_the_metropolis_ratio_of_the_two_posteriors():

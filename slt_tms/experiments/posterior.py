@@ -236,6 +236,9 @@ def _target(sums: OneHotSums, kk: Tensor, hh: Tensor, r: int, like: Tensor) -> T
     def total(w: Tensor, rows: Any = None) -> Tensor:
         return sums.total(w, kk, hh, r)
 
+    def total_and_grad(w: Tensor, rows: Any = None) -> tuple[Tensor, Tensor]:
+        return sums.value_and_grad(w, kk, hh, r)
+
     zero = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device)
     pot = FunctionalPotential(
         w_star=zero,
@@ -243,7 +246,7 @@ def _target(sums: OneHotSums, kk: Tensor, hh: Tensor, r: int, like: Tensor) -> T
         data=None,
         description="TMS n L_n (one-hot prefix sums)",
         batched=total,
-        grad_mode="autograd",
+        closed_form=total_and_grad,
     )
     return Tempered(pot, 1.0, 1.0, zero)
 

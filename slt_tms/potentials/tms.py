@@ -116,13 +116,10 @@ def _one_hot(x: Tensor) -> bool:
 
 def _one_hot_vg(sums: OneHotSums, w: Tensor, r: int, n: int) -> tuple[Tensor, Tensor]:
     """:math:`L_n(w)` of all one-hot rows through :class:`~slt_tms.tms.losses.OneHotSums`, with its
-    gradient (reverse mode through the closed-form sums; the active sets are locally constant)."""
-    zeros = torch.zeros(w.shape[0], dtype=torch.long, device=w.device)
-    with torch.enable_grad():
-        wg = w.detach().requires_grad_(True)
-        loss = sums.total(wg, zeros, zeros, r) / n
-        (grad,) = torch.autograd.grad(loss.sum(), wg)
-    return loss.detach(), grad
+    closed-form gradient (:meth:`~slt_tms.tms.losses.OneHotSums.value_and_grad_at`; no autograd)."""
+    with torch.no_grad():
+        total, grad = sums.value_and_grad_at(w, 0, 0, r)
+    return total.div_(n), grad.div_(n)
 
 
 def from_critical_point(

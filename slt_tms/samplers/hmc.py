@@ -114,10 +114,15 @@ class HMC:
         kin0 = 0.5 * (p0 * p0 * G).sum(-1)
         w, u, g, loss = w0, u0, g0, l0
         p = p0 - 0.5 * eps * g
-        n_max = int(num_steps.max())
-        for s in range(n_max):
+        eps_g = eps * G
+        n_min, n_max = (int(v) for v in torch.aminmax(num_steps))
+        for _ in range(n_min - 1):  # every chain moves and none takes its last (half) step: no masks
+            w = w + eps_g * p
+            u, g, loss = target.evaluate(w, batch)
+            p = p - eps * g
+        for s in range(max(n_min - 1, 0), n_max):
             active = (s < num_steps)[:, None]
-            w = torch.where(active, w + eps * G * p, w)
+            w = torch.where(active, w + eps_g * p, w)
             ev = target.evaluate(w, batch)
             u = torch.where(active[:, 0], ev.potential, u)
             g = torch.where(active, ev.grad, g)
