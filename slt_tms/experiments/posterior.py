@@ -39,7 +39,7 @@ from slt_tms.analysis.free_energy import check_n_values
 from slt_tms.potentials import FunctionalPotential
 from slt_tms.samplers import HMC, Tempered, exchange, sample, swap_rungs
 from slt_tms.samplers.diagnostics import inference_data, summary_stats
-from slt_tms.theory.symbolic import population_loss_flat
+from slt_tms.theory.symbolic import population_loss_flat, population_value_and_grad_flat
 from slt_tms.tms import OneHotSums, OneHotUniform, num_params, unpack, validate_shape
 from slt_tms.validation import check_float, check_int, check_seed
 
@@ -449,7 +449,7 @@ def population_target(c: int, r: int, n_chain: Tensor, like: Tensor) -> Tempered
         data=None,
         description=f"TMS population loss (c={c}, r={r})",
         batched=lambda w, rows: population_loss_flat(w, c, r),
-        grad_mode="autograd",
+        closed_form=lambda w, rows: population_value_and_grad_flat(w, c, r),
     )
     return Tempered(pot, n_chain, 1.0, zero)
 

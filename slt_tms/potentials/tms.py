@@ -24,7 +24,7 @@ from torch import Tensor
 from slt_tms.potentials.base import FunctionalPotential, check_anchor
 from slt_tms.potentials.data import DataSource
 from slt_tms.theory.critical_point import CriticalPoint
-from slt_tms.theory.symbolic import population_loss_flat
+from slt_tms.theory.symbolic import population_loss_flat, population_value_and_grad_flat
 from slt_tms.tms.losses import OneHotSums, empirical_loss, empirical_value_and_grad
 from slt_tms.tms.model import activation_fn, num_params
 from slt_tms.validation import check_device
@@ -80,7 +80,8 @@ def from_tms(
                              f"activation {activation!r}")
         return FunctionalPotential(
             w_star=w0, n=n, data=None, batched=lambda w, rows: population_loss_flat(w, c, r),
-            grad_mode="autograd", description=f"TMS population loss{label} (c={c}, r={r})",
+            closed_form=lambda w, rows: population_value_and_grad_flat(w, c, r),
+            description=f"TMS population loss{label} (c={c}, r={r})",
             info={"source": "tms", "loss": "population", "c": c, "r": r, "name": name},
         )
     if not isinstance(data, Tensor) or data.ndim != 2 or data.shape[1] != c:

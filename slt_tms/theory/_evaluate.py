@@ -23,7 +23,7 @@ from torch import Tensor
 from slt_tms.theory._codegen import numpy_indicator, torch_indicator
 from slt_tms.theory._stable import gram_compensated, pair_diag, pair_off
 
-__all__ = ["loss_arrays"]
+__all__ = ["loss_and_grad_arrays", "loss_arrays"]
 
 
 # The loss of a batch of points is computed in chunks of points so that the c x c pair-term arrays and
@@ -263,3 +263,12 @@ def loss_arrays(W: Any, b: Any) -> Any:
     b = np.broadcast_to(b, (*batch, c)).reshape(-1, c)
     out = np.concatenate([_chunk_value(W[s], b[s]) for s in _chunks(W.shape[0], c)])
     return out.reshape(batch)
+
+
+def loss_and_grad_arrays(W: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """L and its gradient for flattened torch batches ``W (n, r, c)``, ``b (n, c)``, without autograd:
+    the stable segment formulas of the autograd Function's forward pass, chunked."""
+    with torch.no_grad():
+        value, gW, gb = _value_and_grad(W, b, with_value=True)
+    assert value is not None
+    return value, gW, gb

@@ -75,7 +75,7 @@ import torch
 from torch import Tensor
 
 from slt_tms.theory._codegen import piecewise_function
-from slt_tms.theory._evaluate import loss_arrays
+from slt_tms.theory._evaluate import loss_and_grad_arrays, loss_arrays
 from slt_tms.tms import num_params, unpack, validate_shape
 
 __all__ = [
@@ -88,6 +88,7 @@ __all__ = [
     "pair_terms",
     "population_loss",
     "population_loss_flat",
+    "population_value_and_grad_flat",
     "symbols",
 ]
 
@@ -467,3 +468,36 @@ def population_loss_flat(w: Any, c: int, r: int = 2) -> Any:
         )
     W = w[..., : r * c].reshape(*w.shape[:-1], r, c)
     return population_loss(W, w[..., r * c :])
+
+
+def population_value_and_grad_flat(w: Tensor, c: int, r: int = 2) -> tuple[Tensor, Tensor]:
+    r"""The population loss of flat parameters ``w (M, r c + c)`` and its gradient, without autograd.
+
+    .. math:: \nabla_W L = W (G + G^\top), \quad G_{ij} = \frac{\partial L}{\partial a_{ij}}, \quad
+        a = W^\top W, \qquad \nabla_{b_i} L = \frac1c \sum_j \partial_b T_{\delta_{ij}}(a_{ij}, b_i)
+
+    with the derivatives of the pair terms from the same stable segment formulas as the value. Equal to
+    reverse-mode autograd through :func:`population_loss_flat` (tested), at less than half its cost:
+    no graph is recorded (for samplers, which need one gradient per step).
+
+    Returns
+    -------
+    value : Tensor, shape ``(M,)``
+    grad : Tensor, shape ``(M, r c + c)``
+
+    Examples
+    --------
+    >>> w = torch.randn(3, 18, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> value, grad = population_value_and_grad_flat(w, c=6)
+    >>> auto = torch.autograd.grad(population_loss_flat(w.requires_grad_(), 6).sum(), w)[0]
+    >>> bool(torch.allclose(grad, auto)), value.shape
+    (True, torch.Size([3]))
+    """
+    validate_shape(c, r)
+    d = num_params(c, r)
+    if not isinstance(w, Tensor) or w.ndim != 2 or w.shape[-1] != d or not w.dtype.is_floating_point:
+        raise ValueError(f"w must be a floating-point tensor of shape (M, {d}) for c={c}, r={r}; got "
+                         f"{getattr(w, 'shape', type(w).__name__)}")
+    W, b = unpack(w.detach(), c, r)
+    value, gW, gb = loss_and_grad_arrays(W, b)
+    return value, torch.cat([gW.reshape(w.shape[0], r * c), gb], dim=-1)
