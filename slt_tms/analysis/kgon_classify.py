@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from slt_tms.theory.critical_point import CriticalPoint
-from slt_tms.theory.symbolic import population_loss_flat, population_value_and_grad_flat
+from slt_tms.theory.symbolic import population_grad_flat, population_loss_flat
 from slt_tms.tms import num_params, unpack
 from slt_tms.validation import check_float, check_int
 
@@ -161,7 +161,7 @@ def gradient_flow(
     x = w.detach().to(torch.float64).clone()
     v = torch.zeros_like(x)
     for _ in range(steps):  # the closed-form gradient: equal to autograd's, at less than half the cost
-        _, g = population_value_and_grad_flat(x + momentum * v, c, r)
+        g = population_grad_flat(x + momentum * v, c, r)
         v = momentum * v - lr * torch.nan_to_num(g, nan=0.0)
         x = x + v
     return x

@@ -265,10 +265,10 @@ def loss_arrays(W: Any, b: Any) -> Any:
     return out.reshape(batch)
 
 
-def loss_and_grad_arrays(W: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """L and its gradient for flattened torch batches ``W (n, r, c)``, ``b (n, c)``, without autograd:
-    the stable segment formulas of the autograd Function's forward pass, chunked."""
+def loss_and_grad_arrays(
+    W: Tensor, b: Tensor, with_value: bool = True
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """L (None unless ``with_value``) and its gradient for flattened torch batches ``W (n, r, c)``,
+    ``b (n, c)``, without autograd: the stable segment formulas of the autograd Function, chunked."""
     with torch.no_grad():
-        value, gW, gb = _value_and_grad(W, b, with_value=True)
-    assert value is not None
-    return value, gW, gb
+        return _value_and_grad(W, b, with_value=with_value)

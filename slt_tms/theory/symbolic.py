@@ -86,6 +86,7 @@ __all__ = [
     "loss_symbols",
     "pair_term_derivation",
     "pair_terms",
+    "population_grad_flat",
     "population_loss",
     "population_loss_flat",
     "population_value_and_grad_flat",
@@ -493,11 +494,30 @@ def population_value_and_grad_flat(w: Tensor, c: int, r: int = 2) -> tuple[Tenso
     >>> bool(torch.allclose(grad, auto)), value.shape
     (True, torch.Size([3]))
     """
+    value, grad = _flat_value_and_grad(w, c, r, with_value=True)
+    assert value is not None
+    return value, grad
+
+
+def population_grad_flat(w: Tensor, c: int, r: int = 2) -> Tensor:
+    r"""The gradient of :func:`population_loss_flat` at ``w (M, r c + c)`` alone (the value is not
+    computed): :func:`population_value_and_grad_flat` for gradient flows.
+
+    Examples
+    --------
+    >>> w = torch.randn(2, 18, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> bool(torch.equal(population_grad_flat(w, 6), population_value_and_grad_flat(w, 6)[1]))
+    True
+    """
+    return _flat_value_and_grad(w, c, r, with_value=False)[1]
+
+
+def _flat_value_and_grad(w: Tensor, c: int, r: int, with_value: bool) -> tuple[Tensor | None, Tensor]:
     validate_shape(c, r)
     d = num_params(c, r)
     if not isinstance(w, Tensor) or w.ndim != 2 or w.shape[-1] != d or not w.dtype.is_floating_point:
         raise ValueError(f"w must be a floating-point tensor of shape (M, {d}) for c={c}, r={r}; got "
                          f"{getattr(w, 'shape', type(w).__name__)}")
     W, b = unpack(w.detach(), c, r)
-    value, gW, gb = loss_and_grad_arrays(W, b)
+    value, gW, gb = loss_and_grad_arrays(W, b, with_value=with_value)
     return value, torch.cat([gW.reshape(w.shape[0], r * c), gb], dim=-1)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from slt_tms.theory import kgon, population_loss_flat, population_value_and_grad_flat
+from slt_tms.theory import kgon, population_grad_flat, population_loss_flat, population_value_and_grad_flat
 
 
 @pytest.mark.parametrize("c", [4, 6])
@@ -21,6 +21,7 @@ def test_population_value_and_grad_equal_autograd(c):
     torch.testing.assert_close(grad, auto, rtol=1e-12, atol=1e-14)
     assert not value.requires_grad and not grad.requires_grad
     assert float(grad[0].abs().max()) < 1e-8
+    assert torch.equal(population_grad_flat(w, c), grad)  # the gradient alone: the same numbers
 
 
 def test_population_value_and_grad_refuses_bad_shapes():
