@@ -636,3 +636,27 @@ def test_switch_comparison_leaves_out_switches_with_nothing_to_show():
     # nothing to show anywhere: every switch is kept (the figure is not empty)
     fig = plot_switch_comparison([empty], None)
     assert len(fig.axes[0].get_yticklabels()) == len(SWITCH_ROWS)
+
+
+def test_one_hot_sums_count_exactly_over_many_groups_in_float32():
+    """The shared key array offsets every (dataset, size, feature) group; in float32 parameters the
+    thresholds must still be placed exactly among the mu's of their own group (a float32 offset of a few
+    thousand would blur them by ~1e-4)."""
+    from slt_tms.tms import OneHotUniform
+
+    gen = torch.Generator().manual_seed(1)
+    K, sizes, c = 30, [50, 400, 800], 6
+    X = torch.stack([OneHotUniform(c).sample(800, gen) for _ in range(K)])
+    sums = OneHotSums(X, sizes)
+    M = 40
+    kk, hh = torch.randint(0, K, (M,), generator=gen), torch.randint(0, len(sizes), (M,), generator=gen)
+    g = sums._groups(kk, hh)
+    t = torch.rand(M, c, c, generator=gen) * 1.2 - 0.1  # thresholds in float32, some outside [0, 1]
+    counts = sums._prefix_at(t, g, sums._key_offset(g))[0]
+    feat, mu = X.argmax(-1), X.amax(-1)
+    for m in range(M):
+        rows = slice(0, sizes[int(hh[m])])
+        for i in range(c):
+            mus = mu[kk[m], rows][feat[kk[m], rows] == i]
+            want = (mus[None, :] < t[m, i, :, None]).sum(-1)
+            assert torch.equal(counts[m, i].long(), want), (m, i)

@@ -269,17 +269,25 @@ class OneHotSums:
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The sums ``s0, s1, s2 (M, c, c)`` of ``1, mu, mu^2`` over each block's active set and ``tot2
         (M, c, 1)``, for chains on datasets ``kk`` at sizes ``hh`` (constants: no gradient)."""
-        c, P = self.c, self._P
-        H = self.counts.shape[1]
-        g = ((kk * H + hh)[:, None] * c + torch.arange(c, device=kk.device)).reshape(-1, c, 1)  # (M, c, 1)
-        tk = t.detach().double().clamp(-1.0, self._mu_hi) + 1.0 + g.double() * self._span
-        q = torch.searchsorted(self._keys, tk.reshape(-1)).reshape(t.shape) - g * P  # number of mu < t
-        tot = self._tot[:, g.expand_as(q)].to(A.dtype)  # (3, M, c, c)
-        at_q = self._prefix.gather(1, (g * (P + 1) + q).reshape(1, -1).expand(3, -1)).reshape(tot.shape)
+        g = self._groups(kk, hh)
+        at_q = self._prefix_at(t.detach(), g, self._key_offset(g))
+        tot = self._tot[:, g].to(A.dtype)  # (3, M, c, 1)
         Ad, Bd = A.detach(), B.detach()
         zero_a = torch.where(Bd > 0, tot, torch.zeros_like(tot))
         s = torch.where(Ad > 0, tot - at_q, torch.where(Ad < 0, at_q, zero_a))
-        return s[0], s[1], s[2], tot[2][..., :1]
+        return s[0], s[1], s[2], tot[2]
+
+    def _key_offset(self, g: Tensor) -> Tensor:
+        """``g * span + 1`` in float64 (the offset of group ``g``'s keys; float32 would blur the keys)."""
+        return g.to(torch.float64) * self._span + 1.0
+
+    def _prefix_at(self, t: Tensor, g: Tensor, key_offset: Tensor) -> Tensor:
+        """The prefix sums of ``1, mu, mu^2`` over the ``mu < t`` of group ``g``, shape ``(3, *t.shape)``:
+        one binary search of all thresholds in the shared key array (its position is ``g P`` plus the
+        count), then one gather from the flattened prefix sums (row ``g`` starts at ``g (P + 1)``)."""
+        tk = t.to(torch.float64).clamp(-1.0, self._mu_hi).add_(key_offset)
+        q = torch.searchsorted(self._keys, tk.reshape(-1)).reshape(t.shape)
+        return self._prefix.index_select(1, (q + g).reshape(-1)).reshape(3, *t.shape).to(t.dtype)
 
     def total(self, w: Tensor, kk: Tensor, hh: Tensor, r: int) -> Tensor:
         r""":math:`\sum_s \lVert x_s - f(x_s; w)\rVert^2` over the first ``sizes[hh]`` rows of ``X[kk]``.
@@ -327,13 +335,13 @@ class OneHotSums:
 
     def _constants(self, g: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """What a call needs besides ``w``: the groups ``g``, their key offsets, the group totals ``(3, M
-        or 1, c, 1)``, the sum of all ``mu^2`` and ``-0`` (the divisor where ``A = 0``)."""
+        or 1, c, 1)``, the sum of all ``mu^2`` and the negative divisor used where ``A = 0``."""
         tot = self._tot[:, g].to(dtype)
-        neg_zero = torch.full((), -torch.finfo(dtype).tiny, dtype=dtype, device=g.device)
-        return g, g * self._span + 1.0, tot, tot[2, :, :, 0].sum(-1), neg_zero
+        tiny_neg = torch.full((), -torch.finfo(dtype).tiny, dtype=dtype, device=g.device)
+        return g, self._key_offset(g), tot, tot[2, :, :, 0].sum(-1), tiny_neg
 
     def _value_and_grad(
-        self, w: Tensor, r: int, g: Tensor, key_offset: Tensor, tot: Tensor, tot2: Tensor, neg_zero: Tensor
+        self, w: Tensor, r: int, g: Tensor, key_offset: Tensor, tot: Tensor, tot2: Tensor, tiny_neg: Tensor
     ) -> tuple[Tensor, Tensor]:
         c, M = self.c, w.shape[0]
         if self._keys.device != w.device:
@@ -341,13 +349,11 @@ class OneHotSums:
         W = w[:, : r * c].reshape(M, r, c)
         B = w[:, None, r * c :]  # (M, 1, c): b_j for every input i
         A = W.transpose(1, 2) @ W
-        # A = 0: the ReLU is on for all mu if b > 0, else off; -0 as the divisor sends t to the side that
-        # gives exactly that through the "A < 0" branch below (the convention of total()).
-        A_div = torch.where(A != 0, A, neg_zero)
-        t = B.neg() / A_div
-        tk = t.to(torch.float64).clamp_(-1.0, self._mu_hi).add_(key_offset)
-        q = torch.searchsorted(self._keys, tk.reshape(-1)).reshape(t.shape)  # g P + number of mu < t
-        s = self._prefix.index_select(1, (q + g).reshape(-1)).reshape(3, *t.shape).to(w.dtype)
+        # A = 0: the ReLU is on for all mu if b > 0, else off. The smallest negative normal number as the
+        # divisor sends t = -b/A to -inf (b < 0) or +inf (b > 0) through the "A < 0" branch below, which
+        # gives exactly that (the convention of total(); b = 0 gives t = 0: off, as there).
+        A_div = torch.where(A != 0, A, tiny_neg)
+        s = self._prefix_at(B.neg() / A_div, g, key_offset)
         s = torch.where(A_div > 0, tot - s, s)
         s0, s1, s2 = s.unbind(0)
         eye = self._eye(c, w)
