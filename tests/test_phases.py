@@ -650,9 +650,8 @@ def test_one_hot_sums_count_exactly_over_many_groups_in_float32():
     sums = OneHotSums(X, sizes)
     M = 40
     kk, hh = torch.randint(0, K, (M,), generator=gen), torch.randint(0, len(sizes), (M,), generator=gen)
-    g = sums._groups(kk, hh)
     t = torch.rand(M, c, c, generator=gen) * 1.2 - 0.1  # thresholds in float32, some outside [0, 1]
-    counts = sums._prefix_at(t, g, sums._key_offset(g))[0]
+    counts = sums._prefix_at(t, sums._constants(sums._groups(kk, hh), t.dtype))[0]
     feat, mu = X.argmax(-1), X.amax(-1)
     for m in range(M):
         rows = slice(0, sizes[int(hh[m])])

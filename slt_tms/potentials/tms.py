@@ -118,8 +118,7 @@ def _one_hot(x: Tensor) -> bool:
 def _one_hot_vg(sums: OneHotSums, w: Tensor, r: int, n: int) -> tuple[Tensor, Tensor]:
     """:math:`L_n(w)` of all one-hot rows through :class:`~slt_tms.tms.losses.OneHotSums`, with its
     closed-form gradient (:meth:`~slt_tms.tms.losses.OneHotSums.value_and_grad_at`; no autograd)."""
-    with torch.no_grad():
-        total, grad = sums.value_and_grad_at(w, 0, 0, r)
+    total, grad = sums.value_and_grad_at(w, 0, 0, r)
     return total.div_(n), grad.div_(n)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -175,17 +176,6 @@ def empirical_value_and_grad(
     return vg
 
 
-def _blocks(w: Tensor, c: int, r: int) -> tuple[Tensor, Tensor, Tensor]:
-    """For :class:`OneHotSums`: ``A[m, i, j] = W_i . W_j`` (input i, output j), the biases ``B`` broadcast
-    to its shape, and the thresholds ``t = -B/A`` of the ReLU's active half-lines (0 where ``A = 0``)."""
-    W, b = unpack(w, c, r)
-    A = W.transpose(-1, -2) @ W
-    B = b[:, None, :].expand_as(A)
-    Ad, Bd = A.detach(), B.detach()
-    t = torch.where(Ad != 0, -Bd / torch.where(Ad != 0, Ad, torch.ones_like(Ad)), torch.zeros_like(Ad))
-    return A, B, t
-
-
 def _assemble(A: Tensor, B: Tensor, s0: Tensor, s1: Tensor, s2: Tensor, tot2: Tensor) -> Tensor:
     """For :class:`OneHotSums`: the squared errors from the partial sums ``s0, s1, s2`` of ``1, mu, mu^2``
     over each block's active set and ``tot2``, the sum of ``mu^2`` per input feature."""
@@ -193,6 +183,17 @@ def _assemble(A: Tensor, B: Tensor, s0: Tensor, s1: Tensor, s2: Tensor, tot2: Te
     D = delta - A
     terms = delta * tot2 + (D * D - delta) * s2 - 2 * B * D * s1 + B * B * s0
     return terms.sum((-1, -2))
+
+
+class _GroupConstants(NamedTuple):
+    """What :class:`OneHotSums` needs per call besides the parameters, for chains on groups ``g``."""
+
+    g: Tensor  # (M or 1, c, 1): the (dataset, size, input feature) group of every block row
+    key_offset: Tensor  # float64 g * span + 1: where group g's keys start in the shared key array
+    tot: Tensor  # (3, M or 1, c, 1): the sums of 1, mu, mu^2 over each group
+    tot2: Tensor  # (M or 1,): the sum of all mu^2
+    tiny_neg: Tensor  # the divisor where A = 0 (see OneHotSums._active_sums)
+    eye: Tensor  # (c, c)
 
 
 class OneHotSums:
@@ -261,48 +262,62 @@ class OneHotSums:
         prefixes = (self.p0, self.p1, self.p2)
         tot = torch.stack([pref.gather(-1, counts[..., None])[..., 0] for pref in prefixes])
         self._tot = tot.reshape(3, self._num_groups)  # (3, G): the sums of 1, mu, mu^2 per group
-        self._cache: dict[tuple, tuple[Tensor, ...]] = {}
-        self._eye_cache: dict[tuple, Tensor] = {}
-
-    def _partial_sums(
-        self, A: Tensor, B: Tensor, t: Tensor, kk: Tensor, hh: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The sums ``s0, s1, s2 (M, c, c)`` of ``1, mu, mu^2`` over each block's active set and ``tot2
-        (M, c, 1)``, for chains on datasets ``kk`` at sizes ``hh`` (constants: no gradient)."""
-        g = self._groups(kk, hh)
-        at_q = self._prefix_at(t.detach(), g, self._key_offset(g))
-        tot = self._tot[:, g].to(A.dtype)  # (3, M, c, 1)
-        Ad, Bd = A.detach(), B.detach()
-        zero_a = torch.where(Bd > 0, tot, torch.zeros_like(tot))
-        s = torch.where(Ad > 0, tot - at_q, torch.where(Ad < 0, at_q, zero_a))
-        return s[0], s[1], s[2], tot[2]
-
-    def _key_offset(self, g: Tensor) -> Tensor:
-        """``g * span + 1`` in float64 (the offset of group ``g``'s keys; float32 would blur the keys)."""
-        return g.to(torch.float64) * self._span + 1.0
-
-    def _prefix_at(self, t: Tensor, g: Tensor, key_offset: Tensor) -> Tensor:
-        """The prefix sums of ``1, mu, mu^2`` over the ``mu < t`` of group ``g``, shape ``(3, *t.shape)``:
-        one binary search of all thresholds in the shared key array (its position is ``g P`` plus the
-        count), then one gather from the flattened prefix sums (row ``g`` starts at ``g (P + 1)``)."""
-        tk = t.to(torch.float64).clamp(-1.0, self._mu_hi).add_(key_offset)
-        q = torch.searchsorted(self._keys, tk.reshape(-1)).reshape(t.shape)
-        return self._prefix.index_select(1, (q + g).reshape(-1)).reshape(3, *t.shape).to(t.dtype)
-
-    def total(self, w: Tensor, kk: Tensor, hh: Tensor, r: int) -> Tensor:
-        r""":math:`\sum_s \lVert x_s - f(x_s; w)\rVert^2` over the first ``sizes[hh]`` rows of ``X[kk]``.
-
-        ``w`` has shape ``(M, d)``; ``kk`` and ``hh`` (long, shape ``(M,)``) pick the dataset and the
-        subset size of every row. Returns shape ``(M,)``, differentiable in ``w``. Memory
-        :math:`O(M c^2)`: one binary search over all groups, no per-row copy of the data.
-        """
-        A, B, t = _blocks(w, self.c, r)
-        return _assemble(A, B, *self._partial_sums(A, B, t, kk, hh))
+        self._cache: dict[tuple, _GroupConstants] = {}
 
     def _groups(self, kk: Tensor, hh: Tensor) -> Tensor:
         """Group index ``g (M, c, 1)`` of every chain's (dataset, size, input feature)."""
         H, c = self.counts.shape[1], self.c
         return ((kk * H + hh)[:, None] * c + torch.arange(c, device=kk.device)).reshape(-1, c, 1)
+
+    def _constants(self, g: Tensor, dtype: torch.dtype) -> _GroupConstants:
+        """What a call needs besides ``w`` for the chains of groups ``g`` (see :class:`_GroupConstants`)."""
+        tot = self._tot[:, g].to(dtype)
+        return _GroupConstants(
+            g=g,
+            key_offset=g.to(torch.float64) * self._span + 1.0,  # float64: float32 would blur the keys
+            tot=tot,
+            tot2=tot[2, :, :, 0].sum(-1),
+            tiny_neg=torch.full((), -torch.finfo(dtype).tiny, dtype=dtype, device=g.device),
+            eye=torch.eye(self.c, dtype=dtype, device=g.device),
+        )
+
+    def _prefix_at(self, t: Tensor, k: _GroupConstants) -> Tensor:
+        """The prefix sums of ``1, mu, mu^2`` over the ``mu < t`` of group ``k.g``, shape ``(3, *t.shape)``:
+        one binary search of all thresholds in the shared key array (its position is ``g P`` plus the
+        count), then one gather from the flattened prefix sums (row ``g`` starts at ``g (P + 1)``)."""
+        tk = t.to(torch.float64).clamp(-1.0, self._mu_hi).add_(k.key_offset)
+        q = torch.searchsorted(self._keys, tk.reshape(-1)).reshape(t.shape)
+        return self._prefix.index_select(1, (q + k.g).reshape(-1)).reshape(3, *t.shape).to(t.dtype)
+
+    def _active_sums(self, A: Tensor, B: Tensor, k: _GroupConstants) -> Tensor:
+        """The sums ``(3, M, c, c)`` of ``1, mu, mu^2`` over the active set of every block, for
+        ``A = W^T W`` and ``B (M, 1, c)`` (the biases ``b_j``), both without gradient.
+
+        The ReLU is active for ``mu > t`` where ``A > 0`` and for ``mu < t`` where ``A < 0``, ``t = -B/A``.
+        Where ``A = 0`` it is on for all ``mu`` if ``b > 0`` and off otherwise: the smallest negative normal
+        number as the divisor sends ``t`` to ``+inf`` (``b > 0``: all ``mu < t``) or ``-inf`` (``b < 0``:
+        none) through the ``A < 0`` branch, and ``b = 0`` gives ``t = 0``: none.
+        """
+        if self._keys.device != A.device:
+            raise ValueError(f"the one-hot sums are on {self._keys.device}, the parameters on {A.device}")
+        A_div = torch.where(A != 0, A, k.tiny_neg)
+        s = self._prefix_at(B.neg() / A_div, k)
+        return torch.where(A_div > 0, k.tot - s, s)
+
+    def total(self, w: Tensor, kk: Tensor, hh: Tensor, r: int) -> Tensor:
+        r""":math:`\sum_s \lVert x_s - f(x_s; w)\rVert^2` over the first ``sizes[hh]`` rows of ``X[kk]``.
+
+        ``w`` has shape ``(M, d)``; ``kk`` and ``hh`` (long, shape ``(M,)``) pick the dataset and the
+        subset size of every row. Returns shape ``(M,)``, differentiable in ``w`` (the active sets are
+        locally constant). Memory :math:`O(M c^2)`: one binary search over all groups, no per-row copy of
+        the data.
+        """
+        W, b = unpack(w, self.c, r)
+        A = W.transpose(-1, -2) @ W
+        B = b[:, None, :].expand_as(A)  # expanded, not broadcast: one reduction in the backward pass
+        k = self._constants(self._groups(kk, hh), w.dtype)
+        s0, s1, s2 = self._active_sums(A.detach(), B.detach(), k).unbind(0)
+        return _assemble(A, B, s0, s1, s2, k.tot[2])
 
     def value_and_grad(self, w: Tensor, kk: Tensor, hh: Tensor, r: int) -> tuple[Tensor, Tensor]:
         r""":meth:`total` and its gradient in closed form (no autograd).
@@ -322,7 +337,7 @@ class OneHotSums:
         Returns ``(total (M,), grad (M, d))``; equal to autograd through :meth:`total` (tested). About
         twenty tensor operations per call, whatever the number of chains.
         """
-        return self._value_and_grad(w.detach(), r, *self._constants(self._groups(kk, hh), w.dtype))
+        return self._value_and_grad(w.detach(), r, self._constants(self._groups(kk, hh), w.dtype))
 
     def value_and_grad_at(self, w: Tensor, k: int, h: int, r: int) -> tuple[Tensor, Tensor]:
         """:meth:`value_and_grad` with every chain on dataset ``k`` at size ``sizes[h]`` (a potential)."""
@@ -331,45 +346,20 @@ class OneHotSums:
         if consts is None:
             idx = torch.tensor([k], device=w.device)
             consts = self._cache[key] = self._constants(self._groups(idx, idx * 0 + h), w.dtype)
-        return self._value_and_grad(w.detach(), r, *consts)
+        return self._value_and_grad(w.detach(), r, consts)
 
-    def _constants(self, g: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """What a call needs besides ``w``: the groups ``g``, their key offsets, the group totals ``(3, M
-        or 1, c, 1)``, the sum of all ``mu^2`` and the negative divisor used where ``A = 0``."""
-        tot = self._tot[:, g].to(dtype)
-        tiny_neg = torch.full((), -torch.finfo(dtype).tiny, dtype=dtype, device=g.device)
-        return g, self._key_offset(g), tot, tot[2, :, :, 0].sum(-1), tiny_neg
-
-    def _value_and_grad(
-        self, w: Tensor, r: int, g: Tensor, key_offset: Tensor, tot: Tensor, tot2: Tensor, tiny_neg: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def _value_and_grad(self, w: Tensor, r: int, k: _GroupConstants) -> tuple[Tensor, Tensor]:
         c, M = self.c, w.shape[0]
-        if self._keys.device != w.device:
-            raise ValueError(f"the one-hot sums are on {self._keys.device}, the parameters on {w.device}")
         W = w[:, : r * c].reshape(M, r, c)
         B = w[:, None, r * c :]  # (M, 1, c): b_j for every input i
         A = W.transpose(1, 2) @ W
-        # A = 0: the ReLU is on for all mu if b > 0, else off. The smallest negative normal number as the
-        # divisor sends t = -b/A to -inf (b < 0) or +inf (b > 0) through the "A < 0" branch below, which
-        # gives exactly that (the convention of total(); b = 0 gives t = 0: off, as there).
-        A_div = torch.where(A != 0, A, tiny_neg)
-        s = self._prefix_at(B.neg() / A_div, g, key_offset)
-        s = torch.where(A_div > 0, tot - s, s)
-        s0, s1, s2 = s.unbind(0)
-        eye = self._eye(c, w)
-        D = eye - A
+        s0, s1, s2 = self._active_sums(A, B, k).unbind(0)
+        D = k.eye - A
         E = D * s2 - B * s1
         F = B * s0 - D * s1
-        value = (D * E + B * F - eye * s2).reshape(M, -1).sum(-1).add_(tot2)
+        value = (D * E + B * F - k.eye * s2).reshape(M, -1).sum(-1).add_(k.tot2)
         grad_W = (W @ (E + E.transpose(1, 2))).mul_(-2.0)
         return value, torch.cat([grad_W.reshape(M, r * c), F.sum(1).mul_(2.0)], dim=1)
-
-    def _eye(self, c: int, like: Tensor) -> Tensor:
-        key = (like.dtype, like.device)
-        eye = self._eye_cache.get(key)
-        if eye is None:
-            eye = self._eye_cache[key] = torch.eye(c, dtype=like.dtype, device=like.device)
-        return eye
 
     def total_one(self, w: Tensor, k: int, h: int, r: int) -> Tensor:
         r""":meth:`total` of many rows ``w (M, d)`` on ONE dataset ``k`` and subset size ``sizes[h]``
