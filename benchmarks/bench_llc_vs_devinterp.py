@@ -37,9 +37,13 @@ the MLP (NUTS is too slow there).
 
 slt_tms: ``estimate_llc(model, (X, Y), loss=..., localization=100, seed=...)``, nothing else set (the MLP
 gets a budget, see ``mlp_problem``): HMC with an adapted step and diagonal metric on the full-batch loss,
-sampling in blocks until split R-hat <= 1.01 and ESS >= 400. The whole call is timed. For the TMS a second
-row uses the toolkit's own TMS potential (``estimate_llc(kgon(6, 6), X)``: closed-form loss, one-hot rows
-through sorted prefix sums), and a third the same with ``num_chains=16``.
+sampling in blocks until split R-hat <= 1.01 and ESS >= 400. The loss is ``"mse"`` for the RRR and the
+MLP (the named loss a user writes; for the linear RRR it takes the exact sufficient-statistics full batch
+of ``slt_tms.potentials.linear``) and the TMS row loss as a callable. The whole call is timed; imports
+(ArviZ included, which slt_tms loads lazily) happen before the clock for both libraries. For the TMS a
+second row uses the toolkit's own TMS potential (``estimate_llc(kgon(6, 6), X)``: closed-form loss,
+one-hot rows through sorted prefix sums), and a third the same with ``num_chains=16``; for the RRR a
+second row the module with ``num_chains=16`` (the advice for cheap full-batch potentials).
 
 devinterp: its public ``devinterp.slt.sampling.sample`` (SGLD, chains one after another, traces written
 to zarr) with the settings its README documents: ``num_chains=4``, ``batch_size=32``,
@@ -138,7 +142,8 @@ def rrr_problem(seed: int) -> dict[str, Any]:
     with torch.no_grad():
         Y = net(X) + torch.randn(n, 3, generator=g)
     return {"name": "RRR 3-2-3, rank 1 (12 params)", "module": net, "X": X, "Y": Y, "rows": _mse_rows,
-            "n": n, "meta": {"M": 3, "H": 2, "N": 3, "r": 1, "n": n, "lambda_theory": 3.0}}
+            "ours_loss": "mse", "n": n,
+            "meta": {"M": 3, "H": 2, "N": 3, "r": 1, "n": n, "lambda_theory": 3.0}}
 
 
 def mlp_problem(seed: int) -> dict[str, Any]:
@@ -156,14 +161,16 @@ def mlp_problem(seed: int) -> dict[str, Any]:
     # Full-batch HMC costs ~0.1 s per gradient here: a budget of 250 warmup + at most 250 draws per chain
     # (about 10 minutes) instead of the default 20 000 draws; the result says whether it converged.
     return {"name": f"MLP 100-256-256-10 ({d} params)", "module": net, "X": X, "Y": Y, "rows": _mse_rows,
-            "n": n, "ours_kw": {"num_burnin": 250, "max_draws": 250, "draws_per_block": 250},
+            "ours_loss": "mse", "n": n,
+            "ours_kw": {"num_burnin": 250, "max_draws": 250, "draws_per_block": 250},
             "meta": {"architecture": "100-256-256-10 tanh", "n": n, "d": d, "noise_std": 0.1}}
 
 
 PROBLEMS = {"tms": tms_problem, "rrr": rrr_problem, "mlp": mlp_problem}
 
-#: Chains of the extra TMS row "slt_tms native 16 ch": more chains share each batched gradient of the
-#: closed-form potential (ESS about 3x per call) at about the cost of 4 (about 0.2 ms per call, measured).
+#: Chains of the extra rows "slt_tms native 16 ch" (TMS) and "slt_tms 16 ch" (RRR): more chains share each
+#: batched gradient of a closed-form potential (ESS about 3x per call) at about the cost of 4 (0.1-0.2 ms
+#: per call, measured).
 NATIVE_MANY_CHAINS = 16
 
 
@@ -209,7 +216,9 @@ def run_ours(p: dict[str, Any], seed: int, quick: bool, native: bool = False,
 
             res = estimate_llc(kgon(6, 6), p["X"].double(), **kw)
         else:
-            res = estimate_llc(p["module"], (p["X"], p["Y"]), loss=lambda a, b: rows(a, b).mean(), **kw)
+            # the named loss where one equals the problem's row loss (as a user would write it), else it
+            loss = p.get("ours_loss") or (lambda a, b: rows(a, b).mean())
+            res = estimate_llc(p["module"], (p["X"], p["Y"]), loss=loss, **kw)
     dt = time.perf_counter() - t0
     return {"seconds": dt, "llc": res.llc, "se": res.se, "rhat": res.rhat, "ess": res.ess,
             "ess_nominal": res.ess, "converged": bool(res.converged), "flags": list(res.flags),
@@ -345,7 +354,9 @@ def _reference(problem: str) -> tuple[float, float] | None:
 
 def worker(lib: str, problem: str, seed: int, quick: bool, budget: float) -> dict[str, Any]:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    import slt_tms.samplers.diagnostics  # ArviZ, imported by both measurements
+    from slt_tms.samplers import diagnostics
+
+    diagnostics._arviz()  # ArviZ (slt_tms imports it lazily): loaded before the clock, for both libraries
 
     if lib == "devinterp":
         import devinterp.slt.sampling  # noqa: F401
@@ -357,7 +368,7 @@ def worker(lib: str, problem: str, seed: int, quick: bool, budget: float) -> dic
         out = run_devinterp(p, seed, quick, budget, _reference(problem))
     else:
         out = run_ours(p, seed, quick, native=lib.startswith("slt_tms_native"),
-                       num_chains=NATIVE_MANY_CHAINS if lib == "slt_tms_native_many" else None)
+                       num_chains=NATIVE_MANY_CHAINS if lib.endswith("_many") else None)
     out["rss_before_mb"] = base
     out["peak_rss_mb"] = _rss_mb()
     out["anchor_loss"] = _anchor_loss(p)
@@ -404,6 +415,8 @@ def _rows(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         rows.append(("slt_tms TMS-native", entry["slt_tms_native"]))
     if "slt_tms_native_many" in entry:
         rows.append((f"slt_tms native {NATIVE_MANY_CHAINS} ch", entry["slt_tms_native_many"]))
+    if "slt_tms_many" in entry:
+        rows.append((f"slt_tms {NATIVE_MANY_CHAINS} ch", entry["slt_tms_many"]))
     d = entry["devinterp"]
     peak = {"peak_rss_mb": d.get("peak_rss_mb", 0.0)}  # one process ran all devinterp runs
     rows.append((f"devinterp lr {d['readme']['lr']:.0e}", {**d["readme"], **peak}))
@@ -477,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = _reference(prob)
         entry: dict[str, Any] = {"name": meta["name"], "meta": meta["meta"], "nbeta": _nbeta(meta["n"]),
                                  "localization": LOCALIZATION, "reference": ref}
-        libs = ["slt_tms", "devinterp"] + (["slt_tms_native", "slt_tms_native_many"] if prob == "tms" else [])
+        extra = {"tms": ["slt_tms_native", "slt_tms_native_many"], "rrr": ["slt_tms_many"]}
+        libs = ["slt_tms", "devinterp", *extra.get(prob, [])]
         for lib in libs:
             t0 = time.perf_counter()
             entry[lib] = _spawn(lib, prob, args.seed, args.quick, args.budget)

@@ -118,6 +118,11 @@ class FunctionalPotential:
     closed_form : callable, optional
         ``closed_form(w (C, d), rows) -> (loss (C,), grad (C, d))`` for shared and per-chain rows (a
         hand-derived gradient, e.g. the TMS); replaces the automatic gradients.
+    full_batch : callable, optional
+        ``full_batch(w (C, d)) -> (loss (C,), grad (C, d))`` on the FULL data only: an exact shortcut
+        (e.g. the sufficient statistics of a linear model, :mod:`slt_tms.potentials.linear`) used for
+        :meth:`value_and_grad`, :meth:`loss` and :meth:`anchor_loss` whenever the batch is the data's full
+        batch; minibatches go through the other paths.
     grad_mode : {"vmap", "autograd", "loop"}
         Gradient path: ``"vmap"`` (``vmap(grad_and_value(single))``), ``"autograd"`` (reverse mode through
         ``batched``) or ``"loop"`` (a Python loop over chains with ``grad_and_value(single)``, for losses
@@ -138,6 +143,7 @@ class FunctionalPotential:
     single: Callable[[Tensor, Any], Tensor] | None = field(default=None, repr=False)
     batched: Callable[[Tensor, Any], Tensor] | None = field(default=None, repr=False)
     closed_form: Callable[[Tensor, Any], tuple[Tensor, Tensor]] | None = field(default=None, repr=False)
+    full_batch: Callable[[Tensor], tuple[Tensor, Tensor]] | None = field(default=None, repr=False)
     batched_per_chain: bool = False
     grad_mode: str = "vmap"
     grad_mode_per_chain: str | None = None
@@ -211,8 +217,23 @@ class FunctionalPotential:
         assert batched is not None
         return vmap(lambda w, rows: batched(w.unsqueeze(0), _unsqueeze(rows))[0], in_dims=(0, 0))
 
+    def _is_full(self, batch: Batch | None) -> bool:
+        """True when ``batch`` is the data's full batch and an exact full-batch shortcut exists."""
+        return (
+            self.full_batch is not None
+            and batch is not None
+            and not batch.per_chain
+            and self.data is not None
+            and not self.data.streaming
+            and batch.data is self.data.rows
+        )
+
     def value_and_grad(self, w: Tensor, batch: Batch | None = None) -> tuple[Tensor, Tensor]:
         """Loss ``(C,)`` and gradient ``(C, d)`` of every chain (see :class:`Potential`)."""
+        if self._is_full(batch):
+            assert self.full_batch is not None
+            with torch.no_grad():
+                return self.full_batch(w)
         rows = None if batch is None else batch.data
         per_chain = batch is not None and batch.per_chain
         if self.closed_form is not None:
@@ -225,6 +246,9 @@ class FunctionalPotential:
         rows = None if batch is None else batch.data
         per_chain = batch is not None and batch.per_chain
         with torch.no_grad():
+            if self._is_full(batch):
+                assert self.full_batch is not None
+                return self.full_batch(w)[0]
             if self.grad_mode == "loop" or (per_chain and self._loop_per_chain):
                 single = self.single
                 assert single is not None
@@ -243,6 +267,8 @@ class FunctionalPotential:
         w = self.w_star.unsqueeze(0)
         if self.data is None:
             return float(self.loss(w, None)[0])
+        if self.full_batch is not None and not self.data.streaming:
+            return float(self.loss(w, self.data.full())[0])  # the same arithmetic as the chains' losses
         total, rows = 0.0, 0
         for part, m in self.data.chunks(ANCHOR_CHUNK):
             total += float(self.loss(w, Batch(part, False))[0]) * m

@@ -42,6 +42,14 @@ rows) are vmapped over the rows too; a model whose Python control flow looks at 
 (HuggingFace models check ``input_ids`` for padding and build attention masks with data-dependent
 branches) cannot be traced that way, and those batches are then evaluated chain by chain
 (``info["grad_mode_per_chain"] == "loop"``). Shared batches (full batch, DataLoader batches) keep ``vmap``.
+
+Linear models
+-------------
+A purely linear model (``nn.Linear`` layers in ``nn.Sequential`` containers, e.g. reduced-rank
+regression or a deep linear network) with ``loss="mse"`` and tensor rows gets its full-batch loss and
+gradient from sufficient statistics of the data (:mod:`slt_tms.potentials.linear`): exact, and about as
+cheap for :math:`10^4` rows as for a few (``info["full_batch"]`` says which path is used). Minibatches and
+every other model go through the model itself.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from slt_tms.potentials.base import FunctionalPotential, RestrictedPotential, check_float_dtype, restrict
 from slt_tms.potentials.data import DataSource
+from slt_tms.potentials.linear import linear_full_batch
 from slt_tms.validation import LOSSES, check_choice, check_device
 
 __all__ = [
@@ -363,15 +372,21 @@ def from_module(
         value = single(w_star, probe)
     if not bool(torch.isfinite(value)):
         raise ValueError(f"the loss at w* is not finite ({float(value)}) on the first rows of the data")
+    # a purely linear model under MSE: the full batch from sufficient statistics (nn.Linear layers always
+    # vmap, so the probes below are not needed for it)
+    full_batch = None
+    if evaluate is None and loss == "mse" and not src.streaming:
+        full_batch = linear_full_batch(model, chosen, frozen, src.rows)
     grad_mode, grad_mode_per_chain = "vmap", None
     vmap_error = ""
     w2 = w_star.unsqueeze(0).expand(2, -1)
     try:
-        vmap(grad_and_value(single), in_dims=(0, None))(w2, probe)
+        if full_batch is None:
+            vmap(grad_and_value(single), in_dims=(0, None))(w2, probe)
     except Exception as exc:  # models with data-dependent control flow: loop over chains instead
         grad_mode = "loop"
         vmap_error = _first_line(exc)
-    if grad_mode == "vmap" and not src.streaming:
+    if grad_mode == "vmap" and not src.streaming and full_batch is None:
         # per-chain minibatches vmap over the rows as well: models whose control flow looks at the input
         # data (HuggingFace models check input_ids for padding, build masks from attention_mask) cannot be
         # traced that way; those batches then go chain by chain
@@ -399,12 +414,14 @@ def from_module(
     }
     if vmap_error:
         info["vmap_error"] = vmap_error
+    info["full_batch"] = "sufficient statistics (linear model, mse)" if full_batch is not None else "model"
     pot = FunctionalPotential(
         w_star=w_star,
         n=src.num_rows if n is None else int(n),
         data=src,
         description=f"nn.Module {type(module).__name__} ({w_star.numel()} parameters), {what}",
         single=single,
+        full_batch=full_batch,
         grad_mode=grad_mode,
         grad_mode_per_chain=grad_mode_per_chain,
         info=info,

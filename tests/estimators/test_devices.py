@@ -142,6 +142,7 @@ def test_no_tensor_is_created_on_the_default_device():
     x_tms = fixed_dataset(OneHotUniform(6), 500, seed=0).double()
     hexagon = kgon(6, 6).flat()  # the theory package is not under test here
     classifier = nn.Linear(3, 3).double()
+    linear = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).double()
 
     def make_on_cpu():  # a factory that says where it builds (as one building on a GPU would)
         with torch.device("cpu"):
@@ -159,11 +160,13 @@ def test_no_tensor_is_created_on_the_default_device():
                 "tms one-hot": estimate_llc(from_tms(hexagon, c=6, data=x_tms, device="cpu"), **SHORT),
                 "cross_entropy": estimate_llc(classifier, (X, (Y[:, 0] > 0).long()), loss="cross_entropy",
                                               device="cpu", **SHORT),
+                "linear, sufficient statistics": estimate_llc(linear, (X, Y), device="cpu", **SHORT),
             }
             series = estimate_llc_series(W0, make_on_cpu, (X, Y), device="cpu", **SHORT)
     for name, res in [*runs.items(), *(("series", r) for r in series.results)]:
         assert math.isfinite(res.llc) and res.config["device"] == "cpu", name
     assert runs["sgld minibatch"].bias_check is not None
+    assert runs["linear, sufficient statistics"].config["potential"]["full_batch"].startswith("sufficient")
     chain_generators = [dev for caller, dev in made if caller != "slt_tms._rng"]
     assert chain_generators and all(torch.device(dev) == torch.device("cpu") for dev in chain_generators)
 

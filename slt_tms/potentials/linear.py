@@ -1,0 +1,239 @@
+r"""The exact full-batch loss of a purely linear model under MSE, from sufficient statistics.
+
+A model that is a chain of affine layers (``nn.Linear``, possibly inside nested ``nn.Sequential``
+containers with ``nn.Identity``) computes :math:`f(x; w) = \tilde M(w)\,\tilde x` with
+:math:`\tilde x = (x, 1)` and the augmented product
+
+.. math::
+
+    \begin{pmatrix} \tilde M \\ 0 \;\; 1 \end{pmatrix} = \tilde A_L \cdots \tilde A_1, \qquad
+    \tilde A_l = \begin{pmatrix} W_l & b_l \\ 0 & 1 \end{pmatrix}
+
+(:math:`b_l = 0` for a layer without bias). Reduced-rank regression and deep linear networks are such
+models. With sample weights :math:`s_i` (1 without), :math:`N = \sum_i s_i`, :math:`k` outputs and the
+residuals :math:`r_i = y_i - \tilde M^* \tilde x_i` at the anchor, the MSE loss (mean over rows and
+outputs, as ``torch.nn.functional.mse_loss``) is, with :math:`\Delta = \tilde M(w) - \tilde M^*`,
+
+.. math::
+
+    L_n(w) = L_n(w^*) + \frac{1}{Nk}\Bigl(\operatorname{tr}(\Delta S_{xx}\Delta^\top)
+             - 2\operatorname{tr}(\Delta S_{xr})\Bigr), \qquad
+    S_{xx} = \sum_i s_i \tilde x_i \tilde x_i^\top,\quad S_{xr} = \sum_i s_i \tilde x_i r_i^\top,
+
+an identity, not an approximation: the data enter only through :math:`S_{xx}`, :math:`S_{xr}` and
+:math:`L_n(w^*)`, computed once in float64. Its gradient in :math:`\tilde M` is
+:math:`G = \frac{2}{Nk}(\Delta S_{xx} - S_{xr}^\top)`, and with the padded :math:`\tilde G = (G; 0)` the
+gradient in layer :math:`l` is :math:`(\tilde A_L\cdots\tilde A_{l+1})^\top\,\tilde G\,
+(\tilde A_{l-1}\cdots\tilde A_1)^\top`, whose blocks are :math:`\nabla W_l` and :math:`\nabla b_l`.
+A full-batch gradient then costs :math:`O(C\sum_l h_l h_{l-1}\,(p+1))` for :math:`C` chains instead of
+:math:`O(C\,n\sum_l h_l h_{l-1})`: on :math:`10^4` rows, about the cost of a handful of rows. Writing the
+loss around :math:`w^*` keeps its differences (of order :math:`1/n`, what the LLC is made of) free of
+cancellation.
+
+:func:`linear_full_batch` returns this evaluator when the model, the loss and the data allow it, and None
+otherwise; minibatches always go through the model itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["linear_full_batch", "linear_layers"]
+
+#: Largest augmented input width p + 1 for which the Gram matrix is kept (float64: at most 32 MB).
+MAX_GRAM_WIDTH = 2048
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]] | None:
+    """The affine layers ``(qualified name, layer)`` of a purely linear model, in forward order, or None.
+
+    A purely linear model is an ``nn.Linear``, or an ``nn.Sequential`` (nested ones included) of
+    ``nn.Linear`` and ``nn.Identity`` only, of exactly those classes (a subclass may change ``forward``)
+    and without forward hooks.
+
+    Examples
+    --------
+    >>> [name for name, _ in linear_layers(nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 3)))]
+    ['0', '1']
+    >>> linear_layers(nn.Sequential(nn.Linear(3, 2), nn.ReLU())) is None
+    True
+    """
+    from torch.nn.modules import module as _module
+
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return None
+    found: list[tuple[str, nn.Linear]] = []
+
+    def walk(m: nn.Module, prefix: str) -> bool:
+        if _has_hooks(m):
+            return False
+        if type(m) is nn.Linear:
+            found.append((prefix, m))
+            return True
+        if type(m) is nn.Identity:
+            return True
+        if type(m) is nn.Sequential:
+            return all(walk(child, f"{prefix}.{key}" if prefix else key) for key, child in m.named_children())
+        return False
+
+    if not walk(model, "") or not found:
+        return None
+    return found
+
+
+def _augmented(weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``[[W, b], [0, 1]]`` of shape ``(C, out + 1, in + 1)`` from ``W (C, out, in)``, ``b (C, out)``."""
+    C, out, inp = weight.shape
+    top = torch.cat([weight, weight.new_zeros(C, out, 1) if bias is None else bias.unsqueeze(-1)], dim=-1)
+    last = weight.new_zeros(C, 1, inp + 1)
+    last[..., -1] = 1.0
+    return torch.cat([top, last], dim=1)
+
+
+def linear_full_batch(
+    model: nn.Module,
+    selected: Sequence[str],
+    frozen: dict[str, Tensor],
+    rows: tuple[Tensor, ...],
+) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
+    r"""``vg(w (C, d)) -> (L_n (C,), grad (C, d))`` on the full data of a linear model under MSE, or None.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model at the anchor (its parameters define the frozen values and :math:`w^*`).
+    selected : sequence of str
+        The sampled parameter names, in the order of the flat vector :math:`w`.
+    frozen : dict
+        The other parameters, held at their values.
+    rows : tuple of Tensor
+        ``(X,)``, ``(X, Y)`` or ``(X, Y, s)``: the full training data (the sample weights ``s`` as in
+        :func:`~slt_tms.potentials.module.from_module`).
+
+    Returns
+    -------
+    callable or None
+        None when the model is not purely linear (:func:`linear_layers`), the inputs or targets are not
+        matrices ``(n, p)`` / ``(n, k)``, or the Gram matrix would not be smaller than the data
+        (:math:`p + 1 \ge n`, or :math:`p + 1 >` ``MAX_GRAM_WIDTH``).
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    >>> X, Y = torch.randn(100, 3, dtype=torch.float64), torch.randn(100, 1, dtype=torch.float64)
+    >>> net = net.double()
+    >>> vg = linear_full_batch(net, [k for k, _ in net.named_parameters()], {}, (X, Y))
+    >>> w = torch.cat([p.detach().reshape(-1) for p in net.parameters()])[None]
+    >>> bool(torch.allclose(vg(w)[0], torch.nn.functional.mse_loss(net(X), Y).reshape(1)))
+    True
+    """
+    layers = linear_layers(model)
+    if layers is None or not 1 <= len(rows) <= 3:
+        return None
+    x = rows[0]
+    y = rows[1] if len(rows) > 1 else rows[0]
+    n = x.shape[0] if x.ndim else 0
+    if x.ndim != 2 or y.ndim != 2 or y.shape[0] != n or not y.is_floating_point():
+        return None
+    p, k = x.shape[1], y.shape[1]
+    if p != layers[0][1].in_features or k != layers[-1][1].out_features:
+        return None
+    if not p + 1 < min(n, MAX_GRAM_WIDTH + 1):
+        return None  # the Gram matrix would not be smaller than the data
+    names = {f"{prefix}.{what}" if prefix else what for prefix, _ in layers for what in ("weight", "bias")}
+    params = dict(model.named_parameters())
+    if set(params) - names:
+        return None  # a parameter the layers do not use would be sampled without effect on the loss
+    dev = x.device
+    f64 = torch.float64
+    sel = list(selected)
+    shapes = [params[name].shape for name in sel]
+    sizes = [params[name].numel() for name in sel]
+    index = {name: i for i, name in enumerate(sel)}
+    fixed = {name: t.detach().to(dev, f64) for name, t in frozen.items()}
+    position = {prefix: i for i, (prefix, _) in enumerate(layers)}
+    # affine: some layer has a bias (then augmented matrices with a column for it), else plain products
+    affine = any(layer.bias is not None for _, layer in layers)
+    extra = 1 if affine else 0
+    q = p + extra
+    slots = []  # per selected parameter: (layer, is its weight, the layer's output and input widths)
+    for name in sel:
+        prefix, _, what = name.rpartition(".")
+        layer = layers[position[prefix]][1]
+        slots.append((position[prefix], what == "weight", layer.out_features, layer.in_features))
+    keys = [(f"{prefix}.weight", f"{prefix}.bias") if prefix else ("weight", "bias") for prefix, _ in layers]
+    w_star = torch.cat([params[name].detach().reshape(-1) for name in sel]).to(dev, f64)
+
+    def product(w: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The (augmented) layer matrices ``A_l`` and their prefix products ``A_l ... A_1``."""
+        C = w.shape[0]
+        pieces = torch.split(w, sizes, dim=1)
+
+        def get(name: str) -> Tensor | None:
+            if name in index:
+                i = index[name]
+                return pieces[i].reshape(C, *shapes[i])
+            t = fixed.get(name)
+            return None if t is None else t.expand(C, *t.shape)  # None: a layer without bias
+
+        mats: list[Tensor] = []
+        prefixes: list[Tensor] = []
+        for weight_key, bias_key in keys:
+            weight = get(weight_key)
+            assert weight is not None
+            a = _augmented(weight, get(bias_key)) if affine else weight
+            mats.append(a)
+            prefixes.append(a if not prefixes else torch.matmul(a, prefixes[-1]))
+        return mats, prefixes
+
+    # sufficient statistics, in float64 and in chunks of rows (memory bounded by the chunk)
+    m_star = product(w_star[None])[1][-1][0, :k]
+    sxx = torch.zeros(q, q, dtype=f64, device=dev)
+    sxr = torch.zeros(q, k, dtype=f64, device=dev)
+    rss = torch.zeros((), dtype=f64, device=dev)
+    total_weight = torch.zeros((), dtype=f64, device=dev)
+    for start in range(0, n, 8192):
+        xa = x[start : start + 8192].to(f64)
+        if affine:
+            xa = torch.cat([xa, xa.new_ones(xa.shape[0], 1)], dim=1)
+        r = y[start : start + 8192].to(f64) - xa @ m_star.T
+        s = rows[2][start : start + 8192].to(f64).unsqueeze(-1) if len(rows) == 3 else None
+        sx = xa if s is None else xa * s
+        sxx += sx.T @ xa
+        sxr += sx.T @ r
+        rss += (r.square() if s is None else r.square() * s).sum()
+        total_weight += xa.shape[0] if s is None else s.sum()
+    scale = 1.0 / (total_weight * k)
+    anchor = rss * scale
+    sxr_t = sxr.T.contiguous()
+
+    def vg(w: Tensor) -> tuple[Tensor, Tensor]:
+        C = w.shape[0]
+        mats, prefixes = product(w.to(f64))
+        delta = prefixes[-1][:, :k] - m_star
+        ds = torch.matmul(delta, sxx)
+        value = anchor + scale * ((ds - 2.0 * sxr_t) * delta).sum((1, 2))
+        g = (2.0 * scale) * (ds - sxr_t)
+        if affine:  # the augmented product's last row is constant
+            g = torch.cat([g, g.new_zeros(C, 1, q)], dim=1)
+        # d/dA_l = (A_L ... A_{l+1})^T G (A_{l-1} ... A_1)^T
+        grads: list[Tensor] = [g] * len(mats)
+        left = g
+        for l in range(len(mats) - 1, -1, -1):
+            grads[l] = left if l == 0 else torch.matmul(left, prefixes[l - 1].transpose(1, 2))
+            if l:
+                left = torch.matmul(mats[l].transpose(1, 2), left)
+        out = [
+            grads[l][:, :h, :i].reshape(C, -1) if weight else grads[l][:, :h, i]
+            for l, weight, h, i in slots
+        ]
+        return value.to(w.dtype), torch.cat(out, dim=1).to(w.dtype)
+
+    return vg
