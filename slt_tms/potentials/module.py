@@ -419,7 +419,8 @@ def from_module(
         w_star=w_star,
         n=src.num_rows if n is None else int(n),
         data=src,
-        description=f"nn.Module {type(module).__name__} ({w_star.numel()} parameters), {what}",
+        description=f"nn.Module {type(module).__name__} ({w_star.numel()} parameters), {what}"
+        + (" (linear model: exact full batch from sufficient statistics)" if full_batch is not None else ""),
         single=single,
         full_batch=full_batch,
         grad_mode=grad_mode,

@@ -60,6 +60,7 @@ def test_value_and_gradient_equal_autograd_of_torch_mse(case: str, weighted: boo
     rows = (X, Y, s) if weighted else (X, Y)
     pot = from_module(net, rows, loss="mse")
     assert pot.info["full_batch"].startswith("sufficient statistics")
+    assert "sufficient statistics" in pot.description  # shown in the result's summary
     names = pot.info["parameters"]
     w = pot.w_star + 0.5 * torch.randn(3, pot.d, dtype=torch.float64)
     loss, grad = pot.value_and_grad(w, pot.data.full())
