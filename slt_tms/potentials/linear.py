@@ -30,6 +30,11 @@ A full-batch gradient then costs :math:`O(C\sum_l h_l h_{l-1}\,(p+1))` for :math
 loss around :math:`w^*` keeps its differences (of order :math:`1/n`, what the LLC is made of) free of
 cancellation.
 
+The same holds after a fixed head: when an ``nn.Sequential`` ends in such layers (:func:`linear_tail`)
+and only their parameters are sampled (a restricted LLC of the last layers, ``params=["4.*"]``), the
+head's outputs :math:`h(x_i)` are fixed features and take the place of :math:`x_i` above (computed once,
+with the model in eval mode).
+
 :func:`linear_full_batch` returns this evaluator when the model, the loss and the data allow it, and None
 otherwise; minibatches always go through the model itself.
 """
@@ -41,7 +46,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["linear_full_batch", "linear_layers"]
+__all__ = ["linear_full_batch", "linear_layers", "linear_tail"]
 
 #: Largest augmented input width p + 1 for which the Gram matrix is kept (float64: at most 32 MB).
 MAX_GRAM_WIDTH = 2048
@@ -88,6 +93,37 @@ def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]] | None:
     return found
 
 
+def linear_tail(model: nn.Module) -> tuple[list[nn.Module], list[tuple[str, nn.Linear]]] | None:
+    """``(head, layers)``: the model as a fixed head followed by its longest purely linear tail, or None.
+
+    A purely linear model has an empty head. An ``nn.Sequential`` whose last children are purely linear
+    (:func:`linear_layers`) splits into the children before them (the head, any modules) and the affine
+    layers of the tail, named as in the whole model. Where only tail parameters are sampled, the head's
+    output is a fixed feature matrix and the loss is a linear model's on it.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 8), nn.Linear(8, 1))
+    >>> head, layers = linear_tail(net)
+    >>> len(head), [name for name, _ in layers]
+    (2, ['2', '3'])
+    """
+    layers = linear_layers(model)
+    if layers is not None:
+        return [], layers
+    if type(model) is not nn.Sequential or _has_hooks(model):
+        return None
+    children = list(model.named_children())
+    for start in range(1, len(children)):
+        tail = nn.Sequential()
+        for key, child in children[start:]:
+            tail.add_module(key, child)
+        found = linear_layers(tail)
+        if found is not None:
+            return [child for _, child in children[:start]], found
+    return None
+
+
 def _augmented(weight: Tensor, bias: Tensor | None) -> Tensor:
     """``[[W, b], [0, 1]]`` of shape ``(C, out + 1, in + 1)`` from ``W (C, out, in)``, ``b (C, out)``."""
     C, out, inp = weight.shape
@@ -120,7 +156,8 @@ def linear_full_batch(
     Returns
     -------
     callable or None
-        None when the model is not purely linear (:func:`linear_layers`), the inputs or targets are not
+        None when the model is neither purely linear nor a fixed head with a linear tail that holds every
+        sampled parameter (:func:`linear_tail`), the inputs (or the head's outputs) or targets are not
         matrices ``(n, p)`` / ``(n, k)``, or the Gram matrix would not be smaller than the data
         (:math:`p + 1 \ge n`, or :math:`p + 1 >` ``MAX_GRAM_WIDTH``).
 
@@ -134,30 +171,40 @@ def linear_full_batch(
     >>> bool(torch.allclose(vg(w)[0], torch.nn.functional.mse_loss(net(X), Y).reshape(1)))
     True
     """
-    layers = linear_layers(model)
-    if layers is None or not 1 <= len(rows) <= 3:
+    split = linear_tail(model)
+    if split is None or not 1 <= len(rows) <= 3:
         return None
+    head, layers = split
     x = rows[0]
     y = rows[1] if len(rows) > 1 else rows[0]
     n = x.shape[0] if x.ndim else 0
-    if x.ndim != 2 or y.ndim != 2 or y.shape[0] != n or not y.is_floating_point():
+    if (not head and x.ndim != 2) or y.ndim != 2 or y.shape[0] != n or not y.is_floating_point():
         return None
-    p, k = x.shape[1], y.shape[1]
-    if p != layers[0][1].in_features or k != layers[-1][1].out_features:
+    p, k = layers[0][1].in_features, y.shape[1]
+    if k != layers[-1][1].out_features:
         return None
     if not p + 1 < min(n, MAX_GRAM_WIDTH + 1):
         return None  # the Gram matrix would not be smaller than the data
     names = {f"{prefix}.{what}" if prefix else what for prefix, _ in layers for what in ("weight", "bias")}
     params = dict(model.named_parameters())
-    if set(params) - names:
-        return None  # a parameter the layers do not use would be sampled without effect on the loss
+    sel = list(selected)
+    if not set(sel) <= names:
+        return None  # a sampled parameter in the head: the features are not fixed
+
+    def features(rows_x: Tensor) -> Tensor | None:
+        """The head's output on some rows (the inputs themselves without a head), or None if not (m, p)."""
+        with torch.no_grad():
+            for m in head:
+                rows_x = m(rows_x)
+        ok = isinstance(rows_x, Tensor) and rows_x.ndim == 2 and rows_x.shape[1] == p
+        return rows_x if ok else None
+
     dev = x.device
     f64 = torch.float64
-    sel = list(selected)
     shapes = [params[name].shape for name in sel]
     sizes = [params[name].numel() for name in sel]
     index = {name: i for i, name in enumerate(sel)}
-    fixed = {name: t.detach().to(dev, f64) for name, t in frozen.items()}
+    fixed = {name: t.detach().to(dev, f64) for name, t in frozen.items() if name in names}
     position = {prefix: i for i, (prefix, _) in enumerate(layers)}
     # affine: some layer has a bias (then augmented matrices with a column for it), else plain products
     affine = any(layer.bias is not None for _, layer in layers)
@@ -200,7 +247,10 @@ def linear_full_batch(
     rss = torch.zeros((), dtype=f64, device=dev)
     total_weight = torch.zeros((), dtype=f64, device=dev)
     for start in range(0, n, 8192):
-        xa = x[start : start + 8192].to(f64)
+        h = features(x[start : start + 8192])
+        if h is None:
+            return None  # the head does not give one feature row per input row
+        xa = h.to(f64)
         if affine:
             xa = torch.cat([xa, xa.new_ones(xa.shape[0], 1)], dim=1)
         r = y[start : start + 8192].to(f64) - xa @ m_star.T

@@ -48,8 +48,10 @@ Linear models
 A purely linear model (``nn.Linear`` layers in ``nn.Sequential`` containers, e.g. reduced-rank
 regression or a deep linear network) with ``loss="mse"`` and tensor rows gets its full-batch loss and
 gradient from sufficient statistics of the data (:mod:`slt_tms.potentials.linear`): exact, and about as
-cheap for :math:`10^4` rows as for a few (``info["full_batch"]`` says which path is used). Minibatches and
-every other model go through the model itself.
+cheap for :math:`10^4` rows as for a few (``info["full_batch"]`` says which path is used). So does the
+restricted LLC of the last layers of an ``nn.Sequential`` when they are linear (``params=["4.*"]`` of an
+MLP whose last child is ``nn.Linear``): the rest of the network is then a fixed feature map. Minibatches
+and every other model go through the model itself.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from slt_tms.potentials.base import FunctionalPotential, RestrictedPotential, check_float_dtype, restrict
 from slt_tms.potentials.data import DataSource
-from slt_tms.potentials.linear import linear_full_batch
+from slt_tms.potentials.linear import linear_full_batch, linear_layers
 from slt_tms.validation import LOSSES, check_choice, check_device
 
 __all__ = [
@@ -372,21 +374,22 @@ def from_module(
         value = single(w_star, probe)
     if not bool(torch.isfinite(value)):
         raise ValueError(f"the loss at w* is not finite ({float(value)}) on the first rows of the data")
-    # a purely linear model under MSE: the full batch from sufficient statistics (nn.Linear layers always
-    # vmap, so the probes below are not needed for it)
+    # linear layers under MSE (the whole model, or a linear tail holding every sampled parameter): the full
+    # batch from sufficient statistics; a purely linear model always vmaps, so it needs no probe below
     full_batch = None
     if evaluate is None and loss == "mse" and not src.streaming:
         full_batch = linear_full_batch(model, chosen, frozen, src.rows)
+    skip_probes = full_batch is not None and linear_layers(model) is not None
     grad_mode, grad_mode_per_chain = "vmap", None
     vmap_error = ""
     w2 = w_star.unsqueeze(0).expand(2, -1)
     try:
-        if full_batch is None:
+        if not skip_probes:
             vmap(grad_and_value(single), in_dims=(0, None))(w2, probe)
     except Exception as exc:  # models with data-dependent control flow: loop over chains instead
         grad_mode = "loop"
         vmap_error = _first_line(exc)
-    if grad_mode == "vmap" and not src.streaming and full_batch is None:
+    if grad_mode == "vmap" and not src.streaming and not skip_probes:
         # per-chain minibatches vmap over the rows as well: models whose control flow looks at the input
         # data (HuggingFace models check input_ids for padding, build masks from attention_mask) cannot be
         # traced that way; those batches then go chain by chain
@@ -414,13 +417,13 @@ def from_module(
     }
     if vmap_error:
         info["vmap_error"] = vmap_error
-    info["full_batch"] = "sufficient statistics (linear model, mse)" if full_batch is not None else "model"
+    info["full_batch"] = "sufficient statistics (linear layers, mse)" if full_batch is not None else "model"
     pot = FunctionalPotential(
         w_star=w_star,
         n=src.num_rows if n is None else int(n),
         data=src,
         description=f"nn.Module {type(module).__name__} ({w_star.numel()} parameters), {what}"
-        + (" (linear model: exact full batch from sufficient statistics)" if full_batch is not None else ""),
+        + (" (linear layers: exact full batch from sufficient statistics)" if full_batch is not None else ""),
         single=single,
         full_batch=full_batch,
         grad_mode=grad_mode,

@@ -171,3 +171,69 @@ def test_float32_model_keeps_the_loss_differences_of_the_llc() -> None:
     ours = pot32.value_and_grad(w.float(), pot32.data.full())[0].double() - pot32.anchor_loss()
     # float32 resolves the loss (about 2) to 1.2e-7; the differences are of order 1e-4
     torch.testing.assert_close(ours, exact, rtol=0, atol=5e-7)
+
+
+@pytest.mark.parametrize(
+    ("params", "fast"),
+    [
+        (["4.*"], True), (["3.*", "4.*"], True), (["4.weight"], True),
+        (["0.*"], False), (["1.*", "4.*"], False), (None, False),
+    ],
+    ids=["last layer", "linear tail", "last weight only", "hidden layer", "batchnorm and last", "everything"],
+)
+def test_restricted_llc_of_a_linear_tail_uses_the_head_as_fixed_features(params, fast) -> None:
+    """An MLP whose last children are nn.Linear: sampling only their parameters makes the rest a fixed
+    feature map (eval mode: the BatchNorm's running statistics, no dropout); equal to autograd of
+    F.mse_loss through the whole model."""
+    torch.manual_seed(5)
+    net = nn.Sequential(
+        nn.Linear(3, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 4), nn.Linear(4, 2)
+    ).double()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    X, Y, _ = _rows()
+    pot = from_module(net, (X, Y), loss="mse", params=params)
+    assert pot.info["full_batch"].startswith("sufficient statistics") == fast
+    reference = copy.deepcopy(net).eval()
+    names = pot.info["parameters"]
+    w = pot.w_star + 0.3 * torch.randn(3, pot.d, dtype=torch.float64)
+    loss, grad = pot.value_and_grad(w, pot.data.full())
+    for c in range(3):
+        val, g = _reference(reference, names, w[c], X, Y)
+        torch.testing.assert_close(loss[c], val, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad[c], g, rtol=1e-10, atol=1e-12)
+    assert net.training  # the caller's module is untouched
+
+
+def test_restricted_llc_of_the_last_layer_equals_its_gaussian_closed_form() -> None:
+    """In its last layer alone, an MLP's MSE loss is quadratic: L(w) - L(w*) = g.D + D'HD/2 with D = w - w*,
+    so the localized tempered posterior is Gaussian (precision P = nbeta H + gamma I, mean m = -nbeta P^-1 g)
+    and its estimand is exact: nbeta E[L - L*] = nbeta (tr(H P^-1)/2 + m'Hm/2 + g.m). H and g come from
+    torch.autograd.functional on the whole model (not from the sufficient statistics); the default
+    estimate (exact full batch from the head's features) must agree within 3 SE."""
+    from slt_tms.estimators import default_nbeta, estimate_llc
+
+    torch.manual_seed(6)
+    n = 2000
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    X = torch.randn(n, 3, dtype=torch.float64)
+    with torch.no_grad():
+        Y = net(X) + 0.3 * torch.randn(n, 2, dtype=torch.float64)
+    shapes = [net[2].weight.shape, net[2].bias.shape]
+    w0 = torch.cat([net[2].weight.detach().reshape(-1), net[2].bias.detach()])
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        weight, bias = w[:16].view(shapes[0]), w[16:].view(shapes[1])
+        return F.mse_loss(F.linear(net[1](net[0](X)), weight, bias), Y)
+
+    H = torch.autograd.functional.hessian(loss, w0)
+    g = torch.autograd.functional.jacobian(loss, w0)
+    nbeta, gamma = default_nbeta(n), 1.0
+    P = nbeta * H + gamma * torch.eye(18, dtype=torch.float64)
+    m = -nbeta * torch.linalg.solve(P, g)
+    exact = float(nbeta * (0.5 * torch.trace(H @ torch.linalg.inv(P)) + 0.5 * m @ H @ m + g @ m))
+    res = estimate_llc(net, (X, Y), loss="mse", params=["2.*"], progress=False)
+    assert res.converged and res.ok, res.summary()
+    assert res.config["potential"]["full_batch"].startswith("sufficient statistics")
+    assert abs(res.llc - exact) <= 3 * res.se, (res.summary(), exact)
