@@ -216,7 +216,8 @@ def run_ours(p: dict[str, Any], seed: int, quick: bool, native: bool = False,
 
             res = estimate_llc(kgon(6, 6), p["X"].double(), **kw)
         else:
-            # the named loss where one equals the problem's row loss (as a user would write it), else it
+            # the named loss where one equals the problem's row loss (as a user would write it), else the
+            # row loss itself as a callable
             loss = p.get("ours_loss") or (lambda a, b: rows(a, b).mean())
             res = estimate_llc(p["module"], (p["X"], p["Y"]), loss=loss, **kw)
     dt = time.perf_counter() - t0
