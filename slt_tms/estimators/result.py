@@ -185,7 +185,9 @@ class LLCResult:
             b = self.bias_check
             lines.append(
                 f"  bias check      half step: {b['llc_half_step']:.4f} +/- {b['se_half_step']:.4f}; "
-                f"difference {b['difference']:.4f} +/- {b['se_difference']:.4f}"
+                f"difference {b['difference']:.4f} +/- {b['se_difference']:.4f} (flagged above 3 SE; the "
+                f"bias is about twice the difference, so one below about {6 * b['se_difference']:.3g} "
+                "is not excluded)"
             )
         return "\n".join(lines)
 
