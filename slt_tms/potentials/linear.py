@@ -46,6 +46,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from slt_tms.potentials.base import ANCHOR_CHUNK
+from slt_tms.potentials.data import DataSource
+
 __all__ = ["linear_full_batch", "linear_layers", "linear_tail"]
 
 #: Largest augmented input width p + 1 for which the Gram matrix is kept (float64: at most 32 MB).
@@ -54,6 +57,26 @@ MAX_GRAM_WIDTH = 2048
 
 def _has_hooks(m: nn.Module) -> bool:
     return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as _module
+
+    return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+
+
+def _walk(m: nn.Module, prefix: str, found: list[tuple[str, nn.Linear]]) -> bool:
+    """True if ``m`` is purely linear (appending its affine layers, named from ``prefix``, to ``found``)."""
+    if _has_hooks(m):
+        return False
+    if type(m) is nn.Linear:
+        found.append((prefix, m))
+        return True
+    if type(m) is nn.Identity:
+        return True
+    if type(m) is nn.Sequential:
+        return all(_walk(sub, f"{prefix}.{key}" if prefix else key, found) for key, sub in m.named_children())
+    return False
 
 
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]] | None:
@@ -70,25 +93,8 @@ def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]] | None:
     >>> linear_layers(nn.Sequential(nn.Linear(3, 2), nn.ReLU())) is None
     True
     """
-    from torch.nn.modules import module as _module
-
-    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
-        return None
     found: list[tuple[str, nn.Linear]] = []
-
-    def walk(m: nn.Module, prefix: str) -> bool:
-        if _has_hooks(m):
-            return False
-        if type(m) is nn.Linear:
-            found.append((prefix, m))
-            return True
-        if type(m) is nn.Identity:
-            return True
-        if type(m) is nn.Sequential:
-            return all(walk(child, f"{prefix}.{key}" if prefix else key) for key, child in m.named_children())
-        return False
-
-    if not walk(model, "") or not found:
+    if _global_hooks() or not _walk(model, "", found) or not found:
         return None
     return found
 
@@ -111,17 +117,19 @@ def linear_tail(model: nn.Module) -> tuple[list[nn.Module], list[tuple[str, nn.L
     layers = linear_layers(model)
     if layers is not None:
         return [], layers
-    if type(model) is not nn.Sequential or _has_hooks(model):
+    if type(model) is not nn.Sequential or _has_hooks(model) or _global_hooks():
         return None
     children = list(model.named_children())
-    for start in range(1, len(children)):
-        tail = nn.Sequential()
-        for key, child in children[start:]:
-            tail.add_module(key, child)
-        found = linear_layers(tail)
-        if found is not None:
-            return [child for _, child in children[:start]], found
-    return None
+    start, parts = len(children), []  # the tail children[start:], grown backwards while they are linear
+    while start > 0:
+        key, child = children[start - 1]
+        part: list[tuple[str, nn.Linear]] = []
+        if not _walk(child, key, part):
+            break
+        parts.insert(0, part)
+        start -= 1
+    found = [layer for part in parts for layer in part]
+    return ([child for _, child in children[:start]], found) if found else None
 
 
 def _augmented(weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -137,7 +145,7 @@ def linear_full_batch(
     model: nn.Module,
     selected: Sequence[str],
     frozen: dict[str, Tensor],
-    rows: tuple[Tensor, ...],
+    data: DataSource,
 ) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
     r"""``vg(w (C, d)) -> (L_n (C,), grad (C, d))`` on the full data of a linear model under MSE, or None.
 
@@ -149,9 +157,9 @@ def linear_full_batch(
         The sampled parameter names, in the order of the flat vector :math:`w`.
     frozen : dict
         The other parameters, held at their values.
-    rows : tuple of Tensor
-        ``(X,)``, ``(X, Y)`` or ``(X, Y, s)``: the full training data (the sample weights ``s`` as in
-        :func:`~slt_tms.potentials.module.from_module`).
+    data : DataSource
+        In-memory rows ``(X,)``, ``(X, Y)`` or ``(X, Y, s)``: the full training data (the sample weights
+        ``s`` as in :func:`~slt_tms.potentials.module.from_module`), read once in chunks.
 
     Returns
     -------
@@ -166,19 +174,19 @@ def linear_full_batch(
     >>> net = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
     >>> X, Y = torch.randn(100, 3, dtype=torch.float64), torch.randn(100, 1, dtype=torch.float64)
     >>> net = net.double()
-    >>> vg = linear_full_batch(net, [k for k, _ in net.named_parameters()], {}, (X, Y))
+    >>> vg = linear_full_batch(net, [k for k, _ in net.named_parameters()], {}, DataSource((X, Y)))
     >>> w = torch.cat([p.detach().reshape(-1) for p in net.parameters()])[None]
     >>> bool(torch.allclose(vg(w)[0], torch.nn.functional.mse_loss(net(X), Y).reshape(1)))
     True
     """
     split = linear_tail(model)
-    if split is None or not 1 <= len(rows) <= 3:
+    if split is None or data.streaming or not isinstance(data.rows, tuple) or not 1 <= len(data.rows) <= 3:
         return None
     head, layers = split
-    x = rows[0]
-    y = rows[1] if len(rows) > 1 else rows[0]
-    n = x.shape[0] if x.ndim else 0
-    if (not head and x.ndim != 2) or y.ndim != 2 or y.shape[0] != n or not y.is_floating_point():
+    x = data.rows[0]
+    y = data.rows[1] if len(data.rows) > 1 else x  # (X,): the target is X
+    n = data.num_rows
+    if (not head and x.ndim != 2) or y.ndim != 2 or not y.is_floating_point():
         return None
     p, k = layers[0][1].in_features, y.shape[1]
     if k != layers[-1][1].out_features:
@@ -246,15 +254,15 @@ def linear_full_batch(
     sxr = torch.zeros(q, k, dtype=f64, device=dev)
     rss = torch.zeros((), dtype=f64, device=dev)
     total_weight = torch.zeros((), dtype=f64, device=dev)
-    for start in range(0, n, 8192):
-        h = features(x[start : start + 8192])
+    for part, _ in data.chunks(ANCHOR_CHUNK):
+        h = features(part[0])
         if h is None:
             return None  # the head does not give one feature row per input row
         xa = h.to(f64)
         if affine:
             xa = torch.cat([xa, xa.new_ones(xa.shape[0], 1)], dim=1)
-        r = y[start : start + 8192].to(f64) - xa @ m_star.T
-        s = rows[2][start : start + 8192].to(f64).unsqueeze(-1) if len(rows) == 3 else None
+        r = (part[1] if len(part) > 1 else part[0]).to(f64) - xa @ m_star.T
+        s = part[2].to(f64).unsqueeze(-1) if len(part) == 3 else None
         sx = xa if s is None else xa * s
         sxx += sx.T @ xa
         sxr += sx.T @ r

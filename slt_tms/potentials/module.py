@@ -378,7 +378,7 @@ def from_module(
     # batch from sufficient statistics; a purely linear model always vmaps, so it needs no probe below
     full_batch = None
     if evaluate is None and loss == "mse" and not src.streaming:
-        full_batch = linear_full_batch(model, chosen, frozen, src.rows)
+        full_batch = linear_full_batch(model, chosen, frozen, src)
     skip_probes = full_batch is not None and linear_layers(model) is not None
     grad_mode, grad_mode_per_chain = "vmap", None
     vmap_error = ""
