@@ -14,6 +14,7 @@ The algorithm of one group is described in :mod:`slt_tms.estimators.llc`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -34,6 +35,7 @@ from slt_tms.samplers import (
     SGLD,
     BatchSupply,
     ChainStreams,
+    Draws,
     RMSProp,
     Tempered,
     Warmup,
@@ -295,11 +297,23 @@ def _bias_check(
     g: Group,
     num_rows: int | None,
 ) -> dict[str, Any]:
-    """SGLD at half the step from the group's final state, on fresh streams derived from its seed."""
+    r"""The SGLD step's bias, measured by a coupled pair of chains at the step and at half the step.
+
+    From the group's final state, a coarse chain (SGLD at the run's step :math:`\epsilon`) and a fine chain
+    (two SGLD steps at :math:`\epsilon/2`) move together: per coarse step the fine chain takes its two
+    steps on minibatches :math:`B_1, B_2` with noises :math:`\xi_1, \xi_2`, and the coarse chain takes one
+    step on :math:`B_1` with noise :math:`(\xi_1 + \xi_2)/\sqrt2` (the same Brownian increment;
+    synchronous coupling, as in the multilevel Monte Carlo of Giles et al. 2016). Both chains record
+    :math:`L_{B_1}` at the start of the coarse step, so the difference
+    :math:`D_t = n\beta\,(L_{B_1}(x_t) - L_{B_1}(y_t))` keeps almost none of the Langevin or minibatch
+    noise, and its mean estimates :math:`\mathrm{bias}(\epsilon) - \mathrm{bias}(\epsilon/2)` with a far
+    smaller standard error than two independent runs would give (measured: docs, Estimators).
+    A bias of order :math:`\epsilon^p` (:math:`p \ge 1`) is between this difference and twice it.
+    Fresh streams derived from the group's seed; ``max(num_burnin // 2, 50)`` coupled steps are
+    discarded, ``max(draws // 4, 200)`` are kept.
+    """
     state, eps, metric = tr.final_state, tr.final_eps, tr.final_metric
     C, d = state.w.shape
-    llc_main = _llc_mean(tr, g)
-    se_main = diag.mcse_mean(_block_means(_llc_draws(tr, g)[~tr.bad]))
     streams = ChainStreams(
         spawn_seeds(spawn_seeds(g.seed, 2)[1], C),
         d,
@@ -308,41 +322,55 @@ def _bias_check(
         num_rows=num_rows,
         batch_size=batches.batch_size,
     )
+    quiet = dataclasses.replace(kernel, diagnose=False)  # the MALA diagnostic is not needed here
+    coarse = quiet.init(state.w, target, None)
+    fine = quiet.init(state.w, target, None)
+    burn, keep = max(cfg.num_burnin // 2, 50), max(tr.draws // 4, 200)
     half = eps / 2
-    burn = run_chains(
-        kernel,
-        target,
-        kernel.init(state.w, target, None),
-        num_steps=max(cfg.num_burnin, 10),
-        streams=streams,
-        batches=batches,
-        step_size=half,
-        metric=metric,
-        record=(),
-    )
-    res = run_chains(
-        kernel,
-        target,
-        burn.state,
-        num_steps=tr.draws,
-        streams=streams,
-        batches=batches,
-        step_size=half,
-        metric=metric,
-        record=("loss",),
-    )
-    x = g.nbeta * (res.records["loss"] - g.anchor_loss)
-    x = x[np.all(np.isfinite(x), axis=1)]
-    llc_half = float(np.mean(x)) if x.size else math.nan
-    se_half = diag.mcse_mean(_block_means(x)) if x.size else math.nan
-    tr.grads += burn.num_grads + res.num_grads
+    loss_c = torch.empty(C, keep, dtype=torch.float64, device=state.w.device)
+    loss_f = torch.empty_like(loss_c)
+    with torch.no_grad():
+        for t in range(burn + keep):
+            d1, d2 = streams.next(), streams.next()
+            b1, b2 = batches(d1), batches(d2)
+            fine, info_f = quiet.step(fine, target, half, b1, d1, metric, same_batch=batches.exact)
+            fine, _ = quiet.step(fine, target, half, b2, d2, metric, same_batch=batches.exact)
+            shared = Draws((d1.normal + d2.normal) / math.sqrt(2.0), d1.uniform, d1.index)
+            coarse, info_c = quiet.step(coarse, target, eps, b1, shared, metric, same_batch=batches.exact)
+            if t >= burn:
+                loss_c[:, t - burn] = info_c.loss
+                loss_f[:, t - burn] = info_f.loss
+    tr.grads += 3 * (burn + keep)
+    lc, lf = loss_c.cpu().numpy(), loss_f.cpu().numpy()
+    ok = np.all(np.isfinite(lc) & np.isfinite(lf), axis=1)
+    if not ok.any():
+        nan = math.nan
+        return {
+            "method": "coupled", "llc_half_step": nan, "se_half_step": nan, "difference": nan,
+            "se_difference": nan, "half_step_draws": 2 * keep, "coupled_steps": keep,
+        }
+    diff = g.nbeta * (lc[ok] - lf[ok])
+    fine_llc = g.nbeta * (lf[ok] - g.anchor_loss)
+    blocks = (lambda x: x) if batches.exact else _block_means
     return {
-        "llc_half_step": llc_half,
-        "se_half_step": se_half,
-        "difference": llc_main - llc_half,
-        "se_difference": math.sqrt(se_main**2 + se_half**2),
-        "half_step_draws": tr.draws,
+        "method": "coupled",
+        "llc_half_step": float(np.mean(fine_llc)),
+        "se_half_step": diag.mcse_mean(blocks(fine_llc)),
+        "difference": float(np.mean(diff)),
+        "se_difference": diag.mcse_mean(blocks(diff)),
+        "half_step_draws": 2 * keep,
+        "coupled_steps": keep,
     }
+
+
+def _bias_flagged(bias: dict[str, Any] | None, se: float) -> bool:
+    r"""Whether a bias check flags the estimate: the difference is significant (above 3 of its standard
+    errors) and the bias it implies (up to twice the difference) exceeds the estimate's standard error
+    ``se``, so it matters at the precision the estimate reports."""
+    if bias is None or not math.isfinite(bias["difference"]):
+        return False
+    d = abs(bias["difference"])
+    return d > 3 * bias["se_difference"] and 2 * d > se
 
 
 def _draws_needed(tr: _Track, cfg: LLCConfig) -> int:
@@ -439,11 +467,13 @@ def _result(
         flags.append(f"negative estimate ({frac_below:.0%} of draws below L(w*)): w* is not near a minimum")
     if bad.any():
         flags.append(f"{int(bad.sum())} of {C} chains diverged (excluded: {np.flatnonzero(bad).tolist()})")
-    if bias is not None and abs(bias["difference"]) > 3 * bias["se_difference"]:
+    if _bias_flagged(bias, se):
+        assert bias is not None
         flags.append(
-            f"SGLD discretisation bias: half the step gives {bias['llc_half_step']:.4g} (difference "
-            f"{bias['difference']:.3g} +/- {bias['se_difference']:.2g}); use a smaller step_size, a "
-            "larger batch_size, or full batch"
+            f"SGLD discretisation bias: a coupled chain at half the step differs by "
+            f"{bias['difference']:.3g} +/- {bias['se_difference']:.2g}, a bias of about "
+            f"{abs(bias['difference']):.3g}-{2 * abs(bias['difference']):.3g} against a standard error of "
+            f"{se:.2g}; use a smaller step_size, a larger batch_size, or full batch"
         )
     if warn and flags:
         warnings.warn(

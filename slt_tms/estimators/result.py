@@ -104,7 +104,10 @@ class LLCResult:
     seconds, cpu_seconds : float
         Wall and CPU time.
     bias_check : dict or None
-        SGLD: the estimate at half the step, the difference and its standard error.
+        SGLD: a coarse chain at the run's step coupled to a fine chain at half the step (same noise and
+        batches): the fine chain's mean ``llc_half_step``, the mean coarse-minus-fine ``difference`` and
+        its standard error ``se_difference``; a bias of first or higher order in the step is between the
+        difference and twice it.
     asymptotic : AsymptoticFit or None
         The extrapolation :math:`n\beta \to \infty` (with ``ladder``).
     trace : arviz.InferenceData
@@ -183,11 +186,12 @@ class LLCResult:
         ]
         if self.bias_check is not None:
             b = self.bias_check
+            diff, sd = abs(b["difference"]), b["se_difference"]
             lines.append(
-                f"  bias check      half step: {b['llc_half_step']:.4f} +/- {b['se_half_step']:.4f}; "
-                f"difference {b['difference']:.4f} +/- {b['se_difference']:.4f} (flagged above 3 SE; the "
-                f"bias is about twice the difference, so one below about {6 * b['se_difference']:.3g} "
-                "is not excluded)"
+                f"  bias check      coupled chain at half the step: {b['llc_half_step']:.4f}; difference "
+                f"{b['difference']:.4f} +/- {sd:.4f}, so a bias of about {diff:.3g} to {2 * diff:.3g}, "
+                f"at most about {2 * (diff + 3 * sd):.3g} (flagged when the difference exceeds 3 SE and "
+                "twice it exceeds the estimate's SE)"
             )
         return "\n".join(lines)
 

@@ -20,7 +20,7 @@ step size, and the step size that maximises effective samples per gradient evalu
 acceptance (about 0.57 for MALA, 0.65-0.8 for HMC; Roberts & Rosenthal 1998, Beskos et al. 2013). A
 higher target only makes the chains move less. For the unadjusted SGLD (minibatch potentials) the target
 is the MALA acceptance of its proposal, kept high (0.9) because there it also bounds the discretisation
-bias; the estimator then measures the remaining bias with a run at half the step.
+bias; the estimator then measures the remaining bias with coupled chains at the step and half the step.
 
 Metric (per chain)
 ------------------

@@ -10,9 +10,9 @@ Update for chain :math:`k` with step size :math:`\epsilon`, diagonal preconditio
 
 with :math:`L_B` the loss on the step's batch (Welling & Teh 2011; with an RMSProp :math:`G`, Li et al.
 2016). SGLD never rejects: its stationary law differs from :math:`e^{-U}` by a discretisation bias of
-order :math:`\epsilon`. The estimators measure it (a run at half the step) instead of assuming it away,
-and use the Metropolis-adjusted kernels (:mod:`~slt_tms.samplers.mala`, :mod:`~slt_tms.samplers.hmc`)
-wherever the full loss is available.
+order :math:`\epsilon`. The estimators measure it (coupled chains at the step and half the step)
+instead of assuming it away, and use the Metropolis-adjusted kernels (:mod:`~slt_tms.samplers.mala`,
+:mod:`~slt_tms.samplers.hmc`) wherever the full loss is available.
 
 MALA diagnostic
 ---------------
