@@ -103,9 +103,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="two problems only (smoke test)")
     ap.add_argument("--only", default="", help="substring filter on problem names")
-    ap.add_argument("--sampler", default=None, help="override the sampler (e.g. mala)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override an LLCConfig field (e.g. num_leapfrog=4); repeatable")
+                    help="override an LLCConfig field (e.g. num_leapfrog=4 or sampler=mala); repeatable")
     ap.add_argument("--no-ladder", action="store_true", help="skip the asymptotic (ladder) estimate")
     args = ap.parse_args()
     overrides: dict[str, Any] = {}
@@ -130,8 +129,6 @@ def main() -> None:
         items = items[:2]
     for src, name, ref, ref_se, lam, mult in items:
         kw: dict[str, Any] = {"n": 100_000} if name.startswith("TMS") else {}
-        if args.sampler:
-            kw["sampler"] = args.sampler
         kw.update(overrides)
         res, cpu, warns = run_one(src, kw)
         row: dict[str, Any] = {"problem": name, "lambda": lam, "multiplicity": mult, "reference": ref,
@@ -167,7 +164,7 @@ def main() -> None:
     meta = {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ground_truth_table.py",
             "torch": torch.__version__, "machine": platform.platform(),
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
-    if not args.quick and not args.only and not args.sampler and not overrides and not args.no_ladder:
+    if not args.quick and not args.only and not overrides and not args.no_ladder:
         (OUT / "ground_truth_table.json").write_text(json.dumps(meta, indent=1, default=float))
         (OUT / "ground_truth_table.md").write_text(table + "\n")
 

@@ -262,22 +262,22 @@ def test_full_batch_module_estimate_is_converged_and_regular():
 def test_linear_module_built_as_a_user_would_matches_numpyro_with_defaults():
     """A bias-free nn.Sequential 3 -> 2 -> 3 at a rank-1 truth, n = 1e4 rows with unit noise, loss='mse',
     gamma = 100, everything else default: the problem of benchmarks/bench_llc_vs_devinterp.py (its
-    rrr_problem, rebuilt here from the same seed) against the NumPyro NUTS reference of the same estimand
+    rrr_problem, imported from the script) against the NumPyro NUTS reference of the same estimand
     recorded in benchmarks/reference/bench_reference.jsonl (another library; the loss re-implemented in
     JAX, 4 x 5000 draws). The full batch goes through the exact sufficient statistics of a linear model."""
+    import importlib.util
+    import os
     from pathlib import Path
+    from unittest import mock
 
-    n = 10_000
-    g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 3, bias=False))
-    u = torch.randn(3, 1, generator=g)
-    v = torch.randn(1, 3, generator=g)
-    with torch.no_grad():
-        net[0].weight.copy_(torch.cat([v, torch.zeros(1, 3)]))
-        net[1].weight.copy_(torch.cat([u, torch.zeros(3, 1)], dim=1))
-    X = torch.randn(n, 3, generator=g)
-    with torch.no_grad():
-        Y = net(X) + torch.randn(n, 3, generator=g)
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_llc_vs_devinterp.py"
+    spec = importlib.util.spec_from_file_location("bench_llc_vs_devinterp", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    with mock.patch.dict(os.environ):  # the script silences progress bars for itself, not for the suite
+        spec.loader.exec_module(bench)  # problem builders only: devinterp is imported inside its workers
+    problem = bench.rrr_problem(0)
+    net, X, Y = problem["module"], problem["X"], problem["Y"]
     lines = (Path(__file__).parents[2] / "benchmarks" / "reference" / "bench_reference.jsonl").read_text()
     ref = next(r for r in map(json.loads, lines.splitlines()) if r["problem"] == "rrr")
     assert ref["nbeta"] == pytest.approx(NBETA_1E4) and ref["gamma"] == 100.0

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from _autograd import autograd_loss_and_grad
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -21,23 +22,6 @@ def _rows(n: int = 300, p: int = 3, k: int = 2, seed: int = 0):
     Y = torch.randn(n, k, generator=g, dtype=torch.float64)
     s = torch.rand(n, generator=g, dtype=torch.float64)
     return X, Y, s
-
-
-def _reference(net: nn.Module, names: list[str], w: torch.Tensor, X, Y, s=None):
-    """Loss and gradient in the selected parameters, by autograd of F.mse_loss on a copy of the module."""
-    m = copy.deepcopy(net)
-    params = dict(m.named_parameters())
-    sizes = [params[k].numel() for k in names]
-    with torch.no_grad():
-        for k, piece in zip(names, torch.split(w, sizes), strict=True):
-            params[k].copy_(piece.view_as(params[k]))
-    pred = m(X)
-    if s is None:
-        val = F.mse_loss(pred, Y)
-    else:  # the weighted mean over rows of the per-row mean over outputs
-        val = ((pred - Y).square().mean(1) * s).sum() / s.sum()
-    grads = torch.autograd.grad(val, [params[k] for k in names])
-    return val.detach(), torch.cat([g.reshape(-1) for g in grads])
 
 
 CASES = {
@@ -66,10 +50,10 @@ def test_value_and_gradient_equal_autograd_of_torch_mse(case: str, weighted: boo
     loss, grad = pot.value_and_grad(w, pot.data.full())
     assert torch.equal(pot.loss(w, pot.data.full()), loss)
     for c in range(3):
-        val, g = _reference(net, names, w[c], X, Y, s if weighted else None)
+        val, g = autograd_loss_and_grad(net, w[c], X, Y, names=names, weights=s if weighted else None)
         torch.testing.assert_close(loss[c], val, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad[c], g, rtol=1e-10, atol=1e-12)
-    anchor, _ = _reference(net, names, pot.w_star, X, Y, s if weighted else None)
+    anchor, _ = autograd_loss_and_grad(net, pot.w_star, X, Y, names=names, weights=s if weighted else None)
     assert pot.anchor_loss() == pytest.approx(float(anchor), rel=1e-13)
 
 
@@ -82,7 +66,7 @@ def test_autoencoder_rows_selected_parameters_and_masks() -> None:
     w = pot.w_star + 0.3 * torch.randn(2, pot.d, dtype=torch.float64)
     loss, grad = pot.value_and_grad(w, pot.data.full())
     for c in range(2):
-        val, g = _reference(net, ["1.weight", "1.bias"], w[c], X, X)
+        val, g = autograd_loss_and_grad(net, w[c], X, X, names=["1.weight", "1.bias"])
         torch.testing.assert_close(loss[c], val, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad[c], g, rtol=1e-10, atol=1e-12)
     mask = torch.zeros(2, 3, dtype=torch.bool)
@@ -93,7 +77,7 @@ def test_autoencoder_rows_selected_parameters_and_masks() -> None:
     loss, grad = sub.value_and_grad(v, sub.data.full())
     names = [k for k, _ in net.named_parameters()]
     for c in range(2):
-        val, g = _reference(net, names, full_w[c], X, X)
+        val, g = autograd_loss_and_grad(net, full_w[c], X, X, names=names)
         torch.testing.assert_close(loss[c], val, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad[c], g[sub.index], rtol=1e-10, atol=1e-12)
 
@@ -108,7 +92,7 @@ def test_minibatches_and_copies_of_the_rows_go_through_the_model() -> None:
     w = pot.w_star + 0.2 * torch.randn(2, pot.d, dtype=torch.float64)
     loss, grad = pot.value_and_grad(w, pot.data.take(idx))
     for c in range(2):
-        val, g = _reference(net, pot.info["parameters"], w[c], X[idx[c]], Y[idx[c]])
+        val, g = autograd_loss_and_grad(net, w[c], X[idx[c]], Y[idx[c]], names=pot.info["parameters"])
         torch.testing.assert_close(loss[c], val, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad[c], g, rtol=1e-10, atol=1e-12)
     copied = Batch((X.clone(), Y.clone()), False)
@@ -154,7 +138,7 @@ def test_hooks_other_losses_loaders_and_wide_inputs_use_the_model() -> None:
     # a hook on the model: the shortcut would skip it, so the hooked model must stay on its own path
     check = from_module(hooked, (X, Y), loss="mse")
     w = check.w_star[None]
-    val, _ = _reference(hooked, check.info["parameters"], check.w_star, X, Y)
+    val, _ = autograd_loss_and_grad(hooked, check.w_star, X, Y, names=check.info["parameters"])
     torch.testing.assert_close(check.value_and_grad(w, check.data.full())[0][0], val)
 
 
@@ -200,7 +184,7 @@ def test_restricted_llc_of_a_linear_tail_uses_the_head_as_fixed_features(params,
     w = pot.w_star + 0.3 * torch.randn(3, pot.d, dtype=torch.float64)
     loss, grad = pot.value_and_grad(w, pot.data.full())
     for c in range(3):
-        val, g = _reference(reference, names, w[c], X, Y)
+        val, g = autograd_loss_and_grad(reference, w[c], X, Y, names=names)
         torch.testing.assert_close(loss[c], val, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad[c], g, rtol=1e-10, atol=1e-12)
     assert net.training  # the caller's module is untouched

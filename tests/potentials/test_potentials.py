@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+from _autograd import autograd_loss_and_grad
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -37,18 +36,6 @@ def _data(n: int = 40, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def _autograd_reference(net: nn.Module, X, Y, w: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and gradient of one flat vector by plain autograd on a copy of the module."""
-    m = copy.deepcopy(net)
-    sizes = [p.numel() for p in m.parameters()]
-    with torch.no_grad():
-        for p, piece in zip(m.parameters(), torch.split(w, sizes), strict=True):
-            p.copy_(piece.view_as(p))
-    val = loss_fn(m(X), Y)
-    grads = torch.autograd.grad(val, list(m.parameters()))
-    return val.detach(), torch.cat([g.reshape(-1) for g in grads])
-
-
 def test_module_value_and_grad_equal_autograd_for_shared_and_per_chain_batches():
     net = _net()
     X, Y = _data()
@@ -57,13 +44,13 @@ def test_module_value_and_grad_equal_autograd_for_shared_and_per_chain_batches()
     w = pot.w_star + 0.1 * torch.randn(3, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     loss, grad = pot.value_and_grad(w, pot.data.full())
     for k in range(3):
-        ref_l, ref_g = _autograd_reference(net, X, Y, w[k], nn.functional.mse_loss)
+        ref_l, ref_g = autograd_loss_and_grad(net, w[k], X, Y)
         torch.testing.assert_close(loss[k], ref_l)
         torch.testing.assert_close(grad[k], ref_g)
     idx = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
     loss_c, grad_c = pot.value_and_grad(w, pot.data.take(idx))
     for k in range(3):
-        ref_l, ref_g = _autograd_reference(net, X[idx[k]], Y[idx[k]], w[k], nn.functional.mse_loss)
+        ref_l, ref_g = autograd_loss_and_grad(net, w[k], X[idx[k]], Y[idx[k]])
         torch.testing.assert_close(loss_c[k], ref_l)
         torch.testing.assert_close(grad_c[k], ref_g)
     assert pot.anchor_loss() == pytest.approx(float(nn.functional.mse_loss(net(X), Y)), rel=1e-12)
@@ -189,7 +176,7 @@ def test_models_branching_on_their_inputs_evaluate_per_chain_batches_chain_by_ch
     loss_c, grad_c = pot.value_and_grad(w, pot.data.take(idx))
     no_grad = pot.loss(w, pot.data.take(idx))
     for k in range(3):
-        ref_l, ref_g = _autograd_reference(net, X[idx[k]], Y[idx[k]], w[k], nn.functional.mse_loss)
+        ref_l, ref_g = autograd_loss_and_grad(net, w[k], X[idx[k]], Y[idx[k]])
         torch.testing.assert_close(loss_c[k], ref_l)
         torch.testing.assert_close(no_grad[k], ref_l)
         torch.testing.assert_close(grad_c[k], ref_g)
