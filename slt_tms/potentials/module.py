@@ -372,6 +372,12 @@ def from_module(
             if not callable(loss):
                 _check_targets(pred, probe[1] if len(probe) > 1 else probe[0], loss, all_targets)
         value = single(w_star, probe)
+    if callable(loss) and evaluate is None and (not isinstance(value, Tensor) or value.ndim != 0):
+        raise ValueError(
+            "a loss callable loss(prediction, target) must return the mean loss over the batch, a scalar "
+            f"tensor; got {getattr(value, 'shape', type(value).__name__)} (per-row losses? reduce them "
+            "with .mean())"
+        )
     if not bool(torch.isfinite(value)):
         raise ValueError(f"the loss at w* is not finite ({float(value)}) on the first rows of the data")
     # linear layers under MSE (the whole model, or a linear tail holding every sampled parameter): the full

@@ -106,6 +106,10 @@ def test_bad_inputs_fail_before_sampling_with_a_fix():
         from_module(_net(), (X, Y), loss="hinge")
     with pytest.raises(ValueError, match="cannot be applied to the inputs"):
         from_module(_net(), (torch.randn(40, 4, dtype=torch.float64), Y), loss="mse")
+    per_row = lambda pred, y: (pred - y).square().sum(-1)  # noqa: E731 (not reduced over the rows)
+    for rows in [(X, Y), DataLoader(TensorDataset(X, Y), batch_size=8)]:
+        with pytest.raises(ValueError, match=r"must return the mean loss over the batch.*\.mean\(\)"):
+            from_module(_net(), rows, loss=per_row)
 
 
 def test_batchnorm_model_in_train_mode_is_sampled_in_eval_mode_and_left_untouched():
