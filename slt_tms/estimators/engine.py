@@ -207,7 +207,7 @@ def run_groups(
                 batches=batches,
                 step_size=eps,
                 metric=metric,
-                record=("loss", "accept_prob"),
+                record=("loss", "accept_prob") if batches.exact else ("loss", "accept_prob", "center_loss"),
                 bar=bar,
             )
             state = res.state
@@ -216,6 +216,8 @@ def run_groups(
                 tr = tracks[gi]
                 rows = slice(pos * C, (pos + 1) * C)
                 loss = res.records["loss"][rows]
+                if not batches.exact:  # control variate: L_B(w) - L_B(w*) + L_n(w*), unbiased for L_n(w)
+                    loss = loss - res.records["center_loss"][rows] + groups[gi].anchor_loss
                 tr.losses.append(loss)
                 tr.accepts.append(res.records["accept_prob"][rows])
                 tr.draws += steps
@@ -329,6 +331,8 @@ def _bias_check(
     half = eps / 2
     loss_c = torch.empty(C, keep, dtype=torch.float64, device=state.w.device)
     loss_f = torch.empty_like(loss_c)
+    loss_0 = torch.full_like(loss_c, g.anchor_loss)  # minibatches: L_B1(w*), the control variate
+    center = target.center.expand(C, d) if target.center.ndim == 1 else target.center
     with torch.no_grad():
         for t in range(burn + keep):
             d1, d2 = streams.next(), streams.next()
@@ -340,8 +344,10 @@ def _bias_check(
             if t >= burn:
                 loss_c[:, t - burn] = info_c.loss
                 loss_f[:, t - burn] = info_f.loss
-    tr.grads += 3 * (burn + keep)
-    lc, lf = loss_c.cpu().numpy(), loss_f.cpu().numpy()
+                if not batches.exact:
+                    loss_0[:, t - burn] = target.potential.loss(center, b1)
+    tr.grads += 3 * (burn + keep)  # (and, on minibatches, one forward pass at w* per kept step)
+    lc, lf, l0 = loss_c.cpu().numpy(), loss_f.cpu().numpy(), loss_0.cpu().numpy()
     ok = np.all(np.isfinite(lc) & np.isfinite(lf), axis=1)
     if not ok.any():
         nan = math.nan
@@ -350,7 +356,7 @@ def _bias_check(
             "se_difference": nan, "half_step_draws": 2 * keep, "coupled_steps": keep,
         }
     diff = g.nbeta * (lc[ok] - lf[ok])
-    fine_llc = g.nbeta * (lf[ok] - g.anchor_loss)
+    fine_llc = g.nbeta * (lf[ok] - l0[ok])
     blocks = (lambda x: x) if batches.exact else _block_means
     return {
         "method": "coupled",
@@ -388,7 +394,7 @@ NOISY_BLOCK = 20
 def _block_means(x: np.ndarray, m: int = NOISY_BLOCK) -> np.ndarray:
     r"""Means of consecutive blocks of ``m`` draws per chain (the first ``draws mod m`` draws dropped).
 
-    A minibatch trace is :math:`n\beta(L_B(w_t) - L_n(w^*))`: the slowly moving
+    A minibatch trace is :math:`n\beta(L_B(w_t) - L_B(w^*))`: the slowly moving
     :math:`n\beta(L_n(w_t) - L_n(w^*))` plus minibatch noise that is independent from step to step. That
     noise inflates the variance *and* makes the autocorrelation look short, so the ESS of the raw trace
     counts noise as information and R-hat / the Monte-Carlo error can pass while the chains have not

@@ -18,10 +18,10 @@ Algorithm
 ---------
 1. The sampler: where every step can see the full loss (a population loss, or full-batch data) a
    Metropolis-adjusted kernel (HMC with an adapted diagonal metric by default; MALA on request), which
-   has no discretisation bias; for minibatches SGLD, whose bias is then measured by a second run at half
-   the step. (MALA gives more effective samples per gradient on small well-conditioned problems, but at
-   singular minima whose flat directions are not axis-aligned its chains under-explore while looking
-   converged; docs: estimators.)
+   has no discretisation bias; for minibatches SGLD, whose bias is then measured by coupled chains at
+   the step and half the step. (MALA gives more effective samples per gradient on small well-conditioned
+   problems, but at singular minima whose flat directions are not axis-aligned its chains under-explore
+   while looking converged; docs: estimators.)
 2. Warmup (``num_burnin`` transitions, discarded): a first step size from a doubling/halving search,
    then per-chain dual averaging towards a moderate acceptance (effective samples per gradient, not
    acceptance, is what matters) and a diagonal metric estimated in windows (MALA/HMC) or an RMSProp
@@ -29,13 +29,17 @@ Algorithm
 3. Sampling in blocks (the first of ``draws_per_block`` draws, then what the ESS target still needs if
    the ESS grows linearly, +10%); after each block split R-hat and bulk ESS of the :math:`\hat\lambda`
    trace (ArviZ); stop when R-hat :math:`\le 1.01` and ESS :math:`\ge 400` or at the budget
-   ``max_draws`` (or after exactly ``num_draws`` draws when given). For minibatch traces the diagnostics
-   and the standard error are computed on means of 20-draw blocks: step-to-step minibatch noise would
-   otherwise count as independent information and let an unmixed run pass.
+   ``max_draws`` (or after exactly ``num_draws`` draws when given). A minibatch draw records
+   :math:`L_B(w_t) - L_B(w^*) + L_n(w^*)`, the loss at the anchor on the same rows as a control variate
+   (unbiased for :math:`L_n(w_t)`, without most of the row-sampling noise; one forward pass more per
+   step). For minibatch traces the diagnostics and the standard error are computed on means of 20-draw
+   blocks: the remaining step-to-step noise would otherwise count as independent information and let an
+   unmixed run pass.
 4. Flags: not converged; chains that escaped to lower loss (more than ``escape_fraction`` of the draws
    below :math:`L(w^*)`, exact kernels: :math:`w^*` is not a local minimum at this temperature, the
-   number is not an LLC of :math:`w^*`); diverged chains (excluded); SGLD bias larger than 3 standard
-   errors. Each flag is a warning, an entry of ``result.flags`` and a marker in every printed summary.
+   number is not an LLC of :math:`w^*`); diverged chains (excluded); an SGLD bias that is significant
+   and larger than the standard error. Each flag is a warning, an entry of ``result.flags`` and a marker
+   in every printed summary.
 
 Standard error: the Monte-Carlo standard error of the mean over ``(chain, draw)`` (ArviZ, accounting for
 autocorrelation).

@@ -111,7 +111,8 @@ class LLCResult:
     asymptotic : AsymptoticFit or None
         The extrapolation :math:`n\beta \to \infty` (with ``ladder``).
     trace : arviz.InferenceData
-        ``posterior``: ``llc`` and ``loss`` ``(chain, draw)``; ``sample_stats``: ``accept_prob``.
+        ``posterior``: ``llc`` and ``loss`` ``(chain, draw)`` (minibatch runs: the control-variate loss
+        :math:`L_B(w_t) - L_B(w^*) + L_n(w^*)`); ``sample_stats``: ``accept_prob``.
     config : dict
         The :class:`~slt_tms.estimators.config.LLCConfig` fields and everything resolved at run time
         (potential, d, step sizes, chain seeds ...).

@@ -149,7 +149,9 @@ def run_chains(
         Adapt step size / metric during these steps.
     record : sequence of str
         Info fields to keep per step (``loss``, ``potential``, ``accept_prob``, ``divergent``, ``num_steps``)
-        and/or ``"w"`` (positions after the step).
+        and/or ``"w"`` (positions after the step) and/or ``"center_loss"``: the loss at the target's
+        center :math:`w_0` on the step's batch (one forward pass more per step; with the center at
+        :math:`w^*` it is a control variate for minibatch traces, see :mod:`slt_tms.estimators.llc`).
     hook : callable ``(state, it) -> state``, optional
         A move applied after every transition (must return a consistent kernel state).
     stop_if : callable ``(recent records, steps taken) -> bool``, optional
@@ -178,6 +180,7 @@ def run_chains(
     if warmup is not None:
         warmup.start(step_size, w)
     same_batch = batches.exact
+    center = target.center.expand(C, d) if target.center.ndim == 1 else target.center
     grads = 0
     taken = num_steps
     with torch.no_grad():
@@ -191,6 +194,8 @@ def run_chains(
             for name, buf in bufs.items():
                 if name == "w":
                     buf[:, it].copy_(state.w)
+                elif name == "center_loss":
+                    buf[:, it].copy_(target.potential.loss(center, batch))
                 elif hook is not None and name in _STATE_FIELDS and hasattr(state, name):
                     buf[:, it].copy_(getattr(state, name))  # a hook may have moved the chain (e.g. a swap)
                 else:
