@@ -332,7 +332,7 @@ def _bias_check(
     loss_c = torch.empty(C, keep, dtype=torch.float64, device=state.w.device)
     loss_f = torch.empty_like(loss_c)
     loss_0 = torch.full_like(loss_c, g.anchor_loss)  # minibatches: L_B1(w*), the control variate
-    center = target.center.expand(C, d) if target.center.ndim == 1 else target.center
+    center = target.center.expand(C, d)  # (d,) or (C, d)
     with torch.no_grad():
         for t in range(burn + keep):
             d1, d2 = streams.next(), streams.next()
@@ -412,11 +412,6 @@ def _block_means(x: np.ndarray, m: int = NOISY_BLOCK) -> np.ndarray:
 def _llc_draws(tr: _Track, g: Group) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         return g.nbeta * (np.concatenate(tr.losses, axis=1) - g.anchor_loss)
-
-
-def _llc_mean(tr: _Track, g: Group) -> float:
-    assert tr.bad is not None
-    return float(np.mean(_llc_draws(tr, g)[~tr.bad]))
 
 
 def _result(

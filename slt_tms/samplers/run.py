@@ -180,7 +180,7 @@ def run_chains(
     if warmup is not None:
         warmup.start(step_size, w)
     same_batch = batches.exact
-    center = target.center.expand(C, d) if target.center.ndim == 1 else target.center
+    center = target.center.expand(C, d)  # (d,) or (C, d): the center of every chain
     grads = 0
     taken = num_steps
     with torch.no_grad():
