@@ -66,9 +66,9 @@ class HMCConfig:
     step_size : float
         Initial leapfrog step size :math:`\varepsilon_0` (adapted during warmup if ``adapt_step_size``).
     num_leapfrog : int
-        Mean number of leapfrog steps per transition.
+        Leapfrog steps per transition.
     jitter : float
-        Relative jitter of the number of leapfrog steps.
+        Relative jitter of the step size (hence of the trajectory length), per chain and transition.
     target_accept : float
         Dual-averaging target of the mean acceptance probability.
     adapt_step_size, adapt_mass : bool

@@ -115,6 +115,31 @@ def test_same_seed_same_output_and_batched_equals_loop(kernel):
         np.testing.assert_allclose(single.records["loss"][0], a.records["loss"][k], rtol=1e-12, atol=1e-14)
 
 
+def test_hmc_jitters_the_step_size_and_costs_exactly_num_leapfrog_gradients():
+    """Every chain takes num_leapfrog steps, so a transition of any number of chains costs exactly that many
+    batched gradients; the trajectory length varies through the step size h = eps (1 + j (2u - 1)), u the
+    chain's second uniform: one leapfrog step from w = 0 (zero gradient of |w|^2 / 2) with momentum 1
+    moves w to exactly h."""
+    target = _target(lambda w, rows=None: 0.5 * (w * w).sum(-1), 2)
+    kernel = HMC(num_leapfrog=1, jitter=0.2)
+    w0 = torch.zeros(5, 2, dtype=torch.float64)
+    normal = torch.ones(5, 2, dtype=torch.float64)
+    u = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
+    uniform = torch.stack([torch.full_like(u, 0.5), u], 1)
+    state, info = kernel.step(kernel.init(w0, target, None), target, 0.1, None, Draws(normal, uniform, None))
+    # one leapfrog step from w = 0 (gradient 0) with p = 1: w = h * p, h = 0.1 * (1 + 0.2 * (2u - 1))
+    h = 0.1 * (1 + 0.2 * (2 * u - 1))
+    assert bool((info.accept_prob > 0.99).all())  # accepted (uniform 0.5): state.w is the proposal
+    torch.testing.assert_close(state.w[:, 0], h)
+    assert info.num_grads == 1
+    for C in (1, 4, 64):
+        k8 = HMC(num_leapfrog=8)
+        w = torch.randn(C, 2, dtype=torch.float64)
+        d = Draws(torch.randn(C, 2, dtype=torch.float64), torch.rand(C, 2, dtype=torch.float64), None)
+        _, info = k8.step(k8.init(w, target, None), target, 0.2, None, d)
+        assert info.num_grads == 8 and info.num_steps.tolist() == [8] * C
+
+
 def test_streams_follow_the_documented_block_order():
     s = ChainStreams(
         [11, 12], d=3, dtype=torch.float64, device=torch.device("cpu"), num_rows=10, batch_size=4, block=5
