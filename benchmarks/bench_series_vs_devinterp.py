@@ -16,8 +16,7 @@ models trained here from a fixed seed (nothing is downloaded):
   the current one plus 1 or 2 (mod 32), for 300 steps; 20 checkpoints spaced geometrically (5 ... 300).
   Per-token next-token cross-entropy (``slt_tms.potentials.causal_lm_loss``; devinterp's default loss).
   Smaller than the GPT-2 of the tutorial (2 layers, 64 sequences) so that the whole benchmark fits in 20
-  minutes on a shared machine: slt_tms's full-batch HMC costs about 9000 gradient evaluations per
-  checkpoint there (a quarter of an hour for 20 checkpoints of the tutorial's model on one thread).
+  minutes on a shared machine.
 
 Both libraries estimate the same quantity at every checkpoint, the localized tempered mean of
 :math:`n\beta\,(L_n(w) - L_n(w^*))` at :math:`n\beta = n/\log n` and localization :math:`\gamma = 100`
@@ -26,7 +25,8 @@ the checkpoint being measured).
 
 * **slt_tms**: ``estimate_llc_series(checkpoints, make_model, data, loss=... | evaluate=...,
   localization=100, seed=0)``, everything else at its default: full-batch HMC with adapted step size and
-  metric, 4 chains per checkpoint, 8 checkpoints per batched run, each checkpoint sampled until split
+  metric, 4 chains per checkpoint, the last checkpoint first with the full warmup and its calibration
+  reused (re-checked) by the others in batches of 8 with a fifth of the warmup, each checkpoint sampled until split
   R-hat <= 1.01 and ESS >= 400 or until the draw budget ``--max-draws`` (default here 2 000 draws per
   chain, to bound the benchmark's time; the library's default is 20 000; a checkpoint stopped by the budget
   is flagged "not converged" and counted as not trustworthy). The whole call is timed (loading the

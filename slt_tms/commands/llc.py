@@ -280,10 +280,11 @@ def _checkpoint_run(
     if out is not None:  # resumable: a rerun into the same --out after a crash computes only what is missing
         series = _estimate(
             estimate_llc_series_resumable, paths, ns.model, ns.data, work_dir=out / "series", x_key=ns.x_key,
-            y_key=ns.y_key, **common,
+            y_key=ns.y_key, reuse_calibration=not ns.no_reuse_calibration, **common,
         )
     else:
-        series = _estimate(estimate_llc_series, paths, load_factory(ns.model), (X, Y), **common)
+        series = _estimate(estimate_llc_series, paths, load_factory(ns.model), (X, Y),
+                           reuse_calibration=not ns.no_reuse_calibration, **common)
     if out is not None:
         atomic_write_text(out / "llc_series.csv", series.to_csv())
         write_json(
@@ -355,6 +356,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--y-key", default="y", help="name of the targets in the data file (default: y)")
     p.add_argument(
         "--loss", default="mse", metavar="{mse,cross_entropy}", help="loss, mean over rows (default: mse)"
+    )
+    p.add_argument(
+        "--no-reuse-calibration",
+        action="store_true",
+        help="several checkpoints: give every batch its own full warmup (default: the last checkpoint is "
+        "estimated first and its adapted step size and metric start the others, with a fifth of the warmup; "
+        "re-checked, and exact for HMC and MALA)",
     )
     p.add_argument(
         "--params",

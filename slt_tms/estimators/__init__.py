@@ -3,12 +3,13 @@
 
 from slt_tms.estimators.config import FIELD_HELP, SAMPLERS, LLCConfig, default_nbeta
 from slt_tms.estimators.llc import estimate_llc, fit_asymptotic
-from slt_tms.estimators.result import AsymptoticFit, LLCResult
+from slt_tms.estimators.result import AsymptoticFit, Calibration, LLCResult
 
 __all__ = [
     "FIELD_HELP",
     "SAMPLERS",
     "AsymptoticFit",
+    "Calibration",
     "LLCConfig",
     "LLCResult",
     "default_nbeta",

@@ -24,8 +24,11 @@ __all__ = ["FIELD_HELP", "KERNEL_DEFAULT_ACCEPT", "SAMPLERS", "LLCConfig", "defa
 #: nbeta grows); HMC's longer moves do not show that bias.
 SAMPLERS: tuple[str, ...] = ("auto", "mala", "hmc", "sgld")
 
-#: Dual-averaging targets when ``target_accept`` is None (see :mod:`slt_tms.samplers.adaptation`).
-KERNEL_DEFAULT_ACCEPT: dict[str, float] = {"mala": 0.9, "hmc": 0.9, "sgld": 0.9}
+#: Dual-averaging targets when ``target_accept`` is None (see :mod:`slt_tms.samplers.adaptation`). HMC
+#: aims at 0.95: at the normal crossing w1^2 w2^4 (n beta = 1e4) the target 0.9 gave estimates 2.2 SE low
+#: on average over 10 seeds (R-hat 1.00, ESS > 1000: invisible to the diagnostics; the narrow arm of
+#: the posterior is entered too rarely at the larger step), 0.95 gave -0.6 SE (docs: estimators).
+KERNEL_DEFAULT_ACCEPT: dict[str, float] = {"mala": 0.9, "hmc": 0.95, "sgld": 0.9}
 
 
 def default_nbeta(n: int) -> float:
@@ -52,7 +55,7 @@ FIELD_HELP: dict[str, str] = {
     "target_rhat": "convergence: split R-hat of the lambda trace at most this",
     "target_ess": "convergence: bulk ESS of the lambda trace at least this",
     "step_size": "step size; None adapts it during the warmup",
-    "target_accept": "dual-averaging acceptance target; None: 0.9 (every kernel)",
+    "target_accept": "dual-averaging acceptance target; None: 0.95 for HMC, 0.9 for MALA and SGLD",
     "num_leapfrog": "mean leapfrog steps per HMC transition",
     "adapt_metric": "adapt a diagonal metric in the warmup; None: yes for HMC, no for MALA",
     "nbeta": "inverse temperature times n; None: n / log n",

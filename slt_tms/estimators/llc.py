@@ -59,7 +59,7 @@ from torch import Tensor
 
 from slt_tms.estimators.config import LLCConfig, default_nbeta
 from slt_tms.estimators.engine import Group, run_groups
-from slt_tms.estimators.result import AsymptoticFit, LLCResult
+from slt_tms.estimators.result import AsymptoticFit, Calibration, LLCResult
 from slt_tms.potentials import as_potential
 from slt_tms.validation import check_device, check_seed
 
@@ -170,6 +170,7 @@ def estimate_llc(
     masks: Mapping[str, Tensor] | Tensor | None = None,
     n: int | None = None,
     init: Tensor | None = None,
+    calibration: Calibration | None = None,
     seed: int = 0,
     progress: bool | None = None,
     device: str | torch.device | None = None,
@@ -202,6 +203,12 @@ def estimate_llc(
         training-set size (required for a population loss).
     init : Tensor, shape ``(num_chains, d)``, optional
         Starting points of the chains (default: all at :math:`w^*`).
+    calibration : Calibration, optional
+        The adapted step size and metric of an earlier estimate on the same architecture
+        (``earlier.calibration``; HMC and MALA only), e.g. the neighbouring checkpoint of a training run:
+        the warmup then only re-tunes the step size, in ``max(num_burnin // 5, 20)`` transitions, and falls
+        back to the full warmup when the re-tuned step size moves by more than a factor 3. It changes the
+        cost, not the estimand (the kernel samples the same posterior at any step size and metric).
     seed : int
         Root seed; chain :math:`k` uses ``spawn_seeds(seed, C)[k]``.
     progress : bool, optional
@@ -275,13 +282,22 @@ def estimate_llc(
             f"init must be a tensor of shape (num_chains, d) = ({cfg.num_chains}, "
             f"{pot.w_star.numel()}), got {tuple(getattr(init, 'shape', ()))}"
         )
+    if calibration is not None and not isinstance(calibration, Calibration):
+        raise ValueError(
+            f"calibration must be the Calibration of an earlier result (result.calibration), got "
+            f"{type(calibration).__name__}"
+        )
     if cfg.ladder is None:
         return run_groups(
-            pot, [Group(pot.w_star, anchor, nbeta0, seed, init)], cfg, n=n_eff, progress=progress
+            pot, [Group(pot.w_star, anchor, nbeta0, seed, init, {}, calibration)], cfg, n=n_eff,
+            progress=progress,
         )[0]
     rungs = run_groups(
         pot,
-        [Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m}) for m in cfg.ladder],
+        [
+            Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m}, calibration)
+            for m in cfg.ladder
+        ],
         cfg,
         n=n_eff,
         progress=progress,

@@ -21,7 +21,7 @@ from slt_tms.io.atomic import atomic_path, atomic_write_text
 from slt_tms.io.serialize import as_float, read_json, to_jsonable
 from slt_tms.samplers.diagnostics import inference_data, read_netcdf
 
-__all__ = ["AsymptoticFit", "LLCResult"]
+__all__ = ["AsymptoticFit", "Calibration", "LLCResult"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,54 @@ class AsymptoticFit:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    r"""The sampler settings an estimate adapted in its warmup, reusable by another estimate.
+
+    A Metropolis-adjusted kernel (HMC, MALA) samples its target exactly at any step size and metric, so
+    settings adapted at one anchor (e.g. the previous checkpoint of a training run) can start the chains at
+    another: the warmup then only re-tunes the step size (dual averaging) and carries the chains from
+    :math:`w^*` into the bulk of the posterior, in ``max(num_burnin // 5, 20)`` transitions instead of
+    ``num_burnin``. The reused settings only change how fast the chains mix, never what they sample; the
+    convergence check still decides when to stop. The reuse is re-checked: when the re-tuned step size of
+    an estimate differs from :attr:`step_size` by more than a factor 3, the run falls back to a full warmup.
+
+    Attributes
+    ----------
+    sampler : str
+        The kernel it was adapted for (``"hmc"`` or ``"mala"``).
+    step_size : float
+        The median over the chains of the adapted step sizes.
+    metric : ndarray ``(d,)`` or None
+        The mean over the chains of the adapted diagonal metrics (inverse mass); None without one.
+    source : dict
+        What it was adapted at (e.g. ``{"checkpoint": ..., "step": ...}`` in a series).
+    """
+
+    sampler: str
+    step_size: float
+    metric: np.ndarray | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (the metric as a list; float32 and float64 values round-trip exactly)."""
+        return to_jsonable(
+            {"sampler": self.sampler, "step_size": self.step_size, "source": self.source,
+             "metric": None if self.metric is None else np.asarray(self.metric, dtype=np.float64)}
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        """Inverse of :meth:`to_dict`."""
+        metric = d.get("metric")
+        return cls(
+            str(d["sampler"]),
+            as_float(d["step_size"]),
+            None if metric is None else np.array([as_float(v) for v in metric]),
+            dict(d.get("source") or {}),
+        )
+
+
+@dataclass(frozen=True)
 class LLCResult:
     r"""Result of :func:`~slt_tms.estimators.llc.estimate_llc`.
 
@@ -110,6 +158,10 @@ class LLCResult:
         difference and twice it.
     asymptotic : AsymptoticFit or None
         The extrapolation :math:`n\beta \to \infty` (with ``ladder``).
+    calibration : Calibration or None
+        The adapted step size and metric (Metropolis-adjusted kernels), to start another estimate with
+        (``estimate_llc(..., calibration=result.calibration)``); ``config["calibration_used"]`` says
+        whether this estimate itself reused one.
     trace : arviz.InferenceData
         ``posterior``: ``llc`` and ``loss`` ``(chain, draw)`` (minibatch runs: the control-variate loss
         :math:`L_B(w_t) - L_B(w^*) + L_n(w^*)`); ``sample_stats``: ``accept_prob``.
@@ -140,6 +192,7 @@ class LLCResult:
     cpu_seconds: float
     bias_check: dict[str, Any] | None = None
     asymptotic: AsymptoticFit | None = None
+    calibration: Calibration | None = field(default=None, repr=False)
     trace: Any = field(default=None, repr=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
     seed: int = 0
@@ -185,6 +238,16 @@ class LLCResult:
             f"{self.cpu_seconds:.1f} s CPU",
             "  per chain       " + " ".join(f"{v:.3f}" for v in np.asarray(self.llc_per_chain)),
         ]
+        cal = c.get("calibration_used")
+        if cal:
+            src = ", ".join(f"{k} {v}" for k, v in cal.get("source", {}).items()) or "another estimate"
+            how = (
+                f"refreshed by a full warmup (the re-tuned step size was x{cal['step_size_ratio']:.3g} the "
+                "reused one)"
+                if cal["refreshed"]
+                else f"re-tuned step size x{cal['step_size_ratio']:.3g}"
+            )
+            lines.append(f"  calibration     reused from {src}, {cal['warmup']} warmup transitions; {how}")
         if self.bias_check is not None:
             b = self.bias_check
             diff, sd = abs(b["difference"]), b["se_difference"]
@@ -203,6 +266,7 @@ class LLCResult:
     def _fields(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("trace",)}
         out["asymptotic"] = None if self.asymptotic is None else self.asymptotic.to_dict()
+        out["calibration"] = None if self.calibration is None else self.calibration.to_dict()
         return to_jsonable(out)
 
     def to_dict(self, traces: bool = True) -> dict[str, Any]:
@@ -250,6 +314,7 @@ class LLCResult:
         kw["llc_per_chain"] = np.array([as_float(v) for v in f["llc_per_chain"]])
         kw["diverged"] = np.array(f["diverged"], dtype=bool)
         kw["asymptotic"] = None if f.get("asymptotic") is None else AsymptoticFit.from_dict(f["asymptotic"])
+        kw["calibration"] = None if f.get("calibration") is None else Calibration.from_dict(f["calibration"])
         return cls(trace=trace, **kw)
 
     @classmethod

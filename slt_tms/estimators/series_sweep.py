@@ -24,7 +24,7 @@ from torch import nn
 
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import LLCConfig
-from slt_tms.estimators.result import LLCResult
+from slt_tms.estimators.result import Calibration, LLCResult
 from slt_tms.estimators.series import (
     LLCSeries,
     _batches,
@@ -73,6 +73,7 @@ def series_tasks(
     n: int | None = None,
     batch: int = 8,
     seed: int = 0,
+    reuse_calibration: bool = True,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     **overrides: Any,
@@ -99,8 +100,11 @@ def series_tasks(
     data : path
         Data file with inputs under ``x_key`` and targets under ``y_key``
         (:func:`slt_tms.io.user_models.load_data`).
-    config, steps, loss, params, n, batch, seed, device, dtype, overrides
+    config, steps, loss, params, n, batch, seed, reuse_calibration, device, dtype, overrides
         As in :func:`estimate_llc_series` (``loss`` is a named loss: ``"mse"`` or ``"cross_entropy"``).
+        With ``reuse_calibration`` the first task is the last checkpoint alone; the other tasks need its
+        calibration, added by :func:`estimate_llc_series_resumable` as the task entry ``"calibration"``
+        once that task has finished (so they are keyed by it too).
     x_key, y_key : str
         Names of the inputs and targets in the data file.
 
@@ -145,7 +149,7 @@ def series_tasks(
                 for i in idx
             ],
         }
-        for idx in _batches(len(paths), batch, params is None)
+        for idx in _batches(len(paths), batch, params is None, reuse_calibration)
     ]
 
 
@@ -196,9 +200,11 @@ def run_series_task(task: Mapping[str, Any]) -> dict[str, Any]:
         pots.append(from_module(net, (X, Y), loss=task["loss"], params=task["params"], n=task["n"],
                                 device=task["device"], dtype=dtype))
     ckpts = task["checkpoints"]
+    cal = task.get("calibration")
     results = _estimate_batch(
         pots, [{"checkpoint": c["name"], "step": c["step"]} for c in ckpts], [c["seed"] for c in ckpts], cfg,
         task["n"], progress=None, warn=False,  # the series warns once per flagged checkpoint, resumed or not
+        calibration=None if cal is None else Calibration.from_dict(cal),
     )
     tensors = {
         f"{i}/{grp}/{name}": torch.from_numpy(np.ascontiguousarray(var.values))
@@ -262,6 +268,7 @@ def estimate_llc_series_resumable(
     n: int | None = None,
     batch: int = 8,
     seed: int = 0,
+    reuse_calibration: bool = True,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     executor: Executor = "local",
@@ -282,9 +289,11 @@ def estimate_llc_series_resumable(
 
     Parameters
     ----------
-    checkpoints, model, data, config, steps, loss, x_key, y_key, params, n, batch, seed, device, dtype, \
-overrides
-        As in :func:`series_tasks`.
+    checkpoints, model, data, config, steps, loss, x_key, y_key, params, n, batch, seed, \
+reuse_calibration, device, dtype, overrides
+        As in :func:`series_tasks`. With ``reuse_calibration`` the sweep runs in two rounds: the last
+        checkpoint alone, then every other batch (in parallel where the executor allows) from its
+        calibration.
     work_dir : path
         Directory of the sweep: ``<key>.json`` + ``<key>.safetensors`` per finished batch and
         ``sweep.json``; one run at a time (its output lock).
@@ -336,19 +345,31 @@ overrides
     """
     tasks = series_tasks(
         checkpoints, model, data, config, steps=steps, loss=loss, x_key=x_key, y_key=y_key, params=params,
-        n=n, batch=batch, seed=seed, device=device, dtype=dtype, **overrides,
+        n=n, batch=batch, seed=seed, reuse_calibration=reuse_calibration, device=device, dtype=dtype,
+        **overrides,
     )
     probe = load_factory(model)()  # fails here, before any sampling, on a factory that is not usable
     if not isinstance(probe, nn.Module):
         raise ValueError(f"{model} must return an nn.Module, got {type(probe).__name__}")
+    sweep = {"out_dir": work_dir, "executor": executor, "max_workers": max_workers,
+             "dask_address": dask_address, "progress": progress}
     with _bars(progress):
-        records = run_sweep(run_series_task, tasks, out_dir=work_dir, executor=executor,
-                            max_workers=max_workers, dask_address=dask_address, progress=progress)
-    steps_, names, results = [], [], []
+        if reuse_calibration and len(tasks) > 1:  # round 1: the last checkpoint alone, its calibration
+            first = _results_of(run_sweep(run_series_task, tasks[:1], **sweep)[0])[0]
+            if first.calibration is not None:
+                cal = first.calibration.to_dict()
+                tasks = tasks[:1] + [{**t, "calibration": cal} for t in tasks[1:]]
+        records = run_sweep(run_series_task, tasks, **sweep)
+    rows = []  # (name, step, result) in task order; back to training order below
     for rec in records:
-        results.extend(_results_of(rec))
-        names.extend(c["name"] for c in rec["checkpoints"])
-        steps_.extend(int(c["step"]) for c in rec["checkpoints"])
+        rows.extend(
+            (c["name"], int(c["step"]), r) for c, r in zip(rec["checkpoints"], _results_of(rec), strict=True)
+        )
+    layout = [i for idx in _batches(len(rows), batch, params is None, reuse_calibration) for i in idx]
+    ordered = sorted(zip(layout, rows, strict=True))
+    names = [nm for _, (nm, _, _) in ordered]
+    steps_ = [s for _, (_, s, _) in ordered]
+    results = [r for _, (_, _, r) in ordered]
     for nm, s, r in zip(names, steps_, results, strict=True):
         if r.flags:
             warnings.warn(
@@ -357,9 +378,9 @@ overrides
                 RuntimeWarning,
                 stacklevel=2,
             )
-    seeds = [c["seed"] for t in tasks for c in t["checkpoints"]]
+    seeds = spawn_seeds(seed, len(rows))  # the tasks' seeds (series_tasks), in training order
     cfg = LLCConfig(**tasks[0]["config"])
     return LLCSeries(
         tuple(steps_), tuple(names), tuple(results),
-        {**_series_config(cfg, seed, batch, seeds), "work_dir": str(work_dir)},
+        {**_series_config(cfg, seed, batch, seeds, reuse_calibration), "work_dir": str(work_dir)},
     )

@@ -26,7 +26,7 @@ import torch
 from scipy import integrate
 from torch import nn
 
-from slt_tms.estimators import LLCConfig, LLCResult, default_nbeta, estimate_llc, fit_asymptotic
+from slt_tms.estimators import Calibration, LLCConfig, LLCResult, default_nbeta, estimate_llc, fit_asymptotic
 from slt_tms.theory import ground_truth as gt
 from slt_tms.theory.critical_points import critical_points
 
@@ -106,6 +106,35 @@ def test_normal_crossings_match_quadrature(k, power):
     exact = _nc_exact(power, 1e4)
     assert _agrees(res, exact), (exact, res.summary())
     assert not _agrees(res, _nc_exact(6 - power, 1e4))  # negative control: the other singularity's value
+
+
+def test_a_reused_calibration_keeps_the_estimate_cuts_the_warmup_and_is_rechecked():
+    """A calibration from one run starts another (series of checkpoints): the estimate still matches the
+    quadrature value of the normal crossing w1^2 w2^2, with a fifth of the warmup; a calibration whose step
+    size is 100 times too small is caught by the re-check (full warmup) and changes nothing either."""
+    problem = gt.normal_crossing((1, 1), None, 10_000)
+    exact = _nc_exact(2, 1e4)
+    first = _default(problem, nbeta=1e4, seed=5)
+    cal = first.calibration
+    assert cal is not None and cal.sampler == "hmc" and cal.metric.shape == (2,)
+    reused = _default(problem, nbeta=1e4, seed=6, calibration=cal)
+    used = reused.config["calibration_used"]
+    assert not used["refreshed"] and used["warmup"] == 100 and 1 / 3 <= used["step_size_ratio"] <= 3
+    assert _agrees(reused, exact), (exact, reused.summary())
+    assert "calibration     reused" in reused.summary()
+    bad = Calibration("hmc", cal.step_size / 100, cal.metric)
+    refreshed = _default(problem, nbeta=1e4, seed=6, calibration=bad)
+    assert refreshed.config["calibration_used"]["refreshed"]
+    assert refreshed.config["calibration_used"]["warmup"] == 600
+    assert _agrees(refreshed, exact), (exact, refreshed.summary())
+    with pytest.raises(ValueError, match="sampler"):
+        estimate_llc(problem, nbeta=1e4, calibration=cal, sampler="mala", progress=False)
+    with pytest.raises(ValueError, match="sampled parameters"):
+        estimate_llc(gt.normal_crossing((1, 1, 0), None, 10_000), calibration=cal, progress=False)
+    with pytest.raises(ValueError, match="Calibration of an earlier result"):
+        estimate_llc(problem, calibration={"step_size": 0.1}, progress=False)
+    again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again.step_size == cal.step_size and np.array_equal(again.metric, cal.metric)
 
 
 @pytest.mark.slow

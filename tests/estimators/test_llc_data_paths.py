@@ -106,17 +106,27 @@ def test_the_series_equals_one_by_one_estimates_with_the_same_seeds():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # short chains: flags are compared, not avoided
         series = estimate_llc_series(ckpts, make, (X, Y), seed=7, steps=[10, 20, 30], **kw)
+        plain = estimate_llc_series(ckpts, make, (X, Y), seed=7, steps=[10, 20, 30], reuse_calibration=False,
+                                    **kw)
         seeds = spawn_seeds(7, 3)
-        alone = []
-        for state, s in zip(ckpts, seeds, strict=True):
+        cal = series.results[-1].calibration  # the last checkpoint runs first; the others start from it
+        alone, fresh = [], []
+        for i, (state, s) in enumerate(zip(ckpts, seeds, strict=True)):
             m = make()
             m.load_state_dict(state)
-            alone.append(estimate_llc(m, (X, Y), seed=s, **kw))
+            alone.append(estimate_llc(m, (X, Y), seed=s, calibration=None if i == 2 else cal, **kw))
+            fresh.append(estimate_llc(m, (X, Y), seed=s, **kw))
     assert [r["step"] for r in series.rows()] == [10, 20, 30]
-    for a, b in zip(series.results, alone, strict=True):
-        assert a.anchor_loss == pytest.approx(b.anchor_loss, rel=1e-12)
-        assert a.llc == pytest.approx(b.llc, rel=1e-6, abs=1e-9), (a.headline(), b.headline())
-        assert a.se == pytest.approx(b.se, rel=1e-6) and a.flags == b.flags
+    assert cal is not None and cal.sampler == "mala" and cal.source == {"checkpoint": "checkpoint 2", "step": 30}
+    for ours, ref in [(series, alone), (plain, fresh)]:
+        for a, b in zip(ours.results, ref, strict=True):
+            assert a.anchor_loss == pytest.approx(b.anchor_loss, rel=1e-12)
+            assert a.llc == pytest.approx(b.llc, rel=1e-6, abs=1e-9), (a.headline(), b.headline())
+            assert a.se == pytest.approx(b.se, rel=1e-6) and a.flags == b.flags
+    used = [r.config["calibration_used"] for r in series.results]
+    assert used[2] is None and all(u["source"] == cal.source for u in used[:2])
+    assert [u["warmup"] for u in used[:2] if not u["refreshed"]] in ([20, 20], [20], [])
+    assert all(r.config["calibration_used"] is None for r in plain.results)
 
 
 # ------------------------------------------------------------------------------------- sample weights

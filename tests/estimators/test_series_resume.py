@@ -33,7 +33,7 @@ from slt_tms.sweep import task_key
 
 #: Short chains: these tests are about the bookkeeping, not the statistics.
 SETTINGS = {"sampler": "mala", "num_chains": 2, "num_burnin": 20, "num_draws": 40}
-N_CKPTS, BATCH, SEED = 5, 2, 3  # tasks of 2, 2 and 1 checkpoints
+N_CKPTS, BATCH, SEED = 5, 2, 3  # tasks: the last checkpoint alone (its calibration), then 2 and 2
 
 FACTORY = '''
 """The architecture of the test checkpoints; every call is recorded, and a call blocks (so that the run
@@ -224,12 +224,12 @@ def test_series_killed_at_any_point_resumes_to_the_same_table(files, tmp_path, p
 
     table = _finish(files, tmp_path)
     assert _same_table(table, uninterrupted)
-    assert len(_records(work)) == 3  # ceil(5 / 2) batches
+    assert len(_records(work)) == 3  # the last checkpoint alone, then ceil(4 / 2) batches
     after = _snapshot(_records(work))
     assert all(after[name] == before[name] for name in before)  # finished batches were not written again
     # the rerun built the model once up front (the factory check) and once per checkpoint of the
     # unfinished batches only
-    assert _calls(tmp_path, "rerun") == 1 + sum([2, 2, 1][done:])
+    assert _calls(tmp_path, "rerun") == 1 + sum([1, 2, 2][done:])
     assert not _leftovers(tmp_path)
 
 
@@ -319,18 +319,21 @@ def test_a_changed_checkpoint_is_computed_afresh(files, tmp_path):
     kw = {"batch": 1, "seed": SEED, **SETTINGS}
     tasks = series_tasks(sorted(ck.iterdir()), model, data, **kw)
     assert len(tasks) == 2 and json.loads(json.dumps(tasks)) == tasks  # plain JSON
-    assert tasks[0]["checkpoints"][0]["path"] == str((ck / src[0].name).resolve())
+    # the last checkpoint runs first (its calibration starts the others), then the first
+    assert tasks[0]["checkpoints"][0]["path"] == str((ck / src[1].name).resolve())
+    assert tasks[1]["checkpoints"][0]["path"] == str((ck / src[0].name).resolve())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         first = estimate_llc_series_resumable(sorted(ck.iterdir()), model, data, work_dir=tmp_path / "w",
                                               progress=False, **kw)
-        (ck / src[1].name).write_bytes(src[2].read_bytes())  # the second file now holds other weights
+        (ck / src[0].name).write_bytes(src[2].read_bytes())  # the first file now holds other weights
         changed = series_tasks(sorted(ck.iterdir()), model, data, **kw)
         assert task_key(changed[0]) == task_key(tasks[0]) and task_key(changed[1]) != task_key(tasks[1])
         second = estimate_llc_series_resumable(sorted(ck.iterdir()), model, data, work_dir=tmp_path / "w",
                                                progress=False, **kw)
-    assert second.rows()[0] == first.rows()[0]
-    assert second.results[1].anchor_loss != first.results[1].anchor_loss  # computed on the new weights
+    assert second.rows()[1] == first.rows()[1]  # the unchanged (last) checkpoint: loaded, not recomputed
+    assert second.results[0].anchor_loss != first.results[0].anchor_loss  # computed on the new weights
+    assert second.results[0].config["calibration_used"]["source"]["checkpoint"] == src[1].name
     # a task whose file changed after it was built refuses to run rather than record the wrong weights
     with pytest.raises(ValueError, match="has changed since the series was set up"):
         run_series_task(tasks[1])
