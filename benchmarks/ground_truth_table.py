@@ -12,7 +12,7 @@ the :math:`-(m-1)/\log(n\beta)` term when :math:`m > 1`, over four inverse tempe
   networks), as z = (estimate - reference) / combined SE;
 * the asymptotic :math:`\lambda` with its SE against the theoretical :math:`\lambda` (relative error).
 
-Run (one thread, about 20 minutes on this machine)::
+Run (one thread, a few minutes on this machine; 20 minutes under heavy load)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ground_truth_table.py [--quick]
 
