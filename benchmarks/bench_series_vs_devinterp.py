@@ -26,10 +26,10 @@ the checkpoint being measured).
 * **slt_tms**: ``estimate_llc_series(checkpoints, make_model, data, loss=... | evaluate=...,
   localization=100, seed=0)``, everything else at its default: full-batch HMC with adapted step size and
   metric, 4 chains per checkpoint, the last checkpoint first with the full warmup and its calibration
-  reused (re-checked) by the others in batches of 8 with a fifth of the warmup, each checkpoint sampled until split
-  R-hat <= 1.01 and ESS >= 400 or until the draw budget ``--max-draws`` (default here 2 000 draws per
-  chain, to bound the benchmark's time; the library's default is 20 000; a checkpoint stopped by the budget
-  is flagged "not converged" and counted as not trustworthy). The whole call is timed (loading the
+  reused (re-checked) by the others in batches of 8 with a fifth of the warmup, each checkpoint sampled
+  until split R-hat <= 1.01 and ESS >= 400 or until the draw budget ``--max-draws`` (default here 2 000
+  draws per chain, to bound the benchmark's time; the library's default is 20 000; a checkpoint stopped by
+  the budget is flagged "not converged" and counted as not trustworthy). The whole call is timed (loading the
   checkpoints included).
 * **devinterp 2.0.1**: its ``devinterp.slt.llc.llc(model, dataset, {}, lr=1e-3, n_beta=n/log n,
   localization=100, num_chains=4, num_draws=200, batch_size=32, num_burnin_steps=0)`` in a loop over the

@@ -117,7 +117,8 @@ def test_the_series_equals_one_by_one_estimates_with_the_same_seeds():
             alone.append(estimate_llc(m, (X, Y), seed=s, calibration=None if i == 2 else cal, **kw))
             fresh.append(estimate_llc(m, (X, Y), seed=s, **kw))
     assert [r["step"] for r in series.rows()] == [10, 20, 30]
-    assert cal is not None and cal.sampler == "mala" and cal.source == {"checkpoint": "checkpoint 2", "step": 30}
+    assert cal is not None and cal.sampler == "mala"
+    assert cal.source == {"checkpoint": "checkpoint 2", "step": 30}
     for ours, ref in [(series, alone), (plain, fresh)]:
         for a, b in zip(ours.results, ref, strict=True):
             assert a.anchor_loss == pytest.approx(b.anchor_loss, rel=1e-12)
