@@ -6,7 +6,8 @@ defaults, same diagnostics, same flags). Checkpoints are estimated in batches of
 chains are stacked on one chain axis and share every gradient evaluation and the warmup run (each chain
 still adapts its own step size and metric, each checkpoint stops when it has converged), so a batch costs
 little more than one estimate for small models; every checkpoint's numbers equal those of
-``estimate_llc`` on that checkpoint alone with the same seed (up to floating-point summation order). With
+``estimate_llc`` on that checkpoint alone with the same seed and the same reused calibration (below; up to
+floating-point summation order). With
 a restriction (``params`` / ``masks``) the frozen parameters differ between checkpoints, so checkpoints
 are then estimated one after the other.
 
