@@ -56,7 +56,7 @@ FIELD_HELP: dict[str, str] = {
     "target_ess": "convergence: bulk ESS of the lambda trace at least this",
     "step_size": "step size; None adapts it during the warmup",
     "target_accept": "dual-averaging acceptance target; None: 0.95 for HMC, 0.9 for MALA and SGLD",
-    "num_leapfrog": "mean leapfrog steps per HMC transition",
+    "num_leapfrog": "leapfrog steps (gradient evaluations) per HMC transition; the step size is jittered",
     "adapt_metric": "adapt a diagonal metric in the warmup; None: yes for HMC, no for MALA",
     "nbeta": "inverse temperature times n; None: n / log n",
     "localization": "gamma of the Gaussian pull (gamma/2)|w - w*|^2 towards the anchor",
