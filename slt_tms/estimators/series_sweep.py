@@ -355,9 +355,8 @@ reuse_calibration, device, dtype, overrides
              "dask_address": dask_address, "progress": progress}
     with _bars(progress):
         if reuse_calibration and len(tasks) > 1:  # round 1: the last checkpoint alone, its calibration
-            first = _results_of(run_sweep(run_series_task, tasks[:1], **sweep)[0])[0]
-            if first.calibration is not None:
-                cal = first.calibration.to_dict()
+            cal = run_sweep(run_series_task, tasks[:1], **sweep)[0]["checkpoints"][0]["result"]["calibration"]
+            if cal is not None:  # its JSON form, as the result record holds it
                 tasks = tasks[:1] + [{**t, "calibration": cal} for t in tasks[1:]]
         records = run_sweep(run_series_task, tasks, **sweep)
     rows = []  # (name, step, result) in task order; back to training order below
