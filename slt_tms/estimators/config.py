@@ -56,8 +56,11 @@ FIELD_HELP: dict[str, str] = {
     "target_ess": "convergence: bulk ESS of the lambda trace at least this",
     "step_size": "step size; None adapts it during the warmup",
     "target_accept": "dual-averaging acceptance target; None: 0.95 for HMC, 0.9 for MALA and SGLD",
-    "num_leapfrog": "leapfrog steps (gradient evaluations) per HMC transition; the step size is jittered",
+    "num_leapfrog": "leapfrog steps (gradient evaluations) per HMC transition, the step size jittered; "
+    "with exact_localization the most after the warmup",
     "adapt_metric": "adapt a diagonal metric in the warmup; None: yes for HMC, no for MALA",
+    "exact_localization": "HMC integrates the localization term exactly and takes about 1.2 / step leapfrog "
+    "steps (at most num_leapfrog); None: where localization >= nbeta",
     "nbeta": "inverse temperature times n; None: n / log n",
     "localization": "gamma of the Gaussian pull (gamma/2)|w - w*|^2 towards the anchor",
     "batch_size": "minibatch rows per chain and step (SGLD); None: full batch",
@@ -92,6 +95,7 @@ class LLCConfig:
     target_accept : float, optional
     num_leapfrog : int
     adapt_metric : bool, optional
+    exact_localization : bool, optional
     nbeta : float, optional
     localization : float
     batch_size : int, optional
@@ -125,6 +129,7 @@ class LLCConfig:
     target_accept: float | None = None
     num_leapfrog: int = 8
     adapt_metric: bool | None = None
+    exact_localization: bool | None = None
     nbeta: float | None = None
     localization: float = 1.0
     batch_size: int | None = None
@@ -199,6 +204,22 @@ class LLCConfig:
     def field_names(cls) -> tuple[str, ...]:
         """The names of the fields, in order."""
         return tuple(f.name for f in fields(cls))
+
+
+def exact_localization(cfg: LLCConfig, nbetas: list[float]) -> bool:
+    r"""Whether HMC integrates the localization exactly (``HMC(exact_localization=True)``): as configured,
+    else where :math:`\gamma \ge n\beta` for every estimate of the run. The localization then dominates
+    the curvature of a loss whose Hessian is of order 1, and its exact flow allows several times larger
+    steps; elsewhere the plain leapfrog is kept.
+
+    Examples
+    --------
+    >>> exact_localization(LLCConfig(localization=100.0), [9.2]), exact_localization(LLCConfig(), [1e3])
+    (True, False)
+    """
+    if cfg.exact_localization is not None:
+        return bool(cfg.exact_localization) and cfg.localization > 0
+    return cfg.localization > 0 and all(cfg.localization >= nb for nb in nbetas)
 
 
 def _shown(value: Any) -> str:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from slt_tms._progress import progress_bar
 from slt_tms._rng import spawn_seeds
-from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig
+from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, exact_localization
 from slt_tms.estimators.result import Calibration, LLCResult
 from slt_tms.samplers import (
     HMC,
@@ -43,6 +43,7 @@ from slt_tms.samplers import (
     select_state,
 )
 from slt_tms.samplers import diagnostics as diag
+from slt_tms.samplers.hmc import leapfrog_steps
 
 __all__ = ["Group", "run_groups"]
 
@@ -79,7 +80,7 @@ class _Track:
     calibration_used: dict[str, Any] | None = None
 
 
-def _kernel(cfg: LLCConfig, batches: BatchSupply) -> Any:
+def _kernel(cfg: LLCConfig, batches: BatchSupply, exact_localization: bool = False) -> Any:
     name = cfg.sampler
     if name == "auto":
         name = "hmc" if batches.exact else "sgld"
@@ -92,8 +93,15 @@ def _kernel(cfg: LLCConfig, batches: BatchSupply) -> Any:
     if name == "mala":
         return MALA()
     if name == "hmc":
-        return HMC(num_leapfrog=cfg.num_leapfrog)
+        return HMC(num_leapfrog=cfg.num_leapfrog, exact_localization=exact_localization)
     return SGLD()
+
+
+def _fit_trajectory(kernel: Any, eps: Tensor, cfg: LLCConfig) -> Any:
+    """HMC with the exact localization flow: leapfrog steps for the adapted step size (``leapfrog_steps``)."""
+    if kernel.name != "hmc" or not kernel.exact_localization:
+        return kernel
+    return dataclasses.replace(kernel, num_leapfrog=leapfrog_steps(float(eps.median()), cfg.num_leapfrog))
 
 
 def _uses_metric(cfg: LLCConfig, kernel: Any) -> bool:
@@ -197,7 +205,7 @@ def run_groups(
     G = len(groups)
     dev, dt = pot.w_star.device, pot.w_star.dtype
     batches = BatchSupply(pot.data, cfg.batch_size)
-    kernel = _kernel(cfg, batches)
+    kernel = _kernel(cfg, batches, exact_localization(cfg, [g.nbeta for g in groups]))
     adapt_metric = _uses_metric(cfg, kernel)
     seeds = [s for g in groups for s in spawn_seeds(g.seed, C)]
     streams = ChainStreams(
@@ -240,6 +248,7 @@ def run_groups(
             if adapt_metric and all(c.metric is not None for c in cals):
                 metric = torch.cat([torch.as_tensor(c.metric, dtype=dt).to(dev).expand(C, d) for c in cals])
             short = reuse_warmup(cfg)
+            kernel = _fit_trajectory(kernel, eps, cfg)
             if short > 0:
                 res = run_chains(
                     kernel,
@@ -266,6 +275,7 @@ def run_groups(
                 }
             if full_warmup:
                 bar.total += cfg.num_burnin
+                kernel = _kernel(cfg, batches, getattr(kernel, "exact_localization", False))
             else:
                 bar.total -= cfg.num_burnin - short
         if full_warmup:
@@ -291,6 +301,7 @@ def run_groups(
             state, eps, metric, grads = res.state, res.step_size, res.metric, grads + res.num_grads
         if kernel.exact and cfg.step_size is None:
             eps = _rein_in(eps, G, C)
+            kernel = _fit_trajectory(kernel, eps, cfg)
         for tr in tracks:
             tr.grads = grads
         block = cfg.num_draws if cfg.num_draws is not None else cfg.draws_per_block
@@ -596,6 +607,8 @@ def _result(
         "divergence_threshold": threshold,
         "sampler_used": kernel.name,
         "adapt_metric_used": _uses_metric(cfg, kernel),
+        "num_leapfrog_used": getattr(kernel, "num_leapfrog", None),
+        "exact_localization_used": bool(getattr(kernel, "exact_localization", False)),
         "step_size_per_chain": eps_np.tolist(),
         "step_size_mean": float(eps_np.mean()),
         "target_accept_used": cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name],

@@ -99,6 +99,25 @@ def test_regular_quadratic_matches_its_closed_form_and_negative_control():
     assert res.sampler == "hmc" and res.config["kind"] == "population"
 
 
+def test_strong_localization_integrates_it_exactly_and_matches_the_closed_form():
+    """gamma = 100 >= nbeta = 10 (devinterp's regime): the default run switches HMC to the exact
+    localization flow with fewer leapfrog steps and still matches the closed form
+    sum_i nbeta c_i / (2 (nbeta c_i + gamma)); negative control: the value at nbeta = 20."""
+    problem = gt.regular_quadratic(4, 10_000)
+    res = _default(problem, nbeta=10.0, localization=100.0)
+    c = torch.linspace(1.0, 2.0, 4, dtype=torch.float64)
+
+    def exact(nb: float) -> float:
+        return float((nb * c / (2 * (nb * c + 100.0))).sum())
+
+    assert res.config["exact_localization_used"] and res.config["num_leapfrog_used"] < 8, res.config
+    assert _agrees(res, exact(10.0)), (exact(10.0), res.summary())
+    assert not _agrees(res, exact(20.0))
+    plain = _default(problem, nbeta=10.0, localization=100.0, exact_localization=False)
+    assert not plain.config["exact_localization_used"] and plain.config["num_leapfrog_used"] == 8
+    assert _agrees(plain, exact(10.0)), (exact(10.0), plain.summary())
+
+
 @pytest.mark.parametrize(("k", "power"), [((1, 2), 4), ((1, 1), 2)])
 def test_normal_crossings_match_quadrature(k, power):
     problem = gt.normal_crossing(k, None, 10_000)
