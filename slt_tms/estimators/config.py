@@ -60,7 +60,7 @@ FIELD_HELP: dict[str, str] = {
     "with exact_localization the most after the warmup",
     "adapt_metric": "adapt a diagonal metric in the warmup; None: yes for HMC, no for MALA",
     "exact_localization": "HMC integrates the localization term exactly and takes about 1.2 / step leapfrog "
-    "steps (at most num_leapfrog); None: where localization >= nbeta",
+    "steps (at most num_leapfrog); None: where localization >= nbeta / 4",
     "nbeta": "inverse temperature times n; None: n / log n",
     "localization": "gamma of the Gaussian pull (gamma/2)|w - w*|^2 towards the anchor",
     "batch_size": "minibatch rows per chain and step (SGLD); None: full batch",
@@ -206,11 +206,18 @@ class LLCConfig:
         return tuple(f.name for f in fields(cls))
 
 
+#: ``exact_localization=None`` switches HMC to the exact localization flow where gamma >= this x nbeta.
+EXACT_LOCALIZATION_RATIO = 0.25
+
+
 def exact_localization(cfg: LLCConfig, nbetas: list[float]) -> bool:
     r"""Whether HMC integrates the localization exactly (``HMC(exact_localization=True)``): as configured,
-    else where :math:`\gamma \ge n\beta` for every estimate of the run. The localization then dominates
-    the curvature of a loss whose Hessian is of order 1, and its exact flow allows several times larger
-    steps; elsewhere the plain leapfrog is kept.
+    else where :math:`\gamma \ge n\beta / 4` for every estimate of the run (:data:`EXACT_LOCALIZATION_RATIO`).
+    The localization is then a large part of the curvature of a loss whose Hessian is of order 1, and its
+    exact flow allows larger steps. Measured with :math:`\gamma = 100`: 3-5 times more effective samples
+    per gradient on a tiny GPT-2 (:math:`\gamma/n\beta = 11`), 5.6 times fewer seconds per effective
+    sample on a 94k-parameter MLP (0.38), no clear gain on the TMS and a reduced-rank regression (0.09);
+    elsewhere the plain leapfrog is kept.
 
     Examples
     --------
@@ -219,7 +226,7 @@ def exact_localization(cfg: LLCConfig, nbetas: list[float]) -> bool:
     """
     if cfg.exact_localization is not None:
         return bool(cfg.exact_localization) and cfg.localization > 0
-    return cfg.localization > 0 and all(cfg.localization >= nb for nb in nbetas)
+    return cfg.localization > 0 and all(cfg.localization >= EXACT_LOCALIZATION_RATIO * nb for nb in nbetas)
 
 
 def _shown(value: Any) -> str:

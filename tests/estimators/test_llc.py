@@ -99,6 +99,18 @@ def test_regular_quadratic_matches_its_closed_form_and_negative_control():
     assert res.sampler == "hmc" and res.config["kind"] == "population"
 
 
+def test_exact_localization_switches_on_where_gamma_is_at_least_a_quarter_of_nbeta():
+    from slt_tms.estimators.config import exact_localization
+
+    cfg = LLCConfig(localization=100.0)
+    assert exact_localization(cfg, [9.2]) and exact_localization(cfg, [263.0, 400.0])
+    assert not exact_localization(cfg, [1086.0]) and not exact_localization(cfg, [9.2, 1086.0])
+    assert exact_localization(LLCConfig(), [2.0]) and not exact_localization(LLCConfig(), [1e3])
+    assert exact_localization(cfg.replace(exact_localization=True), [1e6])
+    assert not exact_localization(cfg.replace(exact_localization=False), [1.0])
+    assert not exact_localization(cfg.replace(localization=0.0, exact_localization=True), [1.0])
+
+
 def test_strong_localization_integrates_it_exactly_and_matches_the_closed_form():
     """gamma = 100 >= nbeta = 10 (devinterp's regime): the default run switches HMC to the exact
     localization flow with fewer leapfrog steps and still matches the closed form
