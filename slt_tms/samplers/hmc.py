@@ -16,9 +16,9 @@ transition is :math:`L` leapfrog steps of size :math:`\varepsilon`,
 **The localization is integrated exactly** (split HMC: Shahbaba, Lan, Johnson and Neal 2014; Beskos et
 al. 2011). The LLC's target is :math:`U(w) = n\beta L(w) + \tfrac{\gamma}{2}\lVert w - w_0\rVert^2`, and
 the Gaussian part together with the kinetic energy is a harmonic oscillator whose flow is known in closed
-form. With :math:`\gamma > 0` each leapfrog step is therefore a half kick by :math:`n\beta\nabla L`, the
-exact oscillator flow for time :math:`\varepsilon` (per coordinate, :math:`\omega = \sqrt{\gamma G}`,
-:math:`q = w - w_0`),
+form. With ``exact_localization=True`` and :math:`\gamma > 0` each leapfrog step is a half kick by
+:math:`n\beta\nabla L`, the exact oscillator flow for time :math:`\varepsilon` (per coordinate,
+:math:`\omega = \sqrt{\gamma G}`, :math:`q = w - w_0`),
 
 .. math::
 
