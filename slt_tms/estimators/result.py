@@ -227,7 +227,13 @@ class LLCResult:
             f"(localization {c.get('localization', math.nan):.4g})",
             f"  sampler         {self.sampler}, step size {c.get('step_size_mean', math.nan):.3g}"
             + (" (adapted)" if c.get("step_size") is None else " (given)")
-            + f", acceptance {self.acceptance:.3f}",
+            + f", acceptance {self.acceptance:.3f}"
+            + (
+                f", {c['num_leapfrog_used']} leapfrog step{'' if c['num_leapfrog_used'] == 1 else 's'}"
+                + (" (localization integrated exactly)" if c.get("exact_localization_used") else "")
+                if c.get("num_leapfrog_used") is not None
+                else ""
+            ),
             f"  chains x draws  {len(self.diverged)} x {self.num_draws} (warmup {c.get('num_burnin', '?')}, "
             f"seed {self.seed})",
             f"  R-hat, ESS      {self.rhat:.4f}, {self.ess:.0f}  (targets {c.get('target_rhat', '?')}, "
