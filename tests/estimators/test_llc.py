@@ -23,7 +23,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy import integrate
 from torch import nn
 
 from slt_tms.estimators import Calibration, LLCConfig, LLCResult, default_nbeta, estimate_llc, fit_asymptotic
@@ -53,19 +52,6 @@ def _default(problem, **kw) -> LLCResult:
 
 def _agrees(res: LLCResult, ref: float, ref_se: float = 0.0) -> bool:
     return abs(res.llc - ref) <= K * math.hypot(res.se, ref_se)
-
-
-def _nc_exact(power: int, nbeta: float) -> float:
-    """nbeta E[w1^2 w2^power] under exp(-nbeta w1^2 w2^power - |w|^2 / 2): -d log Z / d log nbeta with
-    Z(s) = int exp(-w^2/2) sqrt(2 pi / (1 + 2 s w^power)) dw (w1 integrated out), by quadrature."""
-
-    def log_z(s: float) -> float:
-        f = lambda w: math.exp(-w * w / 2) * math.sqrt(2 * math.pi / (1 + 2 * s * w**power))  # noqa: E731
-        a = s ** (-1.0 / power)
-        return math.log(integrate.quad(f, 0, a, limit=500)[0] + integrate.quad(f, a, 40, limit=500)[0])
-
-    h = 1e-4
-    return -(log_z(nbeta * (1 + h)) - log_z(nbeta * (1 - h))) / (2 * h)
 
 
 def _reference(problem) -> LLCResult:
@@ -131,20 +117,20 @@ def test_strong_localization_integrates_it_exactly_and_matches_the_closed_form()
 
 
 @pytest.mark.parametrize(("k", "power"), [((1, 2), 4), ((1, 1), 2)])
-def test_normal_crossings_match_quadrature(k, power):
+def test_normal_crossings_match_quadrature(k, power, nc_exact):
     problem = gt.normal_crossing(k, None, 10_000)
     res = _default(problem, nbeta=1e4)
-    exact = _nc_exact(power, 1e4)
+    exact = nc_exact(power, 1e4)
     assert _agrees(res, exact), (exact, res.summary())
-    assert not _agrees(res, _nc_exact(6 - power, 1e4))  # negative control: the other singularity's value
+    assert not _agrees(res, nc_exact(6 - power, 1e4))  # negative control: the other singularity's value
 
 
-def test_a_reused_calibration_keeps_the_estimate_cuts_the_warmup_and_is_rechecked():
+def test_a_reused_calibration_keeps_the_estimate_cuts_the_warmup_and_is_rechecked(nc_exact):
     """A calibration from one run starts another (series of checkpoints): the estimate still matches the
     quadrature value of the normal crossing w1^2 w2^2, with a fifth of the warmup; a calibration whose step
     size is 100 times too small is caught by the re-check (full warmup) and changes nothing either."""
     problem = gt.normal_crossing((1, 1), None, 10_000)
-    exact = _nc_exact(2, 1e4)
+    exact = nc_exact(2, 1e4)
     first = _default(problem, nbeta=1e4, seed=5)
     cal = first.calibration
     assert cal is not None and cal.sampler == "hmc" and cal.metric.shape == (2,)

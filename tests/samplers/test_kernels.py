@@ -160,16 +160,13 @@ def test_exact_localization_flow_has_no_energy_error_and_equals_the_leapfrog_at_
     assert torch.equal(a.w, b.w) and torch.equal(a.potential, b.potential)
 
 
-def test_exact_localization_kernel_is_exact_on_a_singular_target_and_negative_control():
+def test_exact_localization_kernel_is_exact_on_a_singular_target_and_negative_control(nc_exact):
     """U = nbeta w1^2 w2^2 + gamma |w|^2 / 2 (a normal crossing, nbeta = 5, gamma = 1, far from Gaussian):
     the kernel with the exact localization flow (3 steps) reproduces E[w1^2 w2^2] computed by quadrature
     (w1 integrated analytically) within K_SE standard errors, and not the value at nbeta = 10."""
-    from scipy import integrate
 
-    def expected(nbeta: float) -> float:  # -d log Z / d nbeta, Z(s) = int e^{-v^2/2} (1 + 2 s v^2)^{-1/2} dv
-        z = lambda s: integrate.quad(lambda v: math.exp(-v * v / 2) / math.sqrt(1 + 2 * s * v * v), 0, 40)[0]  # noqa: E731
-        h = 1e-5
-        return -(math.log(z(nbeta + h)) - math.log(z(nbeta - h))) / (2 * h)
+    def expected(nbeta: float) -> float:
+        return nc_exact(2, nbeta) / nbeta
 
     target = _target(lambda w, rows=None: w[..., 0] * w[..., 0] * w[..., 1] * w[..., 1], 2, nbeta=5.0,
                      localization=1.0)
