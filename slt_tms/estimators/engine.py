@@ -556,7 +556,7 @@ def _result(
     x = llc_draws[good]
     llc_hat = float(np.mean(x))
     xd = x if batches.exact else _block_means(x)
-    se = diag.mcse_mean(xd)
+    se, se_mcse, se_chains = diag.standard_error(xd)
     rhat, ess = diag.rhat(xd), diag.ess(xd)
     with np.errstate(invalid="ignore"):
         per_chain = np.where(good, np.mean(llc_draws, axis=1), np.nan)
@@ -613,8 +613,8 @@ def _result(
         "step_size_mean": float(eps_np.mean()),
         "target_accept_used": cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name],
         "chain_seeds": chain_seeds,
-        "dtype": str(pot.w_star.dtype),
-        "device": str(pot.w_star.device),
+        "dtype": str(pot.w_star.dtype), "device": str(pot.w_star.device),
+        "se_mcse": se_mcse, "se_chains": se_chains,
         "block": block,
         "calibration_used": tr.calibration_used,
     }

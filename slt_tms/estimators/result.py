@@ -125,7 +125,9 @@ class LLCResult:
     ----------
     llc, se : float
         :math:`\hat\lambda = n\beta(\overline{L(w_t)} - L(w^*))` over the kept draws of the non-diverged
-        chains, and its Monte-Carlo standard error (ArviZ, autocorrelation-aware).
+        chains, and its standard error: the larger of ArviZ's autocorrelation-aware MCSE and the spread of
+        the chain means, sd(chain means) / sqrt(chains) (both in ``config["se_mcse"]``,
+        ``config["se_chains"]``).
     rhat, ess : float
         Split R-hat and bulk ESS of the :math:`\hat\lambda` trace.
     converged : bool
