@@ -185,14 +185,15 @@ def _anchor_loss(p: dict[str, Any]) -> float:
 
 def _ess_rhat(trace: np.ndarray, minibatch: bool) -> dict[str, float]:
     """Diagnostics of a lambda trace ``(chains, draws)`` by ONE rule for both libraries: ArviZ bulk ESS,
-    split R-hat and MCSE; for a minibatch trace on means of 20-draw blocks (the rule slt_tms applies to
+    split R-hat and the standard error slt_tms reports (the larger of the MCSE and sd(chain means) /
+    sqrt(chains)); for a minibatch trace on means of 20-draw blocks (the rule slt_tms applies to
     its own minibatch runs: step-to-step minibatch noise otherwise counts as independent information).
     The raw ("nominal") ESS is kept beside it."""
     from slt_tms.estimators.engine import _block_means
     from slt_tms.samplers import diagnostics as diag
 
     xb = _block_means(trace) if minibatch else trace
-    return {"ess": diag.ess(xb), "rhat": diag.rhat(xb), "se": diag.mcse_mean(xb),
+    return {"ess": diag.ess(xb), "rhat": diag.rhat(xb), "se": diag.standard_error(xb)[0],
             "ess_nominal": diag.ess(trace), "rhat_nominal": diag.rhat(trace)}
 
 
