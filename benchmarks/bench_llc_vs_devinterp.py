@@ -189,7 +189,7 @@ def _ess_rhat(trace: np.ndarray, minibatch: bool) -> dict[str, float]:
     sqrt(chains)); for a minibatch trace on means of 20-draw blocks (the rule slt_tms applies to
     its own minibatch runs: step-to-step minibatch noise otherwise counts as independent information).
     The raw ("nominal") ESS is kept beside it."""
-    from slt_tms.estimators.engine import _block_means
+    from slt_tms.estimators.sgld_bias import block_means as _block_means
     from slt_tms.samplers import diagnostics as diag
 
     xb = _block_means(trace) if minibatch else trace

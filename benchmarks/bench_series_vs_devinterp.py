@@ -190,7 +190,7 @@ def _model_at(problem: str, state: dict[str, torch.Tensor]) -> nn.Module:
 # ------------------------------------------------------------------------------------------- workers
 def _ess(trace: np.ndarray) -> dict[str, float]:
     """ArviZ bulk ESS (and split R-hat) of a ``(chain, draw)`` trace, raw and on 20-draw block means."""
-    from slt_tms.estimators.engine import _block_means
+    from slt_tms.estimators.sgld_bias import block_means as _block_means
     from slt_tms.samplers import diagnostics as diag
 
     return {"ess": diag.ess(trace), "rhat": diag.rhat(trace), "ess_blocks": diag.ess(_block_means(trace))}

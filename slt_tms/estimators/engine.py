@@ -29,13 +29,13 @@ from slt_tms._progress import progress_bar
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, exact_localization
 from slt_tms.estimators.result import Calibration, LLCResult
+from slt_tms.estimators.sgld_bias import bias_flag, block_means, coupled_bias_check, extrapolate
 from slt_tms.samplers import (
     HMC,
     MALA,
     SGLD,
     BatchSupply,
     ChainStreams,
-    Draws,
     RMSProp,
     Tempered,
     Warmup,
@@ -340,7 +340,7 @@ def run_groups(
                     x = groups[gi].nbeta * (
                         np.concatenate(tr.losses, axis=1)[~tr.bad] - groups[gi].anchor_loss
                     )
-                    xd = x if batches.exact else _block_means(x)
+                    xd = x if batches.exact else block_means(x)
                     tr.rhat, tr.ess = diag.rhat(xd), diag.ess(xd)
                 converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
                 if tr.bad.all() or tr.draws >= budget or (cfg.num_draws is None and converged):
@@ -371,15 +371,21 @@ def run_groups(
     for gi, (g, tr) in enumerate(zip(groups, tracks, strict=True)):
         bias = None
         if kernel.name == "sgld" and cfg.bias_check and tr.bad is not None and not tr.bad.all():
-            bias = _bias_check(
+            bias = coupled_bias_check(
                 kernel,
                 Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
-                tr,
+                tr.final_state,
+                tr.final_eps,
+                tr.final_metric,
                 batches,
                 cfg,
-                g,
+                g.seed,
+                tr.draws,
+                g.anchor_loss,
+                g.nbeta,
                 streams.num_rows,
             )
+            tr.grads += bias["gradients"]  # (and, on minibatches, one forward pass at w* per kept step)
         results.append(
             _result(
                 pot,
@@ -401,123 +407,12 @@ def run_groups(
     return results
 
 
-def _bias_check(
-    kernel: Any,
-    target: Tempered,
-    tr: _Track,
-    batches: BatchSupply,
-    cfg: LLCConfig,
-    g: Group,
-    num_rows: int | None,
-) -> dict[str, Any]:
-    r"""The SGLD step's bias, measured by a coupled pair of chains at the step and at half the step.
-
-    From the group's final state, a coarse chain (SGLD at the run's step :math:`\epsilon`) and a fine chain
-    (two SGLD steps at :math:`\epsilon/2`) move together: per coarse step the fine chain takes its two
-    steps on minibatches :math:`B_1, B_2` with noises :math:`\xi_1, \xi_2`, and the coarse chain takes one
-    step on :math:`B_1` with noise :math:`(\xi_1 + \xi_2)/\sqrt2` (the same Brownian increment;
-    synchronous coupling, as in the multilevel Monte Carlo of Giles et al. 2016). Both chains record
-    :math:`L_{B_1}` at the start of the coarse step, so the difference
-    :math:`D_t = n\beta\,(L_{B_1}(x_t) - L_{B_1}(y_t))` keeps almost none of the Langevin or minibatch
-    noise, and its mean estimates :math:`\mathrm{bias}(\epsilon) - \mathrm{bias}(\epsilon/2)` with a far
-    smaller standard error than two independent runs would give (measured: docs, Estimators).
-    A bias of order :math:`\epsilon^p` (:math:`p \ge 1`) is between this difference and twice it.
-    Fresh streams derived from the group's seed; ``max(num_burnin // 2, 50)`` coupled steps are
-    discarded, ``max(draws // 4, 200)`` are kept.
-    """
-    state, eps, metric = tr.final_state, tr.final_eps, tr.final_metric
-    C, d = state.w.shape
-    streams = ChainStreams(
-        spawn_seeds(spawn_seeds(g.seed, 2)[1], C),
-        d,
-        state.w.dtype,
-        state.w.device,
-        num_rows=num_rows,
-        batch_size=batches.batch_size,
-    )
-    quiet = dataclasses.replace(kernel, diagnose=False)  # the MALA diagnostic is not needed here
-    coarse = quiet.init(state.w, target, None)
-    fine = quiet.init(state.w, target, None)
-    burn, keep = max(cfg.num_burnin // 2, 50), max(tr.draws // 4, 200)
-    half = eps / 2
-    loss_c = torch.empty(C, keep, dtype=torch.float64, device=state.w.device)
-    loss_f = torch.empty_like(loss_c)
-    loss_0 = torch.full_like(loss_c, g.anchor_loss)  # minibatches: L_B1(w*), the control variate
-    center = target.center.expand(C, d)  # (d,) or (C, d)
-    with torch.no_grad():
-        for t in range(burn + keep):
-            d1, d2 = streams.next(), streams.next()
-            b1, b2 = batches(d1), batches(d2)
-            fine, info_f = quiet.step(fine, target, half, b1, d1, metric, same_batch=batches.exact)
-            fine, _ = quiet.step(fine, target, half, b2, d2, metric, same_batch=batches.exact)
-            shared = Draws((d1.normal + d2.normal) / math.sqrt(2.0), d1.uniform, d1.index)
-            coarse, info_c = quiet.step(coarse, target, eps, b1, shared, metric, same_batch=batches.exact)
-            if t >= burn:
-                loss_c[:, t - burn] = info_c.loss
-                loss_f[:, t - burn] = info_f.loss
-                if not batches.exact:
-                    loss_0[:, t - burn] = target.potential.loss(center, b1)
-    tr.grads += 3 * (burn + keep)  # (and, on minibatches, one forward pass at w* per kept step)
-    lc, lf, l0 = loss_c.cpu().numpy(), loss_f.cpu().numpy(), loss_0.cpu().numpy()
-    ok = np.all(np.isfinite(lc) & np.isfinite(lf), axis=1)
-    if not ok.any():
-        nan = math.nan
-        return {
-            "method": "coupled", "llc_half_step": nan, "se_half_step": nan, "difference": nan,
-            "se_difference": nan, "half_step_draws": 2 * keep, "coupled_steps": keep,
-        }
-    diff = g.nbeta * (lc[ok] - lf[ok])
-    fine_llc = g.nbeta * (lf[ok] - l0[ok])
-    blocks = (lambda x: x) if batches.exact else _block_means
-    return {
-        "method": "coupled",
-        "llc_half_step": float(np.mean(fine_llc)),
-        "se_half_step": diag.mcse_mean(blocks(fine_llc)),
-        "difference": float(np.mean(diff)),
-        "se_difference": diag.mcse_mean(blocks(diff)),
-        "half_step_draws": 2 * keep,
-        "coupled_steps": keep,
-    }
-
-
-def _bias_flagged(bias: dict[str, Any] | None, se: float) -> bool:
-    r"""Whether a bias check flags the estimate: the difference is significant (above 3 of its standard
-    errors) and the bias it implies (up to twice the difference) exceeds the estimate's standard error
-    ``se``, so it matters at the precision the estimate reports."""
-    if bias is None or not math.isfinite(bias["difference"]):
-        return False
-    d = abs(bias["difference"])
-    return d > 3 * bias["se_difference"] and 2 * d > se
-
-
 def _draws_needed(tr: _Track, cfg: LLCConfig) -> int:
     """More draws per chain a group needs to reach the target ESS, if ESS grows linearly (+10%); a full
     block when the ESS is unknown or R-hat is the problem."""
     if not (math.isfinite(tr.ess) and tr.ess > 0) or tr.ess >= cfg.target_ess:
         return cfg.draws_per_block
     return math.ceil(1.1 * tr.draws * (cfg.target_ess / tr.ess - 1.0))
-
-
-#: Draws per block mean when the trace comes from minibatches (SGLD on minibatches or a DataLoader).
-NOISY_BLOCK = 20
-
-
-def _block_means(x: np.ndarray, m: int = NOISY_BLOCK) -> np.ndarray:
-    r"""Means of consecutive blocks of ``m`` draws per chain (the first ``draws mod m`` draws dropped).
-
-    A minibatch trace is :math:`n\beta(L_B(w_t) - L_B(w^*))`: the slowly moving
-    :math:`n\beta(L_n(w_t) - L_n(w^*))` plus minibatch noise that is independent from step to step. That
-    noise inflates the variance *and* makes the autocorrelation look short, so the ESS of the raw trace
-    counts noise as information and R-hat / the Monte-Carlo error can pass while the chains have not
-    mixed. Block means average the noise out (by :math:`\sqrt m`) and keep the slow part, so R-hat, ESS
-    and the standard error of a minibatch estimate are computed on them (ESS then counts independent
-    blocks, a conservative unit).
-    """
-    draws = x.shape[1]
-    if draws < 4 * m:
-        return x
-    k = draws // m
-    return x[:, draws - k * m :].reshape(x.shape[0], k, m).mean(-1)
 
 
 def _llc_draws(tr: _Track, g: Group) -> np.ndarray:
@@ -555,7 +450,7 @@ def _result(
     good = ~bad
     x = llc_draws[good]
     llc_hat = float(np.mean(x))
-    xd = x if batches.exact else _block_means(x)
+    xd = x if batches.exact else block_means(x)
     se, se_mcse, se_chains = diag.standard_error(xd)
     rhat, ess = diag.rhat(xd), diag.ess(xd)
     with np.errstate(invalid="ignore"):
@@ -579,14 +474,11 @@ def _result(
         flags.append(f"negative estimate ({frac_below:.0%} of draws below L(w*)): w* is not near a minimum")
     if bad.any():
         flags.append(f"{int(bad.sum())} of {C} chains diverged (excluded: {np.flatnonzero(bad).tolist()})")
-    if _bias_flagged(bias, se):
-        assert bias is not None
-        flags.append(
-            f"SGLD discretisation bias: a coupled chain at half the step differs by "
-            f"{bias['difference']:.3g} +/- {bias['se_difference']:.2g}, a bias of about "
-            f"{abs(bias['difference']):.3g}-{2 * abs(bias['difference']):.3g} against a standard error of "
-            f"{se:.2g}; use a smaller step_size, a larger batch_size, or full batch"
-        )
+    if bias is not None:
+        bias.update(extrapolate(bias, llc_hat, se))
+    bias_text = bias_flag(bias, se)
+    if bias_text:
+        flags.append(bias_text)
     if warn and flags:
         warnings.warn(
             f"LLC estimate {llc_hat:.4g} +/- {se:.2g} is not trustworthy: " + "; ".join(flags),

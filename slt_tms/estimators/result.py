@@ -157,7 +157,9 @@ class LLCResult:
         SGLD: a coarse chain at the run's step coupled to a fine chain at half the step (same noise and
         batches): the fine chain's mean ``llc_half_step``, the mean coarse-minus-fine ``difference`` and
         its standard error ``se_difference``; a bias of first or higher order in the step is between the
-        difference and twice it.
+        difference and twice it. With it the Richardson-Romberg extrapolation to step zero,
+        ``llc_extrapolated`` :math:`= \hat\lambda - 2D` with ``se_extrapolated``, and whether it is
+        ``extrapolation_reliable`` (its ``relative_correction`` :math:`2|D|/\hat\lambda` at most 15%).
     asymptotic : AsymptoticFit or None
         The extrapolation :math:`n\beta \to \infty` (with ``ladder``).
     calibration : Calibration or None
@@ -265,6 +267,17 @@ class LLCResult:
                 f"at most about {2 * (diff + 3 * sd):.3g} (flagged when the difference exceeds 3 SE and "
                 "twice it exceeds the estimate's SE)"
             )
+            if "llc_extrapolated" in b and math.isfinite(b["llc_extrapolated"]):
+                if b["extrapolation_reliable"]:
+                    lines.append(
+                        f"  extrapolated    to step 0 (Richardson-Romberg, lambda - 2 x difference): "
+                        f"{b['llc_extrapolated']:.4f} +/- {b['se_extrapolated']:.4f}"
+                    )
+                else:
+                    lines.append(
+                        f"  extrapolated    not reliable: the correction is {b['relative_correction']:.0%} "
+                        "of the estimate (the bias is no longer linear in the step); use a smaller step_size"
+                    )
         return "\n".join(lines)
 
     def __str__(self) -> str:
