@@ -168,6 +168,10 @@ def mlp_problem(seed: int) -> dict[str, Any]:
 
 PROBLEMS = {"tms": tms_problem, "rrr": rrr_problem, "mlp": mlp_problem}
 
+#: Rows per minibatch of the extra MLP row "slt_tms SGLD batch 32" (devinterp's README batch): SGLD with its
+#: step set by the bias it causes and the estimate extrapolated to step 0 (docs, Estimators).
+MINIBATCH = 32
+
 #: Chains of the extra rows "slt_tms native 16 ch" (TMS) and "slt_tms 16 ch" (RRR): more chains share each
 #: batched gradient of a closed-form potential (ESS about 3x per call) at about the cost of 4 (0.1-0.2 ms
 #: per call, measured).
@@ -199,12 +203,12 @@ def _ess_rhat(trace: np.ndarray, minibatch: bool) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------- workers
 def run_ours(p: dict[str, Any], seed: int, quick: bool, native: bool = False,
-             num_chains: int | None = None) -> dict[str, Any]:
+             num_chains: int | None = None, minibatch: bool = False) -> dict[str, Any]:
     from slt_tms.estimators import estimate_llc
 
     rows = p["rows"]
     kw: dict[str, Any] = {"localization": LOCALIZATION, "seed": seed, "progress": False,
-                          **p.get("ours_kw", {})}
+                          **({"batch_size": MINIBATCH} if minibatch else p.get("ours_kw", {}))}
     if num_chains is not None:
         kw["num_chains"] = num_chains
     if quick:
@@ -226,7 +230,11 @@ def run_ours(p: dict[str, Any], seed: int, quick: bool, native: bool = False,
             "ess_nominal": res.ess, "converged": bool(res.converged), "flags": list(res.flags),
             "sampler": res.sampler, "draws_per_chain": res.num_draws,
             "num_chains": int(res.llc_per_chain.shape[0]), "num_grads": res.num_grads,
-            "cpu_seconds": res.cpu_seconds, "nbeta": res.nbeta}
+            "cpu_seconds": res.cpu_seconds, "nbeta": res.nbeta,
+            "bias_check": None if res.bias_check is None else {
+                k: res.bias_check.get(k) for k in ("llc_step", "se_step", "difference", "se_difference",
+                                                   "relative_correction", "extrapolation_reliable")},
+            "step_size": res.config["step_size_mean"]}
 
 
 class _RowIds(torch.utils.data.Dataset):
@@ -370,7 +378,8 @@ def worker(lib: str, problem: str, seed: int, quick: bool, budget: float) -> dic
         out = run_devinterp(p, seed, quick, budget, _reference(problem))
     else:
         out = run_ours(p, seed, quick, native=lib.startswith("slt_tms_native"),
-                       num_chains=NATIVE_MANY_CHAINS if lib.endswith("_many") else None)
+                       num_chains=NATIVE_MANY_CHAINS if lib.endswith("_many") else None,
+                       minibatch=lib == "slt_tms_minibatch")
     out["rss_before_mb"] = base
     out["peak_rss_mb"] = _rss_mb()
     out["anchor_loss"] = _anchor_loss(p)
@@ -419,6 +428,8 @@ def _rows(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         rows.append((f"slt_tms native {NATIVE_MANY_CHAINS} ch", entry["slt_tms_native_many"]))
     if "slt_tms_many" in entry:
         rows.append((f"slt_tms {NATIVE_MANY_CHAINS} ch", entry["slt_tms_many"]))
+    if "slt_tms_minibatch" in entry:
+        rows.append((f"slt_tms SGLD batch {MINIBATCH}", entry["slt_tms_minibatch"]))
     d = entry["devinterp"]
     peak = {"peak_rss_mb": d.get("peak_rss_mb", 0.0)}  # one process ran all devinterp runs
     rows.append((f"devinterp lr {d['readme']['lr']:.0e}", {**d["readme"], **peak}))
@@ -492,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = _reference(prob)
         entry: dict[str, Any] = {"name": meta["name"], "meta": meta["meta"], "nbeta": _nbeta(meta["n"]),
                                  "localization": LOCALIZATION, "reference": ref}
-        extra = {"tms": ["slt_tms_native", "slt_tms_native_many"], "rrr": ["slt_tms_many"]}
+        extra = {"tms": ["slt_tms_native", "slt_tms_native_many"], "rrr": ["slt_tms_many"],
+                 "mlp": ["slt_tms_minibatch"]}
         libs = ["slt_tms", "devinterp", *extra.get(prob, [])]
         for lib in libs:
             t0 = time.perf_counter()

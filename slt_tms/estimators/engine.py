@@ -29,7 +29,7 @@ from slt_tms._progress import progress_bar
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, exact_localization
 from slt_tms.estimators.result import Calibration, LLCResult
-from slt_tms.estimators.sgld_bias import bias_flag, block_means, coupled_bias_check, extrapolate
+from slt_tms.estimators.sgld_bias import bias_flag, block_means, coupled_bias_check, extrapolate, tune_step
 from slt_tms.samplers import (
     HMC,
     MALA,
@@ -78,6 +78,7 @@ class _Track:
     final_eps: Tensor | None = None
     final_metric: Tensor | None = None
     calibration_used: dict[str, Any] | None = None
+    step_search: list[dict[str, Any]] | None = None
 
 
 def _kernel(cfg: LLCConfig, batches: BatchSupply, exact_localization: bool = False) -> Any:
@@ -299,6 +300,15 @@ def run_groups(
                 bar=bar,
             )
             state, eps, metric, grads = res.state, res.step_size, res.metric, grads + res.num_grads
+        if kernel.name == "sgld" and cfg.step_size is None and cfg.bias_check:  # the step set by its bias
+            anchors = torch.tensor([g.anchor_loss for g in groups], dtype=torch.float64, device=dev)
+            w, eps, spent, searched = tune_step(
+                kernel, target, state.w, eps, metric, batches, streams,
+                [slice(i * C, (i + 1) * C) for i in range(G)], anchors.repeat_interleave(C),
+            )
+            state, grads = kernel.init(w, target, batches(None) if batches.exact else None), grads + spent
+            for tr, hist in zip(tracks, searched, strict=True):
+                tr.step_search = hist
         if kernel.exact and cfg.step_size is None:
             eps = _rein_in(eps, G, C)
             kernel = _fit_trajectory(kernel, eps, cfg)
@@ -474,8 +484,10 @@ def _result(
         flags.append(f"negative estimate ({frac_below:.0%} of draws below L(w*)): w* is not near a minimum")
     if bad.any():
         flags.append(f"{int(bad.sum())} of {C} chains diverged (excluded: {np.flatnonzero(bad).tolist()})")
-    if bias is not None:
-        bias.update(extrapolate(bias, llc_hat, se))
+    if bias is not None:  # SGLD: report the extrapolation to step 0 where the bias is linear in the step
+        bias.update(extrapolate(bias, llc_hat, se), llc_step=llc_hat, se_step=se)
+        if bias["extrapolation_reliable"]:
+            llc_hat, se = bias["llc_extrapolated"], bias["se_extrapolated"]
     bias_text = bias_flag(bias, se)
     if bias_text:
         flags.append(bias_text)
@@ -509,6 +521,7 @@ def _result(
         "se_mcse": se_mcse, "se_chains": se_chains,
         "block": block,
         "calibration_used": tr.calibration_used,
+        "step_search": tr.step_search,
     }
     idata = diag.inference_data({"llc": llc_draws, "loss": loss_kept}, {"accept_prob": acc_kept})
     return LLCResult(
@@ -521,6 +534,7 @@ def _result(
         estimand=(
             f"localized tempered posterior mean of nbeta*(L - L(w*)) at nbeta = {g.nbeta:.6g}, "
             f"localization {cfg.localization:g} (approaches lambda as nbeta grows)"
+            + ("; SGLD extrapolated to step 0" if bias is not None and bias["extrapolation_reliable"] else "")
         ),
         nbeta=float(g.nbeta),
         n=n,

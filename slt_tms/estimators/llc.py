@@ -19,9 +19,11 @@ Algorithm
 1. The sampler: where every step can see the full loss (a population loss, or full-batch data) a
    Metropolis-adjusted kernel (HMC with an adapted diagonal metric by default; MALA on request), which
    has no discretisation bias; for minibatches SGLD, whose bias is then measured by coupled chains at
-   the step and half the step. (MALA gives more effective samples per gradient on small well-conditioned
-   problems, but at singular minima whose flat directions are not axis-aligned its chains under-explore
-   while looking converged; docs: estimators.)
+   the step and half the step, its step set by that bias (a correction of about 5%) and its estimate
+   extrapolated to step zero (Richardson-Romberg; :mod:`slt_tms.estimators.sgld_bias`). (MALA gives
+   more effective samples per gradient on small well-conditioned problems, but at singular minima
+   whose flat directions are not axis-aligned its chains under-explore while looking converged; docs:
+   estimators.)
 2. Warmup (``num_burnin`` transitions, discarded): a first step size from a doubling/halving search,
    then per-chain dual averaging towards a moderate acceptance (effective samples per gradient, not
    acceptance, is what matters) and a diagonal metric estimated in windows (MALA/HMC) or an RMSProp
@@ -37,12 +39,12 @@ Algorithm
    unmixed run pass.
 4. Flags: not converged; chains that escaped to lower loss (more than ``escape_fraction`` of the draws
    below :math:`L(w^*)`, exact kernels: :math:`w^*` is not a local minimum at this temperature, the
-   number is not an LLC of :math:`w^*`); diverged chains (excluded); an SGLD bias that is significant
-   and larger than the standard error. Each flag is a warning, an entry of ``result.flags`` and a marker
-   in every printed summary.
+   number is not an LLC of :math:`w^*`); diverged chains (excluded); an SGLD bias that is significant,
+   larger than the standard error and too large to extrapolate away. Each flag is a warning, an entry
+   of ``result.flags`` and a marker in every printed summary.
 
-Standard error: the Monte-Carlo standard error of the mean over ``(chain, draw)`` (ArviZ, accounting for
-autocorrelation).
+Standard error: the larger of the Monte-Carlo standard error of the mean over ``(chain, draw)`` (ArviZ,
+accounting for autocorrelation) and the spread of the chain means.
 """
 
 from __future__ import annotations

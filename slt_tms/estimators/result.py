@@ -127,7 +127,8 @@ class LLCResult:
         :math:`\hat\lambda = n\beta(\overline{L(w_t)} - L(w^*))` over the kept draws of the non-diverged
         chains, and its standard error: the larger of ArviZ's autocorrelation-aware MCSE and the spread of
         the chain means, sd(chain means) / sqrt(chains) (both in ``config["se_mcse"]``,
-        ``config["se_chains"]``).
+        ``config["se_chains"]``). SGLD runs with the bias check report the extrapolation to step zero
+        where it is reliable (``bias_check``).
     rhat, ess : float
         Split R-hat and bulk ESS of the :math:`\hat\lambda` trace.
     converged : bool
@@ -158,8 +159,10 @@ class LLCResult:
         batches): the fine chain's mean ``llc_half_step``, the mean coarse-minus-fine ``difference`` and
         its standard error ``se_difference``; a bias of first or higher order in the step is between the
         difference and twice it. With it the Richardson-Romberg extrapolation to step zero,
-        ``llc_extrapolated`` :math:`= \hat\lambda - 2D` with ``se_extrapolated``, and whether it is
-        ``extrapolation_reliable`` (its ``relative_correction`` :math:`2|D|/\hat\lambda` at most 15%).
+        ``llc_extrapolated`` :math:`= \hat\lambda_\epsilon - 2D` with ``se_extrapolated``, and whether it
+        is ``extrapolation_reliable`` (its ``relative_correction`` :math:`2|D|/\hat\lambda_\epsilon` at
+        most 15%). Where it is, ``llc`` and ``se`` ARE the extrapolation and the estimate at the run's step
+        is kept as ``llc_step``, ``se_step`` (the trace and ``llc_per_chain`` are the step's draws).
     asymptotic : AsymptoticFit or None
         The extrapolation :math:`n\beta \to \infty` (with ``ladder``).
     calibration : Calibration or None
@@ -270,8 +273,9 @@ class LLCResult:
             if "llc_extrapolated" in b and math.isfinite(b["llc_extrapolated"]):
                 if b["extrapolation_reliable"]:
                     lines.append(
-                        f"  extrapolated    to step 0 (Richardson-Romberg, lambda - 2 x difference): "
-                        f"{b['llc_extrapolated']:.4f} +/- {b['se_extrapolated']:.4f}"
+                        "  extrapolated    lambda_hat above is the Richardson-Romberg extrapolation to step "
+                        f"0, lambda(step) - 2 x difference; at the step itself {b['llc_step']:.4f} +/- "
+                        f"{b['se_step']:.4f}"
                     )
                 else:
                     lines.append(
