@@ -172,9 +172,13 @@ def tune_step(
     :func:`coupled_bias_check` measures directly. Per round (``burn`` + ``keep`` coupled steps, three
     gradients each) every estimate's step is scaled by :math:`\mathrm{clip}(r^*/r, 1/4, 4)` with
     :math:`r = 2|D|/\hat\lambda_{\epsilon/2}` and :math:`r^*` = :data:`STEP_TARGET` (the bias is close to
-    linear in the step there), one step for all of an estimate's chains (their median); rounds stop when
-    every factor is within :math:`[2/3, 3/2]`. Chains whose coarse chain left the finite numbers restart
-    from their last point at a quarter of the step.
+    linear in the step there), one step for all of an estimate's chains (their median), until the factor
+    is within :math:`[2/3, 3/2]` (the estimate's step is then settled). Once a step too large and one
+    too small have been measured, the next is their geometric mean (:math:`r` is noisy where chains
+    wander between basins). Out of rounds, an estimate keeps the largest step measured with
+    :math:`r < r^*` and its chains take ``burn`` more coupled steps at it. A chain below :math:`L(w^*)`
+    on average, or one whose coarse chain left the finite numbers (it restarts from its last point),
+    counts as a step too large.
 
     Parameters
     ----------
@@ -202,29 +206,48 @@ def tune_step(
     nb = target.nbeta if isinstance(target.nbeta, Tensor) else torch.full_like(eps, float(target.nbeta))
     nb_np = nb.detach().double().cpu().numpy()[:, None]
     history: list[list[dict[str, Any]]] = [[] for _ in groups]
+    lo: list[float | None] = [None] * len(groups)  # largest step measured with a small enough bias
+    hi: list[float | None] = [None] * len(groups)  # smallest step measured with too large a bias
+    settled = [False] * len(groups)
     grads = 0
     for _ in range(rounds):
         lc, lf, l0, w_new = _coupled(kernel, target, w, eps, metric, batches, streams, burn, keep, anchor)
         grads += 3 * (burn + keep)
         finite = torch.isfinite(w_new).all(dim=1)
         w = torch.where(finite.unsqueeze(1), w_new, w)
-        done = True
         for gi, rows in enumerate(groups):
+            if settled[gi]:
+                continue
+            step = float(eps[rows][0])
             ok = bool(finite[rows].all()) and bool(np.isfinite(lc[rows]).all() & np.isfinite(lf[rows]).all())
+            r = math.inf
             if ok:
                 diff = float(np.mean(nb_np[rows] * (lc[rows] - lf[rows])))
                 lam = float(np.mean(nb_np[rows] * (lf[rows] - l0[rows])))
-                r = 2 * abs(diff) / lam if lam > 0 else math.inf
-                factor = min(max(STEP_TARGET / r, 0.25), 4.0) if r > 0 else 4.0
-            else:
-                r, factor = math.inf, 0.25
-            history[gi].append({"step_size": float(eps[rows][0]), "factor": factor,
+                r = 2 * abs(diff) / lam if lam > 0 else math.inf  # chains below L(w*): too large
+            factor = min(max(STEP_TARGET / r, 0.25), 4.0) if r > 0 else 4.0
+            history[gi].append({"step_size": step, "factor": factor,
                                 "relative_correction": r if math.isfinite(r) else None})
-            if not 2 / 3 <= factor <= 1.5:
-                eps[rows] = eps[rows] * factor
-                done = False
-        if done:
+            if 2 / 3 <= factor <= 1.5:
+                settled[gi] = True
+                continue
+            if factor > 1:
+                lo[gi] = step if lo[gi] is None else max(lo[gi], step)
+            else:
+                hi[gi] = step if hi[gi] is None else min(hi[gi], step)
+            new = step * factor
+            if lo[gi] is not None and hi[gi] is not None:  # bracketed: bisect in log scale
+                new = math.sqrt(lo[gi] * hi[gi])
+            eps[rows] = new
+        if all(settled):
             break
+    for gi, rows in enumerate(groups):  # out of rounds: the largest step measured small enough
+        if not settled[gi] and lo[gi] is not None:
+            eps[rows] = lo[gi]
+    if not all(settled):  # the chains move on at their final steps before the draws
+        _, _, _, w_new = _coupled(kernel, target, w, eps, metric, batches, streams, burn, 0, anchor)
+        grads += 3 * burn
+        w = torch.where(torch.isfinite(w_new).all(dim=1).unsqueeze(1), w_new, w)
     return w, eps, grads, history
 
 
