@@ -418,6 +418,29 @@ def test_coupled_bias_check_matches_the_exact_bias_of_unadjusted_langevin(scaled
         assert res.llc == b["llc_step"] and "too large to extrapolate" in " ".join(res.flags)
 
 
+def test_sgld_step_search_lands_where_the_exact_bias_is_about_five_percent():
+    """With step_size=None SGLD's step is set by the bias the coupled check measures. On the quadratic
+    U = sum a_i w_i^2 / 2 the unadjusted chain's target f(eps) is known in closed form (test above), so the
+    correction 2 (f(eps) - f(eps/2)) / f(eps/2) at the step the search settles on can be computed exactly:
+    it must be near the search's 5% aim, and the reported (extrapolated) estimate must match the exact
+    f(0) within 3 SE plus the extrapolation's second-order residual."""
+    problem = gt.regular_quadratic(3, 10_000)
+    nbeta, gamma = default_nbeta(10_000), LLCConfig().localization
+    c = torch.linspace(1.0, 2.0, 3, dtype=torch.float64)
+    a = nbeta * c + gamma
+
+    def ula(eps: float) -> float:
+        return float((nbeta * c / (2 * a * (1 - eps * a / 4))).sum())
+
+    res = estimate_llc(problem, sampler="sgld", seed=0, progress=False)
+    eps = res.config["step_size_mean"]
+    r = 2 * (ula(eps) - ula(eps / 2)) / ula(eps / 2)
+    assert 0.02 <= r <= 0.1, (r, res.config["step_search"])
+    assert res.llc == res.bias_check["llc_extrapolated"] and res.ok, res.summary()
+    residual = abs(2 * ula(eps / 2) - ula(eps) - ula(0.0))
+    assert abs(res.llc - ula(0.0)) <= K * res.se + residual, res.summary()
+
+
 def test_extrapolation_is_refused_where_the_bias_is_not_linear_in_the_step():
     """Past 15% of the estimate the correction 2 D is not trusted (measured: 3-20% off the exact answer
     there): the flag says so instead of printing an extrapolated number; below, the extrapolation is the
