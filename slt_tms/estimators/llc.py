@@ -290,20 +290,24 @@ def estimate_llc(
             f"{type(calibration).__name__}"
         )
     if cfg.ladder is None:
-        return run_groups(
-            pot, [Group(pot.w_star, anchor, nbeta0, seed, init, {}, calibration)], cfg, n=n_eff,
-            progress=progress,
-        )[0]
-    rungs = run_groups(
+        group = Group(pot.w_star, anchor, nbeta0, seed, init, {}, calibration)
+        res = _run(pot, [group], cfg, n_eff, progress)[0]
+        if res.flags:
+            warnings.warn(
+                f"LLC estimate {res.llc:.4g} +/- {res.se:.2g} is not trustworthy: " + "; ".join(res.flags),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return res
+    rungs = _run(
         pot,
         [
             Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m}, calibration)
             for m in cfg.ladder
         ],
         cfg,
-        n=n_eff,
-        progress=progress,
-        warn=False,
+        n_eff,
+        progress,
     )
     fit = fit_asymptotic(
         [r.nbeta for r in rungs],
@@ -326,6 +330,50 @@ def estimate_llc(
     return dataclasses.replace(
         main, asymptotic=fit, flags=flags, config=cfg_rec, num_grads=max(r.num_grads for r in rungs)
     )
+
+
+#: Re-runs of an SGLD estimate whose step search settled on a step the final bias check finds too large.
+STEP_RETRIES = 2
+
+
+def _run(pot: Any, groups: list[Group], cfg: LLCConfig, n: int, progress: bool | None) -> list[LLCResult]:
+    r""":func:`~slt_tms.estimators.engine.run_groups` (no warnings: the caller warns), then, for SGLD
+    with a searched step, each estimate whose final coupled check finds the correction too large to
+    extrapolate (over 15% of the estimate) is run again at its step times
+    :math:`\mathrm{clip}(0.05/r, 1/8, 1/2)` (``r`` the measured correction), at most :data:`STEP_RETRIES`
+    times. The search's short rounds start near :math:`w^*` and can miss a bias that only appears once
+    the chains have spread (a ReLU network under localization 1: 5% in the search, 65% at equilibrium);
+    the final check, taken after the draws, sees it. Earlier attempts are kept in
+    ``config["step_retry"]`` and their cost is added to the result's."""
+    results = run_groups(pot, groups, cfg, n=n, progress=progress, warn=False)
+    if cfg.step_size is not None or not cfg.bias_check:
+        return results
+    for i, g in enumerate(groups):
+        tried: list[dict[str, Any]] = []
+        res = searched = results[i]
+        while len(tried) < STEP_RETRIES and res.sampler == "sgld" and res.bias_check is not None:
+            b = res.bias_check
+            r = b.get("relative_correction", math.nan)
+            if b.get("extrapolation_reliable") or not math.isfinite(r) or not any(
+                f.startswith("SGLD discretisation bias") for f in res.flags
+            ):
+                break
+            step = float(res.config["step_size_mean"])
+            tried.append({"step_size": step, "relative_correction": r, "llc": res.llc, "se": res.se,
+                          "seconds": res.seconds, "cpu_seconds": res.cpu_seconds, "num_grads": res.num_grads})
+            new = step * min(max(0.05 / r, 1 / 8), 1 / 2)
+            res = run_groups(pot, [g], cfg.replace(step_size=new), n=n, progress=progress, warn=False)[0]
+        if tried:
+            res = dataclasses.replace(
+                res,
+                config={**res.config, "step_size": None, "step_retry": tried,
+                        "step_search": searched.config.get("step_search")},
+                seconds=res.seconds + sum(t["seconds"] for t in tried),
+                cpu_seconds=res.cpu_seconds + sum(t["cpu_seconds"] for t in tried),
+                num_grads=res.num_grads + sum(t["num_grads"] for t in tried),
+            )
+            results[i] = res
+    return results
 
 
 def fit_asymptotic(

@@ -234,6 +234,12 @@ class LLCResult:
             f"(localization {c.get('localization', math.nan):.4g})",
             f"  sampler         {self.sampler}, step size {c.get('step_size_mean', math.nan):.3g}"
             + (" (adapted)" if c.get("step_size") is None else " (given)")
+            + (
+                f", after {len(c['step_retry'])} smaller-step re-run(s): the bias check found the searched "
+                "step's correction too large"
+                if c.get("step_retry")
+                else ""
+            )
             + f", acceptance {self.acceptance:.3f}"
             + (
                 f", {c['num_leapfrog_used']} leapfrog step{'' if c['num_leapfrog_used'] == 1 else 's'}"

@@ -178,7 +178,8 @@ def tune_step(
     wander between basins). Out of rounds, an estimate keeps the largest step measured with
     :math:`r < r^*` and its chains take ``burn`` more coupled steps at it. A chain below :math:`L(w^*)`
     on average, or one whose coarse chain left the finite numbers (it restarts from its last point),
-    counts as a step too large.
+    counts as a step too large. While the chains' :math:`\hat\lambda` still grows within a round (they
+    have not spread to where the bias acts, e.g. under a weak localization) the step is not raised.
 
     Parameters
     ----------
@@ -197,8 +198,8 @@ def tune_step(
     gradients : int
         Gradient evaluations per chain spent.
     history : list of list of dict
-        Per estimate, per round: ``step_size``, ``relative_correction`` (None where not finite) and
-        ``factor``.
+        Per estimate, per round: ``step_size``, ``relative_correction`` (None where not finite),
+        ``factor`` and ``drifting``.
     """
     eps = eps.clone()
     for rows in groups:
@@ -220,14 +221,18 @@ def tune_step(
                 continue
             step = float(eps[rows][0])
             ok = bool(finite[rows].all()) and bool(np.isfinite(lc[rows]).all() & np.isfinite(lf[rows]).all())
-            r = math.inf
+            r, drifting = math.inf, False
             if ok:
                 diff = float(np.mean(nb_np[rows] * (lc[rows] - lf[rows])))
-                lam = float(np.mean(nb_np[rows] * (lf[rows] - l0[rows])))
+                lam_c = nb_np[rows] * (lf[rows] - l0[rows])
+                lam = float(np.mean(lam_c))
                 r = 2 * abs(diff) / lam if lam > 0 else math.inf  # chains below L(w*): too large
+                drifting = _drifting(lam_c)
             factor = min(max(STEP_TARGET / r, 0.25), 4.0) if r > 0 else 4.0
-            history[gi].append({"step_size": step, "factor": factor,
+            history[gi].append({"step_size": step, "factor": factor, "drifting": drifting,
                                 "relative_correction": r if math.isfinite(r) else None})
+            if drifting and factor > 2 / 3:  # the chains still spread: this r is not the step's yet
+                continue
             if 2 / 3 <= factor <= 1.5:
                 settled[gi] = True
                 continue
@@ -249,6 +254,19 @@ def tune_step(
         grads += 3 * burn
         w = torch.where(torch.isfinite(w_new).all(dim=1).unsqueeze(1), w_new, w)
     return w, eps, grads, history
+
+
+def _drifting(lam: np.ndarray) -> bool:
+    r"""Whether the chains' :math:`\hat\lambda` draws ``(C, keep)`` still grow within the round: the
+    second half's mean above the first's by more than 3 standard errors (over chains) and by more than
+    10%. The bias measured then is not yet the step's (the chains have not spread to where it acts)."""
+    h = lam.shape[1] // 2
+    if lam.shape[0] < 2 or h < 2:
+        return False
+    first, second = lam[:, :h].mean(axis=1), lam[:, h:].mean(axis=1)
+    d = second - first
+    se = float(np.std(d, ddof=1)) / math.sqrt(len(d))
+    return bool(d.mean() > 3 * se and d.mean() > 0.1 * max(float(second.mean()), 1e-12))
 
 
 def _coupled(

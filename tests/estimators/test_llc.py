@@ -612,3 +612,35 @@ def test_next_block_is_what_the_ess_target_still_needs():
     assert _draws_needed(tr, cfg) == cfg.draws_per_block
     tr.ess = 2 * cfg.target_ess  # R-hat is what holds it back: a full block
     assert _draws_needed(tr, cfg) == cfg.draws_per_block
+
+
+def test_sgld_estimate_is_rerun_at_a_smaller_step_when_the_final_check_finds_the_search_wrong(monkeypatch):
+    """The step search's short rounds can miss a bias that only shows once the chains have spread; the
+    final coupled check sees it. Such an estimate is run again at step x clip(0.05 / r, 1/8, 1/2), at
+    most STEP_RETRIES times, and the attempts and their cost are recorded (plumbing: run_groups is
+    replaced by a stand-in that reports a too-large correction at the first step only)."""
+    import dataclasses
+
+    from slt_tms.estimators import llc as llc_mod
+
+    model, X, Y = _linear_model_and_data(n=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        base = estimate_llc(model, data=(X, Y), batch_size=100, num_draws=200, progress=False)
+    calls: list[float | None] = []
+
+    def fake(pot, groups, cfg, *, n, progress=None, warn=True):
+        calls.append(cfg.step_size)
+        big = cfg.step_size is None  # the searched step: a correction of 40%
+        bias = {**base.bias_check, "relative_correction": 0.4 if big else 0.05,
+                "extrapolation_reliable": not big}
+        flags = ("SGLD discretisation bias: ... too large to extrapolate",) if big else ()
+        config = {**base.config, "step_size": cfg.step_size, "step_size_mean": 1e-3 if big else cfg.step_size}
+        return [dataclasses.replace(base, bias_check=bias, flags=flags, config=config, seconds=1.0,
+                                    num_grads=10)]
+
+    monkeypatch.setattr(llc_mod, "run_groups", fake)
+    res = estimate_llc(model, data=(X, Y), batch_size=100, progress=False)
+    assert calls == [None, pytest.approx(1e-3 / 8)]  # 0.05 / 0.4 = 1/8
+    assert res.ok and res.config["step_retry"][0]["relative_correction"] == 0.4
+    assert res.seconds == 2.0 and res.num_grads == 20 and "re-run" in res.summary()
