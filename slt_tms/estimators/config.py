@@ -67,7 +67,8 @@ FIELD_HELP: dict[str, str] = {
     "preconditioner": "SGLD preconditioner: None or 'rmsprop' (adapted in the warmup, then frozen)",
     "divergence_threshold": "a draw of nbeta*(L - L*) above this marks a chain diverged; None: "
     "max(1e4, 100 d)",
-    "bias_check": "SGLD: measure the discretisation bias with coupled chains at the step and half the step",
+    "bias_check": "SGLD: measure the discretisation bias with coupled chains at the step and half the step, "
+    "set the step by it (when step_size is None) and extrapolate the estimate to step 0",
     "ladder": "nbeta multipliers for the asymptotic fit lambda + a/(nbeta) (e.g. 1 2 4 8); None: no fit",
     "escape_fraction": "flag the run when more than this fraction of draws has L < L(w*)",
     "multiplicity": "ladder fit: the multiplicity m of lambda if known (m > 1 adds the -(m-1)/log(nbeta) "
