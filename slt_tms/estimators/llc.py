@@ -62,6 +62,7 @@ from torch import Tensor
 from slt_tms.estimators.config import LLCConfig, default_nbeta
 from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.result import AsymptoticFit, Calibration, LLCResult
+from slt_tms.estimators.sgld_bias import STEP_TARGET, bias_flag
 from slt_tms.potentials import as_potential
 from slt_tms.validation import check_device, check_seed
 
@@ -340,7 +341,8 @@ def _run(pot: Any, groups: list[Group], cfg: LLCConfig, n: int, progress: bool |
     r""":func:`~slt_tms.estimators.engine.run_groups` (no warnings: the caller warns), then, for SGLD
     with a searched step, each estimate whose final coupled check finds the correction too large to
     extrapolate (over 15% of the estimate) is run again at its step times
-    :math:`\mathrm{clip}(0.05/r, 1/8, 1/2)` (``r`` the measured correction), at most :data:`STEP_RETRIES`
+    :math:`\mathrm{clip}(r^*/r, 1/8, 1/2)` (``r`` the measured correction, :math:`r^*` =
+    :data:`~slt_tms.estimators.sgld_bias.STEP_TARGET`), at most :data:`STEP_RETRIES`
     times. The search's short rounds start near :math:`w^*` and can miss a bias that only appears once
     the chains have spread (a ReLU network under localization 1: 5% in the search, 65% at equilibrium);
     the final check, taken after the draws, sees it. Earlier attempts are kept in
@@ -354,14 +356,13 @@ def _run(pot: Any, groups: list[Group], cfg: LLCConfig, n: int, progress: bool |
         while len(tried) < STEP_RETRIES and res.sampler == "sgld" and res.bias_check is not None:
             b = res.bias_check
             r = b.get("relative_correction", math.nan)
-            if b.get("extrapolation_reliable") or not math.isfinite(r) or not any(
-                f.startswith("SGLD discretisation bias") for f in res.flags
-            ):
+            # bias_flag is None where the extrapolation is reliable or the bias is below the estimate's SE
+            if not math.isfinite(r) or bias_flag(b, res.se) is None:
                 break
             step = float(res.config["step_size_mean"])
             tried.append({"step_size": step, "relative_correction": r, "llc": res.llc, "se": res.se,
                           "seconds": res.seconds, "cpu_seconds": res.cpu_seconds, "num_grads": res.num_grads})
-            new = step * min(max(0.05 / r, 1 / 8), 1 / 2)
+            new = step * min(max(STEP_TARGET / r, 1 / 8), 1 / 2)
             res = run_groups(pot, [g], cfg.replace(step_size=new), n=n, progress=progress, warn=False)[0]
         if tried:
             res = dataclasses.replace(

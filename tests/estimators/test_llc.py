@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -381,14 +383,10 @@ def test_coupled_bias_check_brackets_the_minibatch_bias_of_the_full_batch_refere
     assert "Richardson-Romberg extrapolation to step 0" in mb.summary()
 
 
-@pytest.mark.parametrize(("scaled_step", "flagged"), [(0.4, False), (0.05, False), (1.0, True)])
-def test_coupled_bias_check_matches_the_exact_bias_of_unadjusted_langevin(scaled_step, flagged):
-    """On a quadratic U = sum a_i w_i^2 / 2 the unadjusted Langevin chain at step eps has the Gaussian
-    stationary law with variances 1 / (a_i (1 - eps a_i / 4)), so its LLC target and the coupled difference
-    f(eps) - f(eps / 2) are known exactly: both must match within 3 standard errors. Where the correction
-    is at most 15% of the estimate (eps a_max = 0.4: 8%, 0.05: 1%) the reported estimate is the
-    Richardson-Romberg extrapolation 2 f(eps/2) - f(eps), within 0.35% of the exact target f(0), and is not
-    flagged; at eps a_max = 1 (21%) the step's estimate is reported and flagged."""
+def _quadratic_under_ula() -> tuple[Any, Callable[[float], float], float]:
+    """The regular quadratic U = sum a_i w_i^2 / 2 (d = 3, n = 1e4, default nbeta and localization), the
+    exact LLC target f(eps) of the unadjusted Langevin chain at step eps (stationary variances
+    1 / (a_i (1 - eps a_i / 4))), and the largest curvature a_max."""
     problem = gt.regular_quadratic(3, 10_000)
     nbeta, gamma = default_nbeta(10_000), LLCConfig().localization
     c = torch.linspace(1.0, 2.0, 3, dtype=torch.float64)
@@ -397,7 +395,19 @@ def test_coupled_bias_check_matches_the_exact_bias_of_unadjusted_langevin(scaled
     def ula(eps: float) -> float:
         return float((nbeta * c / (2 * a * (1 - eps * a / 4))).sum())
 
-    eps = scaled_step / float(a.max())
+    return problem, ula, float(a.max())
+
+
+@pytest.mark.parametrize(("scaled_step", "flagged"), [(0.4, False), (0.05, False), (1.0, True)])
+def test_coupled_bias_check_matches_the_exact_bias_of_unadjusted_langevin(scaled_step, flagged):
+    """On a quadratic U = sum a_i w_i^2 / 2 the unadjusted Langevin chain at step eps has the Gaussian
+    stationary law with variances 1 / (a_i (1 - eps a_i / 4)), so its LLC target and the coupled difference
+    f(eps) - f(eps / 2) are known exactly: both must match within 3 standard errors. Where the correction
+    is at most 15% of the estimate (eps a_max = 0.4: 8%, 0.05: 1%) the reported estimate is the
+    Richardson-Romberg extrapolation 2 f(eps/2) - f(eps), within 0.35% of the exact target f(0), and is not
+    flagged; at eps a_max = 1 (21%) the step's estimate is reported and flagged."""
+    problem, ula, a_max = _quadratic_under_ula()
+    eps = scaled_step / a_max
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = estimate_llc(problem, sampler="sgld", step_size=eps, num_draws=4000, seed=0, progress=False)
@@ -424,14 +434,7 @@ def test_sgld_step_search_lands_where_the_exact_bias_is_about_five_percent():
     correction 2 (f(eps) - f(eps/2)) / f(eps/2) at the step the search settles on can be computed exactly:
     it must be near the search's 5% aim, and the reported (extrapolated) estimate must match the exact
     f(0) within 3 SE plus the extrapolation's second-order residual."""
-    problem = gt.regular_quadratic(3, 10_000)
-    nbeta, gamma = default_nbeta(10_000), LLCConfig().localization
-    c = torch.linspace(1.0, 2.0, 3, dtype=torch.float64)
-    a = nbeta * c + gamma
-
-    def ula(eps: float) -> float:
-        return float((nbeta * c / (2 * a * (1 - eps * a / 4))).sum())
-
+    problem, ula, _ = _quadratic_under_ula()
     res = estimate_llc(problem, sampler="sgld", seed=0, progress=False)
     eps = res.config["step_size_mean"]
     r = 2 * (ula(eps) - ula(eps / 2)) / ula(eps / 2)
@@ -633,7 +636,8 @@ def test_sgld_estimate_is_rerun_at_a_smaller_step_when_the_final_check_finds_the
         calls.append(cfg.step_size)
         big = cfg.step_size is None  # the searched step: a correction of 40%
         bias = {**base.bias_check, "relative_correction": 0.4 if big else 0.05,
-                "extrapolation_reliable": not big}
+                "extrapolation_reliable": not big,
+                "difference": (0.2 if big else 0.025) * base.llc, "se_difference": 0.001 * base.llc}
         flags = ("SGLD discretisation bias: ... too large to extrapolate",) if big else ()
         config = {**base.config, "step_size": cfg.step_size, "step_size_mean": 1e-3 if big else cfg.step_size}
         return [dataclasses.replace(base, bias_check=bias, flags=flags, config=config, seconds=1.0,
