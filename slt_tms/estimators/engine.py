@@ -309,6 +309,10 @@ def run_groups(
             state, grads = kernel.init(w, target, batches(None) if batches.exact else None), grads + spent
             for tr, hist in zip(tracks, searched, strict=True):
                 tr.step_search = hist
+        if kernel.name == "sgld" and not batches.exact and cfg.bias_check:
+            # the coupled check measures the step's error; the MALA diagnostic would cost a forward pass
+            # per step (its previous point on this step's batch) and reads ~0 on large models anyway
+            kernel = dataclasses.replace(kernel, diagnose=False)
         if kernel.exact and cfg.step_size is None:
             eps = _rein_in(eps, G, C)
             kernel = _fit_trajectory(kernel, eps, cfg)

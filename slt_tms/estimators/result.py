@@ -142,7 +142,8 @@ class LLCResult:
         ``"mala"``, ``"hmc"`` or ``"sgld"``.
     acceptance : float
         Mean acceptance probability (for SGLD: the MALA acceptance of its moves, a measure of the
-        discretisation error).
+        discretisation error; NaN for minibatch SGLD with the bias check, whose coupled chains measure
+        the error of the estimate itself).
     frac_below_anchor : float
         Fraction of kept draws with :math:`L(w_t) < L(w^*)`.
     llc_per_chain : ndarray ``(C,)``
@@ -240,7 +241,13 @@ class LLCResult:
                 if c.get("step_retry")
                 else ""
             )
-            + f", acceptance {self.acceptance:.3f}"
+            + (
+                f", acceptance {self.acceptance:.3f}"
+                if math.isfinite(self.acceptance)
+                else ", acceptance not computed (the bias check measures the step's error)"
+                if self.bias_check is not None
+                else ""
+            )
             + (
                 f", {c['num_leapfrog_used']} leapfrog step{'' if c['num_leapfrog_used'] == 1 else 's'}"
                 + (" (localization integrated exactly)" if c.get("exact_localization_used") else "")
