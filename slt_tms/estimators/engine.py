@@ -234,6 +234,7 @@ def run_groups(
     label = f"LLC ({kernel.name}" + (f", {G} estimates)" if G > 1 else ")")
     bar = progress_bar(total=cfg.num_burnin + budget, desc=label, enabled=progress)
     tracks = [_Track(chains=list(range(i * C, (i + 1) * C))) for i in range(G)]
+    biases: list[dict[str, Any] | None] = []  # the SGLD bias check of each group (None: not run)
     try:
         if cfg.step_size is not None:
             eps = torch.full((G * C,), float(cfg.step_size), dtype=dt, device=dev)
@@ -302,10 +303,12 @@ def run_groups(
             state, eps, metric, grads = res.state, res.step_size, res.metric, grads + res.num_grads
         if kernel.name == "sgld" and cfg.step_size is None and cfg.bias_check:  # the step set by its bias
             anchors = torch.tensor([g.anchor_loss for g in groups], dtype=torch.float64, device=dev)
+            bar.set_description(label + ": step search", refresh=False)
             w, eps, spent, searched = tune_step(
                 kernel, target, state.w, eps, metric, batches, streams,
-                [slice(i * C, (i + 1) * C) for i in range(G)], anchors.repeat_interleave(C),
+                [slice(i * C, (i + 1) * C) for i in range(G)], anchors.repeat_interleave(C), bar=bar,
             )
+            bar.set_description(label, refresh=False)
             state, grads = kernel.init(w, target, batches(None) if batches.exact else None), grads + spent
             for tr, hist in zip(tracks, searched, strict=True):
                 tr.step_search = hist
@@ -378,28 +381,32 @@ def run_groups(
                     eps = eps[idx]
                     metric = None if metric is None else metric[idx]
         bar.total = bar.n
+        for g, tr in zip(groups, tracks, strict=True):
+            bias = None
+            if kernel.name == "sgld" and cfg.bias_check and tr.bad is not None and not tr.bad.all():
+                bar.set_description(label + ": bias check", refresh=False)
+                bias = coupled_bias_check(
+                    kernel,
+                    Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
+                    tr.final_state,
+                    tr.final_eps,
+                    tr.final_metric,
+                    batches,
+                    cfg,
+                    g.seed,
+                    tr.draws,
+                    g.anchor_loss,
+                    g.nbeta,
+                    streams.num_rows,
+                    bar=bar,
+                )
+                tr.grads += bias["gradients"]  # (and, on minibatches, a forward pass at w* per kept step)
+            biases.append(bias)
     finally:
         bar.close()
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0  # the bias checks included
     results = []
-    for gi, (g, tr) in enumerate(zip(groups, tracks, strict=True)):
-        bias = None
-        if kernel.name == "sgld" and cfg.bias_check and tr.bad is not None and not tr.bad.all():
-            bias = coupled_bias_check(
-                kernel,
-                Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
-                tr.final_state,
-                tr.final_eps,
-                tr.final_metric,
-                batches,
-                cfg,
-                g.seed,
-                tr.draws,
-                g.anchor_loss,
-                g.nbeta,
-                streams.num_rows,
-            )
-            tr.grads += bias["gradients"]  # (and, on minibatches, one forward pass at w* per kept step)
+    for gi, (g, tr, bias) in enumerate(zip(groups, tracks, biases, strict=True)):
         results.append(
             _result(
                 pot,

@@ -154,7 +154,7 @@ class LLCResult:
     num_grads : int
         Batched gradient evaluations (warmup and checks included).
     seconds, cpu_seconds : float
-        Wall and CPU time.
+        Wall and CPU time of the whole run: warmup, SGLD step search, draws and the SGLD bias check.
     bias_check : dict or None
         SGLD: a coarse chain at the run's step coupled to a fine chain at half the step (same noise and
         batches): the fine chain's mean ``llc_half_step``, the mean coarse-minus-fine ``difference`` and

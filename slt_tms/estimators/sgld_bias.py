@@ -90,6 +90,8 @@ def coupled_bias_check(
     anchor_loss: float,
     nbeta: float,
     num_rows: int | None,
+    *,
+    bar: Any = None,
 ) -> dict[str, Any]:
     r"""The SGLD step's bias, measured by a coupled pair of chains at the step and at half the step.
 
@@ -104,7 +106,8 @@ def coupled_bias_check(
     with a far smaller standard error than two independent runs would give (measured: docs, Estimators).
     A bias of order :math:`\epsilon^p` (:math:`p \ge 1`) is between this difference and twice it.
     Fresh streams derived from ``seed``; ``max(num_burnin // 2, 50)`` coupled steps are discarded,
-    ``max(draws // 4, 200)`` are kept (three gradients each, recorded as ``gradients``).
+    ``max(draws // 4, 200)`` are kept (three gradients each, recorded as ``gradients``). ``bar`` (a
+    progress bar, optional) grows by the coupled steps and advances with them.
 
     Returns
     -------
@@ -124,8 +127,10 @@ def coupled_bias_check(
     )
     burn, keep = max(cfg.num_burnin // 2, 50), max(draws // 4, 200)
     anchor = torch.full((C,), anchor_loss, dtype=torch.float64, device=state.w.device)
+    if bar is not None:
+        bar.total += burn + keep
     loss_c, loss_f, loss_0, _ = _coupled(
-        kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor
+        kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor, bar
     )
     out: dict[str, Any] = {"method": "coupled", "half_step_draws": 2 * keep, "coupled_steps": keep,
                            "gradients": 3 * (burn + keep)}
@@ -160,6 +165,7 @@ def tune_step(
     rounds: int = 8,
     burn: int = 50,
     keep: int = 150,
+    bar: Any = None,
 ) -> tuple[Tensor, Tensor, int, list[list[dict[str, Any]]]]:
     r"""The SGLD step of each estimate, set by the bias it causes: coupled rounds until the Richardson
     correction :math:`2|D|` is close to :data:`STEP_TARGET` of the estimate.
@@ -190,6 +196,10 @@ def tune_step(
         The chains of each estimate (their rows of ``w``).
     anchor : Tensor
         :math:`L(w^*)` per chain ``(C,)`` (the full-batch control variate).
+    rounds, burn, keep : int
+        At most ``rounds`` rounds of ``burn`` discarded and ``keep`` measured coupled steps.
+    bar : progress bar, optional
+        Grows by each round's coupled steps and advances with them.
 
     Returns
     -------
@@ -212,7 +222,11 @@ def tune_step(
     settled = [False] * len(groups)
     grads = 0
     for _ in range(rounds):
-        lc, lf, l0, w_new = _coupled(kernel, target, w, eps, metric, batches, streams, burn, keep, anchor)
+        if bar is not None:
+            bar.total += burn + keep
+        lc, lf, l0, w_new = _coupled(
+            kernel, target, w, eps, metric, batches, streams, burn, keep, anchor, bar
+        )
         grads += 3 * (burn + keep)
         finite = torch.isfinite(w_new).all(dim=1)
         w = torch.where(finite.unsqueeze(1), w_new, w)
@@ -250,7 +264,9 @@ def tune_step(
         if not settled[gi] and lo[gi] is not None:
             eps[rows] = lo[gi]
     if not all(settled):  # the chains move on at their final steps before the draws
-        _, _, _, w_new = _coupled(kernel, target, w, eps, metric, batches, streams, burn, 0, anchor)
+        if bar is not None:
+            bar.total += burn
+        _, _, _, w_new = _coupled(kernel, target, w, eps, metric, batches, streams, burn, 0, anchor, bar)
         grads += 3 * burn
         w = torch.where(torch.isfinite(w_new).all(dim=1).unsqueeze(1), w_new, w)
     return w, eps, grads, history
@@ -280,10 +296,12 @@ def _coupled(
     burn: int,
     keep: int,
     anchor: Tensor,
+    bar: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Tensor]:
     """Coupled coarse (step ``eps``) and fine (two steps of ``eps / 2``) chains from ``w``: the losses of
     both at the start of each kept coarse step on its first batch, the control variate :math:`L_{B_1}(w^*)`
-    (``anchor`` on the full batch), each ``(C, keep)``, and the coarse chain's last point."""
+    (``anchor`` on the full batch), each ``(C, keep)``, and the coarse chain's last point. ``bar`` (if
+    given) advances by one per coupled step."""
     C, d = w.shape
     quiet = dataclasses.replace(kernel, diagnose=False)  # the MALA diagnostic is not needed here
     coarse = quiet.init(w, target, None)
@@ -306,6 +324,8 @@ def _coupled(
                 loss_f[:, t - burn] = info_f.loss
                 if not batches.exact:
                     loss_0[:, t - burn] = target.potential.loss(center, b1)
+            if bar is not None:
+                bar.update(1)
     return loss_c.cpu().numpy(), loss_f.cpu().numpy(), loss_0.cpu().numpy(), coarse.w
 
 

@@ -388,6 +388,54 @@ def test_coupled_bias_check_brackets_the_minibatch_bias_of_the_full_batch_refere
     assert "Richardson-Romberg extrapolation to step 0" in mb.summary()
 
 
+def test_sgld_cost_and_progress_include_the_step_search_and_the_bias_check(monkeypatch):
+    """The wall and CPU seconds a result reports cover the final coupled bias check (it once ran after the
+    clock stopped: a third of the cost of a minibatch run on a large model went unreported), and the
+    progress bar counts the step search's and the check's coupled steps instead of standing still."""
+    import time as real_time
+    from types import SimpleNamespace
+
+    from slt_tms.estimators import engine, sgld_bias
+
+    skew = [0.0]  # seconds the fake clocks jump while the bias check runs
+    clock = SimpleNamespace(perf_counter=lambda: real_time.perf_counter() + skew[0],
+                            process_time=lambda: real_time.process_time() + skew[0])
+    monkeypatch.setattr(engine, "time", clock)
+    real_check = sgld_bias.coupled_bias_check
+
+    def check(*args, **kwargs):
+        out = real_check(*args, **kwargs)
+        skew[0] += 1000.0
+        return out
+
+    monkeypatch.setattr(engine, "coupled_bias_check", check)
+    class Bar:  # records what a tqdm bar would show (a disabled tqdm bar does not count)
+        def __init__(self, total: int, **_: Any) -> None:
+            self.n, self.total, self.descriptions = 0, total, []
+            bars.append(self)
+
+        def update(self, k: int = 1) -> None:
+            self.n += k
+
+        def set_description(self, desc: str, refresh: bool = True) -> None:
+            self.descriptions.append(desc)
+
+        def close(self) -> None:
+            pass
+
+    bars: list[Bar] = []
+    monkeypatch.setattr(engine, "progress_bar", Bar)
+    model, X, Y = _linear_model_and_data(n=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = estimate_llc(model, data=(X, Y), batch_size=100, num_burnin=100, num_draws=400, progress=False)
+    assert res.bias_check is not None and res.seconds >= 1000.0 and res.cpu_seconds >= 1000.0
+    (b,) = bars
+    coupled = res.bias_check["coupled_steps"] + max(100 // 2, 50)  # kept + discarded steps of the check
+    # warmup + draws + the check's coupled steps + the step search's (at least one round of 50 + 150)
+    assert b.n == b.total >= 100 + 400 + coupled + 200, (b.n, b.total)
+    assert any("step search" in t for t in b.descriptions) and any("bias check" in t for t in b.descriptions)
+
 def _quadratic_under_ula() -> tuple[Any, Callable[[float], float], float]:
     """The regular quadratic U = sum a_i w_i^2 / 2 (d = 3, n = 1e4, default nbeta and localization), the
     exact LLC target f(eps) of the unadjusted Langevin chain at step eps (stationary variances
