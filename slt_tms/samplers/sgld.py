@@ -158,7 +158,11 @@ class SGLD:
         else:
             w_new = w - (0.5 * eps) * metric * ev.grad + (eps * metric).sqrt() * noise
         divergent = ~torch.isfinite(ev.potential)
-        new = SGLDState(
-            w_new, _Previous(w, ev.potential, ev.grad, noise.clone(), metric, eps.expand(w.shape[0], 1))
+        # the previous move is kept for the diagnostic only (a copy of the step's noise: its block is reused)
+        last = (
+            _Previous(w, ev.potential, ev.grad, noise.clone(), metric, eps.expand(w.shape[0], 1))
+            if self.diagnose
+            else None
         )
+        new = SGLDState(w_new, last)
         return new, SGLDInfo(ev.loss, ev.potential, ev.grad, accept, divergent, grads)
