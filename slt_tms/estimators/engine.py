@@ -481,19 +481,12 @@ def _result(
     converged = bool(rhat <= cfg.target_rhat and ess >= cfg.target_ess)
     flags = []
     if not converged:
-        hint = (
-            "raise the draw budget (max_draws, --max-draws)"
-            if cfg.num_draws is None
-            else "raise num_draws (--num-draws), or leave it unset to sample in blocks until converged"
-        )
+        hint = "raise max_draws (--max-draws)" if cfg.num_draws is None else "raise num_draws or unset it"
         if batches.kind == "minibatch":
-            hint += (
-                " or, where a full-batch gradient is affordable, drop batch_size (full-batch HMC: exact, and "
-                "on small models it converges in fewer seconds)"
-            )
+            hint += ", or drop batch_size for exact full-batch HMC"
         flags.append(
             f"not converged: R-hat {rhat:.3f} (target <= {cfg.target_rhat}), ESS {ess:.0f} "
-            f"(target >= {cfg.target_ess:.0f}) after {tr.draws} draws per chain; {hint}"
+            f"(target >= {cfg.target_ess:.0f}) after {tr.draws} draws per chain ({hint})"
         )
     if batches.exact and frac_below > cfg.escape_fraction:
         flags.append(

@@ -319,7 +319,14 @@ def estimate_llc(
         exponent=cfg.correction_exponent,
     )
     main = next((r for r, m in zip(rungs, cfg.ladder, strict=True) if m == 1.0), rungs[0])
-    flags = tuple(sorted({f for r in rungs for f in r.flags}))
+    # each rung's flags, labelled by its nbeta (a flag shared by every rung is listed once)
+    shared = set.intersection(*(set(r.flags) for r in rungs))
+    flags = tuple(sorted(shared)) + tuple(
+        f"rung {m:g} x nbeta: {f}"
+        for r, m in zip(rungs, cfg.ladder, strict=True)
+        for f in r.flags
+        if f not in shared
+    )
     if not all(r.ok for r in rungs):
         warnings.warn(
             f"LLC ladder: not every rung is trustworthy ({'; '.join(flags)}); the asymptotic fit "

@@ -241,11 +241,17 @@ def test_a_budget_too_small_is_flagged_everywhere():
         res = estimate_llc(problem, max_draws=20, draws_per_block=20, num_burnin=10, progress=False)
     assert not res.ok and not res.converged
     assert "NOT TRUSTWORTHY" in res.headline() and "not converged" in res.summary().splitlines()[0]
-    assert "raise the draw budget (max_draws" in res.summary()  # the flag says what to do
+    assert "raise max_draws" in res.summary()  # the flag says what to do
     model, X, Y = _linear_model_and_data(n=1000)
     with pytest.warns(RuntimeWarning, match="not converged"):
         res = estimate_llc(model, data=(X, Y), batch_size=100, num_burnin=20, num_draws=40, progress=False)
     assert "raise num_draws" in res.summary() and "drop batch_size" in res.summary(), res.summary()
+    # a ladder names the rung of each flag
+    with pytest.warns(RuntimeWarning, match="not every rung is trustworthy"):
+        res = estimate_llc(problem, ladder=(1, 2), max_draws=20, draws_per_block=20, num_burnin=10,
+                           progress=False)
+    assert any(f.startswith("rung 1 x nbeta: not converged") for f in res.flags), res.flags
+    assert any(f.startswith("rung 2 x nbeta: not converged") for f in res.flags), res.flags
 
 
 def test_escaped_chains_are_flagged():
