@@ -420,6 +420,7 @@ def test_sgld_cost_and_progress_include_the_step_search_and_the_bias_check(monke
         return out
 
     monkeypatch.setattr(engine, "coupled_bias_check", check)
+
     class Bar:  # records what a tqdm bar would show (a disabled tqdm bar does not count)
         def __init__(self, total: int, **_: Any) -> None:
             self.n, self.total, self.descriptions = 0, total, []
@@ -446,6 +447,7 @@ def test_sgld_cost_and_progress_include_the_step_search_and_the_bias_check(monke
     # warmup + draws + the check's coupled steps + the step search's (at least one round of 50 + 150)
     assert b.n == b.total >= 100 + 400 + coupled + 200, (b.n, b.total)
     assert any("step search" in t for t in b.descriptions) and any("bias check" in t for t in b.descriptions)
+
 
 def _quadratic_under_ula() -> tuple[Any, Callable[[float], float], float]:
     """The regular quadratic U = sum a_i w_i^2 / 2 (d = 3, n = 1e4, default nbeta and localization), the
