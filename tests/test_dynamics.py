@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -77,8 +78,11 @@ def test_unclassified_points_say_why(points):
     # negative control: a point far from every family (all columns long and random) is not named
     far = torch.randn(1, 18, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 3
     far[0, 12:] = 2.0
-    cl = classify(far, points)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a flow that diverges is named in the reason, not in numpy warnings
+        cl = classify(far, points)
     assert cl.names[0] == UNCLASSIFIED and cl.reason[0]
+    assert math.isfinite(cl.loss[0]) or "gradient flow diverged" in cl.reason[0], cl.reason[0]
     with pytest.raises(ValueError, match="at least one"):
         classify(far, [])
 

@@ -276,19 +276,21 @@ def _name(
     grad_norm = g.norm(dim=-1).numpy()
     W_t, b_t = unpack(wf, c, r)
     W, b = W_t.numpy(), b_t.numpy()
-    norms = np.linalg.norm(W, axis=1)  # (N, c)
-    top = norms.max(axis=1, keepdims=True)
-    live = (norms >= tol.live_threshold * top) & (top >= tol.min_length)
-    k = live.sum(axis=1)
-    phi = (live & (b < -0.5 * norms**2)).sum(axis=1)
-    sigma = (~live & (b > 1.0 / (4 * c))).sum(axis=1)
-    regular = _regular_polygon(W, live, tol)
-    energy_tol = tol.energy_tol if tol.energy_tol is not None else 1.0 / (10 * c * c)
-    levels = np.array([p.loss for p in pts])
-    gaps = loss[:, None] - levels[None, :]
-    j = np.abs(gaps).argmin(axis=1)
-    nearest = np.array([pts[i].name for i in j], dtype=object)
-    loss_gap = gaps[np.arange(loss.size), j]
+    # a flow that diverged leaves inf/nan coordinates: their points are named by the loss check below
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(W, axis=1)  # (N, c)
+        top = norms.max(axis=1, keepdims=True)
+        live = (norms >= tol.live_threshold * top) & (top >= tol.min_length)
+        k = live.sum(axis=1)
+        phi = (live & (b < -0.5 * norms**2)).sum(axis=1)
+        sigma = (~live & (b > 1.0 / (4 * c))).sum(axis=1)
+        regular = _regular_polygon(W, live, tol)
+        energy_tol = tol.energy_tol if tol.energy_tol is not None else 1.0 / (10 * c * c)
+        levels = np.array([p.loss for p in pts])
+        gaps = loss[:, None] - levels[None, :]
+        j = np.abs(gaps).argmin(axis=1)
+        nearest = np.array([pts[i].name for i in j], dtype=object)
+        loss_gap = gaps[np.arange(loss.size), j]
     by_key: dict[tuple[int, int, int], list[CriticalPoint]] = {}
     for p in pts:
         by_key.setdefault((p.k, p.sigma, p.phi), []).append(p)
@@ -298,7 +300,7 @@ def _name(
         key = (int(k[s]), int(sigma[s]), int(phi[s]))
         cands = by_key.get(key, [])
         if not math.isfinite(loss[s]):
-            reason[s] = "non-finite loss"
+            reason[s] = "non-finite loss: the gradient flow diverged (a start far from every critical point)"
         elif not cands:
             reason[s] = (
                 f"no family with k={key[0]}, sigma={key[1]}, phi={key[2]} (nearest level: {nearest[s]}, "
