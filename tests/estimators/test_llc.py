@@ -604,6 +604,7 @@ def test_result_round_trips_json_and_netcdf(tmp_path):
     json.loads((tmp_path / "r.json").read_text())  # standard JSON (no NaN literals)
 
 
+@pytest.mark.filterwarnings("ignore:LLC estimate .* is not trustworthy:RuntimeWarning")  # tiny budget
 def test_devinterp_keywords_are_translated_and_unknown_ones_refused():
     model, X, Y = _linear_model_and_data(n=500)
     res = estimate_llc(

@@ -367,6 +367,7 @@ def test_tms_critical_empirical(tmp_path, capsys):
     assert rec["config"]["cli"]["data_seed"] is not None
 
 
+@pytest.mark.filterwarnings("ignore:LLC estimate .* is not trustworthy:RuntimeWarning")  # tiny budget
 def test_example_runs_tiny(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["llc_custom_model.py", "--tiny"])
     monkeypatch.setenv("SLT_TMS_NO_PROGRESS", "1")

@@ -159,7 +159,7 @@ def test_huggingface_outputs_masks_and_minibatches(trained):
         logits = model(**padded).logits[:, :-1]
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
         want = float(F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100))
-    assert float(causal_lm_loss(model, padded)) == pytest.approx(want, rel=1e-6)
+    assert float(causal_lm_loss(model, padded).detach()) == pytest.approx(want, rel=1e-6)
     # per-chain minibatches: the model branches on its inputs, so they go chain by chain (not vmap)
     pot = from_module(model, padded, evaluate=causal_lm_loss)
     assert pot.info["grad_mode"] == "vmap" and pot.info["grad_mode_per_chain"] == "loop"
