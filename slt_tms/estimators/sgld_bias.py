@@ -127,8 +127,6 @@ def coupled_bias_check(
     )
     burn, keep = max(cfg.num_burnin // 2, 50), max(draws // 4, 200)
     anchor = torch.full((C,), anchor_loss, dtype=torch.float64, device=state.w.device)
-    if bar is not None:
-        bar.total += burn + keep
     loss_c, loss_f, loss_0, _ = _coupled(
         kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor, bar
     )
@@ -222,8 +220,6 @@ def tune_step(
     settled = [False] * len(groups)
     grads = 0
     for _ in range(rounds):
-        if bar is not None:
-            bar.total += burn + keep
         lc, lf, l0, w_new = _coupled(
             kernel, target, w, eps, metric, batches, streams, burn, keep, anchor, bar
         )
@@ -264,8 +260,6 @@ def tune_step(
         if not settled[gi] and lo[gi] is not None:
             eps[rows] = lo[gi]
     if not all(settled):  # the chains move on at their final steps before the draws
-        if bar is not None:
-            bar.total += burn
         _, _, _, w_new = _coupled(kernel, target, w, eps, metric, batches, streams, burn, 0, anchor, bar)
         grads += 3 * burn
         w = torch.where(torch.isfinite(w_new).all(dim=1).unsqueeze(1), w_new, w)
@@ -301,8 +295,10 @@ def _coupled(
     """Coupled coarse (step ``eps``) and fine (two steps of ``eps / 2``) chains from ``w``: the losses of
     both at the start of each kept coarse step on its first batch, the control variate :math:`L_{B_1}(w^*)`
     (``anchor`` on the full batch), each ``(C, keep)``, and the coarse chain's last point. ``bar`` (if
-    given) advances by one per coupled step."""
+    given) grows by the ``burn + keep`` coupled steps and advances by one per step."""
     C, d = w.shape
+    if bar is not None:
+        bar.total += burn + keep
     quiet = dataclasses.replace(kernel, diagnose=False)  # the MALA diagnostic is not needed here
     coarse = quiet.init(w, target, None)
     fine = quiet.init(w, target, None)
