@@ -37,7 +37,10 @@ requires. Buffers (running statistics) are held fixed.
 
 Vectorisation
 -------------
-Chains share one ``vmap`` over the parameters. Per-chain minibatches (``batch_size`` with in-memory
+A multilayer perceptron (an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations, on rows
+of vectors, with a named loss) is evaluated for all chains in one batched pass and differentiated by
+ordinary reverse mode (:mod:`slt_tms.potentials.sequential`; ``info["batched_perceptron"]``). Other models:
+chains share one ``vmap`` over the parameters. Per-chain minibatches (``batch_size`` with in-memory
 rows) are vmapped over the rows too; a model whose Python control flow looks at its input data
 (HuggingFace models check ``input_ids`` for padding and build attention masks with data-dependent
 branches) cannot be traced that way, and those batches are then evaluated chain by chain
@@ -70,6 +73,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from slt_tms.potentials.base import FunctionalPotential, RestrictedPotential, check_float_dtype, restrict
 from slt_tms.potentials.data import DataSource
 from slt_tms.potentials.linear import linear_full_batch, linear_layers
+from slt_tms.potentials.sequential import mlp_batched, mlp_layers
 from slt_tms.validation import LOSSES, check_choice, check_device
 
 __all__ = [
@@ -386,7 +390,17 @@ def from_module(
     if evaluate is None and loss == "mse" and not src.streaming:
         full_batch = linear_full_batch(model, chosen, frozen, src)
     skip_probes = full_batch is not None and linear_layers(model) is not None
-    grad_mode, grad_mode_per_chain = "vmap", None
+    # a multilayer perceptron on rows of vectors: every chain in one batched pass (sequential.py), checked
+    # against the generic path on the probe rows
+    batched = None
+    layers = mlp_layers(model) if evaluate is None and isinstance(loss, str) else None
+    if layers is not None and probe[0].ndim == 2:
+        candidate = mlp_batched(layers, chosen, frozen, loss, mean_weight)
+        with torch.no_grad():
+            same = torch.allclose(candidate(w_star.unsqueeze(0), probe)[0], value, rtol=1e-4, atol=1e-6)
+        if same:
+            batched, skip_probes = candidate, True
+    grad_mode, grad_mode_per_chain = ("autograd", None) if batched is not None else ("vmap", None)
     vmap_error = ""
     w2 = w_star.unsqueeze(0).expand(2, -1)
     try:
@@ -419,6 +433,7 @@ def from_module(
         "sample_weights": weights_mean is not None,
         "grad_mode": grad_mode,
         "grad_mode_per_chain": grad_mode_per_chain or grad_mode,
+        "batched_perceptron": batched is not None,
         "data": src.describe(),
     }
     if vmap_error:
@@ -431,6 +446,8 @@ def from_module(
         description=f"nn.Module {type(module).__name__} ({w_star.numel()} parameters), {what}"
         + (" (linear layers: exact full batch from sufficient statistics)" if full_batch is not None else ""),
         single=single,
+        batched=batched,
+        batched_per_chain=batched is not None,
         full_batch=full_batch,
         grad_mode=grad_mode,
         grad_mode_per_chain=grad_mode_per_chain,
