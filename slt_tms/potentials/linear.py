@@ -65,18 +65,40 @@ def _global_hooks() -> bool:
     return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
 
 
-def _walk(m: nn.Module, prefix: str, found: list[tuple[str, nn.Linear]]) -> bool:
-    """True if ``m`` is purely linear (appending its affine layers, named from ``prefix``, to ``found``)."""
-    if _has_hooks(m):
-        return False
-    if type(m) is nn.Linear:
-        found.append((prefix, m))
-        return True
-    if type(m) is nn.Identity:
-        return True
-    if type(m) is nn.Sequential:
-        return all(_walk(sub, f"{prefix}.{key}" if prefix else key, found) for key, sub in m.named_children())
-    return False
+def sequential_leaves(
+    m: nn.Module, kinds: tuple[type[nn.Module], ...], prefix: str = ""
+) -> list[tuple[str, nn.Module]] | None:
+    """The leaf modules ``(qualified name, module)`` of ``m`` in forward order (``m`` itself, or the leaves
+    of an ``nn.Sequential`` tree), or None where a leaf is not exactly of one of the classes ``kinds`` (a
+    subclass may change ``forward``) or a module has forward hooks or its own instance-level ``forward``.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(3, 2), nn.Sequential(nn.Identity(), nn.Linear(2, 1)))
+    >>> [name for name, _ in sequential_leaves(net, (nn.Linear, nn.Identity))]
+    ['0', '1.0', '1.1']
+    >>> sequential_leaves(net, (nn.Linear,)) is None
+    True
+    """
+    if _has_hooks(m) or "forward" in vars(m):
+        return None
+    if type(m) in kinds:
+        return [(prefix, m)]
+    if type(m) is not nn.Sequential:
+        return None
+    found: list[tuple[str, nn.Module]] = []
+    for key, sub in m.named_children():
+        leaves = sequential_leaves(sub, kinds, f"{prefix}.{key}" if prefix else key)
+        if leaves is None:
+            return None
+        found += leaves
+    return found
+
+
+def _affine(m: nn.Module, prefix: str = "") -> list[tuple[str, nn.Linear]] | None:
+    """The ``nn.Linear`` layers of ``m`` if it is purely linear (Linear and Identity only), else None."""
+    leaves = sequential_leaves(m, (nn.Linear, nn.Identity), prefix)
+    return None if leaves is None else [(k, layer) for k, layer in leaves if type(layer) is nn.Linear]
 
 
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]] | None:
@@ -93,10 +115,8 @@ def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]] | None:
     >>> linear_layers(nn.Sequential(nn.Linear(3, 2), nn.ReLU())) is None
     True
     """
-    found: list[tuple[str, nn.Linear]] = []
-    if _global_hooks() or not _walk(model, "", found) or not found:
-        return None
-    return found
+    found = None if _global_hooks() else _affine(model)
+    return found or None
 
 
 def linear_tail(model: nn.Module) -> tuple[list[nn.Module], list[tuple[str, nn.Linear]]] | None:
@@ -123,8 +143,8 @@ def linear_tail(model: nn.Module) -> tuple[list[nn.Module], list[tuple[str, nn.L
     start, parts = len(children), []  # the tail children[start:], grown backwards while they are linear
     while start > 0:
         key, child = children[start - 1]
-        part: list[tuple[str, nn.Linear]] = []
-        if not _walk(child, key, part):
+        part = _affine(child, key)
+        if part is None:
             break
         parts.insert(0, part)
         start -= 1

@@ -400,7 +400,7 @@ def from_module(
             same = torch.allclose(candidate(w_star.unsqueeze(0), probe)[0], value, rtol=1e-4, atol=1e-6)
         if same:
             batched, skip_probes = candidate, True
-    grad_mode, grad_mode_per_chain = ("autograd", None) if batched is not None else ("vmap", None)
+    grad_mode, grad_mode_per_chain = ("vmap" if batched is None else "autograd"), None
     vmap_error = ""
     w2 = w_star.unsqueeze(0).expand(2, -1)
     try:

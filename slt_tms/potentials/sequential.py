@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slt_tms.potentials.linear import _global_hooks, _has_hooks
+from slt_tms.potentials.linear import _global_hooks, sequential_leaves
 
 __all__ = ["ELEMENTWISE", "mlp_batched", "mlp_layers"]
 
@@ -44,17 +44,6 @@ ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
     nn.Tanhshrink, nn.Identity, nn.Dropout,
 )
-
-
-def _walk(m: nn.Module, prefix: str, found: list[tuple[str, nn.Module]]) -> bool:
-    if _has_hooks(m) or "forward" in vars(m):
-        return False
-    if type(m) is nn.Linear or type(m) in ELEMENTWISE:
-        found.append((prefix, m))
-        return True
-    if type(m) is nn.Sequential:
-        return all(_walk(sub, f"{prefix}.{key}" if prefix else key, found) for key, sub in m.named_children())
-    return False
 
 
 def mlp_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
@@ -70,8 +59,8 @@ def mlp_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """
     if type(model) is not nn.Sequential or _global_hooks():
         return None
-    found: list[tuple[str, nn.Module]] = []
-    if not _walk(model, "", found) or not found or type(found[0][1]) is not nn.Linear:
+    found = sequential_leaves(model, (nn.Linear, *ELEMENTWISE))
+    if not found or type(found[0][1]) is not nn.Linear:
         return None
     return found
 
