@@ -47,8 +47,8 @@ from torch import Tensor
 from slt_tms.potentials import Batch, DataSource
 
 __all__ = [
-    "BatchSupply", "ChainStreams", "Draws", "Evaluation", "Info", "PointState", "Tempered", "default_block",
-    "select_state",
+    "BatchSupply", "CenterLoss", "ChainStreams", "Draws", "Evaluation", "Info", "PointState", "Tempered",
+    "default_block", "select_state",
 ]
 
 #: Pre-drawn normal numbers per chain per block at most (bounds the stream buffer to 16 MB in float32).
@@ -121,9 +121,16 @@ class Tempered:
         """:math:`U`, :math:`\nabla U` and :math:`L` at ``w (C, d)``."""
         loss, grad = self.potential.value_and_grad(w, batch)
         nb, nb_col = self._nbeta(loss)
+        # written to allocate one (C, d) tensor: on models with many parameters fresh (C, d) temporaries
+        # cost more than the arithmetic (the allocator returns them to the OS and faults them back in)
         diff = w - self.center
-        u = loss * nb + (diff * diff).sum(-1) * (0.5 * self.localization)
-        g = grad * nb_col + diff * self.localization if self.localization else grad * nb_col
+        u = loss * nb + torch.linalg.vecdot(diff, diff) * (0.5 * self.localization)
+        if not self.localization:
+            g = grad * nb_col
+        elif isinstance(nb_col, Tensor):
+            g = diff.mul_(self.localization).addcmul_(grad, nb_col)
+        else:
+            g = diff.mul_(self.localization).add_(grad, alpha=nb_col)
         return Evaluation(u, g, loss)
 
     def energy(self, w: Tensor, batch: Batch | None) -> tuple[Tensor, Tensor]:
@@ -291,6 +298,104 @@ class BatchSupply:
             return self.data.next_batch()
         assert draws is not None and draws.index is not None
         return self.data.take(draws.index)
+
+
+#: Rows per forward pass when :class:`CenterLoss` tabulates the per-row terms at a center.
+_TABLE_CHUNK = 4096
+
+
+class CenterLoss:
+    r"""The loss of every chain's center on the chain's minibatch, :math:`L_B(w_0)` (``(C,)`` per step):
+    the control variate of minibatch traces, :math:`L_B(w) - L_B(w^*) + L_n(w^*)`.
+
+    Where the potential's batch loss is the mean of per-row terms (its ``row_losses``, e.g. the named
+    losses of :func:`~slt_tms.potentials.from_module`) and the batches are index minibatches of tensor
+    data, the terms :math:`r_k(w_0)` are computed once, for all :math:`n` rows and each distinct center,
+    and :math:`L_B(w_0) = \frac1{|B|}\sum_{k \in B} r_k(w_0)` is looked up from the step's row indices:
+    no forward pass per step. The table is built only where it costs fewer rows than the forward passes it
+    replaces (``steps`` x chains x batch rows), and the first lookup is checked against the forward pass
+    (a relative difference above 1e-4, e.g. a model whose rows interact within a batch, switches back
+    to the forward pass). Otherwise every call is the forward pass ``potential.loss(w_0, batch)``.
+
+    Parameters
+    ----------
+    target : Tempered
+        Supplies the potential and the centers (``(d,)`` or one per chain ``(C, d)``).
+    batches : BatchSupply
+    num_chains : int
+    steps : int
+        Steps the lookups are expected to serve (decides whether the table pays).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from slt_tms.potentials import from_module
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    >>> pot = from_module(net, (torch.randn(200, 3), torch.randn(200, 1)))
+    >>> target = Tempered(pot, nbeta=10.0, localization=1.0, center=pot.w_star)
+    >>> supply = BatchSupply(pot.data, batch_size=8)
+    >>> cl = CenterLoss(target, supply, num_chains=2, steps=100)
+    >>> draws = Draws(torch.zeros(2, 21), torch.zeros(2, 2), torch.randint(0, 200, (2, 8)))
+    >>> batch = supply(draws)
+    >>> bool(torch.allclose(cl(batch, draws), pot.loss(pot.w_star.expand(2, 21), batch).double()))
+    True
+    >>> cl.tabulated
+    True
+    """
+
+    def __init__(self, target: Tempered, batches: BatchSupply, num_chains: int, steps: int) -> None:
+        self.target = target
+        self.num_chains = int(num_chains)
+        self.table: Tensor | None = None  # (U, n): per-row terms at each distinct center
+        self.which: Tensor | None = None  # (C,): the center of each chain (a row of the table)
+        self._checked = False
+        pot = target.potential
+        rows_fn = getattr(pot, "row_losses", None)
+        if batches.kind != "minibatch" or rows_fn is None or batches.batch_size is None:
+            return
+        data = batches.data
+        assert data is not None
+        center = target.center if target.center.ndim == 2 else target.center.unsqueeze(0)
+        distinct, which = torch.unique(center, dim=0, return_inverse=True)
+        if distinct.shape[0] * data.num_rows > steps * self.num_chains * batches.batch_size:
+            return
+        with torch.no_grad():
+            self.table = torch.stack(
+                [torch.cat([rows_fn(c, part) for part, _ in data.chunks(_TABLE_CHUNK)]) for c in distinct]
+            ).double()
+        self.which = which.expand(self.num_chains) if center.shape[0] == 1 else which
+
+    @property
+    def tabulated(self) -> bool:
+        """Whether lookups come from the table (True) or from a forward pass per call."""
+        return self.table is not None
+
+    def _forward(self, batch: Batch | None) -> Tensor:
+        center = self.target.center.expand(self.num_chains, -1)
+        return self.target.potential.loss(center, batch)
+
+    def __call__(self, batch: Batch | None, draws: Draws) -> Tensor:
+        """:math:`L_B(w_0)` of every chain on the step's ``batch`` (rows ``draws.index``)."""
+        if self.table is None or draws.index is None:
+            return self._forward(batch)
+        assert self.which is not None
+        looked_up = self.table[self.which.unsqueeze(1), draws.index].mean(1)
+        if not self._checked:
+            self._checked = True
+            direct = self._forward(batch).double()
+            if not torch.allclose(looked_up, direct, rtol=1e-4, atol=1e-12):
+                self.table = None
+                return direct
+        return looked_up
+
+    def select(self, idx: Tensor) -> CenterLoss:
+        """The lookups of the chains ``idx`` only (with the target's chains selected alike)."""
+        sub = object.__new__(CenterLoss)
+        sub.target = self.target.select(idx)
+        sub.num_chains = int(idx.numel())
+        sub.table, sub._checked = self.table, self._checked
+        sub.which = None if self.which is None else self.which[idx]
+        return sub
 
 
 def select_state(state: Any, idx: Tensor) -> Any:

@@ -153,10 +153,10 @@ class SGLD:
             accept = torch.exp(torch.clamp(log_a, max=0.0))
             accept = torch.where(torch.isfinite(log_a), accept, torch.zeros_like(accept))
         noise = draws.normal
-        if metric is None:
-            w_new = w - (0.5 * eps) * ev.grad + eps.sqrt() * noise
+        if metric is None:  # one (C, d) allocation (see Tempered.evaluate)
+            w_new = torch.addcmul(w, ev.grad, -0.5 * eps).addcmul_(noise, eps.sqrt())
         else:
-            w_new = w - (0.5 * eps) * metric * ev.grad + (eps * metric).sqrt() * noise
+            w_new = torch.addcmul(w, metric * ev.grad, -0.5 * eps).addcmul_(noise, (eps * metric).sqrt())
         divergent = ~torch.isfinite(ev.potential)
         # the previous move is kept for the diagnostic only (a copy of the step's noise: its block is reused)
         last = (
