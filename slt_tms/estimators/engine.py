@@ -35,6 +35,7 @@ from slt_tms.samplers import (
     MALA,
     SGLD,
     BatchSupply,
+    CenterLoss,
     ChainStreams,
     RMSProp,
     Tempered,
@@ -235,6 +236,10 @@ def run_groups(
     bar = progress_bar(total=cfg.num_burnin + budget, desc=label, enabled=progress)
     tracks = [_Track(chains=list(range(i * C, (i + 1) * C))) for i in range(G)]
     biases: list[dict[str, Any] | None] = []  # the SGLD bias check of each group (None: not run)
+    # minibatch traces: L_B(w*) per step for the control variate, looked up from per-row losses at w*
+    # where the loss allows it (no forward pass per step)
+    all_centers = None if batches.exact else CenterLoss(target, batches, G * C, budget)
+    centers_now = all_centers
     try:
         if cfg.step_size is not None:
             eps = torch.full((G * C,), float(cfg.step_size), dtype=dt, device=dev)
@@ -307,6 +312,7 @@ def run_groups(
             w, eps, spent, searched = tune_step(
                 kernel, target, state.w, eps, metric, batches, streams,
                 [slice(i * C, (i + 1) * C) for i in range(G)], anchors.repeat_interleave(C), bar=bar,
+                center_loss=all_centers,
             )
             bar.set_description(label, refresh=False)
             state, grads = kernel.init(w, target, batches(None) if batches.exact else None), grads + spent
@@ -337,6 +343,7 @@ def run_groups(
                 metric=metric,
                 record=("loss", "accept_prob") if batches.exact else ("loss", "accept_prob", "center_loss"),
                 bar=bar,
+                center_loss=centers_now,
             )
             state = res.state
             retire: list[int] = []
@@ -377,11 +384,12 @@ def run_groups(
                     idx = torch.tensor([pos * C + k for pos in keep for k in range(C)], device=dev)
                     state = select_state(state, idx)
                     target = target.select(idx)
+                    centers_now = None if centers_now is None else centers_now.select(idx)
                     streams = streams.select(idx.tolist())
                     eps = eps[idx]
                     metric = None if metric is None else metric[idx]
         bar.total = bar.n
-        for g, tr in zip(groups, tracks, strict=True):
+        for gi, (g, tr) in enumerate(zip(groups, tracks, strict=True)):
             bias = None
             if kernel.name == "sgld" and cfg.bias_check and tr.bad is not None and not tr.bad.all():
                 bar.set_description(label + ": bias check", refresh=False)
@@ -399,6 +407,9 @@ def run_groups(
                     g.nbeta,
                     streams.num_rows,
                     bar=bar,
+                    center_loss=None
+                    if all_centers is None
+                    else all_centers.select(torch.arange(gi * C, (gi + 1) * C, device=dev)),
                 )
                 tr.grads += bias["gradients"]  # (and, on minibatches, a forward pass at w* per kept step)
             biases.append(bias)

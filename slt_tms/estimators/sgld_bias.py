@@ -36,7 +36,7 @@ from torch import Tensor
 
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import LLCConfig
-from slt_tms.samplers import BatchSupply, ChainStreams, Draws, Tempered
+from slt_tms.samplers import BatchSupply, CenterLoss, ChainStreams, Draws, Tempered
 from slt_tms.samplers import diagnostics as diag
 
 __all__ = ["EXTRAPOLATION_LIMIT", "NOISY_BLOCK", "STEP_TARGET", "bias_flag", "block_means",
@@ -92,6 +92,7 @@ def coupled_bias_check(
     num_rows: int | None,
     *,
     bar: Any = None,
+    center_loss: CenterLoss | None = None,
 ) -> dict[str, Any]:
     r"""The SGLD step's bias, measured by a coupled pair of chains at the step and at half the step.
 
@@ -128,7 +129,7 @@ def coupled_bias_check(
     burn, keep = max(cfg.num_burnin // 2, 50), max(draws // 4, 200)
     anchor = torch.full((C,), anchor_loss, dtype=torch.float64, device=state.w.device)
     loss_c, loss_f, loss_0, _ = _coupled(
-        kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor, bar
+        kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor, bar, center_loss
     )
     out: dict[str, Any] = {"method": "coupled", "half_step_draws": 2 * keep, "coupled_steps": keep,
                            "gradients": 3 * (burn + keep)}
@@ -164,6 +165,7 @@ def tune_step(
     burn: int = 50,
     keep: int = 150,
     bar: Any = None,
+    center_loss: CenterLoss | None = None,
 ) -> tuple[Tensor, Tensor, int, list[list[dict[str, Any]]]]:
     r"""The SGLD step of each estimate, set by the bias it causes: coupled rounds until the Richardson
     correction :math:`2|D|` is close to :data:`STEP_TARGET` of the estimate.
@@ -221,7 +223,7 @@ def tune_step(
     grads = 0
     for _ in range(rounds):
         lc, lf, l0, w_new = _coupled(
-            kernel, target, w, eps, metric, batches, streams, burn, keep, anchor, bar
+            kernel, target, w, eps, metric, batches, streams, burn, keep, anchor, bar, center_loss
         )
         grads += 3 * (burn + keep)
         finite = torch.isfinite(w_new).all(dim=1)
@@ -260,7 +262,9 @@ def tune_step(
         if not settled[gi] and lo[gi] is not None:
             eps[rows] = lo[gi]
     if not all(settled):  # the chains move on at their final steps before the draws
-        _, _, _, w_new = _coupled(kernel, target, w, eps, metric, batches, streams, burn, 0, anchor, bar)
+        _, _, _, w_new = _coupled(
+            kernel, target, w, eps, metric, batches, streams, burn, 0, anchor, bar, center_loss
+        )
         grads += 3 * burn
         w = torch.where(torch.isfinite(w_new).all(dim=1).unsqueeze(1), w_new, w)
     return w, eps, grads, history
@@ -291,12 +295,14 @@ def _coupled(
     keep: int,
     anchor: Tensor,
     bar: Any = None,
+    center_loss: CenterLoss | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Tensor]:
     """Coupled coarse (step ``eps``) and fine (two steps of ``eps / 2``) chains from ``w``: the losses of
     both at the start of each kept coarse step on its first batch, the control variate :math:`L_{B_1}(w^*)`
-    (``anchor`` on the full batch), each ``(C, keep)``, and the coarse chain's last point. ``bar`` (if
-    given) grows by the ``burn + keep`` coupled steps and advances by one per step."""
-    C, d = w.shape
+    (``anchor`` on the full batch; on minibatches from ``center_loss``, default one built for the kept
+    steps), each ``(C, keep)``, and the coarse chain's last point. ``bar`` (if given) grows by the
+    ``burn + keep`` coupled steps and advances by one per step."""
+    C = w.shape[0]
     if bar is not None:
         bar.total += burn + keep
     quiet = dataclasses.replace(kernel, diagnose=False)  # the MALA diagnostic is not needed here
@@ -306,7 +312,8 @@ def _coupled(
     loss_c = torch.empty(C, keep, dtype=torch.float64, device=w.device)
     loss_f = torch.empty_like(loss_c)
     loss_0 = anchor.to(loss_c).unsqueeze(1).expand(C, keep).clone()
-    center = target.center.expand(C, d)  # (d,) or (C, d)
+    if not batches.exact and keep > 0 and center_loss is None:
+        center_loss = CenterLoss(target, batches, C, keep)
     with torch.no_grad():
         for t in range(burn + keep):
             d1, d2 = streams.next(), streams.next()
@@ -319,7 +326,8 @@ def _coupled(
                 loss_c[:, t - burn] = info_c.loss
                 loss_f[:, t - burn] = info_f.loss
                 if not batches.exact:
-                    loss_0[:, t - burn] = target.potential.loss(center, b1)
+                    assert center_loss is not None
+                    loss_0[:, t - burn] = center_loss(b1, d1)
             if bar is not None:
                 bar.update(1)
     return loss_c.cpu().numpy(), loss_f.cpu().numpy(), loss_0.cpu().numpy(), coarse.w

@@ -132,6 +132,12 @@ class FunctionalPotential:
         them chain by chain even when shared rows go through ``vmap`` (models whose control flow depends
         on the input data, e.g. HuggingFace models that inspect ``input_ids`` or the attention mask);
         None: as ``grad_mode``.
+    row_losses : callable, optional
+        ``row_losses(w (d,), rows) -> (m,)``: per-row terms :math:`r_k(w)` whose mean over a batch's rows is
+        the batch loss, :math:`L_B(w) = \frac1{|B|}\sum_{k \in B} r_k(w)` (the named losses of
+        :func:`~slt_tms.potentials.from_module`). Lets minibatch runs look the control variate
+        :math:`L_B(w^*)` up in a table of the :math:`r_k(w^*)` instead of a forward pass per step
+        (:class:`~slt_tms.samplers.CenterLoss`). None where the batch loss is not such a mean.
     info : dict
         Anything the constructor records (loss, selected parameters, evaluation mode ...).
     """
@@ -147,6 +153,7 @@ class FunctionalPotential:
     batched_per_chain: bool = False
     grad_mode: str = "vmap"
     grad_mode_per_chain: str | None = None
+    row_losses: Callable[[Tensor, Any], Tensor] | None = field(default=None, repr=False)
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -444,6 +451,14 @@ class RestrictedPotential:
 
     def loss(self, w: Tensor, batch: Batch | None = None) -> Tensor:
         return self.base.loss(self._full(w), batch)
+
+    @property
+    def row_losses(self) -> Callable[[Tensor, Any], Tensor] | None:
+        """The base potential's per-row terms at the restricted point (None where it has none)."""
+        rows_fn = getattr(self.base, "row_losses", None)
+        if rows_fn is None:
+            return None
+        return lambda w, rows: rows_fn(self._full(w.unsqueeze(0))[0], rows)
 
     def anchor_loss(self) -> float:
         return self.base.anchor_loss()

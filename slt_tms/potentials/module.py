@@ -358,6 +358,16 @@ def from_module(
             return (ell * rows[2]).mean() / mean_weight
         return ell.mean()
 
+    def row_terms(w: Tensor, rows: Any) -> Tensor:
+        """Per-row terms ``(m,)`` of a named loss, whose mean is ``single(w, rows)``."""
+        pieces = torch.split(w, sizes)
+        p = {k: t.view(s) for k, t, s in zip(sel, pieces, shapes, strict=True)}
+        p.update(frozen)
+        x = rows[0]
+        y = rows[1] if len(rows) > 1 else rows[0]
+        ell = per_row(_prediction(functional_call(target, (p, buffers), (x,))), y)  # type: ignore[misc]
+        return ell if mean_weight is None else ell * rows[2] / mean_weight
+
     # probe: shapes, labels, finiteness, and whether vmap can trace the model
     with torch.no_grad():
         if evaluate is None:
@@ -451,6 +461,7 @@ def from_module(
         full_batch=full_batch,
         grad_mode=grad_mode,
         grad_mode_per_chain=grad_mode_per_chain,
+        row_losses=row_terms if evaluate is None and isinstance(loss, str) else None,
         info=info,
     )
     if masks:

@@ -15,6 +15,7 @@ from slt_tms.samplers import diagnostics
 from slt_tms.samplers.adaptation import DualAveraging, MetricWindows
 from slt_tms.samplers.base import (
     BatchSupply,
+    CenterLoss,
     ChainStreams,
     Draws,
     Evaluation,
@@ -35,6 +36,7 @@ __all__ = [
     "MALA",
     "SGLD",
     "BatchSupply",
+    "CenterLoss",
     "ChainStreams",
     "Draws",
     "DualAveraging",

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from slt_tms.samplers.adaptation import DualAveraging, MetricWindows
-from slt_tms.samplers.base import BatchSupply, ChainStreams, Tempered
+from slt_tms.samplers.base import BatchSupply, CenterLoss, ChainStreams, Tempered
 from slt_tms.samplers.preconditioners import RMSProp
 
 __all__ = ["RunResult", "Warmup", "run_chains"]
@@ -131,6 +131,7 @@ def run_chains(
     stop_if: Callable[[dict[str, Tensor], int], bool] | None = None,
     check_every: int = 100,
     bar: Any = None,
+    center_loss: CenterLoss | None = None,
 ) -> RunResult:
     """Advance every chain by ``num_steps`` kernel transitions (module docstring).
 
@@ -150,14 +151,18 @@ def run_chains(
     record : sequence of str
         Info fields to keep per step (``loss``, ``potential``, ``accept_prob``, ``divergent``, ``num_steps``)
         and/or ``"w"`` (positions after the step) and/or ``"center_loss"``: the loss at the target's
-        center :math:`w_0` on the step's batch (one forward pass more per step; with the center at
-        :math:`w^*` it is a control variate for minibatch traces, see :mod:`slt_tms.estimators.llc`).
+        center :math:`w_0` on the step's batch (a forward pass more per step, or a lookup: ``center_loss``;
+        with the center at :math:`w^*` it is a control variate for minibatch traces, see
+        :mod:`slt_tms.estimators.llc`).
     hook : callable ``(state, it) -> state``, optional
         A move applied after every transition (must return a consistent kernel state).
     stop_if : callable ``(recent records, steps taken) -> bool``, optional
         Checked every ``check_every`` steps on the last ``check_every`` records; True stops the run.
     bar : tqdm bar, optional
         Advanced by one per step (one bar can span several runs).
+    center_loss : CenterLoss, optional
+        Supplies the ``"center_loss"`` record (e.g. from a table of per-row losses at the center); default:
+        a forward pass at the center per step.
 
     Returns
     -------
@@ -180,7 +185,8 @@ def run_chains(
     if warmup is not None:
         warmup.start(step_size, w)
     same_batch = batches.exact
-    center = target.center.expand(C, d)  # (d,) or (C, d): the center of every chain
+    if "center_loss" in record and center_loss is None:
+        center_loss = CenterLoss(target, batches, C, 0)  # a forward pass at the center per step
     grads = 0
     taken = num_steps
     with torch.no_grad():
@@ -195,7 +201,8 @@ def run_chains(
                 if name == "w":
                     buf[:, it].copy_(state.w)
                 elif name == "center_loss":
-                    buf[:, it].copy_(target.potential.loss(center, batch))
+                    assert center_loss is not None
+                    buf[:, it].copy_(center_loss(batch, draws))
                 elif hook is not None and name in _STATE_FIELDS and hasattr(state, name):
                     buf[:, it].copy_(getattr(state, name))  # a hook may have moved the chain (e.g. a swap)
                 else:
