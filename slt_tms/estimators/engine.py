@@ -411,7 +411,7 @@ def run_groups(
                     if all_centers is None
                     else all_centers.select(torch.arange(gi * C, (gi + 1) * C, device=dev)),
                 )
-                tr.grads += bias["gradients"]  # (and, on minibatches, a forward pass at w* per kept step)
+                tr.grads += bias["gradients"]  # (minibatches without a per-row table: a forward pass more)
             biases.append(bias)
     finally:
         bar.close()
