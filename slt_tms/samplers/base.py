@@ -303,6 +303,9 @@ class BatchSupply:
 #: Rows per forward pass when :class:`CenterLoss` tabulates the per-row terms at a center.
 _TABLE_CHUNK = 4096
 
+#: Largest :class:`CenterLoss` table (centers x rows; 128 MB in float32): beyond it, forward passes.
+_TABLE_MAX_ELEMENTS = 2**25
+
 
 class CenterLoss:
     r"""The loss of every chain's center on the chain's minibatch, :math:`L_B(w_0)` (``(C,)`` per step):
@@ -313,7 +316,9 @@ class CenterLoss:
     data, the terms :math:`r_k(w_0)` are computed once, for all :math:`n` rows and each distinct center,
     and :math:`L_B(w_0) = \frac1{|B|}\sum_{k \in B} r_k(w_0)` is looked up from the step's row indices:
     no forward pass per step. The table is built only where it costs fewer rows than the forward passes it
-    replaces (``steps`` x chains x batch rows), and the first lookup is checked against the forward pass
+    replaces (``steps`` x chains x batch rows) and holds at most :data:`_TABLE_MAX_ELEMENTS` numbers (in
+    the potential's dtype; the means are taken in float64), and the first lookup is checked against the
+    forward pass
     (a relative difference above 1e-4, e.g. a model whose rows interact within a batch, switches back
     to the forward pass). Otherwise every call is the forward pass ``potential.loss(w_0, batch)``.
 
@@ -357,12 +362,13 @@ class CenterLoss:
         assert data is not None
         center = target.center if target.center.ndim == 2 else target.center.unsqueeze(0)
         distinct, which = torch.unique(center, dim=0, return_inverse=True)
-        if distinct.shape[0] * data.num_rows > steps * self.num_chains * batches.batch_size:
+        size = distinct.shape[0] * data.num_rows
+        if size > min(steps * self.num_chains * batches.batch_size, _TABLE_MAX_ELEMENTS):
             return
         with torch.no_grad():
             self.table = torch.stack(
                 [torch.cat([rows_fn(c, part) for part, _ in data.chunks(_TABLE_CHUNK)]) for c in distinct]
-            ).double()
+            )
         self.which = which.expand(self.num_chains) if center.shape[0] == 1 else which
 
     @property
@@ -379,7 +385,7 @@ class CenterLoss:
         if self.table is None or draws.index is None:
             return self._forward(batch)
         assert self.which is not None
-        looked_up = self.table[self.which.unsqueeze(1), draws.index].mean(1)
+        looked_up = self.table[self.which.unsqueeze(1), draws.index].mean(1, dtype=torch.float64)
         if not self._checked:
             self._checked = True
             direct = self._forward(batch).double()

@@ -147,6 +147,16 @@ def test_no_table_without_per_row_terms_or_where_it_does_not_pay():
         assert not CenterLoss(target, BatchSupply(pot.data, batch_size), 3, steps).tabulated
 
 
+def test_no_table_beyond_its_memory_bound(monkeypatch):
+    net = _net()
+    X = torch.randn(N, 3, generator=G, dtype=torch.float64)
+    pot = from_module(net, (X, torch.randn(N, 2, generator=G, dtype=torch.float64)), loss="mse")
+    target = Tempered(pot, nbeta=10.0, localization=1.0, center=pot.w_star)
+    assert CenterLoss(target, BatchSupply(pot.data, 5), 3, 1000).tabulated
+    monkeypatch.setattr(samplers_base, "_TABLE_MAX_ELEMENTS", N - 1)
+    assert not CenterLoss(target, BatchSupply(pot.data, 5), 3, 1000).tabulated
+
+
 def test_an_estimate_with_the_table_is_the_estimate_with_a_forward_pass_per_step(monkeypatch):
     net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1))
     X = torch.randn(400, 3, generator=G)
