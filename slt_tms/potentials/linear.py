@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from slt_tms.potentials.base import ANCHOR_CHUNK
 from slt_tms.potentials.data import DataSource
 
-__all__ = ["linear_full_batch", "linear_layers", "linear_tail"]
+__all__ = ["global_hooks", "linear_full_batch", "linear_layers", "linear_tail", "sequential_leaves"]
 
 #: Largest augmented input width p + 1 for which the Gram matrix is kept (float64: at most 32 MB).
 MAX_GRAM_WIDTH = 2048
@@ -59,7 +59,15 @@ def _has_hooks(m: nn.Module) -> bool:
     return bool(m._forward_hooks or m._forward_pre_hooks)
 
 
-def _global_hooks() -> bool:
+def global_hooks() -> bool:
+    """Whether forward (pre-)hooks are registered for every module (``register_module_forward_hook``):
+    they would change any model's forward pass, so the structural fast paths are refused.
+
+    Examples
+    --------
+    >>> global_hooks()
+    False
+    """
     from torch.nn.modules import module as _module
 
     return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
@@ -115,7 +123,7 @@ def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]] | None:
     >>> linear_layers(nn.Sequential(nn.Linear(3, 2), nn.ReLU())) is None
     True
     """
-    found = None if _global_hooks() else _affine(model)
+    found = None if global_hooks() else _affine(model)
     return found or None
 
 
@@ -137,7 +145,7 @@ def linear_tail(model: nn.Module) -> tuple[list[nn.Module], list[tuple[str, nn.L
     layers = linear_layers(model)
     if layers is not None:
         return [], layers
-    if type(model) is not nn.Sequential or _has_hooks(model) or _global_hooks():
+    if type(model) is not nn.Sequential or _has_hooks(model) or global_hooks():
         return None
     children = list(model.named_children())
     start, parts = len(children), []  # the tail children[start:], grown backwards while they are linear

@@ -342,39 +342,37 @@ def from_module(
     per_row = _named_loss_fn(loss) if evaluate is None else None
     mean_weight = None if weights_mean is None else torch.tensor(weights_mean, dtype=dt, device=dev)
 
-    def single(w: Tensor, rows: Any) -> Tensor:
-        pieces = torch.split(w, sizes)
-        p = {k: t.view(s) for k, t, s in zip(sel, pieces, shapes, strict=True)}
+    def params(w: Tensor) -> dict[str, Tensor]:
+        """The module's parameters at the flat point ``w`` (the unselected ones frozen)."""
+        p = {k: t.view(s) for k, t, s in zip(sel, torch.split(w, sizes), shapes, strict=True)}
         p.update(frozen)
-        if evaluate is not None:
-            return functional_call(target, (p, buffers), (rows,))
-        x = rows[0]
+        return p
+
+    def loss_terms(w: Tensor, rows: Any) -> Tensor:
+        """``loss(prediction, target)``: per-row terms ``(m,)`` of a named loss, a callable's scalar."""
         y = rows[1] if len(rows) > 1 else rows[0]
-        pred = _prediction(functional_call(target, (p, buffers), (x,)))
+        return per_row(_prediction(functional_call(target, (params(w), buffers), (rows[0],))), y)  # type: ignore[misc]
+
+    def single(w: Tensor, rows: Any) -> Tensor:
+        if evaluate is not None:
+            return functional_call(target, (params(w), buffers), (rows,))
+        ell = loss_terms(w, rows)
         if callable(loss):
-            return per_row(pred, y)  # type: ignore[misc]
-        ell = per_row(pred, y)  # type: ignore[misc]
+            return ell
         if mean_weight is not None:
             return (ell * rows[2]).mean() / mean_weight
         return ell.mean()
 
     def row_terms(w: Tensor, rows: Any) -> Tensor:
         """Per-row terms ``(m,)`` of a named loss, whose mean is ``single(w, rows)``."""
-        pieces = torch.split(w, sizes)
-        p = {k: t.view(s) for k, t, s in zip(sel, pieces, shapes, strict=True)}
-        p.update(frozen)
-        x = rows[0]
-        y = rows[1] if len(rows) > 1 else rows[0]
-        ell = per_row(_prediction(functional_call(target, (p, buffers), (x,))), y)  # type: ignore[misc]
+        ell = loss_terms(w, rows)
         return ell if mean_weight is None else ell * rows[2] / mean_weight
 
     # probe: shapes, labels, finiteness, and whether vmap can trace the model
     with torch.no_grad():
         if evaluate is None:
-            pieces = torch.split(w_star, sizes)
-            p = {k: t.view(s) for k, t, s in zip(sel, pieces, shapes, strict=True)}
             try:
-                raw = functional_call(target, ({**p, **frozen}, buffers), (probe[0],))
+                raw = functional_call(target, (params(w_star), buffers), (probe[0],))
             except Exception as exc:
                 first_line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
                 shape = tuple(probe[0].shape[1:]) if src.streaming else tuple(src.rows[0].shape)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slt_tms.potentials.linear import _global_hooks, sequential_leaves
+from slt_tms.potentials.linear import global_hooks, sequential_leaves
 
 __all__ = ["ELEMENTWISE", "mlp_batched", "mlp_layers"]
 
@@ -57,7 +57,7 @@ def mlp_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     >>> mlp_layers(nn.Sequential(nn.Tanh(), nn.Linear(3, 1))) is None   # must start with nn.Linear
     True
     """
-    if type(model) is not nn.Sequential or _global_hooks():
+    if type(model) is not nn.Sequential or global_hooks():
         return None
     found = sequential_leaves(model, (nn.Linear, *ELEMENTWISE))
     if not found or type(found[0][1]) is not nn.Linear:

@@ -360,10 +360,12 @@ class CenterLoss:
             return
         data = batches.data
         assert data is not None
+        budget = min(steps * self.num_chains * batches.batch_size, _TABLE_MAX_ELEMENTS)
+        if data.num_rows > budget:  # not even one center's table pays
+            return
         center = target.center if target.center.ndim == 2 else target.center.unsqueeze(0)
         distinct, which = torch.unique(center, dim=0, return_inverse=True)
-        size = distinct.shape[0] * data.num_rows
-        if size > min(steps * self.num_chains * batches.batch_size, _TABLE_MAX_ELEMENTS):
+        if distinct.shape[0] * data.num_rows > budget:
             return
         with torch.no_grad():
             self.table = torch.stack(
