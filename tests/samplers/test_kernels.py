@@ -31,7 +31,7 @@ from slt_tms.samplers import (
 )
 
 K_SE = 4.0  # two-sided false-alarm rate 6e-5 per check
-KERNELS = [SGLD(), MALA(), HMC(num_leapfrog=4)]
+KERNELS = [SGLD(), SGLD(integrator="lm"), MALA(), HMC(num_leapfrog=4)]
 
 
 def _quartic(w: torch.Tensor, rows=None) -> torch.Tensor:
@@ -254,6 +254,52 @@ def test_sgld_stationary_variance_has_the_known_discretisation_bias():
         se = x.std() / math.sqrt(diagnostics.ess(x))
         assert abs(x.mean() - 1.0 / (1.0 - eps / 4.0)) < K_SE * se
         assert abs(x.mean() - 1.0) > K_SE * se  # negative control: the bias is real and detected
+
+
+def test_lm_integrator_is_exact_on_a_gaussian_at_any_stable_step_and_negative_control():
+    """The Leimkuhler-Matthews integrator on U = sum_i a_i w_i^2 / 2 has stationary variance exactly 1 / a_i
+    at every stable step (eps a_i < 4; derivation in the sgld module docstring), where Euler's is
+    1 / (a_i (1 - eps a_i / 4)). At eps a = (0.5, 2.5) the measured variances match 1 / a within K_SE
+    standard errors; Euler at the same steps and noises misses them (negative control)."""
+    a = torch.tensor([0.5, 2.5], dtype=torch.float64)
+    target = _target(lambda w, rows=None: 0.5 * (w * w * a.to(w)).sum(-1), 2)
+    for integrator, exact in (("lm", True), ("euler", False)):
+        res = _run(
+            SGLD(diagnose=False, integrator=integrator),
+            target,
+            torch.zeros(8, 2, dtype=torch.float64),
+            spawn_seeds(7, 8),
+            20_000,
+            step_size=1.0,
+            record=("w",),
+        )
+        for i in range(2):
+            x = res.records["w"][:, 1000:, i] ** 2 * float(a[i])  # mean 1 where the variance is 1 / a_i
+            se = x.std() / math.sqrt(diagnostics.ess(x))
+            if exact:
+                assert abs(x.mean() - 1.0) < K_SE * se
+            elif i == 1:  # eps a = 2.5: Euler's variance is 1 / (1 - 0.625) = 2.67 times the target's
+                assert abs(x.mean() - 1.0 / (1.0 - 2.5 / 4.0)) < K_SE * se
+                assert abs(x.mean() - 1.0) > K_SE * se
+
+
+def test_lm_integrator_keeps_the_previous_noise_and_rejects_unknown_names():
+    """w_1 = w_0 - (eps/2) grad U(w_0) + sqrt(eps) xi_0 / 2 (no previous noise), then
+    w_2 = w_1 - (eps/2) grad U(w_1) + sqrt(eps) (xi_0 + xi_1) / 2, computed by hand on U = |w|^2 / 2."""
+    target = _target(lambda w, rows=None: 0.5 * (w * w).sum(-1), 2)
+    k = SGLD(integrator="lm", diagnose=False)
+    w0 = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    xi0 = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
+    xi1 = torch.tensor([[1.1, 0.2]], dtype=torch.float64)
+    eps = 0.1
+    s = k.init(w0, target, None)
+    s, _ = k.step(s, target, eps, None, Draws(xi0, torch.rand(1, 2), None))
+    w1 = w0 - eps / 2 * w0 + math.sqrt(eps) * xi0 / 2
+    torch.testing.assert_close(s.w, w1)
+    s, _ = k.step(s, target, eps, None, Draws(xi1, torch.rand(1, 2), None))
+    torch.testing.assert_close(s.w, w1 - eps / 2 * w1 + math.sqrt(eps) * (xi0 + xi1) / 2)
+    with pytest.raises(ValueError, match="integrator"):
+        SGLD(integrator="leapfrog")
 
 
 def test_rmsprop_warmup_adapts_then_freezes_the_metric():
