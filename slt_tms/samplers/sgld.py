@@ -9,10 +9,12 @@ Update for chain :math:`k` with step size :math:`\epsilon`, diagonal preconditio
     \qquad U_B(w) = n\beta\, L_B(w) + \frac{\gamma}{2}\lVert w - w^*\rVert^2 ,
 
 with :math:`L_B` the loss on the step's batch (Welling & Teh 2011; with an RMSProp :math:`G`, Li et al.
-2016). SGLD never rejects: its stationary law differs from :math:`e^{-U}` by a discretisation bias of
-order :math:`\epsilon`. The estimators measure it (coupled chains at the step and half the step)
-instead of assuming it away, and use the Metropolis-adjusted kernels (:mod:`~slt_tms.samplers.mala`,
-:mod:`~slt_tms.samplers.hmc`) wherever the full loss is available.
+2016). SGLD never rejects: its stationary law differs from :math:`e^{-U}` by a bias of order
+:math:`\epsilon` (the discretisation's and, on minibatches, the gradient noise's; with the
+Leimkuhler-Matthews integrator below the discretisation's is of order :math:`\epsilon^2`). The estimators
+measure it (coupled chains at the step and half the step) instead of assuming it away, and use the
+Metropolis-adjusted kernels (:mod:`~slt_tms.samplers.mala`, :mod:`~slt_tms.samplers.hmc`) wherever the
+full loss is available.
 
 Leimkuhler-Matthews integrator
 ------------------------------
