@@ -179,8 +179,12 @@ def top_curvature(
     [11.0, 11.0]
     """
     C = w.shape[0]
-    nb = target.nbeta if isinstance(target.nbeta, Tensor) else torch.full((C,), float(target.nbeta))
-    h = (0.1 / (nb.to(w) + float(target.localization)).clamp_min(1e-12).sqrt()).unsqueeze(1)
+    nb = (
+        target.nbeta.to(w)
+        if isinstance(target.nbeta, Tensor)
+        else torch.full((C,), float(target.nbeta), dtype=w.dtype, device=w.device)
+    )
+    h = (0.1 / (nb + float(target.localization)).clamp_min(1e-12).sqrt()).unsqueeze(1)
     v = streams.next().normal.clone()
     v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
     a = torch.zeros(C, dtype=w.dtype, device=w.device)

@@ -157,6 +157,8 @@ def test_no_tensor_is_created_on_the_default_device():
                                                 sampler="mala", **SHORT),
                 "sgld minibatch": estimate_llc(net, (X, Y), device="cpu", sampler="sgld", batch_size=16,
                                                preconditioner="rmsprop", **SHORT),
+                "sgld minibatch, curvature start": estimate_llc(net, (X, Y), device="cpu", batch_size=16,
+                                                                **SHORT),
                 "tms one-hot": estimate_llc(from_tms(hexagon, c=6, data=x_tms, device="cpu"), **SHORT),
                 "cross_entropy": estimate_llc(classifier, (X, (Y[:, 0] > 0).long()), loss="cross_entropy",
                                               device="cpu", **SHORT),
@@ -166,6 +168,7 @@ def test_no_tensor_is_created_on_the_default_device():
     for name, res in [*runs.items(), *(("series", r) for r in series.results)]:
         assert math.isfinite(res.llc) and res.config["device"] == "cpu", name
     assert runs["sgld minibatch"].bias_check is not None
+    assert runs["sgld minibatch, curvature start"].config["step_search_start"] is not None
     assert runs["linear, sufficient statistics"].config["potential"]["full_batch"].startswith("sufficient")
     chain_generators = [dev for caller, dev in made if caller != "slt_tms._rng"]
     assert chain_generators and all(torch.device(dev) == torch.device("cpu") for dev in chain_generators)

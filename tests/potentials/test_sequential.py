@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from slt_tms.potentials import from_module
-from slt_tms.potentials.sequential import mlp_layers
+from slt_tms.potentials.base import Batch
+from slt_tms.potentials.sequential import DIFFERENTIATED, mlp_layers, mlp_value_and_grad
 
 G = torch.Generator().manual_seed(3)
 
@@ -53,11 +54,17 @@ def _check(pot, net, X, Y, **ref_kw):
         torch.testing.assert_close(grad_c[k], ref_g)
 
 
-@pytest.mark.parametrize("act", [nn.ReLU(), nn.GELU(), nn.LeakyReLU(0.1), nn.Softplus(), nn.SiLU()])
+@pytest.mark.parametrize(
+    "act",
+    [nn.ReLU(), nn.GELU(), nn.LeakyReLU(0.1), nn.Softplus(), nn.SiLU(), nn.Sigmoid(), nn.ReLU(inplace=True)],
+)
 def test_mse_losses_and_gradients_equal_autograd_for_shared_and_per_chain_rows(act):
+    """Activations with a written-out derivative take the hand-written reverse pass (manual_gradient),
+    the others autograd of the batched loss; both equal autograd through the module."""
     net, (X, Y) = _mlp(act), _rows()
     pot = from_module(net, (X, Y), loss="mse")
     assert pot.info["batched_perceptron"] and pot.grad_mode == "autograd"
+    assert pot.info["manual_gradient"] == (type(act) in DIFFERENTIATED)
     _check(pot, net, X, Y)
     assert pot.anchor_loss() == pytest.approx(float(F.mse_loss(net(X), Y).detach()), rel=1e-12)
 
@@ -67,11 +74,20 @@ def test_cross_entropy_with_labels_and_with_class_probabilities():
     X = torch.randn(30, 3, generator=G, dtype=torch.float64)
     labels = torch.randint(0, 4, (30,), generator=G)
     pot = from_module(net, (X, labels), loss="cross_entropy")
-    assert pot.info["batched_perceptron"]
+    assert pot.info["batched_perceptron"] and pot.info["manual_gradient"]
     _check(pot, net, X, labels, loss_fn=F.cross_entropy)
+    ignored = labels.clone()
+    ignored[::4] = -100  # torch's ignore_index: no loss, no gradient, still counted in the mean's rows
+    w = _points(pot)
+    loss, grad = pot.value_and_grad(w, Batch((X, ignored), False))
+    ref_fn = lambda p, y: F.cross_entropy(p, y, reduction="none").mean()  # noqa: E731
+    for k in range(3):
+        ref_l, ref_g = autograd_loss_and_grad(net, w[k], X, ignored, loss_fn=ref_fn)
+        torch.testing.assert_close(loss[k], ref_l)
+        torch.testing.assert_close(grad[k], ref_g)
     probs = torch.softmax(torch.randn(30, 4, generator=G, dtype=torch.float64), dim=1)
     pot = from_module(net, (X, probs), loss="cross_entropy")
-    assert pot.info["batched_perceptron"]
+    assert pot.info["batched_perceptron"] and pot.info["manual_gradient"]
     _check(pot, net, X, probs, loss_fn=F.cross_entropy)
 
 
@@ -79,7 +95,7 @@ def test_sample_weights_autoencoder_rows_and_layers_without_bias():
     net, (X, Y) = _mlp(nn.Tanh(), bias=False), _rows()
     s = torch.rand(30, generator=G, dtype=torch.float64) + 0.5
     pot = from_module(net, (X, Y, s), loss="mse")
-    assert pot.info["batched_perceptron"]
+    assert pot.info["batched_perceptron"] and pot.info["manual_gradient"]
     _check(pot, net, X, Y, weights=s)
     torch.manual_seed(1)
     auto = nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 3)).double()
@@ -92,7 +108,7 @@ def test_restricted_parameters_and_element_masks():
     net, (X, Y) = _mlp(nn.ReLU()), _rows()
     names = ["2.0.weight", "4.bias"]
     pot = from_module(net, (X, Y), loss="mse", params=["2.0.weight", "4.bias"])
-    assert pot.info["batched_perceptron"] and pot.d == 30 + 2
+    assert pot.info["batched_perceptron"] and pot.info["manual_gradient"] and pot.d == 30 + 2
     _check(pot, net, X, Y, names=names)
     mask = torch.zeros(5, 6, dtype=torch.bool)
     mask[1:3] = True
@@ -151,3 +167,28 @@ def test_the_batched_path_gives_the_generic_paths_estimate_to_float_rounding():
     generic = estimate_llc(net, (X, Y), loss=lambda p, y: (p - y).square().mean(), **kw)
     assert a.config is not None and generic.config is not None
     assert a.llc == pytest.approx(generic.llc, rel=1e-6)
+
+
+def test_the_hand_written_pass_is_checked_against_autograd_and_a_wrong_one_is_not_used(monkeypatch):
+    """A hand-written pass that is off (here by 0.1% in every component) disagrees with autograd on the
+    probe rows: from_module then keeps autograd (manual_gradient False) and the gradients stay right."""
+    import slt_tms.potentials.module as module
+
+    def wrong(*args, **kwargs):
+        right = mlp_value_and_grad(*args, **kwargs)
+
+        def vg(w, rows):
+            val, grad = right(w, rows)
+            return val, grad * 1.001
+        return vg
+
+    monkeypatch.setattr(module, "mlp_value_and_grad", wrong)
+    net, (X, Y) = _mlp(nn.ReLU()), _rows()
+    pot = from_module(net, (X, Y), loss="mse")
+    assert pot.info["batched_perceptron"] and not pot.info["manual_gradient"]
+    _check(pot, net, X, Y)
+
+
+def test_dropout_in_training_mode_has_no_hand_written_pass():
+    net = _mlp(nn.ReLU()).train()
+    assert mlp_value_and_grad(mlp_layers(net), [k for k, _ in net.named_parameters()], {}, "mse") is None
