@@ -183,6 +183,11 @@ def run_chains(
         else:
             bufs[name] = torch.empty(C, num_steps, dtype=torch.float64, device=dev)
     if warmup is not None:
+        if warmup.target_accept is not None and getattr(kernel, "integrator", "euler") != "euler":
+            raise ValueError(
+                "the step-size adaptation targets an acceptance, which the Leimkuhler-Matthews integrator "
+                "does not report; adapt with SGLD(integrator='euler') or give the step size"
+            )
         warmup.start(step_size, w)
     same_batch = batches.exact
     if "center_loss" in record and center_loss is None:

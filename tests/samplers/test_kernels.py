@@ -300,6 +300,11 @@ def test_lm_integrator_keeps_the_previous_noise_and_rejects_unknown_names():
     torch.testing.assert_close(s.w, w1 - eps / 2 * w1 + math.sqrt(eps) * (xi0 + xi1) / 2)
     with pytest.raises(ValueError, match="integrator"):
         SGLD(integrator="leapfrog")
+    with pytest.raises(ValueError, match="does not report"):  # dual averaging would read NaN acceptances
+        streams = ChainStreams([1], 2, torch.float64, torch.device("cpu"))
+        eps1 = torch.full((1,), 0.1, dtype=torch.float64)
+        run_chains(k, target, k.init(w0, target, None), num_steps=2, streams=streams,
+                   batches=BatchSupply(None), step_size=eps1, warmup=Warmup(2, 0.8))
 
 
 def test_rmsprop_warmup_adapts_then_freezes_the_metric():
