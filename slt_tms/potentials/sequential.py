@@ -302,14 +302,12 @@ def mlp_value_and_grad(
                         g = torch.bmm(g, weight)
                 elif type(m) is nn.ReLU:
                     g = torch.ops.aten.threshold_backward(g, kept[i], 0.0)
-                elif type(m) is nn.LeakyReLU:
-                    g = torch.where(kept[i] > 0, g, g * m.negative_slope)
+                elif type(m) is nn.LeakyReLU:  # (torch's fused derivative kernels: one pass, one tensor)
+                    g = torch.ops.aten.leaky_relu_backward(g, kept[i], m.negative_slope, False)
                 elif type(m) is nn.Tanh:
-                    t = kept[i]
-                    g = g * (1 - t * t)
+                    g = torch.ops.aten.tanh_backward(g, kept[i])
                 elif type(m) is nn.Sigmoid:
-                    t = kept[i]
-                    g = g * (t * (1 - t))
+                    g = torch.ops.aten.sigmoid_backward(g, kept[i])
             grad = torch.cat([grads[key].reshape(C, -1) for key in chosen], dim=1)
         return val, grad
 
