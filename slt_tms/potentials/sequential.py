@@ -78,6 +78,30 @@ def mlp_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return found
 
 
+def _linear_shapes(layers: list[tuple[str, nn.Module]]) -> dict[str, torch.Size]:
+    """The shape of every parameter of the perceptron's ``nn.Linear`` layers, by qualified name."""
+    return {f"{name}.{p_name}": p.shape for name, m in layers if type(m) is nn.Linear
+            for p_name, p in m.named_parameters(recurse=False)}
+
+
+def _chain_params(
+    w: Tensor, chosen: Sequence[str], shapes: Mapping[str, torch.Size], frozen: Mapping[str, Tensor]
+) -> Callable[[str], Tensor | None]:
+    """``get(name)``: parameter ``name`` of every chain, ``(C, *shape)``, from ``w (C, d)`` where it is
+    sampled, else the frozen value expanded over the chains (None for a missing bias)."""
+    C = w.shape[0]
+    sizes = [shapes[k].numel() for k in chosen]
+    params = {k: t.view(C, *shapes[k]) for k, t in zip(chosen, torch.split(w, sizes, dim=1), strict=True)}
+
+    def get(key: str) -> Tensor | None:
+        if key in params:
+            return params[key]
+        t = frozen.get(key)
+        return None if t is None else t.unsqueeze(0).expand(C, *t.shape)
+
+    return get
+
+
 def mlp_batched(
     layers: list[tuple[str, nn.Module]],
     chosen: Sequence[str],
@@ -116,26 +140,14 @@ def mlp_batched(
     """
     if loss not in ("mse", "cross_entropy"):
         raise ValueError(f"mlp_batched needs loss 'mse' or 'cross_entropy', got {loss!r}")
-    shapes: dict[str, torch.Size] = {}
-    for name, m in layers:
-        if type(m) is nn.Linear:
-            for p_name, p in m.named_parameters(recurse=False):
-                shapes[f"{name}.{p_name}"] = p.shape
+    shapes = _linear_shapes(layers)
     unknown = [k for k in chosen if k not in shapes]
     if unknown:
         raise ValueError(f"parameters {unknown} are not parameters of the perceptron's nn.Linear layers")
-    sizes = [shapes[k].numel() for k in chosen]
 
     def batched(w: Tensor, rows: Any) -> Tensor:
         C = w.shape[0]
-        params = {k: t.view(C, *shapes[k]) for k, t in zip(chosen, torch.split(w, sizes, dim=1), strict=True)}
-
-        def get(key: str) -> Tensor | None:
-            if key in params:
-                return params[key]
-            t = frozen.get(key)
-            return None if t is None else t.unsqueeze(0).expand(C, *t.shape)
-
+        get = _chain_params(w, chosen, shapes, frozen)
         x = rows[0]
         y = rows[1] if len(rows) > 1 else rows[0]
         shared = x.ndim == 2  # (m, p); per-chain rows carry a leading chain axis, (C, m, p)
@@ -219,14 +231,9 @@ def mlp_value_and_grad(
             continue
         if type(m) not in DIFFERENTIATED or (type(m) is nn.Dropout and m.training):
             return None
-    shapes: dict[str, torch.Size] = {}
-    for name, m in layers:
-        if type(m) is nn.Linear:
-            for p_name, p in m.named_parameters(recurse=False):
-                shapes[f"{name}.{p_name}"] = p.shape
+    shapes = _linear_shapes(layers)
     if any(k not in shapes for k in chosen):
         return None
-    sizes = [shapes[k].numel() for k in chosen]
     wanted = set(chosen)
     # the earliest layer whose parameters are sampled: the reverse pass stops there
     first = min(i for i, (name, m) in enumerate(layers) if type(m) is nn.Linear
@@ -234,14 +241,7 @@ def mlp_value_and_grad(
 
     def value_and_grad(w: Tensor, rows: Any) -> tuple[Tensor, Tensor]:
         C = w.shape[0]
-        params = {k: t.view(C, *shapes[k]) for k, t in zip(chosen, torch.split(w, sizes, dim=1), strict=True)}
-
-        def get(key: str) -> Tensor | None:
-            if key in params:
-                return params[key]
-            t = frozen.get(key)
-            return None if t is None else t.unsqueeze(0).expand(C, *t.shape)
-
+        get = _chain_params(w, chosen, shapes, frozen)
         with torch.no_grad():
             x = rows[0]
             y = rows[1] if len(rows) > 1 else rows[0]
