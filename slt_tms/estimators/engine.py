@@ -30,6 +30,7 @@ from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, exact_localization
 from slt_tms.estimators.result import Calibration, LLCResult
 from slt_tms.estimators.sgld_bias import (
+    CURVATURE_ITERS,
     bias_flag,
     block_means,
     coupled_bias_check,
@@ -336,7 +337,7 @@ def run_groups(
                                               "warmup_step": float(eps[rows].median())}
                     if math.isfinite(start) and start > 0:
                         eps[rows] = torch.clamp(eps[rows], min=start)
-                grads += 2 * 12
+                grads += 2 * CURVATURE_ITERS
             w, eps, spent, searched = tune_step(
                 kernel, target, state.w, eps, metric, batches, streams,
                 [slice(i * C, (i + 1) * C) for i in range(G)], anchors.repeat_interleave(C), bar=bar,
@@ -417,7 +418,7 @@ def run_groups(
             bias = None
             if kernel.name == "sgld" and cfg.bias_check and tr.bad is not None and not tr.bad.all():
                 bar.set_description(label + ": bias check", refresh=False)
-                bias = coupled_bias_check(
+                bias, continued = coupled_bias_check(
                     kernel,
                     Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
                     tr.final_state,
@@ -436,6 +437,11 @@ def run_groups(
                     else all_centers.select(torch.arange(gi * C, (gi + 1) * C, device=dev)),
                 )
                 tr.grads += bias["gradients"]  # (minibatches without a per-row table: a forward pass more)
+                # the check's coarse chains continue the chains at their step: their draws join the trace
+                tr.losses.append(continued)
+                tr.accepts.append(np.full_like(continued, np.nan))
+                tr.draws += continued.shape[1]
+                tr.bad = tr.bad | diag.divergence_flags(g.nbeta * (continued - g.anchor_loss), threshold)
             biases.append(bias)
     finally:
         bar.close()

@@ -36,7 +36,9 @@ Algorithm
    (unbiased for :math:`L_n(w_t)`, without most of the row-sampling noise; one forward pass more per
    step). For minibatch traces the diagnostics and the standard error are computed on means of 20-draw
    blocks: the remaining step-to-step noise would otherwise count as independent information and let an
-   unmixed run pass.
+   unmixed run pass. SGLD's coupled bias check (item 1) continues the chains at their step; its coarse
+   chain's draws join the trace (also after ``num_draws``), and the diagnostics are computed again on the
+   whole.
 4. Flags: not converged; chains that escaped to lower loss (more than ``escape_fraction`` of the draws
    below :math:`L(w^*)`, exact kernels: :math:`w^*` is not a local minimum at this temperature, the
    number is not an LLC of :math:`w^*`); diverged chains (excluded); an SGLD bias that is significant,

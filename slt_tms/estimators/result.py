@@ -150,7 +150,8 @@ class LLCResult:
         Per-chain means (NaN for diverged chains).
     diverged : ndarray of bool ``(C,)``
     num_draws : int
-        Kept draws per chain.
+        Kept draws per chain (SGLD with the bias check: the check's coarse chain, which continues the
+        chains at their step, included).
     num_grads : int
         Batched gradient evaluations (warmup and checks included).
     seconds, cpu_seconds : float

@@ -39,8 +39,8 @@ from slt_tms.estimators.config import LLCConfig
 from slt_tms.samplers import BatchSupply, CenterLoss, ChainStreams, Draws, Tempered
 from slt_tms.samplers import diagnostics as diag
 
-__all__ = ["EXTRAPOLATION_LIMIT", "MAX_RAISE", "NOISY_BLOCK", "STEP_TARGET", "bias_flag", "block_means",
-           "coupled_bias_check", "extrapolate", "top_curvature", "tune_step"]
+__all__ = ["CURVATURE_ITERS", "EXTRAPOLATION_LIMIT", "MAX_RAISE", "NOISY_BLOCK", "STEP_TARGET", "bias_flag",
+           "block_means", "coupled_bias_check", "extrapolate", "top_curvature", "tune_step"]
 
 #: Draws per block mean when the trace comes from minibatches (SGLD on minibatches or a DataLoader).
 NOISY_BLOCK = 20
@@ -48,6 +48,9 @@ NOISY_BLOCK = 20
 #: The extrapolation to step zero is marked reliable where its correction 2|D| is at most this fraction of
 #: the estimate (measured: within 0.4% of the exact answer at 11-12%, 3-4% off at 19-24%).
 EXTRAPOLATION_LIMIT = 0.15
+
+#: Power iterations of :func:`top_curvature` (two gradients each).
+CURVATURE_ITERS = 12
 
 #: :func:`tune_step` raises a step by at most this factor per round.
 MAX_RAISE = 16.0
@@ -96,7 +99,7 @@ def coupled_bias_check(
     *,
     bar: Any = None,
     center_loss: CenterLoss | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], np.ndarray]:
     r"""The SGLD step's bias, measured by a coupled pair of chains at the step and at half the step.
 
     From the final ``state`` of a run (step sizes ``eps`` per chain, ``metric``), a coarse chain (SGLD at
@@ -113,12 +116,23 @@ def coupled_bias_check(
     ``max(draws // 4, 200)`` are kept (three gradients each, recorded as ``gradients``). ``bar`` (a
     progress bar, optional) grows by the coupled steps and advances with them.
 
+    The coarse chain continues the run's chains from ``state`` at the same step (its noise
+    :math:`(\xi_1 + \xi_2)/\sqrt2` is a fresh standard normal, its batch :math:`B_1` a fresh minibatch),
+    so all its ``burn + keep`` steps are further draws of the run, returned for the caller to pool
+    with the run's draws: the check's coarse gradients then buy draws instead of being spent on the
+    comparison alone.
+
     Returns
     -------
     dict
         ``method`` ("coupled"), ``llc_half_step`` and ``se_half_step`` (the fine chain's estimate),
-        ``difference`` and ``se_difference`` (:math:`D`), ``half_step_draws``, ``coupled_steps`` and
-        ``gradients`` (gradient evaluations per chain the check spent).
+        ``difference`` and ``se_difference`` (:math:`D`), ``half_step_draws``, ``coupled_steps``,
+        ``continued_draws`` (the coarse chain's draws per chain, burn-in included) and ``gradients``
+        (gradient evaluations per chain the check spent).
+    numpy.ndarray
+        ``(C, burn + keep)``: the coarse chain's loss per step in the units of the run's trace,
+        :math:`L_{B_1}(x_t) - L_{B_1}(w^*) + L_n(w^*)` on minibatches (``anchor_loss`` is
+        :math:`L_n(w^*)`), :math:`L_n(x_t)` on the full batch.
     """
     C, d = state.w.shape
     streams = ChainStreams(
@@ -132,15 +146,18 @@ def coupled_bias_check(
     burn, keep = max(cfg.num_burnin // 2, 50), max(draws // 4, 200)
     anchor = torch.full((C,), anchor_loss, dtype=torch.float64, device=state.w.device)
     loss_c, loss_f, loss_0, _ = _coupled(
-        kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor, bar, center_loss
+        kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor, bar, center_loss, state
     )
+    with np.errstate(invalid="ignore", over="ignore"):
+        continued = loss_c - loss_0 + anchor_loss
     out: dict[str, Any] = {"method": "coupled", "half_step_draws": 2 * keep, "coupled_steps": keep,
-                           "gradients": 3 * (burn + keep)}
-    lc, lf, l0 = loss_c, loss_f, loss_0
+                           "continued_draws": burn + keep, "gradients": 3 * (burn + keep)}
+    lc, lf, l0 = loss_c[:, burn:], loss_f[:, burn:], loss_0[:, burn:]
     ok = np.all(np.isfinite(lc) & np.isfinite(lf), axis=1)
     if not ok.any():
         nan = math.nan
-        return {**out, "llc_half_step": nan, "se_half_step": nan, "difference": nan, "se_difference": nan}
+        return {**out, "llc_half_step": nan, "se_half_step": nan, "difference": nan,
+                "se_difference": nan}, continued
     diff = nbeta * (lc[ok] - lf[ok])
     fine_llc = nbeta * (lf[ok] - l0[ok])
     blocks = (lambda x: x) if batches.exact else block_means
@@ -150,11 +167,11 @@ def coupled_bias_check(
         "se_half_step": diag.mcse_mean(blocks(fine_llc)),
         "difference": float(np.mean(diff)),
         "se_difference": diag.mcse_mean(blocks(diff)),
-    }
+    }, continued
 
 
 def top_curvature(
-    target: Tempered, w: Tensor, batches: BatchSupply, streams: ChainStreams, *, iters: int = 12
+    target: Tempered, w: Tensor, batches: BatchSupply, streams: ChainStreams, *, iters: int = CURVATURE_ITERS
 ) -> Tensor:
     r"""The largest curvature :math:`a_{\max}` of each chain's potential :math:`U_B` near ``w (C, d)``: power
     iteration on Hessian-vector products by central differences of the (minibatch) gradient,
@@ -344,38 +361,44 @@ def _coupled(
     anchor: Tensor,
     bar: Any = None,
     center_loss: CenterLoss | None = None,
+    start: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Tensor]:
     """Coupled coarse (step ``eps``) and fine (two steps of ``eps / 2``) chains from ``w``: the losses of
-    both at the start of each kept coarse step on its first batch, the control variate :math:`L_{B_1}(w^*)`
-    (``anchor`` on the full batch; on minibatches from ``center_loss``, default one built for the kept
-    steps), each ``(C, keep)``, and the coarse chain's last point. ``bar`` (if given) grows by the
-    ``burn + keep`` coupled steps and advances by one per step."""
+    both at the start of each coarse step on its first batch, the control variate :math:`L_{B_1}(w^*)`
+    (``anchor`` on the full batch; on minibatches from ``center_loss``, default one built for the
+    steps), each ``(C, keep)``, and the coarse chain's last point. ``start`` (a kernel state at ``w``,
+    optional) is the coarse chain's state, which it then continues (the Leimkuhler-Matthews integrator's
+    last noise draw included), and the losses cover the ``burn`` steps too, ``(C, burn + keep)`` (the
+    coarse chain's are draws of a chain in equilibrium; the fine chain's first ``burn`` are not). ``bar``
+    (if given) grows by the ``burn + keep`` coupled steps and advances by one per step."""
     C = w.shape[0]
+    steps = burn + keep
+    first = 0 if start is not None else burn  # the first step recorded
     if bar is not None:
-        bar.total += burn + keep
+        bar.total += steps
     quiet = dataclasses.replace(kernel, diagnose=False)  # the MALA diagnostic is not needed here
-    coarse = quiet.init(w, target, None)
+    coarse = quiet.init(w, target, None) if start is None else start
     fine = quiet.init(w, target, None)
     half = eps / 2
-    loss_c = torch.empty(C, keep, dtype=torch.float64, device=w.device)
+    loss_c = torch.empty(C, steps - first, dtype=torch.float64, device=w.device)
     loss_f = torch.empty_like(loss_c)
-    loss_0 = anchor.to(loss_c).unsqueeze(1).expand(C, keep).clone()
-    if not batches.exact and keep > 0 and center_loss is None:
-        center_loss = CenterLoss(target, batches, C, keep)
+    loss_0 = anchor.to(loss_c).unsqueeze(1).expand(C, steps - first).clone()
+    if not batches.exact and steps > first and center_loss is None:
+        center_loss = CenterLoss(target, batches, C, steps - first)
     with torch.no_grad():
-        for t in range(burn + keep):
+        for t in range(steps):
             d1, d2 = streams.next(), streams.next()
             b1, b2 = batches(d1), batches(d2)
             fine, info_f = quiet.step(fine, target, half, b1, d1, metric, same_batch=batches.exact)
             fine, _ = quiet.step(fine, target, half, b2, d2, metric, same_batch=batches.exact)
             shared = Draws((d1.normal + d2.normal) / math.sqrt(2.0), d1.uniform, d1.index)
             coarse, info_c = quiet.step(coarse, target, eps, b1, shared, metric, same_batch=batches.exact)
-            if t >= burn:
-                loss_c[:, t - burn] = info_c.loss
-                loss_f[:, t - burn] = info_f.loss
+            if t >= first:
+                loss_c[:, t - first] = info_c.loss
+                loss_f[:, t - first] = info_f.loss
                 if not batches.exact:
                     assert center_loss is not None
-                    loss_0[:, t - burn] = center_loss(b1, d1)
+                    loss_0[:, t - first] = center_loss(b1, d1)
             if bar is not None:
                 bar.update(1)
     return loss_c.cpu().numpy(), loss_f.cpu().numpy(), loss_0.cpu().numpy(), coarse.w

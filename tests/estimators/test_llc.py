@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from slt_tms.estimators import Calibration, LLCConfig, LLCResult, default_nbeta, estimate_llc, fit_asymptotic
+from slt_tms.samplers import diagnostics as diag
 from slt_tms.theory import ground_truth as gt
 from slt_tms.theory.critical_points import critical_points
 
@@ -492,6 +493,15 @@ def test_coupled_bias_check_matches_the_exact_bias_of_unadjusted_langevin(scaled
         assert res.llc == b["llc_extrapolated"] and abs(res.llc - ula(0.0)) <= K * res.se + abs(rr - ula(0.0))
     else:
         assert res.llc == b["llc_step"] and "too large to extrapolate" in " ".join(res.flags)
+    # the check's coarse chain continues the run at the step: its draws close the trace and follow the
+    # chain's law at eps (at eps a_max = 1 that is 10% away from the law at eps / 2, about 7 of its SE)
+    tail = b["continued_draws"]
+    assert res.num_draws == 4000 + tail and tail == b["coupled_steps"] + max(LLCConfig().num_burnin // 2, 50)
+    x = res.trace.posterior["llc"].values[:, -tail:]
+    se_tail = diag.mcse_mean(x)
+    assert abs(x.mean() - ula(eps)) <= K * se_tail, (x.mean(), ula(eps), se_tail)
+    if flagged:
+        assert abs(x.mean() - ula(eps / 2)) > K * se_tail, (x.mean(), ula(eps / 2), se_tail)
 
 
 def test_sgld_step_search_lands_where_the_exact_bias_is_about_five_percent():
