@@ -18,7 +18,6 @@ import dataclasses
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from slt_tms.estimators.sgld_bias import (
     top_curvature,
     tune_step,
 )
+from slt_tms.estimators.tracks import Group, Track, absorb, draws_needed, llc_draws
 from slt_tms.samplers import (
     HMC,
     MALA,
@@ -55,40 +55,6 @@ from slt_tms.samplers import diagnostics as diag
 from slt_tms.samplers.hmc import leapfrog_steps
 
 __all__ = ["Group", "run_groups"]
-
-
-@dataclass
-class Group:
-    """One estimate of a batched run: its anchor, anchor loss, inverse temperature, seed (and start)."""
-
-    center: Tensor
-    anchor_loss: float
-    nbeta: float
-    seed: int
-    init: Tensor | None = None
-    label: dict[str, Any] = field(default_factory=dict)
-    calibration: Calibration | None = None
-
-
-@dataclass
-class _Track:
-    """What the engine collects for a group while its chains run."""
-
-    chains: list[int]
-    losses: list[np.ndarray] = field(default_factory=list)
-    accepts: list[np.ndarray] = field(default_factory=list)
-    bad: np.ndarray | None = None
-    draws: int = 0
-    grads: int = 0
-    rhat: float = math.nan
-    ess: float = math.nan
-    done: bool = False
-    final_state: Any = None
-    final_eps: Tensor | None = None
-    final_metric: Tensor | None = None
-    calibration_used: dict[str, Any] | None = None
-    step_search: list[dict[str, Any]] | None = None
-    search_start: dict[str, float] | None = None
 
 
 def _kernel(cfg: LLCConfig, batches: BatchSupply, exact_localization: bool = False) -> Any:
@@ -172,7 +138,7 @@ def _rein_in(eps: Tensor, G: int, C: int) -> Tensor:
     return torch.minimum(torch.maximum(eps.reshape(G, C), med / STEP_SPREAD), med * STEP_SPREAD).reshape(-1)
 
 
-def _calibration_of(tr: _Track, kernel: Any, g: Group) -> Calibration | None:
+def _calibration_of(tr: Track, kernel: Any, g: Group) -> Calibration | None:
     """The adapted settings of a finished group, pooled over its chains (exact kernels only)."""
     if not kernel.exact or tr.final_eps is None:
         return None
@@ -243,7 +209,7 @@ def run_groups(
     accept_target = cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name]
     label = f"LLC ({kernel.name}" + (f", {G} estimates)" if G > 1 else ")")
     bar = progress_bar(total=cfg.num_burnin + budget, desc=label, enabled=progress)
-    tracks = [_Track(chains=list(range(i * C, (i + 1) * C))) for i in range(G)]
+    tracks = [Track(chains=list(range(i * C, (i + 1) * C))) for i in range(G)]
     biases: list[dict[str, Any] | None] = []  # the SGLD bias check of each group (None: not run)
     # minibatch traces: L_B(w*) per step for the control variate, looked up from per-row losses at w*
     # where the loss allows it (no forward pass per step)
@@ -374,23 +340,8 @@ def run_groups(
             retire: list[int] = []
             for pos, gi in enumerate(active):
                 tr = tracks[gi]
-                rows = slice(pos * C, (pos + 1) * C)
-                loss = res.records["loss"][rows]
-                if not batches.exact:  # control variate: L_B(w) - L_B(w*) + L_n(w*), unbiased for L_n(w)
-                    loss = loss - res.records["center_loss"][rows] + groups[gi].anchor_loss
-                tr.losses.append(loss)
-                tr.accepts.append(res.records["accept_prob"][rows])
-                tr.draws += steps
+                absorb(tr, groups[gi], res, slice(pos * C, (pos + 1) * C), batches.exact, threshold)
                 tr.grads += res.num_grads
-                llc_block = groups[gi].nbeta * (loss - groups[gi].anchor_loss)
-                block_bad = diag.divergence_flags(llc_block, threshold)
-                tr.bad = block_bad if tr.bad is None else (tr.bad | block_bad)
-                if not tr.bad.all():
-                    x = groups[gi].nbeta * (
-                        np.concatenate(tr.losses, axis=1)[~tr.bad] - groups[gi].anchor_loss
-                    )
-                    xd = x if batches.exact else block_means(x)
-                    tr.rhat, tr.ess = diag.rhat(xd), diag.ess(xd)
                 converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
                 if tr.bad.all() or tr.draws >= budget or (cfg.num_draws is None and converged):
                     idx = torch.arange(pos * C, (pos + 1) * C, device=dev)
@@ -399,7 +350,7 @@ def run_groups(
                     tr.final_metric = None if metric is None else metric[idx]
                     retire.append(pos)
             if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
-                need = [_draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
+                need = [draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
                 if need:
                     block = max(min(max(need), cfg.draws_per_block), min(100, cfg.draws_per_block))
             if retire:
@@ -418,7 +369,9 @@ def run_groups(
             bias = None
             if kernel.name == "sgld" and cfg.bias_check and tr.bad is not None and not tr.bad.all():
                 bar.set_description(label + ": bias check", refresh=False)
-                bias, continued = coupled_bias_check(
+                own = None if all_centers is None else all_centers.select(torch.arange(gi * C, (gi + 1) * C,
+                                                                                          device=dev))
+                bias, continued, coarse = coupled_bias_check(
                     kernel,
                     Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
                     tr.final_state,
@@ -432,16 +385,15 @@ def run_groups(
                     g.nbeta,
                     streams.num_rows,
                     bar=bar,
-                    center_loss=None
-                    if all_centers is None
-                    else all_centers.select(torch.arange(gi * C, (gi + 1) * C, device=dev)),
+                    center_loss=own,
                 )
                 tr.grads += bias["gradients"]  # (minibatches without a per-row table: a forward pass more)
-                # the check's coarse chains continue the chains at their step: their draws join the trace
-                tr.losses.append(continued)
-                tr.accepts.append(np.full_like(continued, np.nan))
-                tr.draws += continued.shape[1]
-                tr.bad = tr.bad | diag.divergence_flags(g.nbeta * (continued - g.anchor_loss), threshold)
+                # the check's coarse chains continue the chains at their step: their draws join the trace;
+                # where the whole trace then falls short of the targets, the chains go on within the budget
+                absorb(tr, g, continued, slice(None), batches.exact, threshold)
+                sampler_end = tr.draws
+                _continue(tr, g, pot, kernel, coarse, batches, cfg, budget, threshold, bar, label, own)
+                bias["draws_after_check"] = tr.draws - sampler_end
             biases.append(bias)
     finally:
         bar.close()
@@ -469,23 +421,65 @@ def run_groups(
     return results
 
 
-def _draws_needed(tr: _Track, cfg: LLCConfig) -> int:
-    """More draws per chain a group needs to reach the target ESS, if ESS grows linearly (+10%); a full
-    block when the ESS is unknown or R-hat is the problem."""
-    if not (math.isfinite(tr.ess) and tr.ess > 0) or tr.ess >= cfg.target_ess:
-        return cfg.draws_per_block
-    return math.ceil(1.1 * tr.draws * (cfg.target_ess / tr.ess - 1.0))
-
-
-def _llc_draws(tr: _Track, g: Group) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):
-        return g.nbeta * (np.concatenate(tr.losses, axis=1) - g.anchor_loss)
+def _continue(
+    tr: Track,
+    g: Group,
+    pot: Any,
+    kernel: Any,
+    state: Any,
+    batches: BatchSupply,
+    cfg: LLCConfig,
+    budget: int,
+    threshold: float,
+    bar: Any,
+    label: str,
+    center_loss: CenterLoss | None,
+) -> None:
+    """More draws of one group's chains from ``state`` (the bias check's coarse chains) at their step, in
+    blocks of what the ESS target still needs, until R-hat and ESS meet their targets or the draws reach
+    ``budget`` (adaptive runs only: a given ``num_draws`` is not extended). Fresh streams from the group's
+    seed."""
+    C = state.w.shape[0]
+    converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
+    if cfg.num_draws is not None or converged or tr.bad is None or tr.bad.all() or tr.draws >= budget:
+        return
+    streams = ChainStreams(
+        spawn_seeds(spawn_seeds(g.seed, 3)[2], C),
+        state.w.shape[1],
+        state.w.dtype,
+        state.w.device,
+        num_rows=None if pot.data is None else pot.data.num_rows,
+        batch_size=batches.batch_size,
+    )
+    target = Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(state.w.device, state.w.dtype))
+    bar.set_description(label + ": more draws", refresh=False)
+    while not converged and tr.draws < budget and not tr.bad.all():
+        steps = min(max(draws_needed(tr, cfg), min(100, cfg.draws_per_block)), cfg.draws_per_block,
+                    budget - tr.draws)
+        bar.total += steps
+        res = run_chains(
+            kernel,
+            target,
+            state,
+            num_steps=steps,
+            streams=streams,
+            batches=batches,
+            step_size=tr.final_eps,
+            metric=tr.final_metric,
+            record=("loss", "accept_prob") if batches.exact else ("loss", "accept_prob", "center_loss"),
+            bar=bar,
+            center_loss=center_loss,
+        )
+        state = res.state
+        absorb(tr, g, res, slice(None), batches.exact, threshold)
+        tr.grads += res.num_grads
+        converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
 
 
 def _result(
     pot: Any,
     g: Group,
-    tr: _Track,
+    tr: Track,
     cfg: LLCConfig,
     kernel: Any,
     batches: BatchSupply,
@@ -508,15 +502,15 @@ def _result(
         )
     loss_kept = np.concatenate(tr.losses, axis=1)
     acc_kept = np.concatenate(tr.accepts, axis=1)
-    llc_draws = _llc_draws(tr, g)
+    draws = llc_draws(tr, g)
     good = ~bad
-    x = llc_draws[good]
+    x = draws[good]
     llc_hat = float(np.mean(x))
     xd = x if batches.exact else block_means(x)
     se, se_mcse, se_chains = diag.standard_error(xd)
     rhat, ess = diag.rhat(xd), diag.ess(xd)
     with np.errstate(invalid="ignore"):
-        per_chain = np.where(good, np.mean(llc_draws, axis=1), np.nan)
+        per_chain = np.where(good, np.mean(draws, axis=1), np.nan)
     frac_below = float(np.mean(loss_kept[good] < g.anchor_loss))
     acceptance = diag.mala_acceptance(acc_kept[good])
     converged = bool(rhat <= cfg.target_rhat and ess >= cfg.target_ess)
@@ -579,7 +573,7 @@ def _result(
         "step_search": tr.step_search,
         "step_search_start": tr.search_start,
     }
-    idata = diag.inference_data({"llc": llc_draws, "loss": loss_kept}, {"accept_prob": acc_kept})
+    idata = diag.inference_data({"llc": draws, "loss": loss_kept}, {"accept_prob": acc_kept})
     return LLCResult(
         llc=llc_hat,
         se=se,

@@ -165,6 +165,8 @@ class LLCResult:
         is ``extrapolation_reliable`` (its ``relative_correction`` :math:`2|D|/\hat\lambda_\epsilon` at
         most 15%). Where it is, ``llc`` and ``se`` ARE the extrapolation and the estimate at the run's step
         is kept as ``llc_step``, ``se_step`` (the trace and ``llc_per_chain`` are the step's draws).
+        ``continued_draws``: the coarse chain's draws, which continue the chains and close the trace;
+        ``draws_after_check``: draws taken after them where the whole trace missed the R-hat/ESS targets.
     asymptotic : AsymptoticFit or None
         The extrapolation :math:`n\beta \to \infty` (with ``ladder``).
     calibration : Calibration or None

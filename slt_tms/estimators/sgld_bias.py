@@ -99,7 +99,7 @@ def coupled_bias_check(
     *,
     bar: Any = None,
     center_loss: CenterLoss | None = None,
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[dict[str, Any], np.ndarray, Any]:
     r"""The SGLD step's bias, measured by a coupled pair of chains at the step and at half the step.
 
     From the final ``state`` of a run (step sizes ``eps`` per chain, ``metric``), a coarse chain (SGLD at
@@ -133,6 +133,8 @@ def coupled_bias_check(
         ``(C, burn + keep)``: the coarse chain's loss per step in the units of the run's trace,
         :math:`L_{B_1}(x_t) - L_{B_1}(w^*) + L_n(w^*)` on minibatches (``anchor_loss`` is
         :math:`L_n(w^*)`), :math:`L_n(x_t)` on the full batch.
+    state
+        The coarse chain's final kernel state (to continue the run from).
     """
     C, d = state.w.shape
     streams = ChainStreams(
@@ -145,7 +147,7 @@ def coupled_bias_check(
     )
     burn, keep = max(cfg.num_burnin // 2, 50), max(draws // 4, 200)
     anchor = torch.full((C,), anchor_loss, dtype=torch.float64, device=state.w.device)
-    loss_c, loss_f, loss_0, _ = _coupled(
+    loss_c, loss_f, loss_0, coarse = _coupled(
         kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor, bar, center_loss, state
     )
     with np.errstate(invalid="ignore", over="ignore"):
@@ -157,7 +159,7 @@ def coupled_bias_check(
     if not ok.any():
         nan = math.nan
         return {**out, "llc_half_step": nan, "se_half_step": nan, "difference": nan,
-                "se_difference": nan}, continued
+                "se_difference": nan}, continued, coarse
     diff = nbeta * (lc[ok] - lf[ok])
     fine_llc = nbeta * (lf[ok] - l0[ok])
     blocks = (lambda x: x) if batches.exact else block_means
@@ -167,7 +169,7 @@ def coupled_bias_check(
         "se_half_step": diag.mcse_mean(blocks(fine_llc)),
         "difference": float(np.mean(diff)),
         "se_difference": diag.mcse_mean(blocks(diff)),
-    }, continued
+    }, continued, coarse
 
 
 def top_curvature(
@@ -287,9 +289,10 @@ def tune_step(
     settled = [False] * len(groups)
     grads = 0
     for _ in range(rounds):
-        lc, lf, l0, w_new = _coupled(
+        lc, lf, l0, coarse = _coupled(
             kernel, target, w, eps, metric, batches, streams, burn, keep, anchor, bar, center_loss
         )
+        w_new = coarse.w
         grads += 3 * (burn + keep)
         finite = torch.isfinite(w_new).all(dim=1)
         w = torch.where(finite.unsqueeze(1), w_new, w)
@@ -327,9 +330,8 @@ def tune_step(
         if not settled[gi] and lo[gi] is not None:
             eps[rows] = lo[gi]
     if not all(settled):  # the chains move on at their final steps before the draws
-        _, _, _, w_new = _coupled(
-            kernel, target, w, eps, metric, batches, streams, burn, 0, anchor, bar, center_loss
-        )
+        moved = _coupled(kernel, target, w, eps, metric, batches, streams, burn, 0, anchor, bar, center_loss)
+        w_new = moved[3].w
         grads += 3 * burn
         w = torch.where(torch.isfinite(w_new).all(dim=1).unsqueeze(1), w_new, w)
     return w, eps, grads, history
@@ -362,7 +364,7 @@ def _coupled(
     bar: Any = None,
     center_loss: CenterLoss | None = None,
     start: Any = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, Tensor]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """Coupled coarse (step ``eps``) and fine (two steps of ``eps / 2``) chains from ``w``: the losses of
     both at the start of each coarse step on its first batch, the control variate :math:`L_{B_1}(w^*)`
     (``anchor`` on the full batch; on minibatches from ``center_loss``, default one built for the
@@ -370,7 +372,8 @@ def _coupled(
     optional) is the coarse chain's state, which it then continues (the Leimkuhler-Matthews integrator's
     last noise draw included), and the losses cover the ``burn`` steps too, ``(C, burn + keep)`` (the
     coarse chain's are draws of a chain in equilibrium; the fine chain's first ``burn`` are not). ``bar``
-    (if given) grows by the ``burn + keep`` coupled steps and advances by one per step."""
+    (if given) grows by the ``burn + keep`` coupled steps and advances by one per step. The last item is
+    the coarse chain's final kernel state."""
     C = w.shape[0]
     steps = burn + keep
     first = 0 if start is not None else burn  # the first step recorded
@@ -401,7 +404,7 @@ def _coupled(
                     loss_0[:, t - first] = center_loss(b1, d1)
             if bar is not None:
                 bar.update(1)
-    return loss_c.cpu().numpy(), loss_f.cpu().numpy(), loss_0.cpu().numpy(), coarse.w
+    return loss_c.cpu().numpy(), loss_f.cpu().numpy(), loss_0.cpu().numpy(), coarse
 
 
 def extrapolate(bias: dict[str, Any], llc: float, se: float) -> dict[str, Any]:

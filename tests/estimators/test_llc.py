@@ -450,6 +450,35 @@ def test_sgld_cost_and_progress_include_the_step_search_and_the_bias_check(monke
     assert any("step search" in t for t in b.descriptions) and any("bias check" in t for t in b.descriptions)
 
 
+@pytest.mark.filterwarnings("ignore:LLC estimate")
+def test_sgld_samples_on_after_the_bias_check_where_its_pooled_draws_miss_the_targets(monkeypatch):
+    """The bias check's coarse chains continue the run and their draws join the trace. Where the whole
+    trace then misses the R-hat/ESS targets, an adaptive run samples on from the coarse chains' state
+    within ``max_draws`` instead of reporting "not converged" with budget left (a 32-row RRR did that at
+    R-hat 1.014); a run with a given ``num_draws`` is not extended. The pooled draws are spoiled here on
+    purpose: a chain-specific offset of up to 3 standard deviations of the trace."""
+    from slt_tms.estimators import engine, sgld_bias
+
+    real = sgld_bias.coupled_bias_check
+
+    def spoiled(*args, **kwargs):
+        bias, continued, state = real(*args, **kwargs)
+        shift = np.linspace(-3.0, 3.0, continued.shape[0])[:, None] * np.std(continued)
+        return bias, continued + shift, state
+
+    monkeypatch.setattr(engine, "coupled_bias_check", spoiled)
+    model, X, Y = _linear_model_and_data(n=1000)
+    res = estimate_llc(model, data=(X, Y), batch_size=100, max_draws=6000, seed=0, progress=False)
+    b = res.bias_check
+    assert b["draws_after_check"] > 0, res.summary()
+    assert res.converged or res.num_draws == 6000, res.summary()
+    x = res.trace.posterior["llc"].values
+    assert x.shape[1] == res.num_draws and np.isfinite(x).all()
+    fixed = estimate_llc(model, data=(X, Y), batch_size=100, num_draws=300, seed=0, progress=False)
+    assert fixed.bias_check["draws_after_check"] == 0
+    assert fixed.num_draws == 300 + fixed.bias_check["continued_draws"], fixed.summary()
+
+
 def _quadratic_under_ula() -> tuple[Any, Callable[[float], float], float]:
     """The regular quadratic U = sum a_i w_i^2 / 2 (d = 3, n = 1e4, default nbeta and localization), the
     exact LLC target f(eps) of the unadjusted Langevin chain at step eps (stationary variances
@@ -682,16 +711,16 @@ def test_block_means_keep_minibatch_noise_from_passing_for_mixing():
 
 
 def test_next_block_is_what_the_ess_target_still_needs():
-    from slt_tms.estimators.engine import _draws_needed, _Track
+    from slt_tms.estimators.tracks import Track, draws_needed
 
     cfg = LLCConfig()
-    tr = _Track(chains=[0, 1, 2, 3])
+    tr = Track(chains=[0, 1, 2, 3])
     tr.draws, tr.ess = 500, cfg.target_ess / 2
-    assert _draws_needed(tr, cfg) == math.ceil(1.1 * 500)
+    assert draws_needed(tr, cfg) == math.ceil(1.1 * 500)
     tr.ess = math.nan
-    assert _draws_needed(tr, cfg) == cfg.draws_per_block
+    assert draws_needed(tr, cfg) == cfg.draws_per_block
     tr.ess = 2 * cfg.target_ess  # R-hat is what holds it back: a full block
-    assert _draws_needed(tr, cfg) == cfg.draws_per_block
+    assert draws_needed(tr, cfg) == cfg.draws_per_block
 
 
 def test_sgld_estimate_is_rerun_at_a_smaller_step_when_the_final_check_finds_the_search_wrong(monkeypatch):

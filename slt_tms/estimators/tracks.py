@@ -1,0 +1,87 @@
+r"""What the LLC engine keeps per estimate ("group") while its chains run: the group's definition, its
+trace so far and its diagnostics, updated block by block."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from slt_tms.estimators.config import LLCConfig
+from slt_tms.estimators.result import Calibration
+from slt_tms.estimators.sgld_bias import block_means
+from slt_tms.samplers import diagnostics as diag
+
+__all__ = ["Group", "Track", "absorb", "draws_needed", "llc_draws"]
+
+
+@dataclass
+class Group:
+    """One estimate of a batched run: its anchor, anchor loss, inverse temperature, seed (and start)."""
+
+    center: Tensor
+    anchor_loss: float
+    nbeta: float
+    seed: int
+    init: Tensor | None = None
+    label: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
+
+
+@dataclass
+class Track:
+    """What the engine collects for a group while its chains run."""
+
+    chains: list[int]
+    losses: list[np.ndarray] = field(default_factory=list)
+    accepts: list[np.ndarray] = field(default_factory=list)
+    bad: np.ndarray | None = None
+    draws: int = 0
+    grads: int = 0
+    rhat: float = math.nan
+    ess: float = math.nan
+    done: bool = False
+    final_state: Any = None
+    final_eps: Tensor | None = None
+    final_metric: Tensor | None = None
+    calibration_used: dict[str, Any] | None = None
+    step_search: list[dict[str, Any]] | None = None
+    search_start: dict[str, float] | None = None
+
+
+def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold: float) -> None:
+    """Append a block of draws to a group's trace (``block``: a :func:`run_chains` result, whose
+    ``rows`` are the group's chains, or the losses ``(C, steps)`` themselves, already in the trace's
+    units) and update its divergence flags, R-hat and ESS (on 20-draw block means unless ``exact``)."""
+    if isinstance(block, np.ndarray):
+        loss, accept = block, np.full_like(block, np.nan)
+    else:
+        loss, accept = block.records["loss"][rows], block.records["accept_prob"][rows]
+        if not exact:  # control variate: L_B(w) - L_B(w*) + L_n(w*), unbiased for L_n(w)
+            loss = loss - block.records["center_loss"][rows] + g.anchor_loss
+    tr.losses.append(loss)
+    tr.accepts.append(accept)
+    tr.draws += loss.shape[1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        block_bad = diag.divergence_flags(g.nbeta * (loss - g.anchor_loss), threshold)
+    tr.bad = block_bad if tr.bad is None else (tr.bad | block_bad)
+    if not tr.bad.all():
+        x = llc_draws(tr, g)[~tr.bad]
+        xd = x if exact else block_means(x)
+        tr.rhat, tr.ess = diag.rhat(xd), diag.ess(xd)
+
+
+def draws_needed(tr: Track, cfg: LLCConfig) -> int:
+    """More draws per chain a group needs to reach the target ESS, if ESS grows linearly (+10%); a full
+    block when the ESS is unknown or R-hat is the problem."""
+    if not (math.isfinite(tr.ess) and tr.ess > 0) or tr.ess >= cfg.target_ess:
+        return cfg.draws_per_block
+    return math.ceil(1.1 * tr.draws * (cfg.target_ess / tr.ess - 1.0))
+
+
+def llc_draws(tr: Track, g: Group) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return g.nbeta * (np.concatenate(tr.losses, axis=1) - g.anchor_loss)
