@@ -323,26 +323,14 @@ def run_groups(
         while active:
             steps = min(block, budget - tracks[active[0]].draws)
             block = cfg.num_draws if cfg.num_draws is not None else cfg.draws_per_block
-            res = run_chains(
-                kernel,
-                target,
-                state,
-                num_steps=steps,
-                streams=streams,
-                batches=batches,
-                step_size=eps,
-                metric=metric,
-                record=("loss", "accept_prob") if batches.exact else ("loss", "accept_prob", "center_loss"),
-                bar=bar,
-                center_loss=centers_now,
-            )
+            res = _draws(kernel, target, state, steps, streams, batches, eps, metric, bar, centers_now)
             state = res.state
             retire: list[int] = []
             for pos, gi in enumerate(active):
                 tr = tracks[gi]
                 absorb(tr, groups[gi], res, slice(pos * C, (pos + 1) * C), batches.exact, threshold)
                 tr.grads += res.num_grads
-                converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
+                converged = tr.met(cfg)
                 if tr.bad.all() or tr.draws >= budget or (cfg.num_draws is None and converged):
                     idx = torch.arange(pos * C, (pos + 1) * C, device=dev)
                     tr.final_state = select_state(state, idx)
@@ -421,6 +409,35 @@ def run_groups(
     return results
 
 
+def _draws(
+    kernel: Any,
+    target: Tempered,
+    state: Any,
+    steps: int,
+    streams: ChainStreams,
+    batches: BatchSupply,
+    eps: Tensor,
+    metric: Tensor | None,
+    bar: Any,
+    center_loss: CenterLoss | None,
+) -> Any:
+    """``steps`` recorded draws of every chain (the loss, the acceptance diagnostic and, on minibatches,
+    the loss at the anchor on the same rows)."""
+    return run_chains(
+        kernel,
+        target,
+        state,
+        num_steps=steps,
+        streams=streams,
+        batches=batches,
+        step_size=eps,
+        metric=metric,
+        record=("loss", "accept_prob") if batches.exact else ("loss", "accept_prob", "center_loss"),
+        bar=bar,
+        center_loss=center_loss,
+    )
+
+
 def _continue(
     tr: Track,
     g: Group,
@@ -440,7 +457,7 @@ def _continue(
     ``budget`` (adaptive runs only: a given ``num_draws`` is not extended). Fresh streams from the group's
     seed."""
     C = state.w.shape[0]
-    converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
+    converged = tr.met(cfg)
     if cfg.num_draws is not None or converged or tr.bad is None or tr.bad.all() or tr.draws >= budget:
         return
     streams = ChainStreams(
@@ -457,23 +474,12 @@ def _continue(
         steps = min(max(draws_needed(tr, cfg), min(100, cfg.draws_per_block)), cfg.draws_per_block,
                     budget - tr.draws)
         bar.total += steps
-        res = run_chains(
-            kernel,
-            target,
-            state,
-            num_steps=steps,
-            streams=streams,
-            batches=batches,
-            step_size=tr.final_eps,
-            metric=tr.final_metric,
-            record=("loss", "accept_prob") if batches.exact else ("loss", "accept_prob", "center_loss"),
-            bar=bar,
-            center_loss=center_loss,
-        )
+        res = _draws(kernel, target, state, steps, streams, batches, tr.final_eps, tr.final_metric, bar,
+                     center_loss)
         state = res.state
         absorb(tr, g, res, slice(None), batches.exact, threshold)
         tr.grads += res.num_grads
-        converged = tr.rhat <= cfg.target_rhat and tr.ess >= cfg.target_ess
+        converged = tr.met(cfg)
 
 
 def _result(

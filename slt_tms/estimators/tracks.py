@@ -51,6 +51,10 @@ class Track:
     step_search: list[dict[str, Any]] | None = None
     search_start: dict[str, float] | None = None
 
+    def met(self, cfg: LLCConfig) -> bool:
+        """Whether the trace so far meets the R-hat and ESS targets."""
+        return bool(self.rhat <= cfg.target_rhat and self.ess >= cfg.target_ess)
+
 
 def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold: float) -> None:
     """Append a block of draws to a group's trace (``block``: a :func:`run_chains` result, whose
