@@ -468,15 +468,17 @@ def test_sgld_samples_on_after_the_bias_check_where_its_pooled_draws_miss_the_ta
 
     monkeypatch.setattr(engine, "coupled_bias_check", spoiled)
     model, X, Y = _linear_model_and_data(n=1000)
-    res = estimate_llc(model, data=(X, Y), batch_size=100, max_draws=6000, seed=0, progress=False)
+    res = estimate_llc(model, data=(X, Y), batch_size=100, num_burnin=100, target_ess=100, max_draws=2000,
+                       seed=0, progress=False)
     b = res.bias_check
     assert b["draws_after_check"] > 0, res.summary()
-    assert res.converged or res.num_draws == 6000, res.summary()
+    assert res.converged or res.num_draws == 2000, res.summary()
     x = res.trace.posterior["llc"].values
     assert x.shape[1] == res.num_draws and np.isfinite(x).all()
-    fixed = estimate_llc(model, data=(X, Y), batch_size=100, num_draws=300, seed=0, progress=False)
+    fixed = estimate_llc(model, data=(X, Y), batch_size=100, num_burnin=100, num_draws=200, seed=0,
+                         progress=False)
     assert fixed.bias_check["draws_after_check"] == 0
-    assert fixed.num_draws == 300 + fixed.bias_check["continued_draws"], fixed.summary()
+    assert fixed.num_draws == 200 + fixed.bias_check["continued_draws"], fixed.summary()
 
 
 def _quadratic_under_ula() -> tuple[Any, Callable[[float], float], float]:
