@@ -37,7 +37,7 @@ from slt_tms.estimators.sgld_bias import (
     top_curvature,
     tune_step,
 )
-from slt_tms.estimators.tracks import Group, Track, absorb, draws_needed, llc_draws
+from slt_tms.estimators.tracks import Group, Track, absorb, draws_needed, llc_draws, next_block
 from slt_tms.samplers import (
     HMC,
     MALA,
@@ -340,7 +340,7 @@ def run_groups(
             if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
                 need = [draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
                 if need:
-                    block = max(min(max(need), cfg.draws_per_block), min(100, cfg.draws_per_block))
+                    block = next_block(max(need), cfg)
             if retire:
                 keep = [pos for pos in range(len(active)) if pos not in retire]
                 active = [active[pos] for pos in keep]
@@ -359,9 +359,10 @@ def run_groups(
                 bar.set_description(label + ": bias check", refresh=False)
                 own = None if all_centers is None else all_centers.select(torch.arange(gi * C, (gi + 1) * C,
                                                                                           device=dev))
+                own_target = Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt))
                 bias, continued, coarse = coupled_bias_check(
                     kernel,
-                    Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(dev, dt)),
+                    own_target,
                     tr.final_state,
                     tr.final_eps,
                     tr.final_metric,
@@ -380,7 +381,8 @@ def run_groups(
                 # where the whole trace then falls short of the targets, the chains go on within the budget
                 absorb(tr, g, continued, slice(None), batches.exact, threshold)
                 sampler_end = tr.draws
-                _continue(tr, g, pot, kernel, coarse, batches, cfg, budget, threshold, bar, label, own)
+                _continue(tr, g, own_target, kernel, coarse, batches, streams.num_rows, cfg, budget,
+                          threshold, bar, label, own)
                 bias["draws_after_check"] = tr.draws - sampler_end
             biases.append(bias)
     finally:
@@ -441,10 +443,11 @@ def _draws(
 def _continue(
     tr: Track,
     g: Group,
-    pot: Any,
+    target: Tempered,
     kernel: Any,
     state: Any,
     batches: BatchSupply,
+    num_rows: int | None,
     cfg: LLCConfig,
     budget: int,
     threshold: float,
@@ -452,10 +455,10 @@ def _continue(
     label: str,
     center_loss: CenterLoss | None,
 ) -> None:
-    """More draws of one group's chains from ``state`` (the bias check's coarse chains) at their step, in
-    blocks of what the ESS target still needs, until R-hat and ESS meet their targets or the draws reach
-    ``budget`` (adaptive runs only: a given ``num_draws`` is not extended). Fresh streams from the group's
-    seed."""
+    """More draws of one group's chains (``target``) from ``state`` (the bias check's coarse chains) at
+    their step, in blocks of what the ESS target still needs, until R-hat and ESS meet their targets or the
+    draws reach ``budget`` (adaptive runs only: a given ``num_draws`` is not extended). Fresh streams from
+    the group's seed."""
     C = state.w.shape[0]
     converged = tr.met(cfg)
     if cfg.num_draws is not None or converged or tr.bad is None or tr.bad.all() or tr.draws >= budget:
@@ -465,14 +468,12 @@ def _continue(
         state.w.shape[1],
         state.w.dtype,
         state.w.device,
-        num_rows=None if pot.data is None else pot.data.num_rows,
+        num_rows=num_rows,
         batch_size=batches.batch_size,
     )
-    target = Tempered(pot, g.nbeta, float(cfg.localization), g.center.to(state.w.device, state.w.dtype))
     bar.set_description(label + ": more draws", refresh=False)
     while not converged and tr.draws < budget and not tr.bad.all():
-        steps = min(max(draws_needed(tr, cfg), min(100, cfg.draws_per_block)), cfg.draws_per_block,
-                    budget - tr.draws)
+        steps = min(next_block(draws_needed(tr, cfg), cfg), budget - tr.draws)
         bar.total += steps
         res = _draws(kernel, target, state, steps, streams, batches, tr.final_eps, tr.final_metric, bar,
                      center_loss)

@@ -15,7 +15,7 @@ from slt_tms.estimators.result import Calibration
 from slt_tms.estimators.sgld_bias import block_means
 from slt_tms.samplers import diagnostics as diag
 
-__all__ = ["Group", "Track", "absorb", "draws_needed", "llc_draws"]
+__all__ = ["Group", "Track", "absorb", "draws_needed", "llc_draws", "next_block"]
 
 
 @dataclass
@@ -43,7 +43,6 @@ class Track:
     grads: int = 0
     rhat: float = math.nan
     ess: float = math.nan
-    done: bool = False
     final_state: Any = None
     final_eps: Tensor | None = None
     final_metric: Tensor | None = None
@@ -89,3 +88,9 @@ def draws_needed(tr: Track, cfg: LLCConfig) -> int:
 def llc_draws(tr: Track, g: Group) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         return g.nbeta * (np.concatenate(tr.losses, axis=1) - g.anchor_loss)
+
+
+def next_block(need: int, cfg: LLCConfig) -> int:
+    """Draws per chain of the next block: what is still needed, at least ``min(100, draws_per_block)`` and
+    at most ``draws_per_block``."""
+    return max(min(need, cfg.draws_per_block), min(100, cfg.draws_per_block))
