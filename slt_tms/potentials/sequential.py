@@ -111,6 +111,18 @@ def _linear(h: Tensor, get: Callable[[str], Tensor | None], name: str) -> Tensor
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
 
 
+def _chain_rows(rows: Any, C: int) -> tuple[Tensor, Tensor, bool]:
+    """The inputs and targets of rows ``(X, Y[, s])`` for ``C`` chains, ``(C, m, ...)`` each (shared rows,
+    ``X`` of shape ``(m, p)``, expanded without a copy; per-chain rows carry the chain axis already; without
+    ``Y`` the inputs are the targets), and whether the rows are shared."""
+    x = rows[0]
+    y = rows[1] if len(rows) > 1 else rows[0]
+    shared = x.ndim == 2
+    if shared:
+        x, y = x.unsqueeze(0).expand(C, *x.shape), y.unsqueeze(0).expand(C, *y.shape)
+    return x, y, shared
+
+
 def mlp_batched(
     layers: list[tuple[str, nn.Module]],
     chosen: Sequence[str],
@@ -157,18 +169,13 @@ def mlp_batched(
     def batched(w: Tensor, rows: Any) -> Tensor:
         C = w.shape[0]
         get = _chain_params(w, chosen, shapes, frozen)
-        x = rows[0]
-        y = rows[1] if len(rows) > 1 else rows[0]
-        shared = x.ndim == 2  # (m, p); per-chain rows carry a leading chain axis, (C, m, p)
-        h = x.unsqueeze(0).expand(C, *x.shape) if shared else x
+        h, y, _ = _chain_rows(rows, C)
         for name, m in layers:
             if type(m) is nn.Linear:
                 h = _linear(h, get, name)
             else:
                 h = m(h)
         rows_m = h.shape[1]
-        if shared:
-            y = y.unsqueeze(0).expand(C, *y.shape)
         if loss == "mse":
             ell = (h - y).square().reshape(C, rows_m, -1).mean(-1)
         else:  # labels (C, m) or class probabilities (C, m, k)
@@ -248,10 +255,7 @@ def mlp_value_and_grad(
         C = w.shape[0]
         get = _chain_params(w, chosen, shapes, frozen)
         with torch.no_grad():
-            x = rows[0]
-            y = rows[1] if len(rows) > 1 else rows[0]
-            shared = x.ndim == 2
-            h = x.unsqueeze(0).expand(C, *x.shape) if shared else x
+            h, y, shared = _chain_rows(rows, C)
             kept: list[Tensor] = []  # per layer: the input of a Linear, the output of an activation
             for name, m in layers:
                 if type(m) is nn.Linear:
@@ -264,8 +268,6 @@ def mlp_value_and_grad(
                     h = _FORWARD[type(m)](h)
                     kept.append(h)
             m_rows, k = h.shape[1], h.shape[-1]
-            if shared:
-                y = y.unsqueeze(0).expand(C, *y.shape)
             if loss == "mse":
                 r = h - y.reshape(h.shape)
                 ell = r.square().mean(-1)
