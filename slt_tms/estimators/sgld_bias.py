@@ -39,8 +39,9 @@ from slt_tms.estimators.config import LLCConfig
 from slt_tms.samplers import BatchSupply, CenterLoss, ChainStreams, Draws, Tempered
 from slt_tms.samplers import diagnostics as diag
 
-__all__ = ["CURVATURE_ITERS", "EXTRAPOLATION_LIMIT", "MAX_RAISE", "NOISY_BLOCK", "STEP_TARGET", "bias_flag",
-           "block_means", "coupled_bias_check", "extrapolate", "top_curvature", "tune_step"]
+__all__ = ["CURVATURE_ITERS", "EXTRAPOLATION_LIMIT", "MAX_RAISE", "NOISY_BLOCK", "STEP_TARGET",
+           "TRUSTED_READING", "bias_flag", "block_means", "coupled_bias_check", "extrapolate",
+           "top_curvature", "tune_step"]
 
 #: Draws per block mean when the trace comes from minibatches (SGLD on minibatches or a DataLoader).
 NOISY_BLOCK = 20
@@ -54,6 +55,10 @@ CURVATURE_ITERS = 12
 
 #: :func:`tune_step` raises a step by at most this factor per round.
 MAX_RAISE = 16.0
+
+#: :func:`tune_step` lowers a step once, without measuring it again, where the correction read is too large
+#: by at most this factor (the bias falls at least linearly with the step).
+TRUSTED_READING = 4.0
 
 #: :func:`tune_step` aims the step at a Richardson correction 2|D| of this fraction of the estimate: a
 #: third of :data:`EXTRAPOLATION_LIMIT`, well inside the range where the bias is linear in the step.
@@ -97,6 +102,7 @@ def coupled_bias_check(
     nbeta: float,
     num_rows: int | None,
     *,
+    ess: float = math.nan,
     bar: Any = None,
     center_loss: CenterLoss | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, Any]:
@@ -112,8 +118,12 @@ def coupled_bias_check(
     or minibatch noise, and its mean estimates :math:`\mathrm{bias}(\epsilon) - \mathrm{bias}(\epsilon/2)`
     with a far smaller standard error than two independent runs would give (measured: docs, Estimators).
     A bias of order :math:`\epsilon^p` (:math:`p \ge 1`) is between this difference and twice it.
-    Fresh streams derived from ``seed``; ``max(num_burnin // 2, 50)`` coupled steps are discarded,
-    ``max(draws // 4, 200)`` are kept (three gradients each, recorded as ``gradients``). ``bar`` (a
+    Fresh streams derived from ``seed``; ``max(num_burnin // 2, 50)`` coupled steps are discarded, or
+    where the run's ``ess`` (over its ``C`` chains and ``draws`` draws each) is given, two of its
+    autocorrelation times, :math:`2 C \cdot draws / ESS`, if that is less (at least 50), and
+    ``max(draws // 4, 200)`` are kept (three gradients each, recorded as ``gradients``). The fine chain
+    starts at the coarse chain's point, and :math:`D_t` rises from 0 to its stationary value within about
+    one autocorrelation time (measured on the 94k-parameter MLP: 25-50 steps where it is 51). ``bar`` (a
     progress bar, optional) grows by the coupled steps and advances with them.
 
     The coarse chain continues the run's chains from ``state`` at the same step (its noise
@@ -127,7 +137,8 @@ def coupled_bias_check(
     dict
         ``method`` ("coupled"), ``llc_half_step`` and ``se_half_step`` (the fine chain's estimate),
         ``difference`` and ``se_difference`` (:math:`D`), ``half_step_draws``, ``coupled_steps``,
-        ``continued_draws`` (the coarse chain's draws per chain, burn-in included) and ``gradients``
+        ``fine_burn_in`` (the discarded coupled steps), ``continued_draws`` (the coarse chain's draws per
+        chain, burn-in included) and ``gradients``
         (gradient evaluations per chain the check spent).
     numpy.ndarray
         ``(C, burn + keep)``: the coarse chain's loss per step in the units of the run's trace,
@@ -146,6 +157,8 @@ def coupled_bias_check(
         batch_size=batches.batch_size,
     )
     burn, keep = max(cfg.num_burnin // 2, 50), max(draws // 4, 200)
+    if math.isfinite(ess) and ess > 0:  # two autocorrelation times of the run's trace, C draws / ESS each
+        burn = min(burn, max(math.ceil(2 * C * draws / ess), 50))
     anchor = torch.full((C,), anchor_loss, dtype=torch.float64, device=state.w.device)
     loss_c, loss_f, loss_0, coarse = _coupled(
         kernel, target, state.w, eps, metric, batches, streams, burn, keep, anchor, bar, center_loss, state
@@ -153,7 +166,8 @@ def coupled_bias_check(
     with np.errstate(invalid="ignore", over="ignore"):
         continued = loss_c - loss_0 + anchor_loss
     out: dict[str, Any] = {"method": "coupled", "half_step_draws": 2 * keep, "coupled_steps": keep,
-                           "continued_draws": burn + keep, "gradients": 3 * (burn + keep)}
+                           "fine_burn_in": burn, "continued_draws": burn + keep,
+                           "gradients": 3 * (burn + keep)}
     lc, lf, l0 = loss_c[:, burn:], loss_f[:, burn:], loss_0[:, burn:]
     ok = np.all(np.isfinite(lc) & np.isfinite(lf), axis=1)
     if not ok.any():
@@ -249,7 +263,12 @@ def tune_step(
     until the factor is within :math:`[2/3, 3/2]` (the estimate's step is then settled). Once a step too large
     and one too small have been measured, the next is their geometric mean (:math:`r` is noisy where chains
     wander between basins). Out of rounds, an estimate keeps the largest step measured with :math:`r < r^*`
-    and its chains take ``burn`` more coupled steps at it. A chain below :math:`L(w^*)` on average, or one
+    and its chains take ``burn`` more steps at it. A reading of :math:`r` too large by a factor of at most
+    :data:`TRUSTED_READING` (:math:`1.5\,r^* < r \le 4 r^*`; the first readings on the MLP above were
+    0.13-0.15 from :math:`1/a_{\max}`), before any step was measured too small, is trusted: the bias falls
+    at least linearly with the step, so the step is lowered by the factor and not measured again
+    (:func:`coupled_bias_check` measures it after the draws), and the chains take ``burn`` steps at it.
+    A chain below :math:`L(w^*)` on average, or one
     whose coarse chain left the finite numbers (it restarts from its last point), counts as a step too large.
     While the chains' :math:`\hat\lambda` still grows within a round (they have not spread to where the bias
     acts, e.g. under a weak localization) the step is not raised.
@@ -287,6 +306,7 @@ def tune_step(
     lo: list[float | None] = [None] * len(groups)  # largest step measured with a small enough bias
     hi: list[float | None] = [None] * len(groups)  # smallest step measured with too large a bias
     settled = [False] * len(groups)
+    lowered = [False] * len(groups)  # settled at a step lowered from a measured one (not measured itself)
     grads = 0
     for _ in range(rounds):
         lc, lf, l0, coarse = _coupled(
@@ -316,6 +336,13 @@ def tune_step(
             if 2 / 3 <= factor <= 1.5:
                 settled[gi] = True
                 continue
+            if lo[gi] is None and not drifting and r <= TRUSTED_READING * STEP_TARGET and factor < 1:
+                # a correction too large, by a factor of at most 4: the bias falls at least
+                # linearly with the step (minibatch noise: first order; the integrator: second), so the
+                # lowered step's correction is at most the target, and the final check measures it
+                eps[rows] = step * factor
+                settled[gi] = lowered[gi] = True
+                continue
             if factor > 1:
                 lo[gi] = step if lo[gi] is None else max(lo[gi], step)
             else:
@@ -329,11 +356,20 @@ def tune_step(
     for gi, rows in enumerate(groups):  # out of rounds: the largest step measured small enough
         if not settled[gi] and lo[gi] is not None:
             eps[rows] = lo[gi]
-    if not all(settled):  # the chains move on at their final steps before the draws
-        moved = _coupled(kernel, target, w, eps, metric, batches, streams, burn, 0, anchor, bar, center_loss)
-        w_new = moved[3].w
-        grads += 3 * burn
-        w = torch.where(torch.isfinite(w_new).all(dim=1).unsqueeze(1), w_new, w)
+    if not all(settled) or any(lowered):  # the chains move on at their final steps before the draws
+        quiet = dataclasses.replace(kernel, diagnose=False)
+        state = quiet.init(w, target, None)
+        if bar is not None:
+            bar.total += burn
+        with torch.no_grad():
+            for _ in range(burn):
+                draws = streams.next()
+                state, _ = quiet.step(state, target, eps, batches(draws), draws, metric,
+                                      same_batch=batches.exact)
+                if bar is not None:
+                    bar.update(1)
+        grads += burn
+        w = torch.where(torch.isfinite(state.w).all(dim=1).unsqueeze(1), state.w, w)
     return w, eps, grads, history
 
 

@@ -380,14 +380,16 @@ def test_sgld_bias_check_detects_a_step_that_is_too_large():
 
 def test_coupled_bias_check_brackets_the_minibatch_bias_of_the_full_batch_reference():
     """The bias the coupled check reports (between its difference and twice it) contains the actual
-    deviation of a default minibatch estimate from the full-batch HMC estimate (an exact kernel, run
+    deviation of a minibatch estimate from the full-batch HMC estimate (an exact kernel, run
     independently), within their standard errors; the independent half-step run this check replaced saw
-    this +6% bias at only 2.3 SE."""
+    this +6% bias at only 2.3 SE. The step is 4e-3, where an earlier default search settled (a 7%
+    correction); the search's own step varies with its rounds' noisy readings (2-4e-3, 2-7%), and this
+    test is about the check, so it fixes the step where the bias is measurable."""
     model, X, Y = _linear_model_and_data()
     full = _default(model, data=(X, Y))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        mb = estimate_llc(model, data=(X, Y), batch_size=200, progress=False)
+        mb = estimate_llc(model, data=(X, Y), batch_size=200, step_size=4e-3, progress=False)
     b = mb.bias_check
     assert b["method"] == "coupled" and b["difference"] > 3 * b["se_difference"], mb.summary()
     tol = K * math.sqrt(b["se_step"] ** 2 + full.se**2 + (2 * b["se_difference"]) ** 2)
@@ -527,7 +529,8 @@ def test_coupled_bias_check_matches_the_exact_bias_of_unadjusted_langevin(scaled
     # the check's coarse chain continues the run at the step: its draws close the trace and follow the
     # chain's law at eps (at eps a_max = 1 that is 10% away from the law at eps / 2, about 7 of its SE)
     tail = b["continued_draws"]
-    assert res.num_draws == 4000 + tail and tail == b["coupled_steps"] + max(LLCConfig().num_burnin // 2, 50)
+    assert res.num_draws == 4000 + tail and tail == b["coupled_steps"] + b["fine_burn_in"]
+    assert 50 <= b["fine_burn_in"] <= LLCConfig().num_burnin // 2  # two autocorrelation times, clipped
     x = res.trace.posterior["llc"].values[:, -tail:]
     se_tail = diag.mcse_mean(x)
     assert abs(x.mean() - ula(eps)) <= K * se_tail, (x.mean(), ula(eps), se_tail)
