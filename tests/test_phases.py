@@ -659,3 +659,29 @@ def test_one_hot_sums_count_exactly_over_many_groups_in_float32():
             mus = mu[kk[m], rows][feat[kk[m], rows] == i]
             want = (mus[None, :] < t[m, i, :, None]).sum(-1)
             assert torch.equal(counts[m, i].long(), want), (m, i)
+
+
+def test_occupancy_labels_of_close_switches_do_not_overlap():
+    """Three observed switches within n = 45-70 (as at c = 6) on a 10-10 000 axis: their labels are drawn
+    on staggered levels, and no two of their rendered boxes intersect (they did at one level)."""
+    from types import SimpleNamespace
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from slt_tms.analysis.switch import SwitchPoint
+
+    grid = [10, 30, 100, 300, 1000, 3000, 10000]
+    share = np.linspace(0.0, 1.0, len(grid))
+    occ = SimpleNamespace(n_grid=grid, proportions=np.stack([1 - share, share], axis=1),
+                          phase_names=["5", "6"], c=6)
+    switches = [SwitchPoint(a, b, n, "inside", (0.9 * n, 1.1 * n), 1.0, 100)
+                for a, b, n in [("5", "6", 45.0), ("4", "5", 55.0), ("4+", "5", 70.0), ("6", "7", 3000.0)]]
+    fig = plot_occupancy(occ, switches=switches)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    labels = [t for ax in fig.axes for t in ax.texts if t.get_text().startswith("observed")]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert len(boxes) == 4
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not boxes[i].overlaps(boxes[j]), (i, j, boxes[i], boxes[j])

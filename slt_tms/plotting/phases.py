@@ -2,6 +2,7 @@ r"""Figures of the Bayesian phases: local free energies with their crossovers, p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,18 +120,27 @@ def plot_occupancy(
             grid, prop[:, i], marker="o", color=phase_color(nm), label=nm,
             ls="--" if nm == UNCLASSIFIED else "-",
         )
-    for sw in switches:
-        if sw.n_switch is not None:
-            lo, hi = sw.interval if sw.interval else (sw.n_switch, sw.n_switch)
-            ax1.errorbar(
-                [sw.n_switch],
-                [0.5],
-                xerr=[[sw.n_switch - lo], [hi - sw.n_switch]],
-                fmt="s",
-                color="k",
-                capsize=3,
-            )
-            ax1.text(sw.n_switch, 0.53, f"observed {sw.low_n}→{sw.high_n}", fontsize=7, ha="center")
+    # switches close on the log axis (5->6, 4->5 and 4+->5 within n = 40-80 at c = 6) get their labels on
+    # staggered levels: a label spans about a sixth of the axis
+    placed = sorted((sw for sw in switches if sw.n_switch is not None), key=lambda sw: sw.n_switch)
+    span = math.log10(grid.max() / grid.min()) if grid.size and grid.min() > 0 else 1.0
+    levels: list[tuple[float, int]] = []  # (log10 n, level) of the labels placed so far
+    for sw in placed:
+        x = math.log10(sw.n_switch)
+        taken = {lv for xp, lv in levels if abs(x - xp) < max(span, 1e-9) / 6}
+        level = min(set(range(len(levels) + 1)) - taken)
+        levels.append((x, level))
+        lo, hi = sw.interval if sw.interval else (sw.n_switch, sw.n_switch)
+        ax1.errorbar(
+            [sw.n_switch],
+            [0.5],
+            xerr=[[sw.n_switch - lo], [hi - sw.n_switch]],
+            fmt="s",
+            color="k",
+            capsize=3,
+        )
+        ax1.text(sw.n_switch, 0.53 + 0.08 * level, f"observed {sw.low_n}→{sw.high_n}", fontsize=7,
+                 ha="center")
     ax1.set_xscale("log")
     ax1.set_ylim(0, 1.1)
     ax1.set_xlabel("sample size n")
