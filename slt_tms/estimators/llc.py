@@ -27,7 +27,8 @@ Algorithm
 2. Warmup (``num_burnin`` transitions, discarded): a first step size from a doubling/halving search,
    then per-chain dual averaging towards a moderate acceptance (effective samples per gradient, not
    acceptance, is what matters) and a diagonal metric estimated in windows (MALA/HMC) or an RMSProp
-   preconditioner (SGLD, frozen afterwards).
+   preconditioner (SGLD, frozen afterwards). A minibatch SGLD run whose step the bias search sets warms
+   up at :math:`1/a_{\max}` instead (the largest curvature at :math:`w^*`), without adaptation.
 3. Sampling in blocks (the first of ``draws_per_block`` draws, then what the ESS target still needs if
    the ESS grows linearly, +10%); after each block split R-hat and bulk ESS of the :math:`\hat\lambda`
    trace (ArviZ); stop when R-hat :math:`\le 1.01` and ESS :math:`\ge 400` or at the budget
