@@ -139,8 +139,11 @@ def plot_occupancy(
             color="k",
             capsize=3,
         )
+        if level:  # a leader from the label down to its marker
+            ax1.plot([sw.n_switch, sw.n_switch], [0.52, 0.52 + 0.08 * level], color="k", lw=0.5, ls=":",
+                     zorder=1)
         ax1.text(sw.n_switch, 0.53 + 0.08 * level, f"observed {sw.low_n}→{sw.high_n}", fontsize=7,
-                 ha="center")
+                 ha="center", zorder=4, bbox={"fc": "white", "ec": "none", "pad": 0.5, "alpha": 0.85})
     ax1.set_xscale("log")
     ax1.set_ylim(0, 1.1)
     ax1.set_xlabel("sample size n")
