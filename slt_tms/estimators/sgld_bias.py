@@ -36,7 +36,7 @@ from torch import Tensor
 
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import LLCConfig
-from slt_tms.samplers import BatchSupply, CenterLoss, ChainStreams, Draws, Tempered
+from slt_tms.samplers import BatchSupply, CenterLoss, ChainStreams, Draws, Tempered, run_chains
 from slt_tms.samplers import diagnostics as diag
 
 __all__ = ["CURVATURE_ITERS", "EXTRAPOLATION_LIMIT", "MAX_RAISE", "NOISY_BLOCK", "STEP_TARGET",
@@ -268,10 +268,10 @@ def tune_step(
     0.13-0.15 from :math:`1/a_{\max}`), before any step was measured too small, is trusted: the bias falls
     at least linearly with the step, so the step is lowered by the factor and not measured again
     (:func:`coupled_bias_check` measures it after the draws), and the chains take ``burn`` steps at it.
-    A chain below :math:`L(w^*)` on average, or one
-    whose coarse chain left the finite numbers (it restarts from its last point), counts as a step too large.
-    While the chains' :math:`\hat\lambda` still grows within a round (they have not spread to where the bias
-    acts, e.g. under a weak localization) the step is not raised.
+    A chain below :math:`L(w^*)` on average, or one whose coarse chain left the finite numbers (it restarts
+    from its last point), counts as a step too large. While the chains' :math:`\hat\lambda` still grows
+    within a round (they have not spread to where the bias acts, e.g. under a weak localization) the step
+    is not raised.
 
     Parameters
     ----------
@@ -358,18 +358,12 @@ def tune_step(
             eps[rows] = lo[gi]
     if not all(settled) or any(lowered):  # the chains move on at their final steps before the draws
         quiet = dataclasses.replace(kernel, diagnose=False)
-        state = quiet.init(w, target, None)
         if bar is not None:
             bar.total += burn
-        with torch.no_grad():
-            for _ in range(burn):
-                draws = streams.next()
-                state, _ = quiet.step(state, target, eps, batches(draws), draws, metric,
-                                      same_batch=batches.exact)
-                if bar is not None:
-                    bar.update(1)
-        grads += burn
-        w = torch.where(torch.isfinite(state.w).all(dim=1).unsqueeze(1), state.w, w)
+        moved = run_chains(quiet, target, quiet.init(w, target, None), num_steps=burn, streams=streams,
+                           batches=batches, step_size=eps, metric=metric, record=(), bar=bar)
+        grads += moved.num_grads
+        w = torch.where(torch.isfinite(moved.state.w).all(dim=1).unsqueeze(1), moved.state.w, w)
     return w, eps, grads, history
 
 
