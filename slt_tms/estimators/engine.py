@@ -313,15 +313,16 @@ def run_groups(
             anchors = torch.tensor([g.anchor_loss for g in groups], dtype=torch.float64, device=dev)
             bar.set_description(label + ": step search", refresh=False)
             if not batches.exact and metric is None and not (reused and not full_warmup):
-                # the warmup's step reads the Euler acceptance, which falls with the dimension (a step of
-                # 2e-6 on a 94k-parameter MLP); the search starts no lower than a quarter of the stable
-                # step, 1 / a_max, per estimate (the median of its chains)
+                # per estimate (the median of its chains) 1 / a_max, a quarter of the stable step: after a
+                # warmup at 1/a_max measured at w* (plain), the search starts at it measured now that the
+                # chains have spread; after a warmup that adapted the step to the Euler acceptance (which
+                # falls with the dimension: 2e-6 on a 94k-parameter MLP), no lower than it
                 a_max = top_curvature(target, state.w, batches, streams)
                 for i in range(G):
                     rows = slice(i * C, (i + 1) * C)
                     tracks[i].search_start = {"top_curvature": float(a_max[rows].median()),
                                               "warmup_step": float(eps[rows].median())}
-                eps = _curvature_step(a_max, eps, G, C, floor=not plain)  # (the chains have spread since)
+                eps = _curvature_step(a_max, eps, G, C, floor=not plain)
                 grads += 2 * CURVATURE_ITERS
             w, eps, spent, searched = tune_step(
                 kernel, target, state.w, eps, metric, batches, streams,
