@@ -95,14 +95,17 @@ def _checkpoints(patterns: list[str]) -> list[Path]:
 
 
 def _estimate(fn: Any, *args: Any, **kw: Any) -> Any:
-    """Run an estimate with its warnings shown as one-line ``slt-tms llc: warning:`` messages."""
-    with warnings.catch_warnings(record=True) as caught:
+    """Run an estimate with its warnings shown as one-line ``slt-tms llc: warning:`` messages, each as it
+    is raised (a warning that the ESS target lies beyond the budget comes while the run goes on)."""
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        if not issubclass(category, DeprecationWarning | PendingDeprecationWarning):
+            print(f"slt-tms llc: warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
-        res = fn(*args, **kw)
-    for w in caught:
-        if not issubclass(w.category, DeprecationWarning | PendingDeprecationWarning):
-            print(f"slt-tms llc: warning: {w.message}", file=sys.stderr)
-    return res
+        warnings.showwarning = show
+        return fn(*args, **kw)
 
 
 def _handler(ns: argparse.Namespace) -> int:

@@ -37,7 +37,16 @@ from slt_tms.estimators.sgld_bias import (
     top_curvature,
     tune_step,
 )
-from slt_tms.estimators.tracks import Group, Track, absorb, draws_needed, llc_draws, next_block
+from slt_tms.estimators.tracks import (
+    Group,
+    Track,
+    absorb,
+    draws_needed,
+    llc_draws,
+    next_block,
+    projection,
+    warn_if_out_of_budget,
+)
 from slt_tms.samplers import (
     HMC,
     MALA,
@@ -187,7 +196,8 @@ def _initial_step_size(target: Tempered, w: Tensor, batches: BatchSupply, stream
 def run_groups(
     pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progress: bool | None = None, warn: bool = True
 ) -> list[LLCResult]:
-    """Sample every group's chains in one batch until each group converges or spends its budget."""
+    """Sample every group's chains in one batch until each group converges or spends its budget (``warn``:
+    each result's flags at the end; a projected overrun of the budget is announced live, whatever it)."""
     t0, c0 = time.perf_counter(), time.process_time()
     d = int(pot.w_star.numel())
     C = cfg.num_chains
@@ -343,13 +353,16 @@ def run_groups(
         while active:
             steps = min(block, budget - tracks[active[0]].draws)
             block = cfg.num_draws if cfg.num_draws is not None else cfg.draws_per_block
+            t_block = time.perf_counter()
             res = _draws(kernel, target, state, steps, streams, batches, eps, metric, bar, centers_now)
+            t_block = time.perf_counter() - t_block
             state = res.state
             retire: list[int] = []
             for pos, gi in enumerate(active):
                 tr = tracks[gi]
                 absorb(tr, groups[gi], res, slice(pos * C, (pos + 1) * C), batches.exact, threshold)
                 tr.grads += res.num_grads
+                tr.block_seconds, tr.block_draws = tr.block_seconds + t_block, tr.block_draws + steps
                 converged = tr.met(cfg)
                 if tr.bad.all() or tr.draws >= budget or (cfg.num_draws is None and converged):
                     idx = torch.arange(pos * C, (pos + 1) * C, device=dev)
@@ -357,6 +370,8 @@ def run_groups(
                     tr.final_eps = eps[idx]
                     tr.final_metric = None if metric is None else metric[idx]
                     retire.append(pos)
+                elif cfg.num_draws is None and not tr.projection_warned:  # (whatever `warn`: it is live)
+                    warn_if_out_of_budget(tr, cfg, budget, f" (nbeta {groups[gi].nbeta:g})" if G > 1 else "")
             if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
                 need = [draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
                 if need:
@@ -550,6 +565,7 @@ def _result(
         flags.append(
             f"not converged: R-hat {rhat:.3f} (target <= {cfg.target_rhat}), ESS {ess:.0f} "
             f"(target >= {cfg.target_ess:.0f}) after {tr.draws} draws per chain ({hint})"
+            + projection(ess, tr.draws, cfg.target_ess)
         )
     if batches.exact and frac_below > cfg.escape_fraction:
         flags.append(

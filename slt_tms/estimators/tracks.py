@@ -4,6 +4,7 @@ trace so far and its diagnostics, updated block by block."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,17 @@ from slt_tms.estimators.result import Calibration
 from slt_tms.estimators.sgld_bias import block_means
 from slt_tms.samplers import diagnostics as diag
 
-__all__ = ["Group", "Track", "absorb", "draws_needed", "llc_draws", "next_block"]
+__all__ = [
+    "Group",
+    "Track",
+    "absorb",
+    "draws_needed",
+    "llc_draws",
+    "next_block",
+    "projected_draws",
+    "projection",
+    "warn_if_out_of_budget",
+]
 
 
 @dataclass
@@ -49,6 +60,10 @@ class Track:
     calibration_used: dict[str, Any] | None = None
     step_search: list[dict[str, Any]] | None = None
     search_start: dict[str, float] | None = None
+    #: wall seconds of the draw blocks and the draws per chain they produced (the rate of a projection)
+    block_seconds: float = 0.0
+    block_draws: int = 0
+    projection_warned: bool = False  # the early warning that the ESS target lies beyond the budget
 
     def met(self, cfg: LLCConfig) -> bool:
         """Whether the trace so far meets the R-hat and ESS targets."""
@@ -94,3 +109,46 @@ def next_block(need: int, cfg: LLCConfig) -> int:
     """Draws per chain of the next block: what is still needed, at least ``min(100, draws_per_block)`` and
     at most ``draws_per_block``."""
     return max(min(need, cfg.draws_per_block), min(100, cfg.draws_per_block))
+
+
+def projected_draws(ess: float, draws: int, target_ess: float) -> int | None:
+    """Draws per chain in all that the ESS target needs at the run's rate: the ESS grows about linearly
+    with the draws once the chains mix, so about ``draws * target_ess / ess``. None when the ESS is not
+    the problem or is not measured."""
+    if not (math.isfinite(ess) and 0 < ess < target_ess) or draws <= 0:
+        return None
+    return math.ceil(draws * target_ess / ess)
+
+
+def projection(ess: float, draws: int, target_ess: float) -> str:
+    """The not-converged flag's price of the ESS target: the draws per chain it needs in all (no time:
+    a result's text depends on its seed only). Empty when the ESS is not the problem."""
+    total = projected_draws(ess, draws, target_ess)
+    if total is None:
+        return ""
+    return f"; at this run's rate the ESS target needs about {total} draws per chain in all"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, budget: int, which: str) -> None:
+    """Warn once, while the run goes on, when the ESS target projected at the run's rate lies beyond the
+    budget ``budget`` (draws per chain), with the time left to it at the seconds per draw of the run's
+    draw blocks: the user can stop early and change the settings instead of waiting for a flagged
+    result."""
+    total = projected_draws(tr.ess, tr.draws, cfg.target_ess)
+    if total is None or total <= budget:
+        return
+    tr.projection_warned = True
+    more = _duration(tr.block_seconds / max(tr.block_draws, 1) * (budget - tr.draws))
+    warnings.warn(
+        f"LLC run{which}: after {tr.draws} draws per chain the ESS is {tr.ess:.0f} (R-hat {tr.rhat:.3f}); at "
+        f"this rate the ESS target {cfg.target_ess:.0f} needs about {total} draws per chain, more than the "
+        f"budget max_draws={budget}. The run goes on to the budget (about {more} more)"
+        " and ends flagged not converged unless the mixing improves; stop it and raise max_draws, or "
+        "change the settings",
+        RuntimeWarning,
+        stacklevel=5,
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -236,6 +237,20 @@ def _quadratic(w, rows=None):
     return 0.5 * (w * w).sum(-1)
 
 
+def test_a_target_beyond_the_budget_is_announced_while_the_run_goes_on():
+    # after the first block the ESS projected at the run's rate exceeds the budget: one warning, at once,
+    # naming the draws the target needs; the run still goes on to its budget and ends flagged
+    problem = gt.deep_linear_network((3, 2, 2, 3), 1, 10_000, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = estimate_llc(problem, max_draws=60, draws_per_block=20, num_burnin=10, progress=False)
+    early = [str(w.message) for w in caught if "more than the budget max_draws=60" in str(w.message)]
+    assert len(early) == 1, [str(w.message) for w in caught]
+    needed = int(re.search(r"needs about (\d+) draws per chain", early[0]).group(1))
+    assert needed > 60 and res.num_draws == 60 and not res.converged
+    assert any("not converged" in str(w.message) for w in caught)
+
+
 def test_a_budget_too_small_is_flagged_everywhere():
     problem = gt.deep_linear_network((3, 2, 2, 3), 1, 10_000, 0)
     with pytest.warns(RuntimeWarning, match="not converged"):
@@ -243,6 +258,9 @@ def test_a_budget_too_small_is_flagged_everywhere():
     assert not res.ok and not res.converged
     assert "NOT TRUSTWORTHY" in res.headline() and "not converged" in res.summary().splitlines()[0]
     assert "raise max_draws" in res.summary()  # the flag says what to do
+    # ... and what it would cost: the draws the ESS target needs at the run's rate
+    m = re.search(r"about (\d+) draws per chain in all", res.summary())
+    assert m and int(m.group(1)) == math.ceil(res.num_draws * 400 / res.ess), res.summary()
     model, X, Y = _linear_model_and_data(n=1000)
     with pytest.warns(RuntimeWarning, match="not converged"):
         res = estimate_llc(model, data=(X, Y), batch_size=100, num_burnin=20, num_draws=40, progress=False)

@@ -97,6 +97,7 @@ def test_end_to_end_pt_npz_outputs(files, tmp_path, capsys, monkeypatch):
     assert "lambda_hat = " in stdout and "+/-" in stdout and "R-hat" in stdout
     assert "NOT TRUSTWORTHY" in stdout.splitlines()[0]  # 40 draws cannot converge: said on the first line
     assert "LLC (hmc)" in stderr  # one progress bar shown without --quiet
+    assert "slt-tms llc: warning: LLC estimate" in stderr and "not converged" in stderr  # the flag, one line
     rec = json.loads((out / "llc.json").read_text())
     for key in ("llc", "se", "config", "seed", "rhat", "ess", "acceptance", "diverged", "flags", "converged"):
         assert key in rec
