@@ -197,7 +197,7 @@ def run_groups(
     pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progress: bool | None = None, warn: bool = True
 ) -> list[LLCResult]:
     """Sample every group's chains in one batch until each group converges or spends its budget (``warn``:
-    each result's flags at the end; a projected overrun of the budget is announced live, whatever it)."""
+    each result's flags at the end; a projected overrun of the budget is announced live in any case)."""
     t0, c0 = time.perf_counter(), time.process_time()
     d = int(pot.w_star.numel())
     C = cfg.num_chains
@@ -371,7 +371,7 @@ def run_groups(
                     tr.final_metric = None if metric is None else metric[idx]
                     retire.append(pos)
                 elif cfg.num_draws is None and not tr.projection_warned:  # (whatever `warn`: it is live)
-                    warn_if_out_of_budget(tr, cfg, budget, f" (nbeta {groups[gi].nbeta:g})" if G > 1 else "")
+                    warn_if_out_of_budget(tr, cfg, f" (nbeta {groups[gi].nbeta:g})" if G > 1 else "")
             if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
                 need = [draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
                 if need:
