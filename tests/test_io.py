@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import pickle
 import tracemalloc
 import warnings
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 import slt_tms.io as sio
 from slt_tms.io import load_checkpoint, load_state_dict_file, load_tensors, save_checkpoint, user_models
@@ -367,6 +369,35 @@ def test_refused_pickle_names_the_object_not_torch_advice(tmp_path):
             assert "weights_only=False" not in msg and "likely succeed" not in msg
             assert "\x1b" not in msg  # no terminal escape codes from torch's message
     assert not (tmp_path / "pwned").exists()
+
+
+class _SystemCall:
+    """Unpickles to ``os.system(...)``: torch refuses it as a global of a blocked module (another wording)."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_blocked_module_and_torchscript_archive_get_their_own_message(tmp_path):
+    """A call into a blocked module (os.system) is refused as Python objects, not as a corrupt file, and a
+    TorchScript archive is named as one with the flags that load it; neither relays torch's advice."""
+    torch.save({"W": _SystemCall()}, tmp_path / "system.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # jit.script is deprecated; archives still load
+        torch.jit.script(nn.Linear(3, 1)).save(str(tmp_path / "scripted.pt"))
+    for fn in (load_checkpoint, load_tensors, load_state_dict_file):
+        with pytest.raises(ValueError) as info:
+            fn(tmp_path / "system.pt")
+        msg = str(info.value)
+        assert "contains Python objects" in msg and "system" in msg and "corrupt" not in msg
+        assert "weights_only=False" not in msg and "likely succeed" not in msg
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch's "looks like a TorchScript archive" warning is not shown
+            with pytest.raises(ValueError) as info:
+                fn(tmp_path / "scripted.pt")
+        msg = str(info.value)
+        assert "TorchScript archive" in msg and "--torchscript --trust-torchscript" in msg
+        assert "corrupt" not in msg and "weights_only=False" not in msg
 
 
 # ------------------------------------------------------------------------------------------ user models

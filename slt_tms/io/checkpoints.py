@@ -111,21 +111,27 @@ def _read_safetensors(p: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, meta
 
 
-_GLOBAL_RE = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_GLOBAL_RE = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)")
 _SAVE_PLAIN = "save a plain state_dict or safetensors"
+_REFUSED = "Weights only load failed"
 
 
 def _refusal(p: Path, exc: pickle.UnpicklingError) -> str:
     """The reason of torch's weights-only refusal, without its advice to load with weights_only=False."""
     text = _ANSI.sub("", str(exc))
-    if "WeightsUnpickler error:" not in text:  # not a refusal: the pickle stream itself is broken
+    if "WeightsUnpickler error:" not in text and _REFUSED not in text:  # the pickle stream is broken
         return f"{p} is not a readable torch file (corrupt or truncated?): {_reason(exc)}"
-    tail = text.split("WeightsUnpickler error:", 1)[1]
+    tail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
     m = _GLOBAL_RE.search(tail)
     if m is not None:
         return (
             f"cannot load {p}: the file contains Python objects ({m.group(1)}) that weights-only loading "
             f"(torch.load(weights_only=True), which never runs code from the file) refuses; {_SAVE_PLAIN}"
+        )
+    if "WeightsUnpickler error:" not in text:  # torch's own advice (load with weights_only=False) is dropped
+        return (
+            f"cannot load {p}: weights-only loading (torch.load(weights_only=True), which never runs code "
+            f"from the file) refused it: the file contains Python objects beyond tensors; {_SAVE_PLAIN}"
         )
     reason = _reason(ValueError(tail)).split(". Please use")[0]
     return (
@@ -139,10 +145,19 @@ def _read_torch(p: Path) -> Any:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it "might not support"
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ValueError(_refusal(p, exc)) from exc
-    except Exception as exc:  # RuntimeError, EOFError, BadZipFile, struct.error, ...: a damaged file
+    except RuntimeError as exc:
+        if "TorchScript archive" in str(exc):
+            raise ValueError(
+                f"{p} is a TorchScript archive (code and weights), which weights-only loading refuses: load "
+                "it as a model with --torchscript --trust-torchscript (torchscript=True, "
+                f"trust_torchscript=True in Python) if you trust its source; otherwise {_SAVE_PLAIN}"
+            ) from exc
+        raise ValueError(f"{p} is not a readable torch file (corrupt or truncated?): {_reason(exc)}") from exc
+    except Exception as exc:  # EOFError, BadZipFile, struct.error, ...: a damaged file
         raise ValueError(f"{p} is not a readable torch file (corrupt or truncated?): {_reason(exc)}") from exc
 
 
