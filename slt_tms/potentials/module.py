@@ -207,14 +207,32 @@ def _check_named_rows(rows: Any, loss: Any) -> None:
         )
 
 
+def _check_finite_rows(rows: tuple[Tensor, ...]) -> None:
+    """Refuse NaN or infinite values in in-memory data, naming the tensor and the first bad row, before the
+    loss at :math:`w^*` is blamed for them."""
+    for name, t in zip(("inputs (X)", "targets (Y)", "sample weights"), rows, strict=False):
+        if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+            continue
+        bad = ~torch.isfinite(t).reshape(t.shape[0], -1).all(dim=1) if t.ndim else ~torch.isfinite(t)
+        if bool(bad.any()):
+            where = bad.nonzero().reshape(-1)
+            kind = "NaN" if bool(torch.isnan(t).any()) else "infinite values"
+            raise ValueError(
+                f"the data's {name} contain {kind} in {where.numel()} of {t.shape[0]} rows (the first: row "
+                f"{int(where[0])}); remove or impute those rows"
+            )
+
+
 def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | None) -> None:
     """Refuse shape broadcasting and out-of-range labels before any sampling."""
     if loss == "mse":
         if pred.shape != y.shape:
+            whole = "" if all_targets is None else f"; the data's targets: {tuple(all_targets.shape)}"
             raise ValueError(
                 f"loss='mse': the model's prediction has shape {tuple(pred.shape)} but the target has "
-                f"{tuple(y.shape)} (for the same rows); they would broadcast. Reshape the targets (e.g. "
-                "Y.unsqueeze(-1) or Y.reshape(pred.shape)) so that they match"
+                f"{tuple(y.shape)} (for the same {y.shape[0] if y.ndim else 1} rows{whole}); they would "
+                "broadcast. Reshape the targets (e.g. Y.unsqueeze(-1) or Y.reshape(pred.shape)) so that they "
+                "match"
             )
         if not y.is_floating_point():
             raise ValueError("loss='mse' needs floating targets; convert them with Y.float()")
@@ -337,8 +355,10 @@ def from_module(
                     "'cross_entropy'); with a callable loss, weight inside evaluate="
                 )
             weights_mean = _weights_mean(src)
-        if not src.streaming and len(probe) >= 2:
-            all_targets = src.rows[1]
+        if not src.streaming:
+            _check_finite_rows(tuple(src.rows))
+            if len(probe) >= 2:
+                all_targets = src.rows[1]
     per_row = _named_loss_fn(loss) if evaluate is None else None
     mean_weight = None if weights_mean is None else torch.tensor(weights_mean, dtype=dt, device=dev)
 
@@ -376,9 +396,15 @@ def from_module(
             except Exception as exc:
                 first_line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
                 shape = tuple(probe[0].shape[1:]) if src.streaming else tuple(src.rows[0].shape)
+                hint = (
+                    f" (the inputs are {str(probe[0].dtype).replace('torch.', '')}: a model with floating "
+                    "weights needs floating inputs, e.g. X.float(); integer token ids go to an embedding)"
+                    if not probe[0].is_floating_point() and "dtype" in first_line
+                    else ""
+                )
                 raise ValueError(
                     f"the model cannot be applied to the inputs of shape {shape} (rows of shape "
-                    f"{tuple(probe[0].shape[1:])}): {type(exc).__name__}: {first_line}"
+                    f"{tuple(probe[0].shape[1:])}): {type(exc).__name__}: {first_line}{hint}"
                 ) from exc
             pred = _prediction(raw)
             if not callable(loss):

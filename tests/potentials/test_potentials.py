@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from _autograd import autograd_loss_and_grad
@@ -106,6 +108,17 @@ def test_bad_inputs_fail_before_sampling_with_a_fix():
         from_module(_net(), (X, Y), loss="hinge")
     with pytest.raises(ValueError, match="cannot be applied to the inputs"):
         from_module(_net(), (torch.randn(40, 4, dtype=torch.float64), Y), loss="mse")
+    with pytest.raises(ValueError, match=r"the data's targets: \(40, 3\)"):  # not just the probe's rows
+        from_module(_net(), (X, torch.randn(40, 3, dtype=torch.float64)), loss="mse")
+    with pytest.raises(ValueError, match=r"inputs are int64.*X\.float\(\)"):
+        from_module(_net(), (torch.ones(40, 3, dtype=torch.long), Y), loss="mse")
+    # non-finite data beyond the probe's first rows: named, not blamed on the loss at w*
+    Xn, Yi = X.clone(), Y.clone()
+    Xn[5, 1], Xn[30, 0], Yi[9, 1] = math.nan, math.nan, math.inf
+    with pytest.raises(ValueError, match=r"inputs \(X\) contain NaN in 2 of 40 rows \(the first: row 5\)"):
+        from_module(_net(), (Xn, Y), loss="mse")
+    with pytest.raises(ValueError, match=r"targets \(Y\) contain infinite values in 1 of 40 rows.*row 9"):
+        from_module(_net(), (X, Yi), loss="mse")
     per_row = lambda pred, y: (pred - y).square().sum(-1)  # noqa: E731 (not reduced over the rows)
     for rows in [(X, Y), DataLoader(TensorDataset(X, Y), batch_size=8)]:
         with pytest.raises(ValueError, match=r"must return the mean loss over the batch.*\.mean\(\)"):
