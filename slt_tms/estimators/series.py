@@ -44,8 +44,10 @@ FILE --out DIR`` uses it (``DIR/series/``).
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +181,29 @@ def _load_into(model: Any, ckpt: Any, name: str) -> nn.Module:
     except RuntimeError as exc:  # torch's message spans several lines: one line for the user
         raise ValueError(f"checkpoint {name} does not fit the model: {' '.join(str(exc).split())}") from None
     return model
+
+
+def _check_inputs(
+    checkpoints: Sequence[Any], names: Sequence[str], template: nn.Module, data: Any, **potential: Any
+) -> None:
+    """Every checkpoint loaded into (a copy of) the factory's model ``template`` and its potential built on
+    the data (shapes, dtypes, labels, finite values), and the loss at each :math:`w^*_t` evaluated on
+    in-memory data, before any chain runs: a bad input fails at once, in one line naming the checkpoint,
+    not after earlier batches have sampled (or, in a resumable series, as a failed task of the sweep)."""
+    model = copy.deepcopy(template)
+    for ckpt, name in zip(checkpoints, names, strict=True):
+        _load_into(model, ckpt, name)  # strict: every parameter and buffer replaced
+        label = name if name.startswith("checkpoint ") else f"checkpoint {name}"
+        bad = [k for k, p in model.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
+        if bad:
+            raise ValueError(f"{label}: parameters holding NaN or inf: {', '.join(bad)}")
+        try:
+            pot = from_module(model, data, **potential)
+            anchor = None if pot.data is None or pot.data.streaming else pot.anchor_loss()
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}") from None
+        if anchor is not None and not math.isfinite(anchor):
+            raise ValueError(f"{label}: the loss at its weights is not finite ({anchor}) on the data")
 
 
 def _names_and_steps(checkpoints: Sequence[Any], steps: Sequence[int] | None) -> tuple[list[str], list[int]]:
@@ -315,7 +340,8 @@ def estimate_llc_series(
     ------
     ValueError
         No checkpoint, a ladder, a checkpoint that does not fit the model, an unavailable ``device``, and
-        everything :func:`~slt_tms.estimators.llc.estimate_llc` refuses.
+        everything :func:`~slt_tms.estimators.llc.estimate_llc` refuses, for every checkpoint before any
+        chain runs (the message names the checkpoint).
 
     See Also
     --------
@@ -345,6 +371,8 @@ def estimate_llc_series(
     template = make_model()
     if not isinstance(template, nn.Module):
         raise ValueError(f"make_model() must return an nn.Module, got {type(template).__name__}")
+    _check_inputs(checkpoints, names, template, data, loss=loss, evaluate=evaluate, params=params,
+                  masks=masks, n=n, device=device, dtype=dtype)
 
     def potential(i: int) -> Any:
         model = _load_into(make_model(), checkpoints[i], names[i])

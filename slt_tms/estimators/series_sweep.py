@@ -28,6 +28,7 @@ from slt_tms.estimators.result import Calibration, LLCResult
 from slt_tms.estimators.series import (
     LLCSeries,
     _batches,
+    _check_inputs,
     _estimate_batch,
     _load_into,
     _names_and_steps,
@@ -315,7 +316,8 @@ reuse_calibration, device, dtype, overrides
     ------
     ValueError, FileNotFoundError
         Before any sampling: bad settings, a missing file, a ``model`` that cannot be imported or does
-        not return an ``nn.Module``, an unavailable ``device``, another run holding ``work_dir``.
+        not return an ``nn.Module``, an unavailable ``device``, another run holding ``work_dir``, and
+        every input :func:`estimate_llc_series` refuses, for each checkpoint (the message names it).
     slt_tms.sweep.SweepError
         After every other batch ran and was saved, when some batches failed (rerun to retry them).
 
@@ -351,6 +353,13 @@ reuse_calibration, device, dtype, overrides
     probe = load_factory(model)()  # fails here, before any sampling, on a factory that is not usable
     if not isinstance(probe, nn.Module):
         raise ValueError(f"{model} must return an nn.Module, got {type(probe).__name__}")
+    # every checkpoint against the data, as the tasks will build them: an input error is one line now, not
+    # a failed task of the sweep after the others have run
+    names, _ = _names_and_steps([Path(c) for c in checkpoints], steps)
+    X, Y = load_data(data, x_key=x_key, y_key=y_key, loss=loss)
+    _check_inputs(checkpoints, names, probe, (X, Y), loss=loss, params=params, n=n, device=device,
+                  dtype=dtype)
+    del X, Y
     sweep = {"out_dir": work_dir, "executor": executor, "max_workers": max_workers,
              "dask_address": dask_address, "progress": progress}
     with _bars(progress):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from slt_tms.estimators.series import estimate_llc_series
 from slt_tms.estimators.series_sweep import estimate_llc_series_resumable, run_series_task, series_tasks
@@ -355,6 +355,29 @@ def test_bad_arguments_fail_before_any_work(files, tmp_path):
         series_tasks(ck, model, data, ladder=(1.0, 2.0))
     with pytest.raises(ValueError, match="CUDA is not available"):
         estimate_llc_series_resumable(ck, model, data, work_dir=tmp_path / "w", device="cuda")
+    # inputs that only a checkpoint shows: refused for every checkpoint before any sampling, naming it
+    first, good = _ckpts(files)[0], _ckpts(files)[-1]
+    sd = load_file(str(first))
+    nan = torch.full_like(sd["0.weight"], math.nan)
+    save_file({**sd, "0.weight": nan}, str(tmp_path / "nan.safetensors"))
+    save_file({k: v for k, v in sd.items() if k != "2.bias"}, str(tmp_path / "short.safetensors"))
+    X, Y = load_data(data)
+    Xn = X.clone()
+    Xn[17, 2] = math.inf
+    save_file({"x": Xn, "y": Y}, str(tmp_path / "inf.safetensors"))
+    bad_inputs = [
+        ([good, tmp_path / "nan.safetensors"], data,
+         r"checkpoint nan\.safetensors: parameters holding NaN or inf: 0\.weight"),
+        ([good, tmp_path / "short.safetensors"], data,
+         r"checkpoint short\.safetensors does not fit the model"),
+        ([good, first], tmp_path / "inf.safetensors", r"inputs \(X\) contain infinite values.*row 17"),
+    ]
+    for ckpts, data_file, match in bad_inputs:
+        with pytest.raises(ValueError, match=match):
+            estimate_llc_series_resumable(ckpts, model, data_file, work_dir=tmp_path / "w", **SETTINGS)
+        assert not (tmp_path / "w").exists()
+        with pytest.raises(ValueError, match=match):
+            estimate_llc_series(ckpts, load_factory(model), load_data(data_file), progress=False, **SETTINGS)
     (tmp_path / "bad.py").write_text("def make():\n    return 3\n")
     with pytest.raises(ValueError, match=r"must return an nn\.Module"):
         estimate_llc_series_resumable(ck, f"{tmp_path / 'bad.py'}:make", data, work_dir=tmp_path / "w")
