@@ -49,9 +49,11 @@ FIELD_HELP: dict[str, str] = {
     "'mala' or 'sgld'",
     "num_chains": "independent chains (R-hat needs at least 2)",
     "num_burnin": "warmup transitions per chain (step size and metric adaptation), discarded",
-    "num_draws": "kept draws per chain; None samples in blocks until converged (or max_draws)",
+    "num_draws": "kept draws per chain; None samples in blocks until converged (or max_draws); with "
+                 "batch_size the bias check's draws are added to them",
     "draws_per_block": "draws per chain between two convergence checks",
-    "max_draws": "budget: kept draws per chain at most (the run stops there, converged or not)",
+    "max_draws": "budget: kept draws per chain at most (the run stops there, converged or not; with "
+                 "batch_size the bias check's draws come on top)",
     "target_rhat": "convergence: split R-hat of the lambda trace at most this",
     "target_ess": "convergence: bulk ESS of the lambda trace at least this",
     "step_size": "step size; None adapts it during the warmup",
@@ -148,6 +150,12 @@ class LLCConfig:
         check_int("num_burnin", self.num_burnin, minimum=0)
         if self.num_draws is not None:
             check_int("num_draws", self.num_draws, minimum=2)
+        elif self.num_chains < 2:
+            raise ValueError(
+                "num_chains=1 can never meet the R-hat target (split R-hat compares at least 2 chains), so a "
+                "run until converged would spend its whole budget: use num_chains >= 2, or a fixed "
+                "num_draws (the result is then flagged not converged)"
+            )
         check_int("draws_per_block", self.draws_per_block, minimum=10)
         check_int("max_draws", self.max_draws, minimum=10)
         check_float("target_rhat", self.target_rhat, lower=1.0)

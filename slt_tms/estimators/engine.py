@@ -42,6 +42,7 @@ from slt_tms.estimators.tracks import (
     Track,
     absorb,
     draws_needed,
+    excluded,
     llc_draws,
     next_block,
     projection,
@@ -537,12 +538,9 @@ def _result(
 ) -> LLCResult:
     C = cfg.num_chains
     bad = tr.bad if tr.bad is not None else np.zeros(C, dtype=bool)
-    if bad.all():
-        raise ValueError(
-            f"all {C} chains diverged (non-finite loss or nbeta*(L - L*) > {threshold:g}) at step size "
-            f"{float(tr.final_eps.mean()):.3g}; use a smaller step_size (or step_size=None to adapt it), a "
-            "larger localization, or check the potential near w*"
-        )
+    error, excluded_flag = excluded(tr, threshold, float(tr.final_eps.mean()))
+    if error is not None:
+        raise ValueError(error)
     loss_kept = np.concatenate(tr.losses, axis=1)
     acc_kept = np.concatenate(tr.accepts, axis=1)
     draws = llc_draws(tr, g)
@@ -575,8 +573,8 @@ def _result(
         )
     elif llc_hat < 0:
         flags.append(f"negative estimate ({frac_below:.0%} of draws below L(w*)): w* is not near a minimum")
-    if bad.any():
-        flags.append(f"{int(bad.sum())} of {C} chains diverged (excluded: {np.flatnonzero(bad).tolist()})")
+    if excluded_flag is not None:
+        flags.append(excluded_flag)
     if bias is not None:  # SGLD: report the extrapolation to step 0 where the bias is linear in the step
         bias.update(extrapolate(bias, llc_hat, se), llc_step=llc_hat, se_step=se)
         if bias["extrapolation_reliable"]:

@@ -16,11 +16,17 @@ from slt_tms.estimators.result import Calibration
 from slt_tms.estimators.sgld_bias import block_means
 from slt_tms.samplers import diagnostics as diag
 
+#: Draws per chain of a block from which a chain whose loss never changed counts as stuck (every proposal
+#: rejected): a chain that mixes at an acceptance of 0.3 rejects 50 in a row with probability 2e-8.
+STUCK_BLOCK = 50
+
 __all__ = [
+    "STUCK_BLOCK",
     "Group",
     "Track",
     "absorb",
     "draws_needed",
+    "excluded",
     "llc_draws",
     "next_block",
     "projected_draws",
@@ -50,6 +56,7 @@ class Track:
     losses: list[np.ndarray] = field(default_factory=list)
     accepts: list[np.ndarray] = field(default_factory=list)
     bad: np.ndarray | None = None
+    stuck: np.ndarray | None = None  # chains that did not move through a whole block (excluded, in `bad`)
     draws: int = 0
     grads: int = 0
     rhat: float = math.nan
@@ -85,11 +92,43 @@ def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold:
     tr.draws += loss.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
         block_bad = diag.divergence_flags(g.nbeta * (loss - g.anchor_loss), threshold)
+    # a chain whose loss did not change through a block of STUCK_BLOCK draws or more rejected every
+    # proposal there (a Metropolis kernel at too large a step): it samples nothing, and its constant
+    # trace would pass for a long, perfectly mixed one
+    block_stuck = np.zeros(loss.shape[0], dtype=bool)
+    if loss.shape[1] >= STUCK_BLOCK:
+        block_stuck = ~block_bad & np.isfinite(loss).all(axis=1) & (np.ptp(loss, axis=1) == 0)
+    tr.stuck = block_stuck if tr.stuck is None else (tr.stuck | block_stuck)
+    block_bad = block_bad | block_stuck
     tr.bad = block_bad if tr.bad is None else (tr.bad | block_bad)
     if not tr.bad.all():
         x = llc_draws(tr, g)[~tr.bad]
         xd = x if exact else block_means(x)
         tr.rhat, tr.ess = diag.rhat(xd), diag.ess(xd)
+
+
+def excluded(tr: Track, threshold: float, step_size: float) -> tuple[str | None, str | None]:
+    """What a result says of the chains it excluded: the error when every chain is out (none sampled),
+    else the flag naming the diverged and the stuck ones (None where there are none)."""
+    bad = tr.bad if tr.bad is not None else np.zeros(0, dtype=bool)
+    stuck = tr.stuck if tr.stuck is not None else np.zeros_like(bad)
+    C = bad.shape[0]
+    fix = f"at step size {step_size:.3g}; use a smaller step_size (or step_size=None to adapt it)"
+    if C and bad.all() and stuck.all():
+        return f"none of the {C} chains moved: every proposal of a block of draws was rejected {fix}", None
+    if C and bad.all():
+        why = f"non-finite loss or nbeta*(L - L*) > {threshold:g}" + (", or every proposal rejected"
+                                                                      if stuck.any() else "")
+        return (f"all {C} chains diverged ({why}) {fix}, a larger localization or divergence_threshold, or "
+                "check the potential near w*"), None
+    parts = []
+    if (bad & ~stuck).any():
+        parts.append(f"{int((bad & ~stuck).sum())} of {C} chains diverged (excluded: "
+                     f"{np.flatnonzero(bad & ~stuck).tolist()})")
+    if stuck.any():
+        parts.append(f"{int(stuck.sum())} of {C} chains stopped moving, every proposal of a block rejected "
+                     f"(excluded: {np.flatnonzero(stuck).tolist()}; a smaller step_size)")
+    return None, ("; ".join(parts) or None)
 
 
 def draws_needed(tr: Track, cfg: LLCConfig) -> int:

@@ -29,8 +29,10 @@ import torch
 from torch import nn
 
 from slt_tms.estimators import Calibration, LLCConfig, LLCResult, default_nbeta, estimate_llc, fit_asymptotic
+from slt_tms.estimators.tracks import STUCK_BLOCK, Group, Track, absorb, excluded
 from slt_tms.samplers import diagnostics as diag
 from slt_tms.theory import ground_truth as gt
+from slt_tms.theory import regular_quadratic
 from slt_tms.theory.critical_points import critical_points
 
 K = 3.0
@@ -314,6 +316,32 @@ def test_diverged_chains_are_excluded_and_reported_and_all_diverged_raises():
             num_burnin=0,
             progress=False,
         )
+
+
+@pytest.mark.parametrize("sampler", ["mala", "hmc"])
+def test_chains_that_reject_every_proposal_stop_the_run_at_once(sampler):
+    """A Metropolis kernel at a step far too large rejects everything: its constant trace would pass for a
+    perfectly mixed one (ESS = draws) and an adaptive run would spend its whole budget. The run stops after
+    its first block, naming the cause and the fix."""
+    pot = regular_quadratic(4, n=1000)
+    with pytest.raises(ValueError, match=r"none of the 2 chains moved.*step size 100.*smaller step_size"):
+        estimate_llc(pot, sampler=sampler, step_size=100.0, num_chains=2, max_draws=100_000, progress=False)
+
+
+def test_a_stuck_chain_is_excluded_and_named_beside_a_diverged_one():
+    """The flag of a result with excluded chains says which diverged and which stopped moving."""
+    loss = np.array([[0.1, 0.2] * 30, [0.3] * 60, [np.inf] * 60, [0.1, 0.3] * 30])
+    tr = Track(chains=[0, 1, 2, 3])
+    absorb(tr, Group(torch.zeros(2), 0.0, 10.0, 0), loss, slice(None), True, 1e6)
+    assert tr.bad.tolist() == [False, True, True, False] and tr.stuck.tolist() == [False, True, False, False]
+    error, flag = excluded(tr, 1e6, 0.01)
+    assert error is None
+    assert "1 of 4 chains diverged (excluded: [2])" in flag
+    assert "1 of 4 chains stopped moving" in flag and "(excluded: [1]" in flag
+    short = Track(chains=[0])  # fewer draws than STUCK_BLOCK: a constant stretch proves nothing
+    g = Group(torch.zeros(2), 0.0, 10.0, 0)
+    absorb(short, g, np.full((1, STUCK_BLOCK - 1), 0.3), slice(None), True, 1e6)
+    assert not short.bad.any()
 
 
 # ------------------------------------------------------------------------ models, minibatches, SGLD bias
@@ -700,6 +728,12 @@ def test_bad_inputs_fail_before_sampling():
     with pytest.raises(ValueError, match="needs the full loss"):
         model, X, Y = _linear_model_and_data(n=100)
         estimate_llc(model, data=(X, Y), sampler="mala", batch_size=10)
+    with pytest.raises(ValueError, match=r"num_chains=1 can never meet the R-hat target.*num_draws"):
+        estimate_llc(_quadratic, w_star=w, n=100, num_chains=1)  # adaptive: would spend its whole budget
+    with pytest.warns(RuntimeWarning, match="not converged"):  # a fixed length is allowed, and flagged
+        one = estimate_llc(_quadratic, w_star=w, n=100, num_chains=1, num_draws=50, num_burnin=20,
+                           progress=False)
+    assert not one.converged
 
 
 # ------------------------------------------------------------------ diagnostics of minibatch traces
