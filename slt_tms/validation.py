@@ -109,9 +109,13 @@ def check_probability(name: str, value: Any, *, open_interval: bool = True) -> f
     return v
 
 
+#: The largest seed: torch's generators take seeds below 2**64, and derived seeds must stay in int64.
+MAX_SEED = 2**63 - 1
+
+
 def check_seed(value: Any, name: str = "seed") -> int:
-    """A non-negative integer seed."""
-    return check_int(name, value, minimum=0)
+    """A non-negative integer seed of at most :data:`MAX_SEED`."""
+    return check_int(name, value, minimum=0, maximum=MAX_SEED)
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:

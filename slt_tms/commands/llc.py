@@ -48,7 +48,7 @@ from slt_tms.plotting.llc import plot_llc_series
 from slt_tms.potentials import from_critical_point
 from slt_tms.theory.critical_points import kgon
 from slt_tms.tms import OneHotUniform, fixed_dataset
-from slt_tms.validation import LOSSES, check_device
+from slt_tms.validation import LOSSES, check_device, check_seed
 
 __all__ = ["CRITICAL_LADDER", "CRITICAL_N", "EXIT_NOT_TRUSTWORTHY", "parse_critical_name", "register"]
 
@@ -128,6 +128,9 @@ def _lock_out(ns: argparse.Namespace, held: contextlib.ExitStack) -> Path | None
 
 
 def _run(ns: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    check_seed(ns.seed, "--seed")
+    if ns.out is not None and not str(ns.out).strip():
+        raise ValueError("--out is empty: give a directory for the results (default: llc_out)")
     if ns.device is not None:
         check_device(ns.device, "--device")  # one line naming the fix, before anything is read or sampled
     overrides = dataclass_overrides(ns, LLCConfig)

@@ -92,9 +92,9 @@ def check_float_dtype(dtype: torch.dtype, what: str) -> None:
     """Refuse half precision: the loss differences the LLC is made of vanish in float16/bfloat16."""
     if dtype in (torch.float16, torch.bfloat16):
         raise ValueError(
-            f"{what} is {str(dtype).removeprefix('torch.')}: the LLC is a difference of losses of order "
-            "1/n, which half precision cannot resolve; convert the model/anchor to float32 "
-            "(e.g. model.float()) or pass dtype=torch.float32"
+            f"{what}: {str(dtype).removeprefix('torch.')}; the LLC is a difference of losses of order "
+            "1/n, which half precision cannot resolve: convert the model/anchor to float32 "
+            "(e.g. return model.float() from the factory), or pass dtype=torch.float32 in Python"
         )
     if not dtype.is_floating_point:
         raise ValueError(f"{what} must be a floating-point tensor, got {dtype}")

@@ -265,6 +265,10 @@ def _write_factory(tmp_path: Path, body: str) -> str:
         ("critical_with_data", "do not give CHECKPOINT"),
         ("bad_potential", "unknown --potential 'exact'"),
         ("nonnumeric_ckpt", "unknown file type '.txt'"),
+        ("empty_out", "--out is empty"),
+        ("huge_seed", "--seed must be an integer in [0, 9223372036854775807]"),
+        ("nan_data", "the data's inputs (X) contain NaN in 1 of 128 rows (the first: row 5)"),
+        ("series_nan_checkpoint", "checkpoint nan.pt: parameters holding NaN or inf: 0.weight"),
     ],
 )
 def test_bad_input_one_line_errors(files, tmp_path, capsys, case, expect):
@@ -304,7 +308,19 @@ def test_bad_input_one_line_errors(files, tmp_path, capsys, case, expect):
         "nonnumeric_ckpt": [str(txt), "--model", FACTORY, "--data", data],
         "untrusted_torchscript": [str(files["ts"]), "--torchscript", "--data", data],
         "out_is_a_file": [*base],
+        "empty_out": [*base],
+        "huge_seed": [*base, "--seed", str(2**70)],
+        "nan_data": [ck, "--model", FACTORY, "--data", str(tmp_path / "nan.npz")],
+        "series_nan_checkpoint": [ck, str(tmp_path / "nan.pt"), "--model", FACTORY, "--data", data],
     }[case]
+    if case == "nan_data":
+        arrays = dict(np.load(data))
+        arrays["x"] = arrays["x"].copy()
+        arrays["x"][5, 0] = np.nan
+        np.savez(tmp_path / "nan.npz", **arrays)
+    if case == "series_nan_checkpoint":
+        state = torch.load(ck, weights_only=True)["state_dict"]  # a nested training checkpoint
+        torch.save({**state, "0.weight": torch.full_like(state["0.weight"], math.nan)}, tmp_path / "nan.pt")
     if not any(a.startswith("--step-size") for a in args):
         args = [*args, *TINY]
     elif case in ("zero_step", "negative_step"):
@@ -312,7 +328,7 @@ def test_bad_input_one_line_errors(files, tmp_path, capsys, case, expect):
     out = tmp_path / "o"
     if case == "out_is_a_file":
         out.write_text("a file")
-    code, _, err = _run([*args, "--quiet", "--out", str(out)], capsys)
+    code, _, err = _run([*args, "--quiet", "--out", "" if case == "empty_out" else str(out)], capsys)
     assert code == 2, (case, err)
     assert err.startswith("slt-tms: error:") and err.count("\n") == 1, err
     assert expect in err, err
