@@ -280,11 +280,16 @@ class LLCResult:
         if self.bias_check is not None:
             b = self.bias_check
             diff, sd = abs(b["difference"]), b["se_difference"]
+            limit = b.get("extrapolation_limit")
+            removed = (
+                f"removed by the extrapolation below where twice the difference is at most {limit:.0%} of "
+                "the estimate; beyond that " if limit is not None else ""
+            )
             lines.append(
                 f"  bias check      coupled chain at half the step: {b['llc_half_step']:.4f}; difference "
                 f"{b['difference']:.4f} +/- {sd:.4f}, so a bias of about {diff:.3g} to {2 * diff:.3g}, "
-                f"at most about {2 * (diff + 3 * sd):.3g} (flagged when the difference exceeds 3 SE and "
-                "twice it exceeds the estimate's SE)"
+                f"at most about {2 * (diff + 3 * sd):.3g} ({removed}flagged when the difference exceeds 3 SE "
+                "and twice it exceeds the estimate's SE)"
             )
             if "llc_extrapolated" in b and math.isfinite(b["llc_extrapolated"]):
                 if b["extrapolation_reliable"]:

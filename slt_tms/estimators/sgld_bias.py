@@ -453,7 +453,8 @@ def extrapolate(bias: dict[str, Any], llc: float, se: float) -> dict[str, Any]:
         ``llc_extrapolated`` :math:`= \hat\lambda(\epsilon) - 2D`, ``se_extrapolated``
         :math:`= \sqrt{\mathrm{SE}^2 + 4\mathrm{SE}_D^2}`, ``relative_correction``
         :math:`= 2|D| / |\hat\lambda(\epsilon)|` and ``extrapolation_reliable`` (the correction at most
-        :data:`EXTRAPOLATION_LIMIT` of the estimate, where the bias is still close to linear in the step).
+        :data:`EXTRAPOLATION_LIMIT` of the estimate, where the bias is still close to linear in the step),
+        and that limit as ``extrapolation_limit``.
 
     Examples
     --------
@@ -464,13 +465,14 @@ def extrapolate(bias: dict[str, Any], llc: float, se: float) -> dict[str, Any]:
     diff, sd = float(bias["difference"]), float(bias["se_difference"])
     if not (math.isfinite(diff) and math.isfinite(llc)):
         return {"llc_extrapolated": math.nan, "se_extrapolated": math.nan, "relative_correction": math.nan,
-                "extrapolation_reliable": False}
+                "extrapolation_reliable": False, "extrapolation_limit": EXTRAPOLATION_LIMIT}
     rel = 2 * abs(diff) / abs(llc) if llc != 0 else math.inf
     return {
         "llc_extrapolated": llc - 2 * diff,
         "se_extrapolated": math.hypot(se, 2 * sd),
         "relative_correction": rel,
         "extrapolation_reliable": bool(rel <= EXTRAPOLATION_LIMIT),
+        "extrapolation_limit": EXTRAPOLATION_LIMIT,
     }
 
 
