@@ -45,7 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # group not built yet
             raise
         module.register(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Options must be spelled out, in every command: argparse would otherwise take ``--num-chain 3`` for
+    ``--num-chains 3`` silently, and a later option could change what an abbreviation means."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.handler(args) or 0)
+    except KeyboardInterrupt:  # results are written atomically and locks released on the way out
+        print("slt-tms: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"slt-tms: error: {msg}", file=sys.stderr)

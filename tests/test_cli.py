@@ -17,3 +17,27 @@ def test_help_lists_groups():
     out = subprocess.run([sys.executable, "-m", "slt_tms", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "COMMAND" in out.stdout
+
+
+def test_abbreviated_options_are_refused_in_every_command(capsys):
+    """argparse would take --num-chain for --num-chains silently; every parser refuses abbreviations."""
+    import pytest
+
+    for argv in (["llc", "--tms-critical", "6", "--c", "6", "--num-chain", "3"],
+                 ["theory", "critical-points", "--c", "6", "--form", "json"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_with_one_line_and_status_130(capsys, monkeypatch):
+    import slt_tms.commands.llc as llc_command
+
+    def interrupted(*_args, **_kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llc_command, "_run", interrupted)
+    assert main(["llc", "--tms-critical", "6", "--c", "6"]) == 130
+    err = capsys.readouterr().err
+    assert err == "slt-tms: interrupted\n"
