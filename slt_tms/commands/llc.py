@@ -86,11 +86,18 @@ def _checkpoints(patterns: list[str]) -> list[Path]:
         if not hits:
             raise ValueError(f"no checkpoint matches {pat!r}")
         found.extend(Path(h) for h in hits)
+    seen: dict[Path, Path] = {}
     for p in found:
         if not p.exists():
             raise ValueError(f"checkpoint not found: {p}")
         if not p.is_file():
             raise ValueError(f"checkpoint {p} is not a regular file")
+        if p.resolve() in seen:
+            raise ValueError(
+                f"checkpoint {p} is given twice (also as {seen[p.resolve()]}): each checkpoint is one step "
+                "of the series; give it once"
+            )
+        seen[p.resolve()] = p
     return found
 
 
