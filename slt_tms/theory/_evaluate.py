@@ -23,7 +23,7 @@ from torch import Tensor
 from slt_tms.theory._codegen import numpy_indicator, torch_indicator
 from slt_tms.theory._stable import gram_compensated, pair_diag, pair_off
 
-__all__ = ["loss_and_grad_arrays", "loss_arrays"]
+__all__ = ["loss_and_grad_arrays", "loss_arrays", "loss_hessian_flat"]
 
 
 # The loss of a batch of points is computed in chunks of points so that the c x c pair-term arrays and
@@ -272,3 +272,98 @@ def loss_and_grad_arrays(
     ``b (n, c)``, without autograd: the stable segment formulas of the autograd Function, chunked."""
     with torch.no_grad():
         return _value_and_grad(W, b, with_value=with_value)
+
+
+# Pair entries per chunk of the element-wise second derivatives (loss_hessian_flat): the autograd graph
+# of the pair-term derivative formulas holds a few dozen temporaries of this many entries.
+_HESSIAN_CHUNK_ENTRIES = 1 << 16
+
+
+def _pair_second_derivatives(
+    fn: Callable[..., Any], a: Tensor, b: Tensor, mask: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""Element-wise ``(T_a, T_b, T_aa, T_ab, T_ba, T_bb)`` of a pair term at the entries ``(a, b)``.
+
+    ``T_ab`` differentiates :math:`\partial_a T` in :math:`b`, ``T_ba`` differentiates
+    :math:`\partial_b T` in :math:`a` (equal up to rounding; kept apart so the Hessian is the Jacobian
+    of the gradient, as autograd gives it). The pair formulas are element-wise, so the gradient of the
+    sum of a derivative array is the array of its element-wise derivatives; ``mask`` (0/1) multiplies
+    the first derivatives before differentiating (the off-diagonal terms at the diagonal entries).
+    """
+    a = a.detach().requires_grad_(True)
+    b = b.detach().requires_grad_(True)
+    with torch.enable_grad():
+        _, da, db = fn(a, b, torch_indicator, value=False, grad=True)
+        if mask is not None:
+            da, db = da * mask, db * mask
+        daa, dab = torch.autograd.grad(da.sum(), (a, b), retain_graph=True, allow_unused=True)
+        dba, dbb = torch.autograd.grad(db.sum(), (a, b), allow_unused=True)
+
+    def val(x: Tensor | None) -> Tensor:
+        return torch.zeros_like(a) if x is None else x.detach()
+
+    return da.detach(), db.detach(), val(daa), val(dab), val(dba), val(dbb)
+
+
+def loss_hessian_flat(W: Tensor, b: Tensor) -> Tensor:
+    r"""Hessian of :math:`L` at one point ``W (r, c)``, ``b (c,)`` in the flat layout
+    :math:`w = (\mathrm{vec}(W), b)` (rows of ``W`` first), without a batched autograd pass.
+
+    With :math:`a = W^\top W`, the pair derivatives at :math:`(a_{ij}, b_i)` divided by :math:`c`
+    (:math:`G = T_a/c`, :math:`A = T_{aa}/c`, :math:`B = T_{ab}/c`, :math:`B' = T_{ba}/c`,
+    :math:`C = T_{bb}/c`; diagonal entries from the diagonal pair term) and :math:`S = A + A^\top`,
+    :math:`W_p` the :math:`p`-th row of ``W``:
+
+    .. math::
+
+        \frac{\partial^2 L}{\partial W_{pk}\, \partial W_{ql}} &= \delta_{kl} \sum_j S_{kj} W_{pj} W_{qj}
+            + S_{kl} W_{qk} W_{pl} + \delta_{pq} (G + G^\top)_{kl}, \\
+        \frac{\partial^2 L}{\partial W_{pk}\, \partial b_m} &= \delta_{km} (B W_p)_k + B_{mk} W_{pm},
+        \qquad
+        \frac{\partial^2 L}{\partial b_m\, \partial W_{ql}} = \delta_{ml} (B' W_q)_m + B'_{ml} W_{qm}, \\
+        \frac{\partial^2 L}{\partial b_m\, \partial b_n} &= \delta_{mn} \sum_j C_{mj}.
+
+    The element-wise second derivatives come from differentiating the same stable derivative formulas
+    that ``torch.autograd`` differentiates through :class:`_PopulationLoss` (same pieces on a
+    boundary), so the result equals the autograd Hessian up to rounding (rows are the gradient
+    components, columns the variables). Memory: the :math:`d \times d` result plus a few
+    :math:`c \times c` arrays (:math:`d = rc + c`); the pair derivatives are taken in row chunks of
+    about ``2**16`` entries. Time :math:`O(r^2 c^2)`.
+    """
+    W = W.detach()
+    b = b.detach()
+    r, c = W.shape
+    d = r * c + c
+    a = _gram(W[None])[0]
+    bi = _expand_bias(b, c)
+    mask = _offdiag_mask(c, a)
+    G, A, B, Bp, C = (torch.empty_like(a) for _ in range(5))
+    step = max(1, _HESSIAN_CHUNK_ENTRIES // c)
+    for lo in range(0, c, step):
+        s = slice(lo, min(lo + step, c))
+        da, _, daa, dab, dba, dbb = _pair_second_derivatives(pair_off, a[s], bi[s], mask[s])
+        G[s], A[s], B[s], Bp[s], C[s] = da, daa, dab, dba, dbb
+    da, _, daa, dab, dba, dbb = _pair_second_derivatives(pair_diag, torch.diagonal(a), b, None)
+    for M, v in ((G, da), (A, daa), (B, dab), (Bp, dba), (C, dbb)):
+        M.diagonal().copy_(v)
+        M /= c
+    S = A + A.T
+    Gs = G + G.T
+    H = W.new_zeros(d, d)
+    rc = r * c
+    for p in range(r):
+        rows = slice(p * c, (p + 1) * c)
+        for q in range(r):
+            blk = S * (W[q][:, None] * W[p][None, :])
+            blk.diagonal().add_(S @ (W[p] * W[q]))
+            if p == q:
+                blk += Gs
+            H[rows, q * c:(q + 1) * c] = blk
+        blk = B.T * W[p][None, :]
+        blk.diagonal().add_(B @ W[p])
+        H[rows, rc:] = blk
+        blk = Bp * W[p][:, None]
+        blk.diagonal().add_(Bp @ W[p])
+        H[rc:, rows] = blk
+    H[rc:, rc:].diagonal().copy_(C.sum(1))
+    return H

@@ -56,7 +56,12 @@ from slt_tms.theory.kgon_families import (
     family_name,
     solve_kgon_family,
 )
-from slt_tms.theory.point_analysis import PointAnalysis, analyse_point, probe_local_minimum
+from slt_tms.theory.point_analysis import (
+    PointAnalysis,
+    analyse_point,
+    check_analysis_memory,
+    probe_local_minimum,
+)
 from slt_tms.theory.symbolic import pair_terms, symbols
 from slt_tms.validation import check_int
 
@@ -236,7 +241,10 @@ def kgon(
     Raises
     ------
     ValueError
-        On k, c, sigma, phi out of range, or if the point fails the criticality certificate.
+        On k, c, sigma, phi out of range, if the point fails the criticality certificate, or, before
+        any work, if the Hessian analysis would need more than half of the available memory
+        (:func:`~slt_tms.theory.point_analysis.check_analysis_memory`: about :math:`128 (3c)^2` bytes,
+        1.15 GB at c = 1000).
 
     Examples
     --------
@@ -244,6 +252,8 @@ def kgon(
     >>> p.name, p.loss, p.is_c2, p.lambda_theory
     ('4', 0.0, False, None)
     """
+    _validate(k, c, sigma, phi)
+    check_analysis_memory(c, f"the certification of the critical point {family_name(k, sigma, phi)}")
     W, b = family_point(k, c, sigma, phi, dead_bias=dead_bias, off_positions=off_positions)
     off_positions = list(range(k - phi, k)) if off_positions is None else [int(j) for j in off_positions]
     sols = solve_kgon_family(k, c)
@@ -331,6 +341,7 @@ def critical_points(c: int, *, exact: bool = False, progress: bool | None = None
         raise ValueError(f"c (number of features) must be >= 2, got {c}")
     key = (c, bool(exact))
     if key not in _CACHE:
+        check_analysis_memory(c, "the certification of the critical points")
         _CACHE[key] = _compute_critical_points(c, bool(exact), progress)
     return list(_CACHE[key])
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import resource
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +31,15 @@ import sympy as sp
 import torch
 from scipy.optimize import minimize
 
+from slt_tms.theory._evaluate import loss_hessian_flat
 from slt_tms.theory.learning_coefficients import minimally_singular_lambda
 from slt_tms.theory.symbolic import pair_terms, population_loss_flat, symbols
 
 __all__ = [
     "PointAnalysis",
     "analyse_point",
+    "analysis_memory_bytes",
+    "check_analysis_memory",
     "probe_local_minimum",
 ]
 
@@ -48,6 +53,102 @@ _JUMP_TOL = 1e-3
 _FLAT_TOL = 1e-11
 #: Step along a zero mode for the flatness test.
 _FLAT_STEP = 0.05
+
+
+#: Peak memory of :func:`analyse_point` in units of one d x d float64 array (d = 3c): the Hessian, the
+#: one-sided probes, eigenvectors, LAPACK workspaces and the QR of the kernel complement, plus the c x c
+#: temporaries of the loss evaluations (measured: 13 at the 4-gon, 15 at the 6-gon, c = 600).
+_PEAK_D2_ARRAYS = 16
+#: Fraction of the available memory an analysis may plan to use (see check_analysis_memory; the
+#: message says "half").
+_MEMORY_FRACTION = 0.5
+
+
+# ----------------------------------------------------------------------------------------------------
+# memory check
+# ----------------------------------------------------------------------------------------------------
+
+
+def analysis_memory_bytes(c: int) -> int:
+    """Estimated peak memory (bytes) of :func:`analyse_point` for ``c`` features (r = 2, d = 3c):
+    ``_PEAK_D2_ARRAYS`` float64 arrays of d x d (the Hessian and its eigendecomposition dominate)."""
+    d = 3 * c
+    return _PEAK_D2_ARRAYS * 8 * d * d
+
+
+def _available_memory() -> tuple[int, str] | None:
+    """(bytes, description) of the memory this process can still use, or None if unknown.
+
+    ``MemAvailable`` of ``/proc/meminfo`` (free plus reclaimable), else free physical pages
+    (``os.sysconf``); capped by the address-space limit (``ulimit -v``) minus the current size.
+    """
+    avail: tuple[int, str] | None = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = (int(line.split()[1]) * 1024, "available memory")
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = (os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free memory")
+        except (AttributeError, ValueError, OSError):
+            pass
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (AttributeError, ValueError, OSError):
+        soft = resource.RLIM_INFINITY
+    if soft != resource.RLIM_INFINITY and soft >= 0:
+        used = 0
+        try:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError, AttributeError):
+            pass
+        left = max(0, soft - used)
+        if avail is None or left < avail[0]:
+            avail = (left, "address space left under ulimit -v")
+    return avail
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 1e6:.3g} MB"
+
+
+def check_analysis_memory(c: int, what: str = "the Hessian analysis") -> None:
+    r"""Refuse, before any work, an analysis whose Hessian would not fit in memory.
+
+    :func:`analyse_point` forms the :math:`d \times d` float64 Hessian (:math:`d = 3c`) several times
+    and its eigendecomposition: about :func:`analysis_memory_bytes` ``(c)`` bytes at the peak
+    (:math:`128\, d^2`). That must be at most half of the memory the process can still use
+    (``MemAvailable``, or the ``ulimit -v`` headroom if smaller); if the available memory cannot be
+    determined, nothing is checked.
+
+    Raises
+    ------
+    ValueError
+        One line with the size, the estimated and the allowed memory, and the largest ``c`` that fits.
+    """
+    need = analysis_memory_bytes(c)
+    avail = _available_memory()
+    if avail is None:
+        return
+    budget = int(_MEMORY_FRACTION * avail[0])
+    if need <= budget:
+        return
+    c_max = math.isqrt(budget // (_PEAK_D2_ARRAYS * 8 * 9))
+    d = 3 * c
+    hint = f"use a smaller c (at most about {c_max} here)" if c_max >= 2 else "free memory or use a smaller c"
+    raise ValueError(
+        f"{what} at c = {c} needs the {d} x {d} float64 Hessian and its eigendecomposition, about "
+        f"{_bytes(need)} of memory, more than the {_bytes(budget)} allowed (half of the {_bytes(avail[0])} "
+        f"of {avail[1]}); {hint}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -115,7 +216,15 @@ def _loss_fn(c: int):
 
 
 def _hessian(w: torch.Tensor, c: int) -> torch.Tensor:
-    return torch.autograd.functional.hessian(_loss_fn(c), w, vectorize=True)
+    """Hessian of L at flat ``w`` (3c,), in closed form (:func:`slt_tms.theory._evaluate.loss_hessian_flat`).
+
+    Equal to ``torch.autograd.functional.hessian(_loss_fn(c), w, vectorize=True)`` up to rounding
+    (tested), which vectorises the backward pass over all d = 3c basis vectors and so holds several
+    (d, c, c) temporaries at once (about 9 of them at its peak: 2 GB at c = 200, 24 GB for a single one
+    at c = 1000); the closed form needs the d x d result and a few c x c arrays, in O(c^2) time.
+    """
+    w = w.detach().reshape(-1)
+    return loss_hessian_flat(w[: 2 * c].reshape(2, c), w[2 * c:])
 
 
 def _grad(w: torch.Tensor, c: int) -> torch.Tensor:
@@ -270,6 +379,7 @@ def analyse_point(w: torch.Tensor | np.ndarray, c: int, *, num_probes: int = 3) 
                         dtype=torch.float64).detach().reshape(-1)
     if w.numel() != 3 * c:
         raise ValueError(f"w must have 3c = {3 * c} entries for c = {c}, r = 2; got {w.numel()}")
+    check_analysis_memory(c, "the analysis of a point")
     loss = float(population_loss_flat(w, c, 2))
     grad_norm = float(_grad(w, c).norm())
     d = w.numel()
