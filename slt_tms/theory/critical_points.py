@@ -99,27 +99,36 @@ def _exact_gradient_is_zero(W: sp.Matrix, b: list[sp.Expr]) -> bool:
     Chain rule through the pair terms: dL/dW_k = (1/c) sum_{i,j} dT/da (a_ij, b_i) (d_ik W_j + d_jk W_i),
     dL/db_i = (1/c) sum_j dT/db (a_ij, b_i). Where a pair sits on a boundary, L is C^1 there, so the
     branch sympy selects gives the common one-sided derivative.
+
+    The pair derivatives are evaluated once per distinct argument ``(delta, a_ij, b_i)`` (a k-gon in c
+    features has only a handful: the dead columns repeat) and exact zeros are not added, so the c^2
+    loop does look-ups instead of c^2 sympy substitutions (c = 300: 0.2 s instead of 12 s; c = 1000: 2.5 s).
     """
     a, bs, _ = symbols()
     diag, off = pair_terms()
     der = {}
     for delta, pw in ((1, diag), (0, off)):
         der[delta] = (sp.diff(pw, a), sp.diff(pw, bs))
-    c = W.shape[1]
+    r, c = W.shape
     G = (W.T * W).applyfunc(sp.nsimplify)
-    gW = sp.zeros(*W.shape)
+    gW = [[sp.Integer(0)] * c for _ in range(r)]
     gb = [sp.Integer(0)] * c
+    memo: dict[tuple[int, sp.Expr, sp.Expr], tuple[sp.Expr, sp.Expr]] = {}
     for i in range(c):
         for j in range(c):
-            da, db = der[int(i == j)]
-            sub = {a: G[i, j], bs: b[i]}
-            va = sp.simplify(da.subs(sub))
-            vb = sp.simplify(db.subs(sub))
-            gb[i] += vb
-            for row in range(W.shape[0]):
-                gW[row, i] += va * W[row, j]
-                gW[row, j] += va * W[row, i]
-    return all(sp.simplify(x) == 0 for x in list(gW) + gb)
+            key = (int(i == j), G[i, j], b[i])
+            if key not in memo:
+                da, db = der[key[0]]
+                sub = {a: G[i, j], bs: b[i]}
+                memo[key] = (sp.simplify(da.subs(sub)), sp.simplify(db.subs(sub)))
+            va, vb = memo[key]
+            if vb != 0:
+                gb[i] += vb
+            if va != 0:
+                for row in range(r):
+                    gW[row][i] += va * W[row, j]
+                    gW[row][j] += va * W[row, i]
+    return all(sp.simplify(x) == 0 for x in [*(x for row in gW for x in row), *gb])
 
 
 def _exact_point(

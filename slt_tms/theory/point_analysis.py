@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import resource
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +33,11 @@ from scipy.optimize import minimize
 from slt_tms.theory._evaluate import loss_hessian_flat
 from slt_tms.theory.learning_coefficients import minimally_singular_lambda
 from slt_tms.theory.symbolic import pair_terms, population_loss_flat, symbols
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows: no address-space limit to read
+    resource = None  # type: ignore[assignment]
 
 __all__ = [
     "PointAnalysis",
@@ -96,11 +100,14 @@ def _available_memory() -> tuple[int, str] | None:
             avail = (os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free memory")
         except (AttributeError, ValueError, OSError):
             pass
-    try:
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-    except (AttributeError, ValueError, OSError):
-        soft = resource.RLIM_INFINITY
-    if soft != resource.RLIM_INFINITY and soft >= 0:
+    soft = -1
+    if resource is not None:
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+            soft = -1 if soft == resource.RLIM_INFINITY else soft
+        except (AttributeError, ValueError, OSError):
+            soft = -1
+    if soft >= 0:
         used = 0
         try:
             with open("/proc/self/statm") as f:

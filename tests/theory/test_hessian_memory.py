@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sympy as sp
 import torch
 
 import slt_tms.theory.point_analysis as pa
 from slt_tms.cli import main
 from slt_tms.theory._evaluate import loss_hessian_flat
-from slt_tms.theory.critical_points import critical_points, family_point, kgon
+from slt_tms.theory.critical_points import (
+    _exact_gradient_is_zero,
+    _exact_point,
+    critical_points,
+    family_point,
+    kgon,
+)
 from slt_tms.theory.point_analysis import analyse_point, analysis_memory_bytes, check_analysis_memory
 from slt_tms.theory.symbolic import population_loss_flat
 
@@ -115,3 +122,17 @@ def test_cli_refuses_in_one_line(tmp_path, capsys):
     assert err.startswith("slt-tms: error: the certification of the critical point 6 at c = 1000000 needs")
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_exact_gradient_decision_with_repeated_pair_arguments():
+    """The exact (sympy) gradient test evaluates each distinct pair argument once: still True at the exact
+    k-gons (also at c = 200, several seconds with one substitution per pair), False off them."""
+    for k, c, sigma, phi in ((4, 4, 0, 0), (4, 6, 1, 2), (2, 5, 2, 0), (4, 200, 3, 1)):
+        W, b = _exact_point(k, c, sigma, phi, list(range(k - phi, k)))
+        assert _exact_gradient_is_zero(W, b), (k, c, sigma, phi)
+    W, b = _exact_point(4, 6, 1, 0, [])
+    b[4] = sp.Rational(1, 7)  # not the optimal positive dead bias 1/(2c) = 1/12
+    assert not _exact_gradient_is_zero(W, b)
+    W, b = _exact_point(4, 6, 0, 0, [])
+    W[0, 4] = sp.Rational(1, 3)  # a dead column that is not dead
+    assert not _exact_gradient_is_zero(W, b)
