@@ -439,6 +439,12 @@ def fit_asymptotic(
     if dof > 0 and chi2 > dof:
         cov = cov * (chi2 / dof)
     conv = tuple(bool(c) for c in (converged if converged is not None else [True] * len(x)))
+    if dof > 0:
+        from scipy.special import gammaincc  # lazily: keeps the CLI's import light
+
+        pvalue = float(gammaincc(dof / 2.0, chi2 / 2.0))  # the chi-square survival function
+    else:
+        pvalue = math.nan
     return AsymptoticFit(
         float(beta[0]),
         float(math.sqrt(cov[0, 0])),
@@ -448,4 +454,5 @@ def fit_asymptotic(
         tuple(float(v) for v in estimates),
         tuple(float(v) for v in se),
         conv,
+        pvalue,
     )

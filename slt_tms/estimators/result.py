@@ -21,7 +21,12 @@ from slt_tms.io.atomic import atomic_path, atomic_write_text
 from slt_tms.io.serialize import as_float, read_json, to_jsonable
 from slt_tms.samplers.diagnostics import inference_data, read_netcdf
 
-__all__ = ["AsymptoticFit", "Calibration", "LLCResult"]
+__all__ = ["MISFIT_PVALUE", "AsymptoticFit", "Calibration", "LLCResult"]
+
+#: An asymptotic fit whose chi-square p-value falls below this has rungs scattered beyond their standard
+#: errors (a wrong form at these n beta, or understated rung errors); its summary says so, and its
+#: standard error is already inflated by sqrt(chi2 / dof). A correct fit gets there once in a hundred.
+MISFIT_PVALUE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,9 @@ class AsymptoticFit:
         The rungs: :math:`n\beta_i`, :math:`\hat\lambda_i`, their standard errors.
     converged : tuple of bool
         Whether each rung's estimate converged.
+    pvalue : float
+        :math:`P(\chi^2_{k-2} \ge \chi^2)`: the probability of residuals this large if the rungs followed
+        the fitted form (NaN with two rungs, where the fit has no residual).
     """
 
     llc: float
@@ -51,6 +59,12 @@ class AsymptoticFit:
     estimates: tuple[float, ...]
     errors: tuple[float, ...]
     converged: tuple[bool, ...]
+    pvalue: float = math.nan
+
+    @property
+    def misfit(self) -> bool:
+        """Whether the rungs scatter about the fit beyond their errors (``pvalue < MISFIT_PVALUE``)."""
+        return bool(self.pvalue < MISFIT_PVALUE)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
@@ -66,6 +80,7 @@ class AsymptoticFit:
             tuple(as_float(v) for v in d["estimates"]),
             tuple(as_float(v) for v in d["errors"]),
             tuple(bool(v) for v in d["converged"]),
+            as_float(d.get("pvalue", math.nan)),
         )
 
 
@@ -149,6 +164,8 @@ class LLCResult:
     llc_per_chain : ndarray ``(C,)``
         Per-chain means (NaN for diverged chains).
     diverged : ndarray of bool ``(C,)``
+        Chains excluded from the estimate: diverged (a non-finite loss or one beyond the divergence
+        threshold) or stopped moving (every proposal of a block of draws rejected); ``flags`` says which.
     num_draws : int
         Kept draws per chain (SGLD with the bias check: the check's coarse chain, which continues the
         chains at their step, included).
@@ -227,6 +244,13 @@ class LLCResult:
         if self.asymptotic is not None:
             a = self.asymptotic
             ok = "" if all(a.converged) else "  [some rungs not converged]"
+            if a.misfit:
+                dof = len(a.nbeta) - 2
+                ok += (
+                    f"  [rungs scattered beyond their errors: chi2 {a.chi2:.1f} on {dof} dof, p = "
+                    f"{a.pvalue:.1g} (a wrong form at these n beta, or understated rung errors); the "
+                    f"error is inflated x{math.sqrt(a.chi2 / dof):.2g} for it]"
+                )
             lines.append(
                 f"  asymptotic lambda (fit lambda + a/(n beta) over n beta = "
                 f"{', '.join(f'{v:.4g}' for v in a.nbeta)}): {a.llc:.4f} +/- {a.se:.4f}{ok}"
@@ -262,7 +286,8 @@ class LLCResult:
             f"  R-hat, ESS      {self.rhat:.4f}, {self.ess:.0f}  (targets {c.get('target_rhat', '?')}, "
             f"{c.get('target_ess', '?')})",
             f"  below L(w*)     {self.frac_below_anchor:.3f} of draws",
-            f"  diverged        {int(np.sum(self.diverged))} of {len(self.diverged)} chains",
+            f"  excluded        {int(np.sum(self.diverged))} of {len(self.diverged)} chains (diverged or "
+            "stopped moving)",
             f"  cost            {self.num_grads} gradient evaluations, {self.seconds:.1f} s wall, "
             f"{self.cpu_seconds:.1f} s CPU",
             "  per chain       " + " ".join(f"{v:.3f}" for v in np.asarray(self.llc_per_chain)),

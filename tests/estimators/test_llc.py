@@ -28,7 +28,9 @@ import pytest
 import torch
 from torch import nn
 
+import slt_tms.estimators.llc as llc_module
 from slt_tms.estimators import Calibration, LLCConfig, LLCResult, default_nbeta, estimate_llc, fit_asymptotic
+from slt_tms.estimators.result import AsymptoticFit
 from slt_tms.estimators.tracks import STUCK_BLOCK, Group, Track, absorb, excluded
 from slt_tms.samplers import diagnostics as diag
 from slt_tms.theory import ground_truth as gt
@@ -232,6 +234,28 @@ def test_fit_asymptotic_forms():
     assert fit_asymptotic(s, y, np.full(4, 0.01), multiplicity=2).llc == pytest.approx(0.5)
     with pytest.raises(ValueError, match="two or more"):
         fit_asymptotic([1000.0], [1.0], [0.1])
+
+
+def test_fit_asymptotic_says_when_the_rungs_scatter_beyond_their_errors(monkeypatch):
+    from scipy.stats import chi2 as chi2_dist
+
+    s = np.array([1000.0, 2000.0, 4000.0, 8000.0])
+    rng = np.random.default_rng(0)
+    good = fit_asymptotic(s, 7.0 + 900.0 / s + rng.normal(0, 0.05, 4), np.full(4, 0.05))
+    assert good.pvalue == pytest.approx(chi2_dist.sf(good.chi2, 2), rel=1e-10) and not good.misfit
+    # a slow (n beta)^(-1/3) approach is not lambda + a/(n beta)
+    bad = fit_asymptotic(s, 7.0 + 60.0 * s ** (-1 / 3), np.full(4, 0.01))
+    assert bad.pvalue == pytest.approx(chi2_dist.sf(bad.chi2, 2), rel=1e-10) and bad.misfit
+    assert AsymptoticFit.from_dict(json.loads(json.dumps(bad.to_dict()))) == bad
+    assert np.isnan(fit_asymptotic(s[:2], [7.9, 7.45], [0.1, 0.1]).pvalue)  # two rungs: no residual
+    # the summary of an estimate with such a fit says so, and by how much the fit's error was inflated
+    monkeypatch.setattr(llc_module, "fit_asymptotic", lambda *a, **k: bad)
+    with pytest.warns(RuntimeWarning, match="not converged"):  # 50 draws: flagged, as it should be
+        res = estimate_llc(_quadratic, w_star=torch.zeros(3, dtype=torch.float64), n=1000, ladder=(1, 2),
+                           num_draws=50, num_burnin=20, num_chains=2, progress=False)
+    line = next(ln for ln in res.summary().splitlines() if ln.lstrip().startswith("asymptotic lambda"))
+    assert f"rungs scattered beyond their errors: chi2 {bad.chi2:.1f} on 2 dof" in line
+    assert f"inflated x{math.sqrt(bad.chi2 / 2):.2g}" in line
 
 
 # ----------------------------------------------------------------------------- flags: loud, never silent
