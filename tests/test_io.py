@@ -359,13 +359,16 @@ def test_refused_pickle_names_the_object_not_torch_advice(tmp_path):
     """The message names what the file holds and never relays torch's 'weights_only=False' advice."""
     torch.save({"W": _Payload(tmp_path / "pwned"), "b": torch.zeros(C)}, tmp_path / "evil.pt")
     torch.save({"W": np.zeros(3)}, tmp_path / "numpy.pt")
-    for name, what in (("evil.pt", "io.open"), ("numpy.pt", "numpy")):
+    cases = (("evil.pt", "io.open", "Python objects"), ("numpy.pt", "numpy", "numpy arrays"))
+    for name, what, holds in cases:
         for fn in (load_checkpoint, load_tensors, load_state_dict_file):
             with pytest.raises(ValueError) as info:
                 fn(tmp_path / name)
             msg = str(info.value)
             assert "\n" not in msg and what in msg
-            assert "contains Python objects" in msg and "save a plain state_dict or safetensors" in msg
+            # a data file (load_tensors) is told how to save data, a checkpoint how to save weights
+            advice = "torch.as_tensor" if fn is load_tensors else "save a plain state_dict or safetensors"
+            assert f"contains {holds}" in msg and advice in msg
             assert "weights_only=False" not in msg and "likely succeed" not in msg
             assert "\x1b" not in msg  # no terminal escape codes from torch's message
     assert not (tmp_path / "pwned").exists()
@@ -396,7 +399,9 @@ def test_blocked_module_and_torchscript_archive_get_their_own_message(tmp_path):
             with pytest.raises(ValueError) as info:
                 fn(tmp_path / "scripted.pt")
         msg = str(info.value)
-        assert "TorchScript archive" in msg and "--torchscript --trust-torchscript" in msg
+        # a model file given as data is told it is no data file, not how to load it as a model
+        fix = "not a data file" if fn is load_tensors else "--torchscript --trust-torchscript"
+        assert "TorchScript archive" in msg and fix in msg
         assert "corrupt" not in msg and "weights_only=False" not in msg
 
 

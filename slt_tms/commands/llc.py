@@ -37,6 +37,15 @@ from typing import Any
 
 from slt_tms._rng import spawn_seeds
 from slt_tms.commands._args import add_command, add_dataclass_flags, dataclass_overrides
+from slt_tms.commands._llc_checks import (
+    FLAG_FIELDS,
+    STEPS_FROM,
+    cli_spelling,
+    refuse_full_batch,
+    refuse_idle_options,
+    series_steps,
+    steps_note,
+)
 from slt_tms.estimators import FIELD_HELP, LLCConfig, estimate_llc
 from slt_tms.estimators.series import estimate_llc_series
 from slt_tms.estimators.series_sweep import estimate_llc_series_resumable
@@ -149,7 +158,7 @@ def _estimate(fn: Any, *args: Any, **kw: Any) -> Any:
 
     def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
         if not issubclass(category, DeprecationWarning | PendingDeprecationWarning):
-            print(f"slt-tms llc: warning: {message}", file=sys.stderr, flush=True)
+            print(f"slt-tms llc: warning: {cli_spelling(str(message))}", file=sys.stderr, flush=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -159,7 +168,13 @@ def _estimate(fn: Any, *args: Any, **kw: Any) -> Any:
 
 def _handler(ns: argparse.Namespace) -> int:
     with contextlib.ExitStack() as held:  # holds the --out lock that _lock_out takes, until the run ends
-        return _run(ns, held)
+        try:
+            return _run(ns, held)
+        except ValueError as exc:  # LLCConfig and the estimators name their fields: the user typed flags
+            spelled = cli_spelling(str(exc))
+            if spelled == str(exc):
+                raise
+            raise ValueError(spelled) from exc
 
 
 def _lock_out(ns: argparse.Namespace, held: contextlib.ExitStack) -> Path | None:
@@ -198,6 +213,7 @@ def _run(ns: argparse.Namespace, held: contextlib.ExitStack) -> int:
             raise ValueError(
                 "--tms-critical needs --c C (the number of features), e.g. --tms-critical 5+ --c 6"
             )
+        refuse_idle_options(ns, overrides, critical=True, default_ladder=CRITICAL_LADDER)
         return _critical(ns, overrides, progress, held)
     if ns.c is not None or ns.potential is not None:
         raise ValueError("--c and --potential apply only to --tms-critical")
@@ -212,6 +228,9 @@ def _run(ns: argparse.Namespace, held: contextlib.ExitStack) -> int:
         )
     if not ns.model and not ns.torchscript:
         raise ValueError("say how to build the model: --model MODULE:FACTORY or --torchscript")
+    ns.x_key = "x" if ns.x_key is None else ns.x_key
+    ns.y_key = "y" if ns.y_key is None else ns.y_key
+    ns.loss = "mse" if ns.loss is None else ns.loss
     return _checkpoint_run(ns, overrides, progress, held)
 
 
@@ -233,8 +252,9 @@ def _critical(
         raise ValueError("--batch-size applies only to --potential empirical (the population loss is exact)")
     overrides.setdefault("ladder", CRITICAL_LADDER)
     cfg = LLCConfig(**overrides)
-    out = _lock_out(ns, held)
     n = ns.n if ns.n is not None else CRITICAL_N
+    refuse_full_batch(cfg.batch_size, n, f"the empirical loss (n = {n} one-hot samples)")
+    out = _lock_out(ns, held)
     cp = kgon(k, ns.c, sigma, phi)
     data = None
     cli: dict[str, Any] = {
@@ -266,7 +286,7 @@ def _critical(
         res.to_netcdf(out / "llc.nc")
         res.to_json(out / "llc.json")
     if not ns.quiet:
-        print(res.summary())
+        print(cli_spelling(res.summary()))
         if cp.lambda_theory is not None:
             line = f"  theory          lambda = {cp.lambda_theory:g} ({cp.lambda_reason})"
             if "theory_verdict" in cli:
@@ -283,11 +303,18 @@ def _checkpoint_run(
     ns: argparse.Namespace, overrides: dict[str, Any], progress: bool | None, held: contextlib.ExitStack
 ) -> int:
     cfg = LLCConfig(**overrides)
-    out = _lock_out(ns, held)
+    out = _lock_out(ns, held)  # (a refusal below leaves no directory behind)
     paths = _checkpoints(ns.checkpoint)
+    refuse_idle_options(ns, overrides, critical=False, several=len(paths) > 1)
+    if len(paths) > 1 and ns.torchscript:
+        raise ValueError(
+            "several checkpoints need --model MODULE:FACTORY (TorchScript archives one at a time)"
+        )
+    steps, steps_from = series_steps(paths)
     if ns.loss not in LOSSES:
         raise ValueError(f"unknown --loss {ns.loss!r}; allowed: {', '.join(LOSSES)}")
     X, Y = load_data(ns.data, x_key=ns.x_key, y_key=ns.y_key, loss=ns.loss)
+    refuse_full_batch(cfg.batch_size, int(X.shape[0]), f"the data ({ns.data})")
     cli = {
         "command": "slt-tms llc",
         "data": str(ns.data),
@@ -326,14 +353,17 @@ def _checkpoint_run(
             res.to_netcdf(out / "llc.nc")
             res.to_json(out / "llc.json")
         if not ns.quiet:
-            print(res.summary())
+            print(cli_spelling(res.summary()))
             if out is not None:
                 print(f"wrote {out / 'llc.nc'} and {out / 'llc.json'}")
         return _finish([res], ns)
-    if ns.torchscript:
-        raise ValueError(
-            "several checkpoints need --model MODULE:FACTORY (TorchScript archives one at a time)"
+    if steps_from == "order" and not ns.quiet:
+        print(
+            f"slt-tms llc: note: {steps_note(paths)}: the steps are the files' order as given, "
+            f"0..{len(paths) - 1}",
+            file=sys.stderr,
         )
+    common["steps"] = steps
     if out is not None:  # resumable: a rerun into the same --out after a crash computes only what is missing
         series = _estimate(
             estimate_llc_series_resumable, paths, ns.model, ns.data, work_dir=out / "series", x_key=ns.x_key,
@@ -342,6 +372,7 @@ def _checkpoint_run(
     else:
         series = _estimate(estimate_llc_series, paths, load_factory(ns.model), (X, Y),
                            reuse_calibration=not ns.no_reuse_calibration, **common)
+    series = dataclasses.replace(series, config={**series.config, "steps_from": STEPS_FROM[steps_from]})
     if out is not None:
         atomic_write_text(out / "llc_series.csv", series.to_csv())
         write_json(
@@ -351,6 +382,7 @@ def _checkpoint_run(
                 "config": series.config,
                 "cli": {
                     **cli,
+                    "steps_from": STEPS_FROM[steps_from],
                     "checkpoints": [str(p) for p in paths],
                     "checkpoint_sha256": [sha256(p) for p in paths],
                 },
@@ -361,7 +393,7 @@ def _checkpoint_run(
             r.to_netcdf(out / "checkpoints" / f"{Path(nm).stem}.nc")
         save_figure(plot_llc_series(series), out / "llc_series.png", dpi=130)
     if not ns.quiet:
-        print(series.summary())
+        print(cli_spelling(series.summary()))
         if out is not None:
             print(f"wrote {out / 'llc_series.csv'}, llc_series.json, llc_series.png and checkpoints/*.nc")
     return _finish(list(series.results), ns)
@@ -409,10 +441,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data", default=None, metavar="FILE", help="data file (.safetensors, .pt, .npz) with x and y"
     )
-    p.add_argument("--x-key", default="x", help="name of the inputs in the data file (default: x)")
-    p.add_argument("--y-key", default="y", help="name of the targets in the data file (default: y)")
+    p.add_argument("--x-key", default=None, help="name of the inputs in the data file (default: x)")
+    p.add_argument("--y-key", default=None, help="name of the targets in the data file (default: y)")
     p.add_argument(
-        "--loss", default="mse", metavar="{mse,cross_entropy}", help="loss, mean over rows (default: mse)"
+        "--loss", default=None, metavar="{mse,cross_entropy}", help="loss, mean over rows (default: mse)"
     )
     p.add_argument(
         "--no-reuse-calibration",
@@ -444,6 +476,13 @@ def register(subparsers: Any) -> None:
         f"{CRITICAL_N} for --tms-critical)",
     )
     add_dataclass_flags(p, LLCConfig, FIELD_HELP)
+    flags = p._option_string_actions
+    FLAG_FIELDS.update(f for f in LLCConfig.field_names() if "--" + f.replace("_", "-") in flags)
+    # the shared field help names other settings by their Python names (one-word ones read as prose there)
+    spelled = {f for f in FLAG_FIELDS if "_" in f}
+    for action in p._actions:
+        if action.dest in FLAG_FIELDS and action.help:
+            action.help = cli_spelling(action.help, spelled)
     p.add_argument(
         "--no-ladder",
         action="store_true",

@@ -113,43 +113,53 @@ def _read_safetensors(p: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 _GLOBAL_RE = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)")
 _SAVE_PLAIN = "save a plain state_dict or safetensors"
+#: What to do with a refused data file (tensors, not numpy arrays or other objects, inside a .pt file).
+_SAVE_DATA = (
+    "save the data as tensors: torch.save({'x': torch.as_tensor(X), 'y': torch.as_tensor(Y)}, path), or "
+    "as .npz (numpy.savez(path, x=X, y=Y)) or .safetensors"
+)
 _REFUSED = "Weights only load failed"
 
 
-def _refusal(p: Path, exc: pickle.UnpicklingError) -> str:
-    """The reason of torch's weights-only refusal, without its advice to load with weights_only=False."""
+def _refusal(p: Path, exc: pickle.UnpicklingError, advice: str = _SAVE_PLAIN) -> str:
+    """The reason of torch's weights-only refusal, without its advice to load with weights_only=False;
+    ``advice`` says what to save instead (a checkpoint's or a data file's)."""
     text = _ANSI.sub("", str(exc))
     if "WeightsUnpickler error:" not in text and _REFUSED not in text:  # the pickle stream is broken
         return f"{p} is not a readable torch file (corrupt or truncated?): {_reason(exc)}"
     tail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
     m = _GLOBAL_RE.search(tail)
     if m is not None:
+        what = "numpy arrays" if m.group(1).startswith("numpy") else "Python objects"
         return (
-            f"cannot load {p}: the file contains Python objects ({m.group(1)}) that weights-only loading "
-            f"(torch.load(weights_only=True), which never runs code from the file) refuses; {_SAVE_PLAIN}"
+            f"cannot load {p}: the file contains {what} ({m.group(1)}) that weights-only loading "
+            f"(torch.load(weights_only=True), which never runs code from the file) refuses; {advice}"
         )
     if "WeightsUnpickler error:" not in text:  # torch's own advice (load with weights_only=False) is dropped
         return (
             f"cannot load {p}: weights-only loading (torch.load(weights_only=True), which never runs code "
-            f"from the file) refused it: the file contains Python objects beyond tensors; {_SAVE_PLAIN}"
+            f"from the file) refused it: the file contains Python objects beyond tensors; {advice}"
         )
     reason = _reason(ValueError(tail)).split(". Please use")[0]
     return (
         f"cannot load {p}: weights-only loading (torch.load(weights_only=True)) refused it ({reason}): the "
-        f"file is corrupt or contains Python objects; {_SAVE_PLAIN}"
+        f"file is corrupt or contains Python objects; {advice}"
     )
 
 
-def _read_torch(p: Path) -> Any:
-    """``torch.load(weights_only=True)``: plain containers of tensors and numbers only, never code."""
+def _read_torch(p: Path, advice: str = _SAVE_PLAIN) -> Any:
+    """``torch.load(weights_only=True)``: plain containers of tensors and numbers only, never code
+    (``advice``: what a refusal tells the user to save instead)."""
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it "might not support"
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(_refusal(p, exc)) from exc
+        raise ValueError(_refusal(p, exc, advice)) from exc
     except RuntimeError as exc:
+        if "TorchScript archive" in str(exc) and advice is _SAVE_DATA:
+            raise ValueError(f"{p} is a TorchScript archive (a model), not a data file; {advice}") from exc
         if "TorchScript archive" in str(exc):
             raise ValueError(
                 f"{p} is a TorchScript archive (code and weights), which weights-only loading refuses: load "
@@ -506,7 +516,7 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if suffix in _SAFETENSORS:
         return _read_safetensors(p)[0]
     if suffix in _TORCH:
-        return _tensor_dict(_read_torch(p), p, "a data file", allow_bare=True)
+        return _tensor_dict(_read_torch(p, _SAVE_DATA), p, "a data file", allow_bare=True)
     if suffix in _NPZ:
         return _read_npz(p)
     raise _suffix_error(p, _SAFETENSORS + _TORCH + _NPZ, "tensors")

@@ -246,8 +246,8 @@ def _write_factory(tmp_path: Path, body: str) -> str:
         ("missing_checkpoint", "checkpoint not found"),
         ("missing_data", "data file not found"),
         ("unknown_loss", "unknown --loss 'hinge'; allowed: mse, cross_entropy"),
-        ("zero_step", "step_size must be a finite positive number"),
-        ("negative_step", "step_size must be a finite positive number"),
+        ("zero_step", "--step-size must be a finite positive number"),
+        ("negative_step", "--step-size must be a finite positive number"),
         ("untrusted_torchscript", "--trust-torchscript"),
         ("out_is_a_file", "is a file, not a directory"),
         ("factory_not_found", "factory 'nope' not found"),
@@ -412,7 +412,9 @@ def test_one_source_of_defaults_cli_docs_api(capsys):
         shown = "none" if f.default is None else (
             " ".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default))
         flag = "--" + f.name.replace("_", "-")
-        m = re.search(re.escape(flag) + r"(?![\w-]).*?\(default: ([^)]*)\)", helptext)
+        # the option's own entry: the flag followed by its metavar or its --no- twin (other options'
+        # help mentions it too, e.g. "(or --max-draws)")
+        m = re.search(re.escape(flag) + r"(?:,| [A-Z]).*?\(default: ([^)]*)\)", helptext)
         assert m and m.group(1) == shown, (flag, m and m.group(1), shown)
         assert f"| `{f.name}` | `{'None' if f.default is None else shown}` |" in table
     doc = (ROOT / "docs" / "estimators.md").read_text()
