@@ -208,10 +208,19 @@ def _check_inputs(
 
 def _names_and_steps(checkpoints: Sequence[Any], steps: Sequence[int] | None) -> tuple[list[str], list[int]]:
     """File names (``"checkpoint <i>"`` for state dicts) and training steps (given, else the last integer of
-    each file name, else the index)."""
+    each file name, else the index; files some of whose names carry a number and some not are refused:
+    the index would put the others on another scale)."""
     names = [
         Path(c).name if isinstance(c, str | Path) else f"checkpoint {i}" for i, c in enumerate(checkpoints)
     ]
+    files = [nm for c, nm in zip(checkpoints, names, strict=True) if isinstance(c, str | Path)]
+    bare = [nm for nm in files if step_from_name(nm) is None]
+    if steps is None and bare and len(bare) < len(files):
+        raise ValueError(
+            f"{len(bare)} of the {len(files)} checkpoint files have no step number in their names "
+            f"({', '.join(bare[:3])}{' ...' if len(bare) > 3 else ''}) while the others do: give the "
+            "training steps as steps=[...] (or rename the files with their step)"
+        )
     if steps is None:
         steps = [
             step_from_name(nm) if isinstance(c, str | Path) and step_from_name(nm) is not None else i
@@ -318,7 +327,8 @@ def estimate_llc_series(
     data, config, loss, evaluate, params, masks, n, device, dtype, overrides
         As in :func:`~slt_tms.estimators.llc.estimate_llc`.
     steps : sequence of int, optional
-        Training steps of the checkpoints (default: the last integer in each file name, else the index).
+        Training steps of the checkpoints (default: the last integer in each file name; the index when
+        no file name has one; refused when some do and some do not).
     batch : int
         Checkpoints per batched run (memory: ``batch * num_chains`` chains at once).
     seed : int

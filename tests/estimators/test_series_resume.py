@@ -382,3 +382,28 @@ def test_bad_arguments_fail_before_any_work(files, tmp_path):
     with pytest.raises(ValueError, match=r"must return an nn\.Module"):
         estimate_llc_series_resumable(ck, f"{tmp_path / 'bad.py'}:make", data, work_dir=tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_mix_of_numbered_and_unnumbered_file_names_is_refused(files, tmp_path):
+    """Steps read from names would sit on two scales (numbers and list positions): the API refuses the mix
+    before any work, in memory and resumable, and takes explicit steps or names that all lack a number."""
+    final = tmp_path / "final.safetensors"
+    final.write_bytes((files / "step0150.safetensors").read_bytes())
+    paths = [files / "step0010.safetensors", files / "step0030.safetensors", final]
+    factory = load_factory(f"{files / 'factory.py'}:make")
+    data = load_data(files / "data.safetensors")
+    refusal = r"1 of the 3 checkpoint files have no step number .*final\.safetensors.*steps=\[\.\.\.\]"
+    with pytest.raises(ValueError, match=refusal):
+        estimate_llc_series(paths, factory, data, num_draws=10, progress=False)
+    with pytest.raises(ValueError, match="no step number"):
+        estimate_llc_series_resumable(paths, f"{files / 'factory.py'}:make", files / "data.safetensors",
+                                      work_dir=tmp_path / "work", num_draws=10, progress=False)
+    assert not (tmp_path / "work").exists()
+    kw = {"num_draws": 20, "num_burnin": 20, "num_chains": 2, "progress": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 20 draws: flagged not converged, as it should be
+        series = estimate_llc_series(paths, factory, data, steps=[10, 30, 150], **kw)
+        assert series.steps == (10, 30, 150)
+        first = tmp_path / "first.safetensors"
+        first.write_bytes((files / "step0010.safetensors").read_bytes())
+        assert estimate_llc_series([first, final], factory, data, **kw).steps == (0, 1)
