@@ -359,17 +359,17 @@ def test_bad_arguments_fail_before_any_work(files, tmp_path):
     first, good = _ckpts(files)[0], _ckpts(files)[-1]
     sd = load_file(str(first))
     nan = torch.full_like(sd["0.weight"], math.nan)
-    save_file({**sd, "0.weight": nan}, str(tmp_path / "nan.safetensors"))
-    save_file({k: v for k, v in sd.items() if k != "2.bias"}, str(tmp_path / "short.safetensors"))
+    save_file({**sd, "0.weight": nan}, str(tmp_path / "nan_200.safetensors"))
+    save_file({k: v for k, v in sd.items() if k != "2.bias"}, str(tmp_path / "short_200.safetensors"))
     X, Y = load_data(data)
     Xn = X.clone()
     Xn[17, 2] = math.inf
     save_file({"x": Xn, "y": Y}, str(tmp_path / "inf.safetensors"))
     bad_inputs = [
-        ([good, tmp_path / "nan.safetensors"], data,
-         r"checkpoint nan\.safetensors: parameters holding NaN or inf: 0\.weight"),
-        ([good, tmp_path / "short.safetensors"], data,
-         r"checkpoint short\.safetensors does not fit the model"),
+        ([good, tmp_path / "nan_200.safetensors"], data,
+         r"checkpoint nan_200\.safetensors: parameters holding NaN or inf: 0\.weight"),
+        ([good, tmp_path / "short_200.safetensors"], data,
+         r"checkpoint short_200\.safetensors does not fit the model"),
         ([good, first], tmp_path / "inf.safetensors", r"inputs \(X\) contain infinite values.*row 17"),
     ]
     for ckpts, data_file, match in bad_inputs:
