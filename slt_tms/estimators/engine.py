@@ -361,7 +361,9 @@ def run_groups(
             retire: list[int] = []
             for pos, gi in enumerate(active):
                 tr = tracks[gi]
-                absorb(tr, groups[gi], res, slice(pos * C, (pos + 1) * C), batches.exact, threshold)
+                rows = slice(pos * C, (pos + 1) * C)
+                factor = absorb(tr, groups[gi], res, rows, batches.exact, threshold)  # 0.5: stuck, had moved
+                eps[rows] *= torch.from_numpy(factor).to(eps)
                 tr.grads += res.num_grads
                 tr.block_seconds, tr.block_draws = tr.block_seconds + t_block, tr.block_draws + steps
                 converged = tr.met(cfg)
@@ -515,7 +517,7 @@ def _continue(
         res = _draws(kernel, target, state, steps, streams, batches, tr.final_eps, tr.final_metric, bar,
                      center_loss)
         state = res.state
-        absorb(tr, g, res, slice(None), batches.exact, threshold)
+        absorb(tr, g, res, slice(None), batches.exact, threshold)  # (SGLD: never rejects, so never halved)
         tr.grads += res.num_grads
         converged = tr.met(cfg)
 

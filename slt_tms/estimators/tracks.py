@@ -20,7 +20,13 @@ from slt_tms.samplers import diagnostics as diag
 #: rejected): a chain that mixes at an acceptance of 0.3 rejects 50 in a row with probability 2e-8.
 STUCK_BLOCK = 50
 
+#: A chain that stopped moving after it had moved (every proposal rejected for :data:`STUCK_BLOCK` draws or
+#: more at the end of a block) goes on at half its step size, at most this many times; then, or if it never
+#: moved, a whole block without a move excludes it.
+MAX_HALVINGS = 3
+
 __all__ = [
+    "MAX_HALVINGS",
     "STUCK_BLOCK",
     "Group",
     "Track",
@@ -57,6 +63,8 @@ class Track:
     accepts: list[np.ndarray] = field(default_factory=list)
     bad: np.ndarray | None = None
     stuck: np.ndarray | None = None  # chains that did not move through a whole block (excluded, in `bad`)
+    moved: np.ndarray | None = None  # chains whose loss has changed at least once
+    halved: np.ndarray | None = None  # per chain, how often its step size was halved after it got stuck
     draws: int = 0
     grads: int = 0
     rhat: float = math.nan
@@ -77,10 +85,20 @@ class Track:
         return bool(self.rhat <= cfg.target_rhat and self.ess >= cfg.target_ess)
 
 
-def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold: float) -> None:
+def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold: float) -> np.ndarray:
     """Append a block of draws to a group's trace (``block``: a :func:`run_chains` result, whose
     ``rows`` are the group's chains, or the losses ``(C, steps)`` themselves, already in the trace's
-    units) and update its divergence flags, R-hat and ESS (on 20-draw block means unless ``exact``)."""
+    units) and update its divergence flags, R-hat and ESS (on 20-draw block means unless ``exact``).
+
+    Returns the factor ``(C,)`` by which each chain's step size is to change for the next block: 0.5 for a
+    chain that had moved but rejected every proposal through the last :data:`STUCK_BLOCK` draws or more
+    (at most :data:`MAX_HALVINGS` times per chain), else 1. A Metropolis kernel stays exact at any step,
+    so such a chain is kept: on the TMS hexagon in 20 features (nbeta 8686) a chain whose metric was
+    adapted in the flat region of the dead columns enters the narrow well at a dead bias just above 0
+    (curvature 2 nbeta, depth nbeta / 4c^2), where its leapfrog step is unstable (step x sqrt(top
+    eigenvalue of the metric-scaled Hessian) = 3.1 > 2). Excluding it dropped the well's mass from the
+    estimate (11.0-11.1 passing as converged; NUTS gives 10.5); kept, its disagreement with the other
+    chains shows in R-hat."""
     if isinstance(block, np.ndarray):
         loss, accept = block, np.full_like(block, np.nan)
     else:
@@ -90,14 +108,22 @@ def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold:
     tr.losses.append(loss)
     tr.accepts.append(accept)
     tr.draws += loss.shape[1]
+    C, steps = loss.shape
     with np.errstate(over="ignore", invalid="ignore"):
         block_bad = diag.divergence_flags(g.nbeta * (loss - g.anchor_loss), threshold)
-    # a chain whose loss did not change through a block of STUCK_BLOCK draws or more rejected every
-    # proposal there (a Metropolis kernel at too large a step): it samples nothing, and its constant
-    # trace would pass for a long, perfectly mixed one
-    block_stuck = np.zeros(loss.shape[0], dtype=bool)
-    if loss.shape[1] >= STUCK_BLOCK:
-        block_stuck = ~block_bad & np.isfinite(loss).all(axis=1) & (np.ptp(loss, axis=1) == 0)
+    # a chain whose loss did not change through STUCK_BLOCK draws or more rejected every proposal there (a
+    # Metropolis kernel at too large a step, at least where the chain is): it samples nothing, and its
+    # constant trace would pass for a long, perfectly mixed one
+    with np.errstate(invalid="ignore"):  # inf - inf: a diverged chain (flagged above)
+        changed = np.diff(loss, axis=1) != 0
+    last = np.where(changed.any(axis=1), steps - 2 - np.argmax(changed[:, ::-1], axis=1), -1)
+    trailing = steps - 1 - last  # draws at the end of the block equal to the last one
+    sticks = ~block_bad & np.isfinite(loss).all(axis=1) & (trailing >= STUCK_BLOCK)
+    tr.moved = changed.any(axis=1) if tr.moved is None else (tr.moved | changed.any(axis=1))
+    tr.halved = np.zeros(C, dtype=int) if tr.halved is None else tr.halved
+    halve = sticks & tr.moved & (tr.halved < MAX_HALVINGS)
+    tr.halved = tr.halved + halve
+    block_stuck = sticks & (trailing >= steps) & ~halve  # never moved, or no halving left: excluded
     tr.stuck = block_stuck if tr.stuck is None else (tr.stuck | block_stuck)
     block_bad = block_bad | block_stuck
     tr.bad = block_bad if tr.bad is None else (tr.bad | block_bad)
@@ -105,6 +131,7 @@ def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold:
         x = llc_draws(tr, g)[~tr.bad]
         xd = x if exact else block_means(x)
         tr.rhat, tr.ess = diag.rhat(xd), diag.ess(xd)
+    return np.where(halve, 0.5, 1.0)
 
 
 def excluded(tr: Track, threshold: float, step_size: float) -> tuple[str | None, str | None]:
@@ -128,6 +155,14 @@ def excluded(tr: Track, threshold: float, step_size: float) -> tuple[str | None,
     if stuck.any():
         parts.append(f"{int(stuck.sum())} of {C} chains stopped moving, every proposal of a block rejected "
                      f"(excluded: {np.flatnonzero(stuck).tolist()}; a smaller step_size)")
+    halved = tr.halved if tr.halved is not None else np.zeros(C, dtype=int)
+    kept = (halved > 0) & ~bad
+    if kept.any():
+        parts.append(f"{int(kept.sum())} of {C} chains stopped moving (every proposal rejected for "
+                     f"{STUCK_BLOCK} draws or more) and went on at a smaller step size (kept: chains "
+                     f"{np.flatnonzero(kept).tolist()}, step halved {halved[kept].tolist()} times; the "
+                     "target has regions of very different curvature, which the chains may not have mixed "
+                     "between)")
     return None, ("; ".join(parts) or None)
 
 

@@ -31,7 +31,7 @@ from torch import nn
 import slt_tms.estimators.llc as llc_module
 from slt_tms.estimators import Calibration, LLCConfig, LLCResult, default_nbeta, estimate_llc, fit_asymptotic
 from slt_tms.estimators.result import AsymptoticFit
-from slt_tms.estimators.tracks import STUCK_BLOCK, Group, Track, absorb, excluded
+from slt_tms.estimators.tracks import MAX_HALVINGS, STUCK_BLOCK, Group, Track, absorb, excluded
 from slt_tms.samplers import diagnostics as diag
 from slt_tms.theory import ground_truth as gt
 from slt_tms.theory import regular_quadratic
@@ -366,6 +366,34 @@ def test_a_stuck_chain_is_excluded_and_named_beside_a_diverged_one():
     g = Group(torch.zeros(2), 0.0, 10.0, 0)
     absorb(short, g, np.full((1, STUCK_BLOCK - 1), 0.3), slice(None), True, 1e6)
     assert not short.bad.any()
+
+
+def test_a_chain_stuck_after_moving_goes_on_at_half_its_step_and_is_kept():
+    """A chain that moved and then rejected every proposal for STUCK_BLOCK draws (a region where its step
+    is unstable) is kept with its step halved, at most MAX_HALVINGS times; the flag names it. A chain that
+    never moved is excluded as before, and one that rejected fewer than STUCK_BLOCK in a row is left alone."""
+    g = Group(torch.zeros(2), 0.0, 10.0, 0)
+    tr = Track(chains=[0, 1, 2])
+    moving = [0.1, 0.2] * (STUCK_BLOCK // 2 + 5)
+    n = len(moving)
+    first = np.array([moving, moving, [0.3] * n])
+    assert absorb(tr, g, first, slice(None), True, 1e6).tolist() == [1.0, 1.0, 1.0]
+    assert tr.bad.tolist() == [False, False, True]  # never moved: excluded at once
+    tail = [0.1, 0.2] * 5 + [0.25] * STUCK_BLOCK  # chain 1 gets stuck within the block
+    short = [0.1, 0.2] * 5 + [0.25] * (STUCK_BLOCK - 1) + [0.3] * (len(tail) - STUCK_BLOCK - 9)
+    factor = absorb(tr, g, np.array([short, tail, [0.3] * len(tail)]), slice(None), True, 1e6)
+    assert factor.tolist() == [1.0, 0.5, 1.0] and tr.bad.tolist() == [False, False, True]
+    _, flag = excluded(tr, 1e6, 0.01)
+    assert "1 of 3 chains stopped moving, every proposal of a block rejected (excluded: [2]" in flag
+    assert "went on at a smaller step size (kept: chains [1], step halved [1] times" in flag
+    for k in range(2, MAX_HALVINGS + 1):  # constant through whole blocks: halved until none is left
+        factor = absorb(tr, g, np.array([moving, [0.25] * n, [0.3] * n]), slice(None), True, 1e6)
+        assert factor.tolist() == [1.0, 0.5, 1.0] and tr.halved.tolist() == [0, k, 0]
+        assert not tr.bad[1]
+    absorb(tr, g, np.array([moving, [0.25] * n, [0.3] * n]), slice(None), True, 1e6)
+    assert tr.bad.tolist() == [False, True, True] and tr.stuck.tolist() == [False, True, True]
+    _, flag = excluded(tr, 1e6, 0.01)
+    assert "2 of 3 chains stopped moving" in flag and "kept" not in flag
 
 
 # ------------------------------------------------------------------------ models, minibatches, SGLD bias
