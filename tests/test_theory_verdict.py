@@ -28,6 +28,12 @@ def test_verdict(estimate, se, dead, agrees, explains):
     assert ("(agrees:" in line) is agrees
     assert ("[DISAGREES with theory" in line) is (not agrees)
     assert (f"{dead} dead columns" in line) is explains
+    # a flagged estimate: agreement within 3 of its (wide) errors is no verdict; a disagreement stays one
+    flagged = theory_verdict(estimate, se, 8.5, dead, trustworthy=False)
+    within5 = abs(estimate / 8.5 - 1) <= THEORY_TOLERANCE
+    assert ("[NO VERDICT" in flagged) is (agrees and not within5)
+    assert ("[DISAGREES with theory" in flagged) is (not agrees)
+    assert ("flagged not trustworthy" in flagged) is agrees
 
 
 def test_cli_records_and_prints_the_verdict(tmp_path, capsys, monkeypatch):
@@ -40,6 +46,6 @@ def test_cli_records_and_prints_the_verdict(tmp_path, capsys, monkeypatch):
     rec = json.loads((out / "llc.json").read_text())
     fit = rec["asymptotic"]
     verdict = rec["config"]["cli"]["theory_verdict"]
-    assert verdict == theory_verdict(fit["llc"], fit["se"], 8.5, 1)
+    assert verdict == theory_verdict(fit["llc"], fit["se"], 8.5, 1, trustworthy=not rec["flags"])
     theory_line = next(ln for ln in printed.splitlines() if ln.lstrip().startswith("theory"))
     assert theory_line.endswith(verdict)

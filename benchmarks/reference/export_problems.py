@@ -31,6 +31,10 @@ for c, names in [(5, ["5"]), (6, ["6", "5", "5+"]), (7, ["7"]), (8, ["8"])]:
         key = f"tms_c{c}_{nm.replace('+', 'p')}"
         arrs[key + "_w"] = q.flat().numpy()
         meta[key] = {"c": c, "lambda": q.lambda_theory, "loss": q.loss, "d": q.d}
+# the hexagon in 20 features: 14 dead columns whose flat region borders the lower wells of the 6^{sigma+}
+q = cpm.kgon(6, 20, 0, 0)
+arrs["tms_c20_6_w"] = q.flat().numpy()
+meta["tms_c20_6"] = {"c": 20, "lambda": q.lambda_theory, "loss": q.loss, "d": q.d}
 out_dir = os.environ.get("LLC_REFERENCE_DIR", "/tmp/llc_reference")
 os.makedirs(out_dir, exist_ok=True)
 np.savez(os.path.join(out_dir, "problems.npz"), **arrs)

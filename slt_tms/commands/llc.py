@@ -82,13 +82,31 @@ EXIT_NOT_TRUSTWORTHY = 3
 THEORY_TOLERANCE = 0.05
 
 
-def theory_verdict(estimate: float, se: float, lam: float, dead: int) -> str:
+def theory_verdict(estimate: float, se: float, lam: float, dead: int, trustworthy: bool = True) -> str:
     r"""Compare an asymptotic estimate with the theoretical :math:`\lambda`, in words.
 
     The estimate agrees when it is within ``THEORY_TOLERANCE`` (5%) of :math:`\lambda` or within three
     standard errors; otherwise the line says so loudly, and for a point with dead columns why: their flat
-    region is bounded by soft walls, so the finite-temperature target approaches :math:`\lambda` more
-    slowly than the fit's :math:`1/(n\beta)` form, by an excess that grows with the number of dead columns.
+    region adds a finite-temperature excess that grows with their number and falls off more slowly than
+    the fit's :math:`1/(n\beta)` form, and at a dead bias of 0 it borders the narrow wells of lower loss of
+    the points with positive dead biases, which the chains enter rarely. An estimate flagged not
+    trustworthy (unconverged rungs, whose wide errors would make anything "agree") gets no verdict.
+
+    Parameters
+    ----------
+    estimate, se : float
+        The asymptotic fit's :math:`\lambda` and its standard error.
+    lam : float
+        The theoretical :math:`\lambda`.
+    dead : int
+        The point's dead columns (:math:`c - k`).
+    trustworthy : bool
+        Whether the estimate carries no flag (``LLCResult.ok``).
+
+    Returns
+    -------
+    str
+        ``"asymptotic estimate off by +x%"`` and the verdict.
 
     Examples
     --------
@@ -96,19 +114,27 @@ def theory_verdict(estimate: float, se: float, lam: float, dead: int) -> str:
     'asymptotic estimate off by +2.8% (agrees: within 5%)'
     >>> theory_verdict(10.2, 0.17, 8.5, 24).startswith("asymptotic estimate off by +20.0% [DISAGREES")
     True
+    >>> theory_verdict(10.4, 0.82, 8.5, 24, trustworthy=False)[:50]
+    'asymptotic estimate off by +22.4% [NO VERDICT: wit'
     """
     off = estimate / lam - 1.0
     line = f"asymptotic estimate off by {100 * off:+.1f}%"
+    flagged = "" if trustworthy else "; but the estimate is flagged not trustworthy (above)"
     if abs(off) <= THEORY_TOLERANCE:
-        return line + f" (agrees: within {100 * THEORY_TOLERANCE:g}%)"
+        return line + f" (agrees: within {100 * THEORY_TOLERANCE:g}%{flagged})"
     if abs(estimate - lam) <= 3.0 * se:
+        if not trustworthy:  # a wide error from unconverged rungs is no agreement
+            return line + (
+                " [NO VERDICT: within 3 of its standard errors, but the estimate is flagged not trustworthy "
+                "(above)]"
+            )
         return line + " (agrees: within 3 standard errors)"
     line += f" [DISAGREES with theory beyond {100 * THEORY_TOLERANCE:g}% and 3 standard errors"
     if dead > 0 and off > 0:
         line += (
-            f": this point has {dead} dead columns, whose flat region (bounded by soft walls) makes the "
-            "estimates approach lambda more slowly than the fit's 1/(n beta) form, by an excess that grows "
-            "with the number of dead columns; the defaults are validated at c = 5..8, raise --n for more"
+            f": this point has {dead} dead columns, whose flat region adds an excess that grows with their "
+            "number and falls off more slowly than the fit's 1/(n beta), and borders (at a dead bias of 0) "
+            "wells of lower loss that the chains enter rarely; the defaults are validated at c = 5..8"
         )
     return line + "]"
 
@@ -279,7 +305,7 @@ def _critical(
     res = _estimate(estimate_llc, pot, config=cfg, seed=ns.seed, progress=progress)
     if cp.lambda_theory is not None and res.asymptotic is not None:
         cli["theory_verdict"] = theory_verdict(
-            res.asymptotic.llc, res.asymptotic.se, cp.lambda_theory, cp.c - cp.k
+            res.asymptotic.llc, res.asymptotic.se, cp.lambda_theory, cp.c - cp.k, trustworthy=res.ok
         )
     res = dataclasses.replace(res, config={**res.config, "cli": cli})
     if out is not None:
