@@ -49,3 +49,20 @@ def test_cli_records_and_prints_the_verdict(tmp_path, capsys, monkeypatch):
     assert verdict == theory_verdict(fit["llc"], fit["se"], 8.5, 1, trustworthy=not rec["flags"])
     theory_line = next(ln for ln in printed.splitlines() if ln.lstrip().startswith("theory"))
     assert theory_line.endswith(verdict)
+
+
+@pytest.mark.parametrize(("c", "noted"), [(6, False), (8, False), (9, True), (4, True)])
+def test_a_c_outside_the_validated_range_is_noted_up_front(c, noted, tmp_path, capsys, monkeypatch):
+    """Before sampling, a c outside the validated range says so (cost and the theory comparison)."""
+    import slt_tms.commands.llc as llc_command
+
+    def stop(*_a, **_k):
+        raise KeyboardInterrupt  # the note comes before any sampling: stop there
+
+    monkeypatch.setattr(llc_command, "estimate_llc", stop)
+    assert main(["llc", "--tms-critical", "4", "--c", str(c), "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err
+    assert ("the defaults are validated at c = 5..8" in err) is noted, err
+    if noted:
+        assert f"at c = {c} (d = {3 * c})" in err and f"{(c / 6) ** 2:.3g} times" in err
+        assert ("dead columns" in err) is (c > 4)

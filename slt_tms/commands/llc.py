@@ -64,6 +64,7 @@ __all__ = [
     "CRITICAL_N",
     "EXIT_NOT_TRUSTWORTHY",
     "THEORY_TOLERANCE",
+    "VALIDATED_C",
     "parse_critical_name",
     "register",
     "theory_verdict",
@@ -80,6 +81,8 @@ EXIT_NOT_TRUSTWORTHY = 3
 #: Relative tolerance of ``--tms-critical``'s comparison of the asymptotic estimate with theory (the
 #: defaults are validated to meet it at the c = 5..8 polygons).
 THEORY_TOLERANCE = 0.05
+#: The numbers of features at which the ``--tms-critical`` defaults are validated against theory.
+VALIDATED_C = (5, 8)
 
 
 def theory_verdict(estimate: float, se: float, lam: float, dead: int, trustworthy: bool = True) -> str:
@@ -302,6 +305,16 @@ def _critical(
             f"critical point {cp.name} at c={ns.c}: L = {cp.loss:.6g}, {potential} loss, n = {n}",
             file=sys.stderr,
         )
+        if not VALIDATED_C[0] <= ns.c <= VALIDATED_C[1]:
+            lo, hi = VALIDATED_C
+            print(
+                f"slt-tms llc: note: the defaults are validated at c = {lo}..{hi}; at c = {ns.c} "
+                f"(d = {cp.d}) every gradient costs about {(ns.c / 6) ** 2:.3g} times one at c = 6 (the "
+                "loss has c^2 pair terms)"
+                + (f", and with {cp.c - cp.k} dead columns" if cp.c > cp.k else "")
+                + " the estimate may not approach theory (the last line compares them)",
+                file=sys.stderr,
+            )
     res = _estimate(estimate_llc, pot, config=cfg, seed=ns.seed, progress=progress)
     if cp.lambda_theory is not None and res.asymptotic is not None:
         cli["theory_verdict"] = theory_verdict(
