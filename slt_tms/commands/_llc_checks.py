@@ -22,8 +22,8 @@ __all__ = [
 ]
 
 
-#: The :class:`LLCConfig` fields that are flags of ``slt-tms llc`` (filled by :func:`register`):
-#: :func:`cli_spelling` writes them as the user typed them.
+#: The :class:`LLCConfig` fields that are flags of ``slt-tms llc`` (filled by
+#: :func:`slt_tms.commands.llc.register`): :func:`cli_spelling` writes them as the user typed them.
 FLAG_FIELDS: set[str] = set()
 _NOT_AFTER = r"(?<![\w./-])"  # not inside a path, a file name or a flag already spelled out
 

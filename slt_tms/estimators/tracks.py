@@ -16,7 +16,7 @@ from slt_tms.estimators.result import Calibration
 from slt_tms.estimators.sgld_bias import block_means
 from slt_tms.samplers import diagnostics as diag
 
-#: Draws per chain of a block from which a chain whose loss never changed counts as stuck (every proposal
+#: Consecutive draws of a chain with an unchanged loss from which it counts as stuck (every proposal
 #: rejected): a chain that mixes at an acceptance of 0.3 rejects 50 in a row with probability 2e-8.
 STUCK_BLOCK = 50
 
@@ -116,10 +116,11 @@ def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold:
     # constant trace would pass for a long, perfectly mixed one
     with np.errstate(invalid="ignore"):  # inf - inf: a diverged chain (flagged above)
         changed = np.diff(loss, axis=1) != 0
-    last = np.where(changed.any(axis=1), steps - 2 - np.argmax(changed[:, ::-1], axis=1), -1)
+    moved = changed.any(axis=1)
+    last = np.where(moved, steps - 2 - np.argmax(changed[:, ::-1], axis=1), -1)
     trailing = steps - 1 - last  # draws at the end of the block equal to the last one
     sticks = ~block_bad & np.isfinite(loss).all(axis=1) & (trailing >= STUCK_BLOCK)
-    tr.moved = changed.any(axis=1) if tr.moved is None else (tr.moved | changed.any(axis=1))
+    tr.moved = moved if tr.moved is None else (tr.moved | moved)
     tr.halved = np.zeros(C, dtype=int) if tr.halved is None else tr.halved
     halve = sticks & tr.moved & (tr.halved < MAX_HALVINGS)
     tr.halved = tr.halved + halve
