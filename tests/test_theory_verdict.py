@@ -8,7 +8,14 @@ import json
 import pytest
 
 from slt_tms.cli import main
-from slt_tms.commands.llc import THEORY_TOLERANCE, theory_verdict
+from slt_tms.commands.llc import (
+    THEORY_TOLERANCE,
+    lower_wells,
+    parse_critical_name,
+    theory_verdict,
+    wells_line,
+)
+from slt_tms.theory.critical_points import kgon
 
 
 @pytest.mark.parametrize(
@@ -49,6 +56,13 @@ def test_cli_records_and_prints_the_verdict(tmp_path, capsys, monkeypatch):
     assert verdict == theory_verdict(fit["llc"], fit["se"], 8.5, 1, trustworthy=not rec["flags"])
     theory_line = next(ln for ln in printed.splitlines() if ln.lstrip().startswith("theory"))
     assert theory_line.endswith(verdict)
+    # the hexagon in 7 features has one dead column: its well (the point 6+) is named, with each rung's depth
+    wells = rec["config"]["cli"]["lower_wells"]
+    assert wells["columns"] == 1 and wells["neighbour"] == "6+"
+    assert wells["nbeta"] == pytest.approx(fit["nbeta"])
+    assert wells["depth_nats"] == pytest.approx([nb / (4 * 7**2) for nb in fit["nbeta"]])
+    assert wells["draws_below"] == [r["frac_below_anchor"] for r in rec["config"]["rungs"]]
+    assert wells_line(wells) in printed
 
 
 @pytest.mark.parametrize(("c", "noted"), [(6, False), (8, False), (9, True), (4, True)])
@@ -66,3 +80,30 @@ def test_a_c_outside_the_validated_range_is_noted_up_front(c, noted, tmp_path, c
     if noted:
         assert f"at c = {c} (d = {3 * c})" in err and f"{(c / 6) ** 2:.3g} times" in err
         assert ("dead columns" in err) is (c > 4)
+
+
+@pytest.mark.parametrize(("name", "c"), [("5", 6), ("6", 8), ("4+", 8), ("4,1-", 7), ("3", 5)])
+def test_the_wells_match_the_certified_neighbouring_point(name, c):
+    """The well next to a dead column is the certified point with one more '+': its loss is lower by the
+    stated amount (closed forms of both points) and its bias sits at the stated distance."""
+    k, sigma, phi = parse_critical_name(name)
+    w = lower_wells(k, c, sigma, phi, [1e4, 2e4], [0.0, 0.01], 1.0)
+    here, there = kgon(k, c, sigma, phi), kgon(k, c, *parse_critical_name(w["neighbour"])[1:])
+    assert w["columns"] == c - k - sigma
+    assert here.loss - there.loss == pytest.approx(w["delta_loss"], rel=1e-9, abs=1e-15)
+    assert w["depth_nats"] == pytest.approx([1e4 * w["delta_loss"], 2e4 * w["delta_loss"]])
+    j = k + sigma  # the first dead column with a negative bias, the one the neighbour switches on
+    assert float(there.b[j] - here.b[j]) == pytest.approx(w["distance"])
+    assert w["localization_nats"] == pytest.approx(0.5 * w["distance"] ** 2)
+    line = wells_line(w)
+    assert "[NO DRAW IN THE WELLS at some nbeta" in line and "0% / 1%" in line
+
+
+def test_no_wells_without_dead_columns_or_beyond_the_localization():
+    assert lower_wells(6, 6, 0, 0, [1e4], [0.0], 1.0) is None  # no dead column
+    assert lower_wells(5, 6, 1, 0, [1e4], [0.0], 1.0) is None  # 5+: its dead column is the well's bottom
+    # the localization (0.59 nats) lifts the well (depth 50 / 144 = 0.35 nats) above w*: no line
+    assert lower_wells(5, 6, 0, 0, [50.0], [0.0], 1.0) is None
+    assert lower_wells(5, 6, 0, 0, [50.0], [0.0], 0.1) is not None
+    visited = lower_wells(5, 6, 0, 0, [1e4], [0.2], 1.0)
+    assert "NO DRAW" not in wells_line(visited)
