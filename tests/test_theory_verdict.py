@@ -8,13 +8,8 @@ import json
 import pytest
 
 from slt_tms.cli import main
-from slt_tms.commands.llc import (
-    THEORY_TOLERANCE,
-    lower_wells,
-    parse_critical_name,
-    theory_verdict,
-    wells_line,
-)
+from slt_tms.commands._tms_wells import lower_wells, wells_line
+from slt_tms.commands.llc import THEORY_TOLERANCE, parse_critical_name, theory_verdict
 from slt_tms.theory.critical_points import kgon
 
 
@@ -107,3 +102,25 @@ def test_no_wells_without_dead_columns_or_beyond_the_localization():
     assert lower_wells(5, 6, 0, 0, [50.0], [0.0], 0.1) is not None
     visited = lower_wells(5, 6, 0, 0, [1e4], [0.2], 1.0)
     assert "NO DRAW" not in wells_line(visited)
+
+
+def test_the_reproductions_llc_table_names_the_wells(tmp_path, monkeypatch):
+    """The reproduction's LLC table carries the same wells for the 5-gon in 6 features (and none for the
+    hexagon there); short chains, as only the table's column is under test."""
+    import csv
+
+    import slt_tms.commands.reproduce as rep
+
+    real = rep.estimate_llc
+    monkeypatch.setitem(rep._LLC_POINTS, "quick", [("5", 6), ("6", 6)])
+    monkeypatch.setattr(rep, "estimate_llc", lambda *a, **k: real(*a, **k, num_draws=60, num_burnin=60))
+    with pytest.warns(RuntimeWarning):  # short chains: not converged
+        rep._llc_stage(tmp_path, "quick", 0, quiet=True)
+    with open(tmp_path / "llc" / "llc_vs_theory.csv", newline="") as fh:
+        rows = {r["name"]: r for r in csv.DictReader(fh)}
+    rec = json.loads((tmp_path / "llc" / "llc_c6_5.json").read_text())
+    below = [r["frac_below_anchor"] for r in rec["config"]["rungs"]]
+    depths = " / ".join(f"{-nb / 144:.3g}" for nb in rec["asymptotic"]["nbeta"])
+    assert rows["5"]["lower_wells"].startswith(f"1 x 5+, {depths} nats; draws below L(w*) ")
+    assert rows["5"]["lower_wells"].endswith("the estimate describes the basin of w*") is (not all(below))
+    assert rows["6"]["lower_wells"] == ""

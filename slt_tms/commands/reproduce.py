@@ -22,6 +22,7 @@ from typing import Any
 
 from slt_tms._progress import progress_group
 from slt_tms.commands import phases as phases_cmd
+from slt_tms.commands._tms_wells import lower_wells
 from slt_tms.commands.dynamics import llc_into, train_into
 from slt_tms.commands.superposition import run_figure
 from slt_tms.commands.theory import CP_COLUMNS, critical_point_rows
@@ -116,6 +117,9 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
         a = res.asymptotic
         lam = cp.lambda_theory
         ok_fit = bool(lam) and abs(a.llc - lam) <= 3 * a.se + 0.05 * lam
+        rungs = res.config["rungs"]
+        wells = lower_wells(k, c, name.count("+"), 0, [r["nbeta"] for r in rungs],
+                            [r["frac_below_anchor"] for r in rungs], float(res.config["localization"]))
         rows.append(
             {
                 "name": name,
@@ -132,6 +136,13 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
                 "off_by_percent": f"{100 * (a.llc / lam - 1):+.1f}" if lam else "",
                 "within_5pct_plus_3se": "yes" if ok_fit else "NO",
                 "trustworthy": "yes" if res.ok else "NO: " + "; ".join(res.flags),
+                # the wells beside the dead columns (slt-tms llc --tms-critical prints the same in full)
+                "lower_wells": "" if wells is None else (
+                    f"{wells['columns']} x {wells['neighbour']}, "
+                    + " / ".join(f"{-x:.3g}" for x in wells["depth_nats"]) + " nats; draws below L(w*) "
+                    + " / ".join(f"{100 * x:.2g}%" for x in wells["draws_below"])
+                    + ("" if all(wells["draws_below"]) else ": the estimate describes the basin of w*")
+                ),
             }
         )
         if not quiet:
