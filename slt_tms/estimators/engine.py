@@ -27,7 +27,7 @@ from torch import Tensor
 from slt_tms._progress import progress_bar
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, exact_localization
-from slt_tms.estimators.result import Calibration, LLCResult
+from slt_tms.estimators.result import Calibration, LLCResult, lower_region_note
 from slt_tms.estimators.sgld_bias import (
     CURVATURE_ITERS,
     bias_flag,
@@ -44,6 +44,7 @@ from slt_tms.estimators.tracks import (
     draws_needed,
     excluded,
     llc_draws,
+    lower_region,
     next_block,
     projection,
     warn_if_out_of_budget,
@@ -429,24 +430,9 @@ def run_groups(
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0  # the bias checks included
     results = []
     for gi, (g, tr, bias) in enumerate(zip(groups, tracks, biases, strict=True)):
-        results.append(
-            _result(
-                pot,
-                g,
-                tr,
-                cfg,
-                kernel,
-                batches,
-                n,
-                threshold,
-                bias,
-                seeds[gi * C : (gi + 1) * C],
-                streams.block,
-                seconds,
-                cpu,
-                warn,
-            )
-        )
+        own_seeds = seeds[gi * C : (gi + 1) * C]
+        results.append(_result(pot, g, tr, cfg, kernel, batches, n, threshold, bias, own_seeds, streams.block,
+                               seconds, cpu, warn))
     return results
 
 
@@ -473,7 +459,8 @@ def _draws(
         batches=batches,
         step_size=eps,
         metric=metric,
-        record=("loss", "accept_prob") if batches.exact else ("loss", "accept_prob", "center_loss"),
+        record=("loss", "accept_prob", *(("rejected_min_loss",) if kernel.exact else ()))
+        if batches.exact else ("loss", "accept_prob", "center_loss"),
         bar=bar,
         center_loss=center_loss,
     )
@@ -590,6 +577,9 @@ def _result(
             RuntimeWarning,
             stacklevel=4,
         )
+    lower = lower_region(tr, g, good)  # not a flag: the number is right for the region the chains sampled
+    if warn and lower is not None:
+        warnings.warn(f"LLC estimate {llc_hat:.4g}: {lower_region_note(lower)}", RuntimeWarning, stacklevel=4)
     eps_np = tr.final_eps.detach().cpu().double().numpy()
     record = {
         **cfg.to_dict(),
@@ -616,6 +606,7 @@ def _result(
         "calibration_used": tr.calibration_used,
         "step_search": tr.step_search,
         "step_search_start": tr.search_start,
+        "lower_region": lower,
     }
     idata = diag.inference_data({"llc": draws, "loss": loss_kept}, {"accept_prob": acc_kept})
     return LLCResult(

@@ -64,7 +64,7 @@ from torch import Tensor
 
 from slt_tms.estimators.config import LLCConfig, default_nbeta
 from slt_tms.estimators.engine import Group, run_groups
-from slt_tms.estimators.result import AsymptoticFit, Calibration, LLCResult
+from slt_tms.estimators.result import AsymptoticFit, Calibration, LLCResult, lower_region_note
 from slt_tms.estimators.sgld_bias import STEP_TARGET, bias_flag
 from slt_tms.potentials import as_potential
 from slt_tms.validation import check_device, check_seed
@@ -302,6 +302,7 @@ def estimate_llc(
                 RuntimeWarning,
                 stacklevel=2,
             )
+        _warn_lower_regions([("", res)])
         return res
     rungs = _run(
         pot,
@@ -337,10 +338,24 @@ def estimate_llc(
             RuntimeWarning,
             stacklevel=2,
         )
+    _warn_lower_regions([(f"rung {m:g} x nbeta", r) for r, m in zip(rungs, cfg.ladder, strict=True)])
     cfg_rec = {**main.config, "rungs": [r.to_dict(traces=False) for r in rungs]}
     return dataclasses.replace(
         main, asymptotic=fit, flags=flags, config=cfg_rec, num_grads=max(r.num_grads for r in rungs)
     )
+
+
+def _warn_lower_regions(labelled: list[tuple[str, LLCResult]]) -> None:
+    """One warning for the estimates whose rejected proposals reached below every kept draw (not a flag: the
+    number is right for the region the chains sampled, and says so)."""
+    found = [(label, r) for label, r in labelled if r.config.get("lower_region")]
+    if found:
+        warnings.warn(
+            "; ".join(f"LLC estimate {r.llc:.4g}{' (' + label + ')' if label else ''}: "
+                      + lower_region_note(r.config["lower_region"]) for label, r in found),
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 #: Re-runs of an SGLD estimate whose step search settled on a step the final bias check finds too large.

@@ -21,12 +21,23 @@ from slt_tms.io.atomic import atomic_path, atomic_write_text
 from slt_tms.io.serialize import as_float, read_json, to_jsonable
 from slt_tms.samplers.diagnostics import inference_data, read_netcdf
 
-__all__ = ["MISFIT_PVALUE", "AsymptoticFit", "Calibration", "LLCResult"]
+__all__ = ["MISFIT_PVALUE", "AsymptoticFit", "Calibration", "LLCResult", "lower_region_note"]
 
 #: An asymptotic fit whose chi-square p-value falls below this has rungs scattered beyond their standard
 #: errors (a wrong form at these n beta, or understated rung errors); its summary says so, and its
 #: standard error is already inflated by sqrt(chi2 / dof). A correct fit gets there once in a hundred.
 MISFIT_PVALUE = 1e-2
+
+
+def lower_region_note(lower: dict[str, Any]) -> str:
+    """The words for :func:`~slt_tms.estimators.tracks.lower_region`'s finding (summary line and warning)."""
+    return (
+        f"{lower['rejected_below']} of {lower['transitions']} proposals were rejected after reaching "
+        f"nbeta (L - L*) = {lower['deepest']:.3g}, more than {lower['margin']:g} nat below L(w*) and every "
+        f"kept draw (lowest {lower['lowest_kept']:.3g}): a region of lower loss beside the chains that their "
+        "step cannot enter; the estimate describes the region the chains stayed in (the basin of w*), not "
+        "the whole localized posterior"
+    )
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,16 @@ class LLCResult:
             return line + "  [NOT TRUSTWORTHY: " + "; ".join(self.flags) + "]"
         return line + f"  [converged: R-hat {self.rhat:.3f}, ESS {self.ess:.0f}]"
 
+    def _lower_region_lines(self) -> list[str]:
+        """The summary's lines for rejected proposals that reached below every kept draw (each rung's)."""
+        rungs = self.config.get("rungs")
+        found = [(r.get("nbeta"), (r.get("config") or {}).get("lower_region")) for r in rungs] if rungs else [
+            (None, self.config.get("lower_region"))]
+        return [
+            "  lower region    " + (f"at nbeta {nb:.6g}: " if nb is not None else "") + lower_region_note(x)
+            for nb, x in found if x
+        ]
+
     def summary(self) -> str:
         """A readable table of the estimate, its estimand and its diagnostics."""
         c = self.config
@@ -286,6 +307,7 @@ class LLCResult:
             f"  R-hat, ESS      {self.rhat:.4f}, {self.ess:.0f}  (targets {c.get('target_rhat', '?')}, "
             f"{c.get('target_ess', '?')})",
             f"  below L(w*)     {self.frac_below_anchor:.3f} of draws",
+            *self._lower_region_lines(),
             f"  excluded        {int(np.sum(self.diverged))} of {len(self.diverged)} chains (diverged or "
             "stopped moving)",
             f"  cost            {self.num_grads} gradient evaluations, {self.seconds:.1f} s wall, "

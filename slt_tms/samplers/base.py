@@ -77,7 +77,9 @@ class Info(NamedTuple):
     """What every kernel's ``step`` reports (shapes ``(C,)``, ``grad`` ``(C, d)``): ``loss``, ``potential``
     and ``grad`` at the point the chain holds for the record (the new point for MALA/HMC, the point the
     step started from for SGLD), the acceptance probability (SGLD: of its proposal had it been tested),
-    divergences, gradient evaluations; HMC adds the leapfrog steps and the energy error."""
+    divergences, gradient evaluations; HMC adds the leapfrog steps and the energy error; MALA and HMC add
+    ``rejected_min_loss``: where the transition was rejected, the lowest loss its proposal (every leapfrog
+    point of an HMC trajectory) reached, else inf."""
 
     loss: Tensor
     potential: Tensor
@@ -87,6 +89,7 @@ class Info(NamedTuple):
     num_grads: int
     num_steps: Tensor | None = None
     energy_error: Tensor | None = None
+    rejected_min_loss: Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)

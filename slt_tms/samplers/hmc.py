@@ -162,6 +162,7 @@ class HMC:
         p0 = draws.normal / G.sqrt()
         kin0 = 0.5 * (p0 * p0 * G).sum(-1)
         w, u, g, loss = w0, u0, g0, l0
+        lowest = torch.full_like(l0, math.inf)  # the lowest loss the trajectory reaches (NaN ignored)
         gamma = float(target.localization)
         if gamma > 0.0 and self.exact_localization:
             # half kick by n*beta*grad L, exact flow of the oscillator gamma/2 |q|^2 + p G p / 2, half kick;
@@ -176,6 +177,7 @@ class HMC:
                 q, p = q * cos + (G * p) * sin_over_omega, p * cos - (gamma * q) * sin_over_omega
                 w = q + center
                 u, g, loss = target.evaluate(w, batch)
+                lowest = torch.fmin(lowest, loss)
                 p = p - (0.5 if s == self.num_leapfrog - 1 else 1.0) * eps * (g - gamma * q)
         else:
             p = p0 - 0.5 * eps * g
@@ -183,6 +185,7 @@ class HMC:
             for s in range(self.num_leapfrog):
                 w = w + eps_g * p
                 u, g, loss = target.evaluate(w, batch)
+                lowest = torch.fmin(lowest, loss)
                 p = p - (0.5 if s == self.num_leapfrog - 1 else 1.0) * eps * g
         kin = 0.5 * (p * p * G).sum(-1)
         energy_error = (u + kin) - (u0 + kin0)
@@ -200,6 +203,6 @@ class HMC:
         )
         info = HMCInfo(
             new.loss, new.potential, new.grad, accept_prob, divergent, self.num_leapfrog, num_steps,
-            energy_error,
+            energy_error, torch.where(accepted, math.inf, lowest),
         )
         return new, info

@@ -104,4 +104,6 @@ class MALA:
             torch.where(a, ev.grad, g),
             torch.where(accepted, ev.loss, state.loss),
         )
-        return new, MALAInfo(new.loss, new.potential, new.grad, accept_prob, divergent, 1)
+        rejected_min = torch.where(accepted, torch.inf, ev.loss)  # the proposal's loss where it was rejected
+        return new, MALAInfo(new.loss, new.potential, new.grad, accept_prob, divergent, 1, None, None,
+                             rejected_min)

@@ -349,3 +349,32 @@ def test_bad_inputs():
         HMC(jitter=1.5)
     with pytest.raises(ValueError, match="rmsprop decay"):
         RMSProp(decay=1.0)
+
+
+@pytest.mark.parametrize("kernel", [MALA(), HMC(num_leapfrog=1, jitter=0.0), HMC(num_leapfrog=5)])
+def test_rejected_proposals_report_the_lowest_loss_they_reached(kernel):
+    """``rejected_min_loss``: inf where the transition was accepted; where it was rejected, the loss at the
+    proposal (MALA; HMC with one leapfrog step: recomputed here from the update's formula), at most the
+    loss of any point of the path, so at most the proposal's loss (HMC with several steps)."""
+    torch.manual_seed(0)
+    C, d = 64, 3
+    pot = from_callable(_quartic, torch.zeros(d, dtype=torch.float64), n=100)
+    target = Tempered(pot, nbeta=50.0, localization=1.0, center=torch.zeros(d, dtype=torch.float64))
+    state = kernel.init(torch.randn(C, d, dtype=torch.float64) * 0.3, target, None)
+    # half the chains accept whatever they propose (uniform 0: log u = -inf), half reject almost surely
+    u = torch.stack([torch.where(torch.arange(C) < C // 2, 0.0, 1.0 - 1e-12), torch.full((C,), 0.5)], 1)
+    draws = Draws(torch.randn(C, d, dtype=torch.float64), u.double(), None)
+    eps = torch.full((C,), 0.3, dtype=torch.float64)
+    new, info = kernel.step(state, target, eps, None, draws)
+    moved = (new.w != state.w).any(-1)
+    r = info.rejected_min_loss
+    assert torch.isinf(r[moved]).all() and torch.isfinite(r[~moved]).all() and (~moved).sum() >= C // 4
+    if isinstance(kernel, MALA):
+        prop = state.w - 0.15 * state.grad + math.sqrt(0.3) * draws.normal
+    else:  # one leapfrog step: w + eps p - eps^2 / 2 grad U, p = the momentum draw (identity metric)
+        prop = state.w + 0.3 * draws.normal - 0.5 * 0.3**2 * state.grad
+    at_prop = pot.loss(prop)
+    if isinstance(kernel, MALA) or kernel.num_leapfrog == 1:
+        torch.testing.assert_close(r[~moved], at_prop[~moved])
+    else:  # the path's first point is the same proposal; the lowest loss along the path is not above it
+        assert (r[~moved] <= at_prop[~moved] + 1e-12).all()
