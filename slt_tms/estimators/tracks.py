@@ -246,7 +246,7 @@ def lower_region(tr: Track, g: Group, good: np.ndarray) -> dict[str, Any] | None
     of its leapfrog points) had :math:`n\beta(L - L(w^*))` more than :data:`LOWER_MARGIN` below both 0
     (below :math:`L(w^*)` itself) and the lowest kept draw of the good chains, the chains stand next to a
     region of lower loss, and so of higher posterior density, that their step cannot integrate (a narrow,
-    deep well: on the TMS hexagon in 20 features at :math:`2n\beta`, 3 of 14 000 proposals reached -1.0
+    deep well: on the TMS hexagon in 20 features at :math:`2n\beta`, 1 of 14 000 proposals reached -1.0
     nats while every draw stayed above +2.6; at the 5-gon in 6 features, beside the 5+ well, -20 against
     +0.7). R-hat cannot see such a region, as no chain is in it: the estimate describes the region the
     chains stayed in, not the whole localized posterior. Below 0 as well as below the draws: the
