@@ -268,4 +268,3 @@ def lower_region(tr: Track, g: Group, good: np.ndarray) -> dict[str, Any] | None
         return None
     return {"rejected_below": int(hits.sum()), "transitions": int(seen.size),
             "deepest": float(seen[hits].min()), "lowest_kept": lowest, "margin": LOWER_MARGIN}
-
