@@ -33,10 +33,10 @@ def lower_region_note(lower: dict[str, Any]) -> str:
     """The words for :func:`~slt_tms.estimators.tracks.lower_region`'s finding (summary line and warning)."""
     return (
         f"{lower['rejected_below']} of {lower['transitions']} proposals were rejected after reaching "
-        f"nbeta (L - L*) = {lower['deepest']:.3g}, more than {lower['margin']:g} nat below L(w*) and every "
-        f"kept draw (lowest {lower['lowest_kept']:.3g}): a region of lower loss beside the chains that their "
-        "step cannot enter; the estimate describes the region the chains stayed in (the basin of w*), not "
-        "the whole localized posterior"
+        f"nbeta (L - L*) = {lower['deepest']:.3g}, below L(w*) and more than {lower['margin']:g} nat below "
+        f"every kept draw (lowest {lower['lowest_kept']:.3g}): a region of lower loss beside the chains that "
+        "their step cannot enter; the estimate describes the region the chains stayed in (the basin of w*), "
+        "not the whole localized posterior"
     )
 
 

@@ -25,11 +25,14 @@ STUCK_BLOCK = 50
 #: moved, a whole block without a move excludes it.
 MAX_HALVINGS = 3
 
-#: A rejected Metropolis proposal whose path reached :math:`n\beta(L - L^*)` more than this many nats below
-#: both 0 and every kept draw saw a region of lower loss the chains do not enter (:func:`lower_region`).
+#: A rejected Metropolis proposal whose path reached below :math:`L(w^*)` (:math:`n\beta(L - L^*)` below
+#: ``-LOWER_FLOOR``, a margin for rounding) and more than ``LOWER_MARGIN`` nats below every kept draw saw a
+#: region of lower loss the chains do not enter (:func:`lower_region`).
 LOWER_MARGIN = 0.5
+LOWER_FLOOR = 0.01
 
 __all__ = [
+    "LOWER_FLOOR",
     "LOWER_MARGIN",
     "MAX_HALVINGS",
     "STUCK_BLOCK",
@@ -242,17 +245,17 @@ def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, which: str) -> None:
 def lower_region(tr: Track, g: Group, good: np.ndarray) -> dict[str, Any] | None:
     r"""Rejected proposals that reached a lower loss than every kept draw: a region the chains cannot enter.
 
-    A Metropolis kernel rejects a proposal whose energy error is large; where the rejected path (HMC: any
-    of its leapfrog points) had :math:`n\beta(L - L(w^*))` more than :data:`LOWER_MARGIN` below both 0
-    (below :math:`L(w^*)` itself) and the lowest kept draw of the good chains, the chains stand next to a
-    region of lower loss, and so of higher posterior density, that their step cannot integrate (a narrow,
-    deep well: on the TMS hexagon in 20 features at :math:`2n\beta`, 1 of 14 000 proposals reached -1.0
-    nats while every draw stayed above +2.6; at the 5-gon in 6 features, beside the 5+ well, -20 against
-    +0.7). R-hat cannot see such a region, as no chain is in it: the estimate describes the region the
-    chains stayed in, not the whole localized posterior. Below 0 as well as below the draws: the
-    intermediate points of a rejected HMC path are more dispersed than the draws (on a 94k-parameter MLP
-    one reached 223.9 where the lowest of its draws was 230.1), which matters only where the draws
-    themselves are above :math:`L(w^*)`.
+    A Metropolis kernel rejects a proposal whose energy error is large; where the rejected path (HMC: any of
+    its leapfrog points) went below :math:`L(w^*)` itself (by more than :data:`LOWER_FLOOR` nats of
+    :math:`n\beta(L - L(w^*))`) and more than :data:`LOWER_MARGIN` below the lowest kept draw of the good
+    chains, the chains stand next to a region of lower loss, and so of higher posterior density, that their
+    step cannot integrate (a narrow, deep well: on the TMS hexagon in 20 features at :math:`2n\beta`, 3 of
+    14000 proposals reached down to -1.0 nats while every draw stayed above +2.6; at the 5-gon in 6 features,
+    beside the 5+ well, -20 against +0.7). R-hat cannot see such a region, as no chain is in it: the estimate
+    describes the region the chains stayed in, not the whole localized posterior. Below :math:`L(w^*)` as well
+    as below the draws: the intermediate points of a rejected HMC path are more dispersed than the draws (on a
+    94k-parameter MLP one reached 223.9 where the lowest of its draws was 230.1), which the first condition
+    sets aside wherever the draws themselves stay above :math:`L(w^*)`.
 
     Returns None when there is none (or no Metropolis kernel ran), else the count, the number of
     transitions looked at, the deepest value reached and the lowest kept draw (in nats).
@@ -263,7 +266,7 @@ def lower_region(tr: Track, g: Group, good: np.ndarray) -> dict[str, Any] | None
     seen = g.nbeta * (np.concatenate(tr.rejected_min, axis=1)[good] - g.anchor_loss)
     lowest = float(np.nanmin(kept))
     with np.errstate(invalid="ignore"):
-        hits = seen < min(lowest, 0.0) - LOWER_MARGIN
+        hits = (seen < -LOWER_FLOOR) & (seen < lowest - LOWER_MARGIN)
     if not hits.any():
         return None
     return {"rejected_below": int(hits.sum()), "transitions": int(seen.size),
