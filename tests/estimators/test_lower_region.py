@@ -9,14 +9,14 @@ import warnings
 
 import pytest
 
-from slt_tms.estimators import estimate_llc
+from slt_tms.estimators import LLCResult, estimate_llc
 from slt_tms.estimators.tracks import LOWER_FLOOR, LOWER_MARGIN
 from slt_tms.potentials import from_critical_point
 from slt_tms.theory.critical_points import kgon
 
 
 @pytest.mark.parametrize(("k", "well"), [(5, True), (6, False)])
-def test_a_lower_region_beside_the_chains_is_reported(k, well):
+def test_a_lower_region_beside_the_chains_is_reported(k, well, tmp_path):
     pot = from_critical_point(kgon(k, 6, exact=False), None, n=100_000)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -32,3 +32,5 @@ def test_a_lower_region_beside_the_chains_is_reported(k, well):
         # the draws themselves never went there (none below L(w*)): the number is the basin's, not flagged
         assert res.frac_below_anchor == 0.0 and lower["lowest_kept"] > 0 > lower["deepest"]
         assert res.ok, res.summary()
+        back = LLCResult.from_json(res.to_json(tmp_path / "r.json"))
+        assert back.config["lower_region"] == lower and "  lower region    " in back.summary()
