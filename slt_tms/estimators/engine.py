@@ -577,7 +577,7 @@ def _result(
             RuntimeWarning,
             stacklevel=4,
         )
-    lower = lower_region(tr, g, good)  # not a flag: the number is right for the region the chains sampled
+    lower = lower_region(tr, g, good, loss_kept)  # not a flag: the number is right where the chains sampled
     if warn and lower is not None:
         warnings.warn(f"LLC estimate {llc_hat:.4g}: {lower_region_note(lower)}", RuntimeWarning, stacklevel=4)
     eps_np = tr.final_eps.detach().cpu().double().numpy()

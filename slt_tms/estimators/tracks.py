@@ -70,7 +70,10 @@ class Track:
     chains: list[int]
     losses: list[np.ndarray] = field(default_factory=list)
     accepts: list[np.ndarray] = field(default_factory=list)
-    rejected_min: list[np.ndarray] = field(default_factory=list)  # per draw: a rejected path's lowest loss
+    # rejected Metropolis paths that went below L(w*): (chain, lowest nbeta (L - L*) of the path) per block,
+    # and the transitions looked at per chain (lower_region)
+    rejected_below: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    rejected_seen: int = 0
     bad: np.ndarray | None = None
     stuck: np.ndarray | None = None  # chains that did not move through a whole block (excluded, in `bad`)
     moved: np.ndarray | None = None  # chains whose loss has changed at least once
@@ -115,8 +118,11 @@ def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold:
         loss, accept = block.records["loss"][rows], block.records["accept_prob"][rows]
         if not exact:  # control variate: L_B(w) - L_B(w*) + L_n(w*), unbiased for L_n(w)
             loss = loss - block.records["center_loss"][rows] + g.anchor_loss
-        if "rejected_min_loss" in block.records:
-            tr.rejected_min.append(block.records["rejected_min_loss"][rows])
+        if "rejected_min_loss" in block.records:  # only what lower_region can count: paths below L(w*)
+            low = g.nbeta * (block.records["rejected_min_loss"][rows] - g.anchor_loss)
+            chain, step = np.nonzero(low < -LOWER_FLOOR)
+            tr.rejected_below.append((chain, low[chain, step]))
+            tr.rejected_seen += low.shape[1]
     tr.losses.append(loss)
     tr.accepts.append(accept)
     tr.draws += loss.shape[1]
@@ -242,7 +248,7 @@ def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, which: str) -> None:
     )
 
 
-def lower_region(tr: Track, g: Group, good: np.ndarray) -> dict[str, Any] | None:
+def lower_region(tr: Track, g: Group, good: np.ndarray, kept_loss: np.ndarray) -> dict[str, Any] | None:
     r"""Rejected proposals that reached a lower loss than every kept draw: a region the chains cannot enter.
 
     A Metropolis kernel rejects a proposal whose energy error is large; where the rejected path (HMC: any of
@@ -257,17 +263,16 @@ def lower_region(tr: Track, g: Group, good: np.ndarray) -> dict[str, Any] | None
     94k-parameter MLP one reached 223.9 where the lowest of its draws was 230.1), which the first condition
     sets aside wherever the draws themselves stay above :math:`L(w^*)`.
 
-    Returns None when there is none (or no Metropolis kernel ran), else the count, the number of
-    transitions looked at, the deepest value reached and the lowest kept draw (in nats).
+    ``kept_loss``: the group's kept losses ``(C, draws)``. Returns None when there is none (or no
+    Metropolis kernel ran), else the count, the number of transitions looked at, the deepest value reached
+    and the lowest kept draw (in nats).
     """
-    if not tr.rejected_min or not good.any():
+    if not tr.rejected_seen or not good.any():
         return None
-    kept = g.nbeta * (np.concatenate(tr.losses, axis=1)[good] - g.anchor_loss)
-    seen = g.nbeta * (np.concatenate(tr.rejected_min, axis=1)[good] - g.anchor_loss)
-    lowest = float(np.nanmin(kept))
-    with np.errstate(invalid="ignore"):
-        hits = (seen < -LOWER_FLOOR) & (seen < lowest - LOWER_MARGIN)
+    lowest = float(np.nanmin(g.nbeta * (kept_loss[good] - g.anchor_loss)))
+    seen = np.concatenate([low[good[chain]] for chain, low in tr.rejected_below])  # all below -LOWER_FLOOR
+    hits = seen < lowest - LOWER_MARGIN
     if not hits.any():
         return None
-    return {"rejected_below": int(hits.sum()), "transitions": int(seen.size),
+    return {"rejected_below": int(hits.sum()), "transitions": int(good.sum()) * tr.rejected_seen,
             "deepest": float(seen[hits].min()), "lowest_kept": lowest, "margin": LOWER_MARGIN}
