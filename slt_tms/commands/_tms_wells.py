@@ -8,7 +8,7 @@ from typing import Any
 from slt_tms.theory.critical_points import DEAD_BIAS
 from slt_tms.theory.kgon_families import dead_bias_optimum
 
-__all__ = ["lower_wells", "wells_line"]
+__all__ = ["lower_wells", "lower_wells_of", "wells_line"]
 
 
 def lower_wells(
@@ -69,6 +69,15 @@ def lower_wells(
         "bias": bias, "delta_loss": delta, "distance": distance, "localization_nats": cost,
         "nbeta": list(nbetas), "depth_nats": depths, "draws_below": list(below),
     }
+
+
+def lower_wells_of(result: Any, k: int, c: int, sigma: int, phi: int) -> dict[str, Any] | None:
+    """:func:`lower_wells` for an estimate of the point (an ``LLCResult``): its ladder's rungs (or its one
+    inverse temperature), their draws below :math:`L(w^*)` and its localization."""
+    one = {"nbeta": result.nbeta, "frac_below_anchor": result.frac_below_anchor}
+    rungs = result.config.get("rungs") or [one]
+    return lower_wells(k, c, sigma, phi, [float(r["nbeta"]) for r in rungs],
+                       [float(r["frac_below_anchor"]) for r in rungs], float(result.config["localization"]))
 
 
 def wells_line(w: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ from slt_tms.commands._llc_checks import (
     series_steps,
     steps_note,
 )
-from slt_tms.commands._tms_wells import lower_wells, wells_line
+from slt_tms.commands._tms_wells import lower_wells_of, wells_line
 from slt_tms.estimators import FIELD_HELP, LLCConfig, estimate_llc
 from slt_tms.estimators.series import estimate_llc_series
 from slt_tms.estimators.series_sweep import estimate_llc_series_resumable
@@ -321,10 +321,7 @@ def _critical(
         cli["theory_verdict"] = theory_verdict(
             res.asymptotic.llc, res.asymptotic.se, cp.lambda_theory, cp.c - cp.k, trustworthy=res.ok
         )
-    rungs = res.config.get("rungs") or [{"nbeta": res.nbeta, "frac_below_anchor": res.frac_below_anchor}]
-    nbetas, below = [float(r["nbeta"]) for r in rungs], [float(r["frac_below_anchor"]) for r in rungs]
-    wells = None if potential != "population" else lower_wells(k, ns.c, sigma, phi, nbetas, below,
-                                                                cfg.localization)
+    wells = lower_wells_of(res, k, ns.c, sigma, phi) if potential == "population" else None
     if wells is not None:
         cli["lower_wells"] = wells
     res = dataclasses.replace(res, config={**res.config, "cli": cli})

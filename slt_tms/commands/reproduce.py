@@ -22,7 +22,7 @@ from typing import Any
 
 from slt_tms._progress import progress_group
 from slt_tms.commands import phases as phases_cmd
-from slt_tms.commands._tms_wells import lower_wells
+from slt_tms.commands._tms_wells import lower_wells_of
 from slt_tms.commands.dynamics import llc_into, train_into
 from slt_tms.commands.superposition import run_figure
 from slt_tms.commands.theory import CP_COLUMNS, critical_point_rows
@@ -117,9 +117,7 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
         a = res.asymptotic
         lam = cp.lambda_theory
         ok_fit = bool(lam) and abs(a.llc - lam) <= 3 * a.se + 0.05 * lam
-        rungs = res.config["rungs"]
-        wells = lower_wells(k, c, name.count("+"), 0, [r["nbeta"] for r in rungs],
-                            [r["frac_below_anchor"] for r in rungs], float(res.config["localization"]))
+        wells = lower_wells_of(res, k, c, name.count("+"), 0)
         rows.append(
             {
                 "name": name,
