@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from slt_tms.estimators.series import step_from_name
+from slt_tms.estimators.series import step_from_name, unnumbered_among_numbered
 
 __all__ = [
     "FLAG_FIELDS",
@@ -175,10 +175,10 @@ def series_steps(paths: list[Path]) -> tuple[list[int] | None, str]:
     number is refused (their steps would be on two scales)."""
     if len(paths) < 2:
         return None, "names"
-    bare = [p.name for p in paths if step_from_name(p.name) is None]
-    if not bare:
+    if all(step_from_name(p.name) is not None for p in paths):
         return None, "names"
-    if len(bare) < len(paths):
+    bare = unnumbered_among_numbered([p.name for p in paths])
+    if bare:
         which = (f"{bare[0]} has no step number in its name" if len(bare) == 1 else
                  f"{len(bare)} of the {len(paths)} checkpoints have no step number in their names ("
                  + ", ".join(bare[:5]) + (" ..." if len(bare) > 5 else "") + ")")

@@ -66,7 +66,13 @@ from slt_tms.io.checkpoints import load_state_dict_file
 from slt_tms.potentials import from_module
 from slt_tms.validation import check_device, check_int, check_seed
 
-__all__ = ["SERIES_COLUMNS", "LLCSeries", "estimate_llc_series", "step_from_name"]
+__all__ = [
+    "SERIES_COLUMNS",
+    "LLCSeries",
+    "estimate_llc_series",
+    "step_from_name",
+    "unnumbered_among_numbered",
+]
 
 #: Columns of the tidy table, in order.
 SERIES_COLUMNS: tuple[str, ...] = (
@@ -95,6 +101,19 @@ def step_from_name(name: str) -> int | None:
     """
     found = re.findall(r"\d+", Path(str(name)).stem)
     return int(found[-1]) if found else None
+
+
+def unnumbered_among_numbered(names: Sequence[str]) -> list[str]:
+    """The names without a step number when others have one (their steps would be on another scale than
+    the others', so such a series is refused); empty when every name or none has one.
+
+    Examples
+    --------
+    >>> unnumbered_among_numbered(["ckpt_10.pt", "final.pt"]), unnumbered_among_numbered(["a.pt", "b.pt"])
+    (['final.pt'], [])
+    """
+    bare = [nm for nm in names if step_from_name(nm) is None]
+    return bare if len(bare) < len(names) else []
 
 
 @dataclass(frozen=True)
@@ -214,8 +233,8 @@ def _names_and_steps(checkpoints: Sequence[Any], steps: Sequence[int] | None) ->
         Path(c).name if isinstance(c, str | Path) else f"checkpoint {i}" for i, c in enumerate(checkpoints)
     ]
     files = [nm for c, nm in zip(checkpoints, names, strict=True) if isinstance(c, str | Path)]
-    bare = [nm for nm in files if step_from_name(nm) is None]
-    if steps is None and bare and len(bare) < len(files):
+    bare = unnumbered_among_numbered(files)
+    if steps is None and bare:
         raise ValueError(
             f"{len(bare)} of the {len(files)} checkpoint files have no step number in their names "
             f"({', '.join(bare[:3])}{' ...' if len(bare) > 3 else ''}) while the others do: give the "
