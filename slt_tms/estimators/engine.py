@@ -44,8 +44,10 @@ from slt_tms.estimators.tracks import (
     draws_needed,
     excluded,
     llc_draws,
+    localization_hint,
     lower_region,
     next_block,
+    projected_draws,
     projection,
     warn_if_out_of_budget,
 )
@@ -375,7 +377,9 @@ def run_groups(
                     tr.final_metric = None if metric is None else metric[idx]
                     retire.append(pos)
                 elif cfg.num_draws is None and not tr.projection_warned:  # (whatever `warn`: it is live)
-                    warn_if_out_of_budget(tr, cfg, f" (nbeta {groups[gi].nbeta:g})" if G > 1 else "")
+                    fix = localization_hint(cfg, groups[gi].nbeta, batches.kind == "minibatch",
+                                            projected_draws(tr.ess, tr.draws, cfg.target_ess))
+                    warn_if_out_of_budget(tr, cfg, f" (nbeta {groups[gi].nbeta:g})" if G > 1 else "", fix)
             if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
                 need = [draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
                 if need:
@@ -549,6 +553,8 @@ def _result(
         hint = "raise max_draws (--max-draws)" if cfg.num_draws is None else "raise num_draws or unset it"
         if batches.kind == "minibatch":
             hint += ", or drop batch_size for exact full-batch HMC"
+        hint += localization_hint(cfg, g.nbeta, batches.kind == "minibatch",
+                                  projected_draws(ess, tr.draws, cfg.target_ess))
         flags.append(
             f"not converged: R-hat {rhat:.3f} (target <= {cfg.target_rhat}), ESS {ess:.0f} "
             f"(target >= {cfg.target_ess:.0f}) after {tr.draws} draws per chain ({hint})"

@@ -281,6 +281,8 @@ def test_a_target_beyond_the_budget_is_announced_while_the_run_goes_on():
     needed = int(re.search(r"needs about (\d+) draws per chain", early[0]).group(1))
     assert needed > 60 and res.num_draws == 60 and not res.converged
     assert any("not converged" in str(w.message) for w in caught)
+    # the projected draws are within the default budget of 20 000: more draws are the remedy, alone
+    assert needed < 20_000 and "raise localization" not in early[0], early[0]
 
 
 def test_a_budget_too_small_is_flagged_everywhere():
@@ -290,6 +292,7 @@ def test_a_budget_too_small_is_flagged_everywhere():
     assert not res.ok and not res.converged
     assert "NOT TRUSTWORTHY" in res.headline() and "not converged" in res.summary().splitlines()[0]
     assert "raise max_draws" in res.summary()  # the flag says what to do
+    assert "raise localization" not in res.summary()  # more draws are enough (within 20 000)
     # ... and what it would cost: the draws the ESS target needs at the run's rate
     m = re.search(r"about (\d+) draws per chain in all", res.summary())
     assert m and int(m.group(1)) == math.ceil(res.num_draws * 400 / res.ess), res.summary()
@@ -869,3 +872,23 @@ def test_sgld_estimate_is_rerun_at_a_smaller_step_when_the_final_check_finds_the
     assert calls == [None, pytest.approx(1e-3 / 8)]  # 0.05 / 0.4 = 1/8
     assert res.ok and res.config["step_retry"][0]["relative_correction"] == 0.4
     assert res.seconds == 2.0 and res.num_grads == 20 and "re-run" in res.summary()
+
+
+def test_a_run_that_more_draws_cannot_save_names_the_localization():
+    # an ESS target far beyond what the default budget of 20 000 draws could reach at the run's rate: the
+    # flag names the stronger localization as well (gamma = 1 < nbeta / 4 on an exact potential), and says
+    # that it changes the number; not where the pull is already strong, nor on minibatches
+    problem = gt.deep_linear_network((3, 2, 2, 3), 1, 10_000, 0)
+    kw = {"max_draws": 20, "draws_per_block": 20, "num_burnin": 10, "target_ess": 1e5, "progress": False}
+    with pytest.warns(RuntimeWarning, match="not converged"):
+        res = estimate_llc(problem, **kw)
+    assert "or raise localization (--localization)" in res.summary(), res.summary()
+    assert f"from nbeta/4 = {res.nbeta / 4:.3g} on" in res.summary() and "a different number" in res.summary()
+    with pytest.warns(RuntimeWarning, match="not converged"):
+        res = estimate_llc(problem, localization=300.0, **kw)  # >= nbeta / 4 = 271
+    assert "raise localization" not in res.summary(), res.summary()
+    model, X, Y = _linear_model_and_data(n=1000)
+    with pytest.warns(RuntimeWarning, match="not converged"):
+        res = estimate_llc(model, data=(X, Y), batch_size=100, num_burnin=20, num_draws=40, target_ess=1e5,
+                           progress=False)
+    assert "drop batch_size" in res.summary() and "raise localization" not in res.summary(), res.summary()
