@@ -165,6 +165,10 @@ class FunctionalPotential:
             raise ValueError(f"grad_mode_per_chain must be None or 'loop', got {self.grad_mode_per_chain!r}")
         if "loop" in (self.grad_mode, self.grad_mode_per_chain) and self.single is None:
             raise ValueError("grad_mode='loop' needs the single-chain loss")
+        if "grad_mode" in self.info:  # the record follows the path (also after dataclasses.replace)
+            per_chain = self.grad_mode_per_chain or self.grad_mode
+            modes = {"grad_mode": self.grad_mode, "grad_mode_per_chain": per_chain}
+            object.__setattr__(self, "info", {**self.info, **modes})
 
     @property
     def _loop_per_chain(self) -> bool:

@@ -321,3 +321,21 @@ def test_as_potential_dispatch_and_errors():
         as_potential(3)
     src = DataSource((torch.zeros(5, 2),))
     assert src.num_rows == 5 and not src.streaming
+
+
+def test_a_potential_switched_to_the_chain_loop_gives_the_same_values_and_says_so():
+    # dataclasses.replace(pot, grad_mode="loop"): the documented way to evaluate the chains one by one
+    # where vmap falls back to its slow per-sample path (larger transformers on CPU); the values agree with
+    # vmap to rounding and the record (what a result's config stores) follows the path
+    import dataclasses
+
+    X, Y = _data()
+    pot = from_module(_Straight(), (X, Y), loss="mse")
+    loop = dataclasses.replace(pot, grad_mode="loop")
+    assert pot.info["grad_mode"] == "vmap"
+    assert loop.info["grad_mode"] == "loop" and loop.info["grad_mode_per_chain"] == "loop"
+    w = pot.w_star + 0.1 * torch.randn(3, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for batch in (pot.data.full(), pot.data.take(torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]]))):
+        for a, b in zip(pot.value_and_grad(w, batch), loop.value_and_grad(w, batch), strict=True):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(pot.loss(w, batch), loop.loss(w, batch))
