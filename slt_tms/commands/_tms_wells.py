@@ -8,7 +8,7 @@ from typing import Any
 from slt_tms.theory.critical_points import DEAD_BIAS
 from slt_tms.theory.kgon_families import dead_bias_optimum
 
-__all__ = ["lower_wells", "lower_wells_of", "wells_line"]
+__all__ = ["lower_wells", "lower_wells_of", "wells_cell", "wells_line"]
 
 
 def lower_wells(
@@ -80,10 +80,25 @@ def lower_wells_of(result: Any, k: int, c: int, sigma: int, phi: int) -> dict[st
                        [float(r["frac_below_anchor"]) for r in rungs], float(result.config["localization"]))
 
 
+def _depths(w: dict[str, Any]) -> str:
+    return " / ".join(f"{-x:.3g}" for x in w["depth_nats"])
+
+
+def _below(w: dict[str, Any]) -> str:
+    return " / ".join(f"{100 * x:.2g}%" for x in w["draws_below"])
+
+
+def wells_cell(w: dict[str, Any] | None) -> str:
+    """The reproduction's LLC table cell for :func:`lower_wells` (its dict, or None: empty)."""
+    if w is None:
+        return ""
+    return (f"{w['columns']} x {w['neighbour']}, {_depths(w)} nats; draws below L(w*) {_below(w)}"
+            + ("" if all(w["draws_below"]) else ": the estimate describes the basin of w*"))
+
+
 def wells_line(w: dict[str, Any]) -> str:
     """The summary's line for :func:`lower_wells` (its dict)."""
-    depths = " / ".join(f"{-x:.3g}" for x in w["depth_nats"])
-    below = " / ".join(f"{100 * x:.2g}%" for x in w["draws_below"])
+    depths, below = _depths(w), _below(w)
     missed = [x == 0 and d > w["localization_nats"] for x, d in zip(w["draws_below"], w["depth_nats"],
                                                                       strict=True)]
     cols = "the dead column" if w["columns"] == 1 else f"each of the {w['columns']} dead columns"

@@ -22,7 +22,7 @@ from typing import Any
 
 from slt_tms._progress import progress_group
 from slt_tms.commands import phases as phases_cmd
-from slt_tms.commands._tms_wells import lower_wells_of
+from slt_tms.commands._tms_wells import lower_wells_of, wells_cell
 from slt_tms.commands.dynamics import llc_into, train_into
 from slt_tms.commands.superposition import run_figure
 from slt_tms.commands.theory import CP_COLUMNS, critical_point_rows
@@ -117,7 +117,6 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
         a = res.asymptotic
         lam = cp.lambda_theory
         ok_fit = bool(lam) and abs(a.llc - lam) <= 3 * a.se + 0.05 * lam
-        wells = lower_wells_of(res, k, c, name.count("+"), 0)
         rows.append(
             {
                 "name": name,
@@ -135,12 +134,7 @@ def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
                 "within_5pct_plus_3se": "yes" if ok_fit else "NO",
                 "trustworthy": "yes" if res.ok else "NO: " + "; ".join(res.flags),
                 # the wells beside the dead columns (slt-tms llc --tms-critical prints the same in full)
-                "lower_wells": "" if wells is None else (
-                    f"{wells['columns']} x {wells['neighbour']}, "
-                    + " / ".join(f"{-x:.3g}" for x in wells["depth_nats"]) + " nats; draws below L(w*) "
-                    + " / ".join(f"{100 * x:.2g}%" for x in wells["draws_below"])
-                    + ("" if all(wells["draws_below"]) else ": the estimate describes the basin of w*")
-                ),
+                "lower_wells": wells_cell(lower_wells_of(res, k, c, name.count("+"), 0)),
             }
         )
         if not quiet:
