@@ -377,9 +377,8 @@ def run_groups(
                     tr.final_metric = None if metric is None else metric[idx]
                     retire.append(pos)
                 elif cfg.num_draws is None and not tr.projection_warned:  # (whatever `warn`: it is live)
-                    fix = localization_hint(cfg, groups[gi].nbeta, batches.kind == "minibatch",
-                                            projected_draws(tr.ess, tr.draws, cfg.target_ess))
-                    warn_if_out_of_budget(tr, cfg, f" (nbeta {groups[gi].nbeta:g})" if G > 1 else "", fix)
+                    which = f" (nbeta {groups[gi].nbeta:g})" if G > 1 else ""
+                    warn_if_out_of_budget(tr, cfg, which, groups[gi].nbeta, batches.kind == "minibatch")
             if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
                 need = [draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
                 if need:

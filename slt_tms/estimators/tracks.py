@@ -258,15 +258,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, which: str, hint: str = "") -> None:
+def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, which: str, nbeta: float, minibatch: bool) -> None:
     """Warn once, while an adaptive run (``num_draws`` None) goes on, when the ESS target projected at the
     run's rate lies beyond its budget ``max_draws`` (draws per chain), with the time left to it at the
     seconds per draw of the run's draw blocks: the user can stop early and change the settings instead
-    of waiting for a flagged result. ``hint`` (:func:`localization_hint`) names a setting to change."""
+    of waiting for a flagged result (:func:`localization_hint` of ``nbeta`` and ``minibatch`` names one)."""
     budget = cfg.max_draws
     total = projected_draws(tr.ess, tr.draws, cfg.target_ess)
     if total is None or total <= budget:
         return
+    hint = localization_hint(cfg, nbeta, minibatch, total)
     tr.projection_warned = True
     more = _duration(tr.block_seconds / max(tr.block_draws, 1) * (budget - tr.draws))
     warnings.warn(
