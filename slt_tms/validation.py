@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "GRAD_MODES",
     "LOSSES",
     "check_choice",
     "check_device",
@@ -35,6 +36,10 @@ __all__ = [
 #: The named losses of a module potential (``loss=`` of the API, ``--loss`` of the CLI); defined here, at
 #: the bottom layer, because both the potentials and the file loaders check against it.
 LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+
+#: How the gradients of all chains of a model are taken (``grad_mode=``, ``--grad-mode``): the potential's
+#: own choice, ``torch.func.vmap`` over the chains, or a loop over them.
+GRAD_MODES: tuple[str, ...] = ("auto", "vmap", "loop")
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:

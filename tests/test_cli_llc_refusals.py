@@ -97,6 +97,7 @@ def test_idle_flag_is_refused_before_anything_is_read(files, tmp_path, capsys, m
         (["--loss", "mse", "--x-key", "inputs"], "--x-key and --loss do nothing with --tms-critical"),
         (["--preconditioner", "rmsprop"], "--preconditioner does nothing with HMC (--sampler auto on the p"),
         (["--sampler", "mala", "--num-leapfrog", "4"], "--num-leapfrog does nothing with --sampler mala"),
+        (["--grad-mode", "loop"], "--grad-mode does nothing with --tms-critical"),
     ],
 )
 def test_idle_flag_is_refused_at_a_critical_point(tmp_path, capsys, monkeypatch, extra, expect):
@@ -269,3 +270,20 @@ def test_numbered_names_keep_their_steps_without_a_note(files, tmp_path, capsys)
     rec = json.loads((out / "llc_series.json").read_text())
     assert [r["step"] for r in rec["rows"]] == [100, 200]
     assert "file name" in rec["config"]["steps_from"]
+
+
+def test_grad_mode_reaches_the_potential_of_one_checkpoint_and_of_a_series(files, tmp_path, capsys):
+    """--grad-mode loop is what the result records for one checkpoint and what every task of a resumable
+    series carries; an unknown mode is refused in one line before the data is read."""
+    out = tmp_path / "one"
+    assert main([*_base(files), *TINY, "--grad-mode", "loop", "--quiet", "--out", str(out)]) == 0
+    pot = json.loads((out / "llc.json").read_text())["config"]["potential"]
+    assert pot["grad_mode"] == "loop" and pot["grad_mode_requested"] == "loop"
+    series = tmp_path / "series"
+    argv = [*_base(files, files["ckpt"], files["ckpt2"]), *TINY, "--grad-mode", "loop", "--quiet"]
+    assert main([*argv, "--out", str(series)]) == 0
+    tasks = [json.loads(p.read_text()) for p in (series / "series").glob("*.json") if p.name != "sweep.json"]
+    assert tasks and all(t["task"]["grad_mode"] == "loop" for t in tasks), tasks
+    capsys.readouterr()
+    err = _refused([*_base(files), *TINY, "--grad-mode", "fast", "--out", str(tmp_path / "o")], capsys)
+    assert "unknown --grad-mode 'fast'; allowed: auto, vmap, loop" in err

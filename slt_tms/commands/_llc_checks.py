@@ -88,7 +88,8 @@ def refuse_idle_options(ns: argparse.Namespace, overrides: dict[str, Any], *, cr
         off = [flag for flag, on in (("--x-key", ns.x_key is not None), ("--y-key", ns.y_key is not None),
                                      ("--loss", ns.loss is not None), ("--params", ns.params is not None),
                                      ("--trust-torchscript", ns.trust_torchscript),
-                                     ("--no-reuse-calibration", ns.no_reuse_calibration)) if on]
+                                     ("--no-reuse-calibration", ns.no_reuse_calibration),
+                                     ("--grad-mode", ns.grad_mode is not None)) if on]
         if off:
             raise _idle(off, f"with --tms-critical ({'it concerns' if len(off) == 1 else 'they concern'} "
                         f"CHECKPOINT... and --data)", f"drop {' and '.join(off)}")

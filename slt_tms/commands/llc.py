@@ -58,7 +58,7 @@ from slt_tms.plotting.llc import plot_llc_series
 from slt_tms.potentials import from_critical_point
 from slt_tms.theory.critical_points import kgon
 from slt_tms.tms import OneHotUniform, fixed_dataset
-from slt_tms.validation import LOSSES, check_device, check_seed
+from slt_tms.validation import GRAD_MODES, LOSSES, check_device, check_seed
 
 __all__ = [
     "CRITICAL_LADDER",
@@ -358,6 +358,8 @@ def _checkpoint_run(
     steps, steps_from = series_steps(paths)
     if ns.loss not in LOSSES:
         raise ValueError(f"unknown --loss {ns.loss!r}; allowed: {', '.join(LOSSES)}")
+    if ns.grad_mode is not None and ns.grad_mode not in GRAD_MODES:
+        raise ValueError(f"unknown --grad-mode {ns.grad_mode!r}; allowed: {', '.join(GRAD_MODES)}")
     X, Y = load_data(ns.data, x_key=ns.x_key, y_key=ns.y_key, loss=ns.loss)
     refuse_full_batch(cfg.batch_size, int(X.shape[0]), f"the data ({ns.data})")
     cli = {
@@ -373,7 +375,7 @@ def _checkpoint_run(
     }
     # the estimator settings shared by the one-checkpoint and the series paths
     common: dict[str, Any] = {"config": cfg, "loss": ns.loss, "params": ns.params, "n": ns.n, "seed": ns.seed,
-                              "progress": progress, "device": ns.device}
+                              "progress": progress, "device": ns.device, "grad_mode": ns.grad_mode or "auto"}
     if len(paths) == 1:
         net = load_model(
             paths[0], model=ns.model, torchscript=ns.torchscript, trust_torchscript=ns.trust_torchscript
@@ -504,6 +506,14 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="PATTERN",
         help="sample only parameters whose names match these patterns (restricted LLC), e.g. '2.*'",
+    )
+    p.add_argument(
+        "--grad-mode",
+        default=None,
+        metavar="{auto,vmap,loop}",
+        help="how the gradients of all chains are taken: the model's own choice (auto, the default), "
+        "torch.func.vmap over the chains, or a loop over them (can be faster where vmap falls back to a "
+        "per-sample loop, e.g. attention on CPU; the same estimand)",
     )
     p.add_argument("--c", type=int, default=None, help="number of features (with --tms-critical)")
     p.add_argument(

@@ -67,7 +67,7 @@ from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.result import AsymptoticFit, Calibration, LLCResult, lower_region_note
 from slt_tms.estimators.sgld_bias import STEP_TARGET, bias_flag
 from slt_tms.potentials import as_potential
-from slt_tms.validation import check_device, check_seed
+from slt_tms.validation import GRAD_MODES, check_choice, check_device, check_seed
 
 __all__ = ["LLCConfig", "LLCResult", "default_nbeta", "estimate_llc", "fit_asymptotic"]
 
@@ -181,6 +181,7 @@ def estimate_llc(
     progress: bool | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    grad_mode: str = "auto",
     **overrides: Any,
 ) -> LLCResult:
     r"""Estimate the local learning coefficient at an anchor :math:`w^*` (module docstring).
@@ -219,6 +220,10 @@ def estimate_llc(
         Root seed; chain :math:`k` uses ``spawn_seeds(seed, C)[k]``.
     progress : bool, optional
         One progress bar (None: on unless ``SLT_TMS_NO_PROGRESS=1``).
+    grad_mode : {"auto", "vmap", "loop"}
+        How the gradients of all chains of a model are taken (:func:`slt_tms.potentials.with_grad_mode`):
+        the potential's own choice, ``torch.func.vmap`` over the chains, or a loop over them (faster than
+        ``vmap``'s per-sample fallback for some models with attention). The same estimand on every path.
 
     Returns
     -------
@@ -241,6 +246,7 @@ def estimate_llc(
     (True, True)
     """
     check_seed(seed)
+    check_choice("grad_mode", grad_mode, GRAD_MODES)
     if device is not None:
         check_device(device)  # one line naming the fix, before any data is moved or any chain runs
     cfg = _resolve_config(config, overrides)
@@ -255,6 +261,7 @@ def estimate_llc(
         n=n,
         device=device,
         dtype=dtype,
+        grad_mode=grad_mode,
     )
     n_eff = pot.n if n is None else n
     if n_eff is None:

@@ -63,7 +63,7 @@ from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import Calibration, LLCResult
 from slt_tms.io.checkpoints import load_state_dict_file
-from slt_tms.potentials import from_module
+from slt_tms.potentials import from_module, with_grad_mode
 from slt_tms.validation import check_device, check_int, check_seed
 
 __all__ = [
@@ -203,7 +203,8 @@ def _load_into(model: Any, ckpt: Any, name: str) -> nn.Module:
 
 
 def _check_inputs(
-    checkpoints: Sequence[Any], names: Sequence[str], template: nn.Module, data: Any, **potential: Any
+    checkpoints: Sequence[Any], names: Sequence[str], template: nn.Module, data: Any, grad_mode: str = "auto",
+    **potential: Any,
 ) -> None:
     """Every checkpoint loaded into (a copy of) the factory's model ``template`` and its potential built on
     the data (shapes, dtypes, labels, finite values), and the loss at each :math:`w^*_t` evaluated on
@@ -217,7 +218,7 @@ def _check_inputs(
         if bad:
             raise ValueError(f"{label}: parameters holding NaN or inf: {', '.join(bad)}")
         try:
-            pot = from_module(model, data, **potential)
+            pot = with_grad_mode(from_module(model, data, **potential), grad_mode)
             anchor = None if pot.data is None or pot.data.streaming else pot.anchor_loss()
         except ValueError as exc:
             raise ValueError(f"{label}: {exc}") from None
@@ -324,6 +325,7 @@ def estimate_llc_series(
     progress: bool | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    grad_mode: str = "auto",
     **overrides: Any,
 ) -> LLCSeries:
     r"""Estimate the LLC at every checkpoint of one training run (module docstring).
@@ -343,7 +345,7 @@ def estimate_llc_series(
         ``weights_only=True``).
     make_model : callable
         ``make_model() -> nn.Module`` of the architecture; each checkpoint is loaded into it.
-    data, config, loss, evaluate, params, masks, n, device, dtype, overrides
+    data, config, loss, evaluate, params, masks, n, device, dtype, grad_mode, overrides
         As in :func:`~slt_tms.estimators.llc.estimate_llc`.
     steps : sequence of int, optional
         Training steps of the checkpoints (default: the last integer in each file name; the index when
@@ -400,15 +402,16 @@ def estimate_llc_series(
     template = make_model()
     if not isinstance(template, nn.Module):
         raise ValueError(f"make_model() must return an nn.Module, got {type(template).__name__}")
-    _check_inputs(checkpoints, names, template, data, loss=loss, evaluate=evaluate, params=params,
+    _check_inputs(checkpoints, names, template, data, grad_mode, loss=loss, evaluate=evaluate, params=params,
                   masks=masks, n=n, device=device, dtype=dtype)
 
     def potential(i: int) -> Any:
         model = _load_into(make_model(), checkpoints[i], names[i])
-        return from_module(
+        pot = from_module(
             model, data, loss=loss, evaluate=evaluate, params=params, masks=masks, n=n, device=device,
             dtype=dtype,
         )
+        return with_grad_mode(pot, grad_mode)
 
     results: dict[int, LLCResult] = {}
     cal: Calibration | None = None

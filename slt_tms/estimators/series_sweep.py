@@ -36,10 +36,10 @@ from slt_tms.estimators.series import (
     _start,
 )
 from slt_tms.io.user_models import load_data, load_factory, sha256
-from slt_tms.potentials import from_module
+from slt_tms.potentials import from_module, with_grad_mode
 from slt_tms.samplers.diagnostics import inference_data
 from slt_tms.sweep import Executor, run_sweep
-from slt_tms.validation import LOSSES, check_choice, check_device, check_int
+from slt_tms.validation import GRAD_MODES, LOSSES, check_choice, check_device, check_int
 
 __all__ = ["estimate_llc_series_resumable", "run_series_task", "series_tasks"]
 
@@ -77,6 +77,7 @@ def series_tasks(
     reuse_calibration: bool = True,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    grad_mode: str = "auto",
     **overrides: Any,
 ) -> list[dict[str, Any]]:
     r"""The sweep tasks of a series over checkpoint files: one task per batch of checkpoints.
@@ -101,8 +102,10 @@ def series_tasks(
     data : path
         Data file with inputs under ``x_key`` and targets under ``y_key``
         (:func:`slt_tms.io.user_models.load_data`).
-    config, steps, loss, params, n, batch, seed, reuse_calibration, device, dtype, overrides
+    config, steps, loss, params, n, batch, seed, reuse_calibration, device, dtype, grad_mode, overrides
         As in :func:`estimate_llc_series` (``loss`` is a named loss: ``"mse"`` or ``"cross_entropy"``).
+        A ``grad_mode`` other than ``"auto"`` is a task entry (``"auto"`` is not, so the tasks of
+        earlier versions keep their keys).
         With ``reuse_calibration`` the first task is the last checkpoint alone; the other tasks need its
         calibration, added by :func:`estimate_llc_series_resumable` as the task entry ``"calibration"``
         once that task has finished (so they are keyed by it too).
@@ -121,6 +124,7 @@ def series_tasks(
             f"module or a .py path); got {type(model).__name__} (for a callable use estimate_llc_series)"
         )
     check_choice("loss", loss, LOSSES)
+    check_choice("grad_mode", grad_mode, GRAD_MODES)
     if n is not None:
         n = check_int("n", n, minimum=2)
     paths = [_file(c, "checkpoint") for c in checkpoints]
@@ -139,6 +143,7 @@ def series_tasks(
         "device": None if device is None else str(check_device(device)),
         "dtype": _dtype_name(dtype),
         "config": cfg.to_dict(),
+        **({} if grad_mode == "auto" else {"grad_mode": grad_mode}),
     }
     digests = [sha256(p) for p in paths]
     return [
@@ -198,8 +203,9 @@ def run_series_task(task: Mapping[str, Any]) -> dict[str, Any]:
     for c in task["checkpoints"]:
         _same_file(c["path"], c["sha256"], "checkpoint")
         net = _load_into(factory(), c["path"], c["name"])
-        pots.append(from_module(net, (X, Y), loss=task["loss"], params=task["params"], n=task["n"],
-                                device=task["device"], dtype=dtype))
+        pot = from_module(net, (X, Y), loss=task["loss"], params=task["params"], n=task["n"],
+                          device=task["device"], dtype=dtype)
+        pots.append(with_grad_mode(pot, task.get("grad_mode", "auto")))
     ckpts = task["checkpoints"]
     cal = task.get("calibration")
     results = _estimate_batch(
@@ -272,6 +278,7 @@ def estimate_llc_series_resumable(
     reuse_calibration: bool = True,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    grad_mode: str = "auto",
     executor: Executor = "local",
     max_workers: int | None = 1,
     dask_address: str | None = None,
@@ -291,7 +298,7 @@ def estimate_llc_series_resumable(
     Parameters
     ----------
     checkpoints, model, data, config, steps, loss, x_key, y_key, params, n, batch, seed, \
-reuse_calibration, device, dtype, overrides
+reuse_calibration, device, dtype, grad_mode, overrides
         As in :func:`series_tasks`. With ``reuse_calibration`` the sweep runs in two rounds: the last
         checkpoint alone, then every other batch (in parallel where the executor allows) from its
         calibration.
@@ -348,7 +355,7 @@ reuse_calibration, device, dtype, overrides
     tasks = series_tasks(
         checkpoints, model, data, config, steps=steps, loss=loss, x_key=x_key, y_key=y_key, params=params,
         n=n, batch=batch, seed=seed, reuse_calibration=reuse_calibration, device=device, dtype=dtype,
-        **overrides,
+        grad_mode=grad_mode, **overrides,
     )
     probe = load_factory(model)()  # fails here, before any sampling, on a factory that is not usable
     if not isinstance(probe, nn.Module):
@@ -357,7 +364,7 @@ reuse_calibration, device, dtype, overrides
     # a failed task of the sweep after the others have run
     names, _ = _names_and_steps([Path(c) for c in checkpoints], steps)
     X, Y = load_data(data, x_key=x_key, y_key=y_key, loss=loss)
-    _check_inputs(checkpoints, names, probe, (X, Y), loss=loss, params=params, n=n, device=device,
+    _check_inputs(checkpoints, names, probe, (X, Y), grad_mode, loss=loss, params=params, n=n, device=device,
                   dtype=dtype)
     del X, Y
     sweep = {"out_dir": work_dir, "executor": executor, "max_workers": max_workers,

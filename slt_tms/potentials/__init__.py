@@ -10,6 +10,7 @@ A :class:`Potential` is a loss :math:`L(w)` of flat parameters, batched over cha
 :func:`from_tms`                       the TMS (closed-form population loss or empirical loss)
 :func:`from_critical_point`            the TMS at a :class:`~slt_tms.theory.critical_point.CriticalPoint`
 :func:`restrict`                       any potential restricted to a subset of its coordinates
+:func:`with_grad_mode`                 a model's potential with its gradients by ``vmap`` or a loop
 :func:`as_potential`                   whichever of the above fits the object given
 =====================================  =================================================================
 """
@@ -30,6 +31,7 @@ from slt_tms.potentials.base import (
     check_float_dtype,
     from_callable,
     restrict,
+    with_grad_mode,
 )
 from slt_tms.potentials.data import Batch, DataSource
 from slt_tms.potentials.module import LOSSES, causal_lm_loss, from_module, from_torchscript, select_parameters
@@ -56,6 +58,7 @@ __all__ = [
     "is_potential",
     "restrict",
     "select_parameters",
+    "with_grad_mode",
 ]
 
 
@@ -94,6 +97,7 @@ def as_potential(
     n: int | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    grad_mode: str = "auto",
 ) -> Any:
     r"""Build the :class:`Potential` of ``source``; the one place that dispatches on what a user has.
 
@@ -112,6 +116,9 @@ def as_potential(
     data, w_star, loss, evaluate, params, masks, n, device, dtype
         As in the constructors. ``masks`` may also be a boolean tensor of shape ``(d,)`` for any
         potential.
+    grad_mode : {"auto", "vmap", "loop"}
+        How the gradients of all chains are taken (:func:`with_grad_mode`); ``"auto"`` leaves the
+        constructor's choice.
 
     Examples
     --------
@@ -157,4 +164,4 @@ def as_potential(
         raise ValueError("masks by parameter name need an nn.Module; give a boolean tensor of shape (d,)")
     if flat_mask is not None:
         pot = restrict(pot, flat_mask)
-    return pot
+    return with_grad_mode(pot, grad_mode)

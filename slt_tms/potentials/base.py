@@ -21,6 +21,7 @@ per-chain batch) only.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from slt_tms.potentials.data import Batch, DataSource
-from slt_tms.validation import check_device
+from slt_tms.validation import GRAD_MODES, check_choice, check_device
 
 __all__ = [
     "FunctionalPotential",
@@ -42,6 +43,7 @@ __all__ = [
     "check_float_dtype",
     "from_callable",
     "restrict",
+    "with_grad_mode",
 ]
 
 #: Rows per chunk when :math:`L_n(w^*)` is evaluated on the full data (a memory bound, not accuracy).
@@ -485,3 +487,76 @@ def restrict(potential: Any, mask: Tensor, names: tuple[str, ...] = ()) -> Restr
     if index.numel() == 0:
         raise ValueError("the restriction selects no parameter: at least one mask entry must be True")
     return RestrictedPotential(potential, index, tuple(names))
+
+
+def with_grad_mode(potential: Any, mode: str) -> Any:
+    r"""``potential`` with its gradients of all chains taken by ``vmap`` or by a loop over the chains.
+
+    A model's potential (:func:`~slt_tms.potentials.from_module`) picks its gradient path by itself
+    (``mode="auto"``): a multilayer perceptron goes through its batched closed form, any other model
+    through ``torch.func.vmap`` over the chains, and a model that ``vmap`` cannot trace chain by chain.
+    Where ``vmap`` traces the model only through torch's per-sample fallback (attention layers on CPU,
+    with torch's "performance drop" warning) the loop can be faster or slower, by model size; so this
+    choice is the user's, and the result records it (``config["potential"]["grad_mode"]``). The value and
+    the gradient are the same function of :math:`w` on every path (to rounding), so is the estimand.
+
+    Parameters
+    ----------
+    potential : Potential
+        A potential of a model or a loss callable (a restriction of one is changed underneath).
+    mode : {"auto", "vmap", "loop"}
+        ``"auto"``: returned unchanged. ``"vmap"``: every batch the chains share goes through ``vmap``
+        (per-chain minibatches of models whose control flow reads their input, which ``vmap`` cannot
+        batch, still go chain by chain). ``"loop"``: a Python loop over the chains, one
+        ``grad_and_value`` each. Either replaces a batched closed form; the exact full batch of linear
+        models from sufficient statistics is kept.
+
+    Returns
+    -------
+    Potential
+
+    Raises
+    ------
+    ValueError
+        An unknown mode; a potential with its own hand-derived gradient (the TMS) and no single-chain
+        loss; ``"vmap"`` on a model that ``vmap`` cannot trace (use ``"loop"`` or ``"auto"``).
+
+    Examples
+    --------
+    >>> pot = from_callable(lambda w, rows=None: (w ** 2).sum(-1), torch.zeros(3), n=100)
+    >>> looped = with_grad_mode(pot, "loop")
+    >>> looped.info["grad_mode"], looped.value_and_grad(torch.ones(2, 3))[1].tolist()
+    ('loop', [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])
+    """
+    check_choice("grad_mode", mode, GRAD_MODES)
+    if mode == "auto":
+        return potential
+    if isinstance(potential, RestrictedPotential):
+        return dataclasses.replace(potential, base=with_grad_mode(potential.base, mode))
+    if not isinstance(potential, FunctionalPotential) or potential.single is None:
+        raise ValueError(
+            f"grad_mode={mode!r} applies to a model (nn.Module) or a loss callable; this potential "
+            f"({getattr(potential, 'description', type(potential).__name__)}) has its own gradient: leave "
+            "grad_mode='auto'"
+        )
+    per_chain = None
+    if mode == "vmap":
+        per_chain = potential.grad_mode_per_chain if potential.grad_mode == "vmap" else None
+        probe = None if potential.data is None else potential.data.head(2)
+        w2 = potential.w_star.unsqueeze(0).expand(2, -1)
+        try:
+            with torch.enable_grad():
+                vmap(grad_and_value(potential.single), in_dims=(0, None))(w2, probe)
+        except Exception as exc:
+            text = str(exc).strip()
+            first = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            raise ValueError(
+                f"grad_mode='vmap': torch.func.vmap cannot trace this model over the chains ({first}); "
+                "use grad_mode='loop' (--grad-mode loop), or 'auto', which falls back to the loop by itself"
+            ) from None
+    info = {**potential.info, "grad_mode_requested": mode, "grad_mode": mode}
+    info.update({k: False for k in ("batched_perceptron", "manual_gradient") if k in info})
+    return dataclasses.replace(
+        potential, grad_mode=mode, grad_mode_per_chain=per_chain, batched=None, batched_per_chain=False,
+        closed_form=None, info=info,
+    )

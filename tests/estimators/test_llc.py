@@ -784,6 +784,8 @@ def test_bad_inputs_fail_before_sampling():
         estimate_llc(_quadratic, w_star=w, n=100, step_size=-1.0)
     with pytest.raises(ValueError, match=r"n .the number of training samples. is required"):
         estimate_llc(_quadratic, w_star=w)
+    with pytest.raises(ValueError, match="unknown grad_mode 'fast'; allowed: 'auto', 'vmap', 'loop'"):
+        estimate_llc(_quadratic, w_star=w, n=100, grad_mode="fast")
     with pytest.raises(ValueError, match="init must be a tensor of shape"):
         estimate_llc(_quadratic, w_star=w, n=100, init=torch.zeros(2, 3), num_chains=4)
     with pytest.raises(ValueError, match="needs the full loss"):

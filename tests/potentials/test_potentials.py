@@ -20,6 +20,7 @@ from slt_tms.potentials import (
     is_potential,
     restrict,
     select_parameters,
+    with_grad_mode,
 )
 from slt_tms.theory import regular_quadratic
 from slt_tms.theory.critical_points import kgon
@@ -324,18 +325,72 @@ def test_as_potential_dispatch_and_errors():
 
 
 def test_a_potential_switched_to_the_chain_loop_gives_the_same_values_and_says_so():
-    # dataclasses.replace(pot, grad_mode="loop"): the documented way to evaluate the chains one by one
-    # where vmap falls back to its slow per-sample path (larger transformers on CPU); the values agree with
-    # vmap to rounding and the record (what a result's config stores) follows the path
-    import dataclasses
-
+    # with_grad_mode(pot, "loop") (grad_mode= of the estimators, --grad-mode): the chains one by one where
+    # vmap falls back to its slow per-sample path (larger transformers on CPU); the values agree with vmap
+    # and with plain autograd on the module, and the record (what a result's config stores) follows the path
     X, Y = _data()
-    pot = from_module(_Straight(), (X, Y), loss="mse")
-    loop = dataclasses.replace(pot, grad_mode="loop")
-    assert pot.info["grad_mode"] == "vmap"
+    net = _Straight()
+    pot = from_module(net, (X, Y), loss="mse")
+    loop = with_grad_mode(pot, "loop")
+    assert pot.info["grad_mode"] == "vmap" and "grad_mode_requested" not in pot.info
     assert loop.info["grad_mode"] == "loop" and loop.info["grad_mode_per_chain"] == "loop"
+    assert loop.info["grad_mode_requested"] == "loop" and with_grad_mode(pot, "auto") is pot
     w = pot.w_star + 0.1 * torch.randn(3, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    for batch in (pot.data.full(), pot.data.take(torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]]))):
+    idx = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    for batch in (pot.data.full(), pot.data.take(idx)):
         for a, b in zip(pot.value_and_grad(w, batch), loop.value_and_grad(w, batch), strict=True):
             torch.testing.assert_close(a, b)
         torch.testing.assert_close(pot.loss(w, batch), loop.loss(w, batch))
+    loss_c, grad_c = loop.value_and_grad(w, pot.data.take(idx))
+    for k in range(3):
+        ref_l, ref_g = autograd_loss_and_grad(net, w[k], X[idx[k]], Y[idx[k]])
+        torch.testing.assert_close(loss_c[k], ref_l)
+        torch.testing.assert_close(grad_c[k], ref_g)
+    # also through a restriction (masks / params): the base potential is switched underneath
+    sub = with_grad_mode(restrict(pot, torch.arange(8) < 6), "loop")
+    assert sub.base.grad_mode == "loop" and sub.info["grad_mode"] == "loop"
+    full, at = pot.data.full(), torch.cat([w[:, :6], pot.w_star[6:].expand(3, -1)], 1)
+    torch.testing.assert_close(sub.value_and_grad(w[:, :6], full)[1], pot.value_and_grad(at, full)[1][:, :6])
+
+
+def test_grad_mode_replaces_the_batched_perceptron_path_with_the_same_numbers():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    X, Y = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 2, dtype=torch.float64)
+    auto = from_module(net, (X, Y), loss="mse")
+    assert auto.info["batched_perceptron"] and auto.grad_mode == "autograd"
+    w = auto.w_star + 0.1 * torch.randn(2, auto.d, generator=torch.Generator().manual_seed(5),
+                                        dtype=torch.float64)
+    for mode in ("vmap", "loop"):
+        pot = with_grad_mode(auto, mode)
+        assert pot.grad_mode == mode
+        assert not pot.info["batched_perceptron"] and not pot.info["manual_gradient"]
+        loss_c, grad_c = pot.value_and_grad(w, pot.data.full())
+        for k in range(2):
+            ref_l, ref_g = autograd_loss_and_grad(net, w[k], X, Y)
+            torch.testing.assert_close(loss_c[k], ref_l)
+            torch.testing.assert_close(grad_c[k], ref_g)
+
+
+class _ParamBranch(nn.Module):
+    """Python control flow on a PARAMETER's value: vmap over the chains cannot trace it at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2).double()
+
+    def forward(self, x):
+        return self.lin(x) if bool(self.lin.weight.sum() > -100) else -self.lin(x)
+
+
+def test_grad_mode_refusals_name_the_fix():
+    X, Y = _data()
+    pot = from_module(_ParamBranch(), (X, Y), loss="mse")
+    assert pot.grad_mode == "loop"  # auto falls back by itself
+    with pytest.raises(ValueError, match=r"vmap cannot trace this model .*use grad_mode='loop'"):
+        with_grad_mode(pot, "vmap")
+    with pytest.raises(ValueError, match="unknown grad_mode 'fast'"):
+        with_grad_mode(pot, "fast")
+    with pytest.raises(ValueError, match="has its own gradient: leave grad_mode='auto'"):
+        with_grad_mode(from_critical_point(kgon(5, 5)), "loop")
+    assert as_potential(_ParamBranch(), (X, Y), grad_mode="loop").info["grad_mode_requested"] == "loop"
