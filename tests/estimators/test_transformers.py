@@ -207,3 +207,20 @@ def test_a_model_output_with_named_losses_is_read_at_its_logits(trained):
     with torch.no_grad():
         want = float(F.cross_entropy(model(input_ids=ids[:, :-1]).logits[:, -1], target))
     assert pot.anchor_loss() == pytest.approx(want, rel=1e-6)
+
+
+def test_the_chain_loop_gives_the_fallbacks_numbers_on_a_transformer(trained):
+    """grad_mode="loop" (faster than vmap's per-sample fallback on larger transformers on CPU): the same
+    losses and gradients as the default path, on shared and on per-chain batches, and the record says so."""
+    from slt_tms.potentials import with_grad_mode
+
+    model, ids = trained
+    pot = from_module(model, {"input_ids": ids}, evaluate=per_token_ce)
+    loop = with_grad_mode(pot, "loop")
+    assert loop.info["grad_mode"] == "loop" and with_grad_mode(pot, "vmap").info["grad_mode"] == "vmap"
+    g = torch.Generator().manual_seed(1)
+    w = pot.w_star + 1e-3 * torch.randn(3, pot.d, generator=g)
+    idx = torch.randint(0, ROWS, (3, 16), generator=g)
+    for batch in (pot.data.full(), pot.data.take(idx)):
+        for a, b in zip(pot.value_and_grad(w, batch), loop.value_and_grad(w, batch), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
