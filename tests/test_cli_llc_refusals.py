@@ -287,3 +287,28 @@ def test_grad_mode_reaches_the_potential_of_one_checkpoint_and_of_a_series(files
     capsys.readouterr()
     err = _refused([*_base(files), *TINY, "--grad-mode", "fast", "--out", str(tmp_path / "o")], capsys)
     assert "unknown --grad-mode 'fast'; allowed: auto, vmap, loop" in err
+
+
+def test_checkpoints_saved_through_a_wrapper_load_with_one_warning(files, tmp_path, capsys):
+    """A DataParallel / torch.compile key prefix is removed where the rest fits the model exactly, said in
+    one warning line for one checkpoint and in one for a whole series; the numbers are the plain files'."""
+    from safetensors.torch import load_file
+
+    wrapped = []
+    for c in (files["ckpt"], files["ckpt2"]):
+        p = tmp_path / ("dp_" + c.name)
+        save_file({"module." + k: v for k, v in load_file(str(c)).items()}, str(p))
+        wrapped.append(p)
+    one = [*_base(files, wrapped[0]), *TINY, "--quiet"]
+    assert main([*one, "--out", str(tmp_path / "one")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("every key carries the prefix 'module.'") == 1, err
+    assert "slt-tms llc: warning: checkpoint dp_ckpt_100.safetensors: every key" in err
+    assert main([*_base(files), *TINY, "--quiet", "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    got, want = (json.loads((tmp_path / d / "llc.json").read_text())["llc"] for d in ("one", "plain"))
+    assert got == want
+    assert main([*_base(files, *wrapped), *TINY, "--quiet", "--out", str(tmp_path / "series")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("every key carries the prefix 'module.'") == 1, err
+    assert "2 checkpoints (dp_ckpt_100.safetensors ... dp_ckpt_200.safetensors)" in err

@@ -507,3 +507,41 @@ def test_sha256_and_load_data(tmp_path):
         user_models.load_data(p, loss="hinge")
     with pytest.raises(FileNotFoundError, match="data file not found"):
         user_models.load_data(tmp_path / "nope.npz")
+
+
+# ------------------------------------------------------------------ checkpoints saved through a wrapper
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+
+
+@pytest.mark.parametrize(
+    ("wrap", "prefix"),
+    [
+        (nn.DataParallel, "module."),
+        (torch.compile, "_orig_mod."),
+        (lambda m: nn.DataParallel(torch.compile(m)), "module._orig_mod."),
+        (lambda m: nn.ModuleDict({"model": m}), "model."),  # a training framework's attribute
+    ],
+)
+def test_a_wrappers_key_prefix_is_removed_where_the_rest_fits_exactly(tmp_path, wrap, prefix):
+    net = _mlp()
+    saved = wrap(net).state_dict()
+    assert all(k.startswith(prefix) for k in saved)
+    state, found = user_models.strip_wrapper_prefix(_mlp(), dict(saved))
+    assert found == prefix and set(state) == set(net.state_dict())
+    torch.save(saved, tmp_path / "w.pt")
+    with pytest.warns(UserWarning, match=f"prefix '{prefix}'"):
+        loaded = user_models.load_model(tmp_path / "w.pt", model=_mlp)
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_a_prefix_is_not_removed_when_the_rest_does_not_fit():
+    net = _mlp()
+    other = nn.DataParallel(nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1))).state_dict()
+    assert user_models.strip_wrapper_prefix(net, dict(other)) == (dict(other), None)  # shapes differ
+    mixed = {**{"module." + k: v for k, v in net.state_dict().items()}, "step": torch.tensor(3)}
+    assert user_models.strip_wrapper_prefix(net, mixed)[1] is None  # not every key carries it
+    plain = net.state_dict()
+    assert user_models.strip_wrapper_prefix(net, plain) == (plain, None)

@@ -377,8 +377,9 @@ def _checkpoint_run(
     common: dict[str, Any] = {"config": cfg, "loss": ns.loss, "params": ns.params, "n": ns.n, "seed": ns.seed,
                               "progress": progress, "device": ns.device, "grad_mode": ns.grad_mode or "auto"}
     if len(paths) == 1:
-        net = load_model(
-            paths[0], model=ns.model, torchscript=ns.torchscript, trust_torchscript=ns.trust_torchscript
+        net = _estimate(  # (its warnings as one-line messages too: a wrapper's key prefix removed)
+            load_model, paths[0], model=ns.model, torchscript=ns.torchscript,
+            trust_torchscript=ns.trust_torchscript,
         )
         if not ns.quiet:
             d = sum(p.numel() for p in net.parameters())

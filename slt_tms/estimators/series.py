@@ -49,6 +49,7 @@ import csv
 import io
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import Calibration, LLCResult
 from slt_tms.io.checkpoints import load_state_dict_file
+from slt_tms.io.user_models import strip_wrapper_prefix, wrapper_note
 from slt_tms.potentials import from_module, with_grad_mode
 from slt_tms.validation import check_device, check_int, check_seed
 
@@ -195,8 +197,9 @@ def _load_into(model: Any, ckpt: Any, name: str) -> nn.Module:
     """``model`` (a fresh instance from the factory) with the checkpoint's weights, strictly."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"make_model() must return an nn.Module, got {type(model).__name__}")
+    state, _ = strip_wrapper_prefix(model, dict(_state(ckpt)))  # the series warns once (_check_inputs)
     try:
-        model.load_state_dict(_state(ckpt), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # torch's message spans several lines: one line for the user
         raise ValueError(f"checkpoint {name} does not fit the model: {' '.join(str(exc).split())}") from None
     return model
@@ -211,8 +214,12 @@ def _check_inputs(
     in-memory data, before any chain runs: a bad input fails at once, in one line naming the checkpoint,
     not after earlier batches have sampled (or, in a resumable series, as a failed task of the sweep)."""
     model = copy.deepcopy(template)
+    prefixed: dict[str, list[str]] = {}
     for ckpt, name in zip(checkpoints, names, strict=True):
-        _load_into(model, ckpt, name)  # strict: every parameter and buffer replaced
+        state, prefix = strip_wrapper_prefix(model, dict(_state(ckpt)))
+        if prefix is not None:
+            prefixed.setdefault(prefix, []).append(name)
+        _load_into(model, state, name)  # strict: every parameter and buffer replaced
         label = name if name.startswith("checkpoint ") else f"checkpoint {name}"
         bad = [k for k, p in model.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
         if bad:
@@ -224,6 +231,9 @@ def _check_inputs(
             raise ValueError(f"{label}: {exc}") from None
         if anchor is not None and not math.isfinite(anchor):
             raise ValueError(f"{label}: the loss at its weights is not finite ({anchor}) on the data")
+    for prefix, which in prefixed.items():
+        what = which[0] if len(which) == 1 else f"{len(which)} checkpoints ({which[0]} ... {which[-1]})"
+        warnings.warn(wrapper_note(what, prefix), UserWarning, stacklevel=3)
 
 
 def _names_and_steps(checkpoints: Sequence[Any], steps: Sequence[int] | None) -> tuple[list[str], list[int]]:

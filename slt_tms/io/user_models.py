@@ -50,6 +50,8 @@ __all__ = [
     "load_model",
     "load_torchscript",
     "sha256",
+    "strip_wrapper_prefix",
+    "wrapper_note",
 ]
 
 # LOSSES (the names of ``--loss``, defined with the potentials that compute them): :func:`load_data`
@@ -160,6 +162,74 @@ def _state_dict_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | No
     return "; ".join(parts) if parts else None
 
 
+def strip_wrapper_prefix(
+    model: nn.Module, state: dict[str, Tensor]
+) -> tuple[dict[str, Tensor], str | None]:
+    """``state`` without the key prefix that a training wrapper added, where that makes it fit ``model``.
+
+    A model trained through ``nn.DataParallel`` or ``DistributedDataParallel`` saves its keys as
+    ``module.<name>``, one compiled with ``torch.compile`` as ``_orig_mod.<name>``, and a training
+    framework often as ``<attribute>.<name>`` (``model.``, ``net.``). The prefix is removed only when every
+    key carries it and the keys and shapes without it are exactly the model's (so nothing is guessed:
+    a checkpoint of another architecture still fails to load, naming what does not fit).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture the state dict is meant for.
+    state : dict
+        The checkpoint's tensors.
+
+    Returns
+    -------
+    (dict, str or None)
+        The state dict to load and the prefix removed (None: returned as given).
+
+    Examples
+    --------
+    >>> net = nn.Linear(2, 1)
+    >>> state, prefix = strip_wrapper_prefix(net, nn.DataParallel(net).state_dict())
+    >>> sorted(state), prefix
+    (['bias', 'weight'], 'module.')
+    """
+    want = model.state_dict()
+    keys = list(state)
+    if not keys or set(keys) == set(want):
+        return state, None
+    parts = keys[0].split(".")
+    for i in range(1, len(parts)):
+        prefix = ".".join(parts[:i]) + "."
+        if not all(k.startswith(prefix) for k in keys):
+            break
+        stripped = {k[len(prefix):]: v for k, v in state.items()}
+        if set(stripped) == set(want) and all(
+            tuple(stripped[k].shape) == tuple(want[k].shape) for k in want
+        ):
+            return stripped, prefix
+    return state, None
+
+
+def wrapper_note(name: str, prefix: str) -> str:
+    """The warning for checkpoints loaded without a wrapper's key prefix (:func:`strip_wrapper_prefix`).
+
+    Parameters
+    ----------
+    name : str
+        What was loaded, e.g. ``"checkpoint ckpt_100.pt"``.
+    prefix : str
+        The prefix removed.
+
+    Returns
+    -------
+    str
+    """
+    return (
+        f"{name}: every key carries the prefix {prefix!r} (saved through a wrapper: DataParallel, "
+        "torch.compile or a training framework); loaded without it, where the keys and shapes fit the "
+        "model exactly"
+    )
+
+
 def load_torchscript(path: str | os.PathLike[str], *, trust: bool = False) -> torch.jit.ScriptModule:
     """Load a TorchScript archive (``torch.jit.save``), only when you say you trust it.
 
@@ -237,7 +307,8 @@ def load_model(
     ------
     FileNotFoundError, ValueError
         Missing file; unsafe, untrusted or unreadable checkpoint; factory problems; keys or shapes that do
-        not match.
+        not match (a prefix that a training wrapper added to every key is removed where the rest fits
+        exactly, with a warning: :func:`strip_wrapper_prefix`).
     """
     path = _existing(checkpoint, "checkpoint")
     if torchscript:
@@ -257,7 +328,9 @@ def load_model(
         raise ValueError(f"calling {name}() failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(net, nn.Module):
         raise ValueError(f"{name}() must return a torch.nn.Module, got {type(net).__name__}")
-    state = load_state_dict_file(path)
+    state, prefix = strip_wrapper_prefix(net, load_state_dict_file(path))
+    if prefix is not None:
+        warnings.warn(wrapper_note(f"checkpoint {path.name}", prefix), UserWarning, stacklevel=2)
     problem = _state_dict_mismatch(net, state)
     if problem is not None:
         raise ValueError(f"checkpoint {path.name} does not fit the model from {name}: {problem}")
