@@ -515,6 +515,7 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")  # torch.compile's import
 @pytest.mark.parametrize(
     ("wrap", "prefix"),
     [
