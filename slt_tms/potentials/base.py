@@ -541,12 +541,12 @@ def with_grad_mode(potential: Any, mode: str) -> Any:
         )
     per_chain = None
     if mode == "vmap":
-        per_chain = potential.grad_mode_per_chain if potential.grad_mode == "vmap" else None
         probe = None if potential.data is None else potential.data.head(2)
         w2 = potential.w_star.unsqueeze(0).expand(2, -1)
+        gv = grad_and_value(potential.single)
         try:
             with torch.enable_grad():
-                vmap(grad_and_value(potential.single), in_dims=(0, None))(w2, probe)
+                vmap(gv, in_dims=(0, None))(w2, probe)
         except Exception as exc:
             text = str(exc).strip()
             first = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
@@ -554,6 +554,13 @@ def with_grad_mode(potential: Any, mode: str) -> Any:
                 f"grad_mode='vmap': torch.func.vmap cannot trace this model over the chains ({first}); "
                 "use grad_mode='loop' (--grad-mode loop), or 'auto', which falls back to the loop by itself"
             ) from None
+        if probe is not None and not potential.data.streaming:  # per-chain minibatches: rows vmapped too
+            rows2 = pytree.tree_map(lambda t: t.unsqueeze(0).expand(2, *t.shape), probe)
+            try:
+                with torch.enable_grad():
+                    vmap(gv, in_dims=(0, 0))(w2, rows2)
+            except Exception:  # control flow on the input data (e.g. HuggingFace models): chain by chain
+                per_chain = "loop"
     info = {**potential.info, "grad_mode_requested": mode, "grad_mode": mode}
     info.update({k: False for k in ("batched_perceptron", "manual_gradient") if k in info})
     return dataclasses.replace(

@@ -383,6 +383,21 @@ class _ParamBranch(nn.Module):
         return self.lin(x) if bool(self.lin.weight.sum() > -100) else -self.lin(x)
 
 
+def test_grad_mode_vmap_still_takes_per_chain_batches_chain_by_chain_where_the_model_reads_its_rows():
+    X, Y = _data()
+    branchy = with_grad_mode(from_module(_Branchy(), (X, Y), loss="mse"), "vmap")
+    assert branchy.info["grad_mode"] == "vmap" and branchy.info["grad_mode_per_chain"] == "loop"
+    straight = with_grad_mode(from_module(_Straight(), (X, Y), loss="mse"), "vmap")
+    assert straight.info["grad_mode_per_chain"] == "vmap"
+    g = torch.Generator().manual_seed(6)
+    w = branchy.w_star + 0.1 * torch.randn(3, 8, generator=g, dtype=torch.float64)
+    idx = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    _, grad_c = branchy.value_and_grad(w, branchy.data.take(idx))
+    for k in range(3):
+        ref = autograd_loss_and_grad(_Branchy(), w[k], X[idx[k]], Y[idx[k]])[1]
+        torch.testing.assert_close(grad_c[k], ref)
+
+
 def test_grad_mode_refusals_name_the_fix():
     X, Y = _data()
     pot = from_module(_ParamBranch(), (X, Y), loss="mse")
