@@ -273,6 +273,13 @@ def test_load_state_dict_file(tmp_path):
         assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
         net2 = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
         net2.load_state_dict(got)
+    opt = torch.optim.Adam(net.parameters()).state_dict()
+    torch.save({"net": sd, "optimizer": opt, "epoch": 4}, tmp_path / "other_name.pt")
+    got = load_state_dict_file(tmp_path / "other_name.pt")
+    assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
+    torch.save({"net": sd, "ema": sd, "epoch": 4}, tmp_path / "two.pt")
+    with pytest.raises(ValueError, match=r"several state dicts \('net', 'ema'\): save the one"):
+        load_state_dict_file(tmp_path / "two.pt")
     torch.save({"epoch": 4, "lr": 0.1}, tmp_path / "nostate.pt")
     with pytest.raises(ValueError, match="parameter name -> tensor"):
         load_state_dict_file(tmp_path / "nostate.pt")

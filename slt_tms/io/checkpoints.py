@@ -530,7 +530,11 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
     ``.safetensors`` or ``.pt`` / ``.pth`` / ``.bin`` (``torch.load(weights_only=True)`` only). A training
     checkpoint that nests the weights under ``"state_dict"``, ``"model_state_dict"`` or ``"model"`` (with
-    other, non-tensor entries such as the epoch) is unwrapped.
+    other, non-tensor entries such as the epoch) is unwrapped; so is one with a single entry of another
+    name that maps names to tensors (``{"net": ..., "optimizer": ..., "epoch": 3}``: an optimizer's state
+    is not such an entry). Several such entries (``"net"`` and ``"ema"``) are refused, naming them: save
+    the one to estimate alone. Whatever is unwrapped must still fit the model's keys and shapes exactly
+    where it is loaded.
 
     Examples
     --------
@@ -552,6 +556,15 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         raise ValueError(f"{p} holds a whole module; save module.state_dict() instead")
     if isinstance(obj, Mapping) and not all(isinstance(v, Tensor) for v in obj.values()):
         nested = [k for k in _NESTED_STATE_KEYS if isinstance(obj.get(k), Mapping)]
+        if not nested:  # another name: the one entry that maps names to tensors
+            nested = [k for k, v in obj.items() if isinstance(v, Mapping) and v
+                      and all(isinstance(t, Tensor) for t in v.values())]
+            if len(nested) > 1:
+                names = ", ".join(repr(k) for k in nested)
+                raise ValueError(
+                    f"{p} holds several state dicts ({names}): save the one to estimate alone, e.g. "
+                    f"torch.save(checkpoint[{nested[0]!r}], path)"
+                )
         if nested:
             obj = obj[nested[0]]
     return _tensor_dict(obj, p, "a state_dict: parameter name -> tensor")
