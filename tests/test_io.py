@@ -536,7 +536,7 @@ def test_a_wrappers_key_prefix_is_removed_where_the_rest_fits_exactly(tmp_path, 
     net = _mlp()
     saved = wrap(net).state_dict()
     assert all(k.startswith(prefix) for k in saved)
-    state, found = user_models.strip_wrapper_prefix(_mlp(), dict(saved))
+    state, found = user_models.match_state_dict(_mlp(), dict(saved))
     assert found == prefix and set(state) == set(net.state_dict())
     torch.save(saved, tmp_path / "w.pt")
     with pytest.warns(UserWarning, match=f"prefix '{prefix}'"):
@@ -548,8 +548,45 @@ def test_a_wrappers_key_prefix_is_removed_where_the_rest_fits_exactly(tmp_path, 
 def test_a_prefix_is_not_removed_when_the_rest_does_not_fit():
     net = _mlp()
     other = nn.DataParallel(nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1))).state_dict()
-    assert user_models.strip_wrapper_prefix(net, dict(other)) == (dict(other), None)  # shapes differ
+    assert user_models.match_state_dict(net, dict(other)) == (dict(other), None)  # shapes differ
     mixed = {**{"module." + k: v for k, v in net.state_dict().items()}, "step": torch.tensor(3)}
-    assert user_models.strip_wrapper_prefix(net, mixed)[1] is None  # not every key carries it
+    assert user_models.match_state_dict(net, mixed)[1] is None  # not every key carries it
     plain = net.state_dict()
-    assert user_models.strip_wrapper_prefix(net, plain) == (plain, None)
+    assert user_models.match_state_dict(net, plain) == (plain, None)
+
+
+class _Tied(nn.Module):
+    """A language-model head tied to its embedding (one Parameter under two names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(5, 3)
+        self.out = nn.Linear(3, 5, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.out(self.emb(x))
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_tied_weights_saved_once_are_filled_from_their_twin(tmp_path, prefix):
+    """safetensors' save_model and HuggingFace's save_pretrained write a tied tensor once: the missing name
+    is filled from its twin (also beside a wrapper's prefix); an untied missing name still fails."""
+    from safetensors.torch import save_model
+
+    torch.manual_seed(1)
+    net = _Tied()
+    save_model(net, str(tmp_path / "once.safetensors"))  # keeps one of the two names
+    once = load_state_dict_file(tmp_path / "once.safetensors")
+    assert len(once) == 1
+    torch.save({prefix + k: v for k, v in once.items()}, tmp_path / "once.pt")
+    ctx = pytest.warns(UserWarning, match="prefix 'module.'") if prefix else warnings.catch_warnings()
+    with ctx:
+        loaded = user_models.load_model(tmp_path / "once.pt", model=_Tied)
+    assert torch.equal(loaded.emb.weight, net.emb.weight) and loaded.out.weight is loaded.emb.weight
+    lin = _mlp()
+    partial = {k: v for k, v in lin.state_dict().items() if k != "2.bias"}
+    assert user_models.match_state_dict(_mlp(), partial) == (partial, None)  # not tied: nothing to fill
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"missing in checkpoint: 2\.bias"):
+        user_models.load_model(tmp_path / "partial.pt", model=_mlp)

@@ -64,7 +64,7 @@ from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import Calibration, LLCResult
 from slt_tms.io.checkpoints import load_state_dict_file
-from slt_tms.io.user_models import strip_wrapper_prefix, wrapper_note
+from slt_tms.io.user_models import match_state_dict, wrapper_note
 from slt_tms.potentials import from_module, with_grad_mode
 from slt_tms.validation import check_device, check_int, check_seed
 
@@ -197,7 +197,7 @@ def _load_into(model: Any, ckpt: Any, name: str) -> nn.Module:
     """``model`` (a fresh instance from the factory) with the checkpoint's weights, strictly."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"make_model() must return an nn.Module, got {type(model).__name__}")
-    state, _ = strip_wrapper_prefix(model, dict(_state(ckpt)))  # the series warns once (_check_inputs)
+    state, _ = match_state_dict(model, dict(_state(ckpt)))  # the series warns once (_check_inputs)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # torch's message spans several lines: one line for the user
@@ -216,7 +216,7 @@ def _check_inputs(
     model = copy.deepcopy(template)
     prefixed: dict[str, list[str]] = {}
     for ckpt, name in zip(checkpoints, names, strict=True):
-        state, prefix = strip_wrapper_prefix(model, dict(_state(ckpt)))
+        state, prefix = match_state_dict(model, dict(_state(ckpt)))
         if prefix is not None:
             prefixed.setdefault(prefix, []).append(name)
         _load_into(model, state, name)  # strict: every parameter and buffer replaced

@@ -49,8 +49,8 @@ __all__ = [
     "load_factory",
     "load_model",
     "load_torchscript",
+    "match_state_dict",
     "sha256",
-    "strip_wrapper_prefix",
     "wrapper_note",
 ]
 
@@ -162,16 +162,23 @@ def _state_dict_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | No
     return "; ".join(parts) if parts else None
 
 
-def strip_wrapper_prefix(
+def match_state_dict(
     model: nn.Module, state: dict[str, Tensor]
 ) -> tuple[dict[str, Tensor], str | None]:
-    """``state`` without the key prefix that a training wrapper added, where that makes it fit ``model``.
+    """``state`` under ``model``'s own key names, where a training wrapper or a saver renamed or dropped keys.
 
-    A model trained through ``nn.DataParallel`` or ``DistributedDataParallel`` saves its keys as
-    ``module.<name>``, one compiled with ``torch.compile`` as ``_orig_mod.<name>``, and a training
-    framework often as ``<attribute>.<name>`` (``model.``, ``net.``). The prefix is removed only when every
-    key carries it and the keys and shapes without it are exactly the model's (so nothing is guessed:
-    a checkpoint of another architecture still fails to load, naming what does not fit).
+    Two things are mended, and only where the result then fits ``model`` exactly (every key, every shape),
+    so nothing is guessed: a checkpoint of another architecture still fails to load, naming what does not
+    fit.
+
+    * **A wrapper's prefix.** A model trained through ``nn.DataParallel`` or ``DistributedDataParallel``
+      saves its keys as ``module.<name>``, one compiled with ``torch.compile`` as ``_orig_mod.<name>``,
+      and a training framework often as ``<attribute>.<name>`` (``model.``, ``net.``). A prefix that
+      every key carries is removed.
+    * **Tied weights saved once.** Parameters that the model ties together (a language model's input
+      embedding and output projection) are written once by ``safetensors.torch.save_model`` and by
+      HuggingFace's ``save_pretrained``; the missing names are filled from their present twin (the model
+      ties them again when loading).
 
     Parameters
     ----------
@@ -183,25 +190,27 @@ def strip_wrapper_prefix(
     Returns
     -------
     (dict, str or None)
-        The state dict to load and the prefix removed (None: returned as given).
+        The state dict to load and the prefix removed (None: no prefix; the state dict is then ``state``
+        or ``state`` with tied names filled).
 
     Examples
     --------
     >>> net = nn.Linear(2, 1)
-    >>> state, prefix = strip_wrapper_prefix(net, nn.DataParallel(net).state_dict())
+    >>> state, prefix = match_state_dict(net, nn.DataParallel(net).state_dict())
     >>> sorted(state), prefix
     (['bias', 'weight'], 'module.')
     """
     want = model.state_dict()
     keys = list(state)
-    if not keys or set(keys) == set(want):
-        return state, None
+    filled = _fill_tied(want, state)
+    if not keys or set(filled) == set(want):
+        return filled, None
     parts = keys[0].split(".")
     for i in range(1, len(parts)):
         prefix = ".".join(parts[:i]) + "."
         if not all(k.startswith(prefix) for k in keys):
             break
-        stripped = {k[len(prefix):]: v for k, v in state.items()}
+        stripped = _fill_tied(want, {k[len(prefix):]: v for k, v in state.items()})
         if set(stripped) == set(want) and all(
             tuple(stripped[k].shape) == tuple(want[k].shape) for k in want
         ):
@@ -209,8 +218,25 @@ def strip_wrapper_prefix(
     return state, None
 
 
+def _fill_tied(want: dict[str, Tensor], state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the names of ``want``'s tied tensors (the same storage) that it lacks filled from a
+    present twin; returned as given where there is nothing to fill."""
+    twins: dict[tuple[int, tuple[int, ...]], list[str]] = {}
+    for k, t in want.items():
+        if t.numel():
+            twins.setdefault((t.data_ptr(), tuple(t.shape)), []).append(k)
+    out = state
+    for names in twins.values():
+        present = [k for k in names if k in state]
+        if len(names) > 1 and present and len(present) < len(names):
+            out = dict(out) if out is state else out
+            for k in names:
+                out.setdefault(k, state[present[0]])
+    return out
+
+
 def wrapper_note(name: str, prefix: str) -> str:
-    """The warning for checkpoints loaded without a wrapper's key prefix (:func:`strip_wrapper_prefix`).
+    """The warning for checkpoints loaded without a wrapper's key prefix (:func:`match_state_dict`).
 
     Parameters
     ----------
@@ -308,7 +334,7 @@ def load_model(
     FileNotFoundError, ValueError
         Missing file; unsafe, untrusted or unreadable checkpoint; factory problems; keys or shapes that do
         not match (a prefix that a training wrapper added to every key is removed where the rest fits
-        exactly, with a warning: :func:`strip_wrapper_prefix`).
+        exactly, with a warning; tied weights saved once are filled in: :func:`match_state_dict`).
     """
     path = _existing(checkpoint, "checkpoint")
     if torchscript:
@@ -328,7 +354,7 @@ def load_model(
         raise ValueError(f"calling {name}() failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(net, nn.Module):
         raise ValueError(f"{name}() must return a torch.nn.Module, got {type(net).__name__}")
-    state, prefix = strip_wrapper_prefix(net, load_state_dict_file(path))
+    state, prefix = match_state_dict(net, load_state_dict_file(path))
     if prefix is not None:
         warnings.warn(wrapper_note(f"checkpoint {path.name}", prefix), UserWarning, stacklevel=2)
     problem = _state_dict_mismatch(net, state)
