@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -261,6 +262,12 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
                 raise ValueError(
                     f"loss='cross_entropy': integer labels for logits of shape {tuple(pred.shape)} "
                     f"(classes on axis 1) must have shape {want}; got {tuple(y.shape)}{hint}"
+                )
+            if pred.ndim == 3 and pred.shape[1] == pred.shape[2]:  # (m, K, K): axis 1 or 2 the classes?
+                warnings.warn(
+                    f"loss='cross_entropy': logits of shape {tuple(pred.shape)} are read with the classes on "
+                    "axis 1 (torch's convention); if they are a language model's (m, T, V) logits, use "
+                    "evaluate=causal_lm_loss or permute them to (m, V, T)", UserWarning, stacklevel=4,
                 )
             labels = y if all_targets is None else all_targets
             lo, hi = int(labels.min()), int(labels.max())

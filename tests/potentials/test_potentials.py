@@ -409,3 +409,26 @@ def test_grad_mode_refusals_name_the_fix():
     with pytest.raises(ValueError, match="has its own gradient: leave grad_mode='auto'"):
         with_grad_mode(from_critical_point(kgon(5, 5)), "loop")
     assert as_potential(_ParamBranch(), (X, Y), grad_mode="loop").info["grad_mode_requested"] == "loop"
+
+
+class _TokenLM(nn.Module):
+    """(m, T) token ids -> (m, T, V) logits."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 4)
+        self.out = nn.Linear(4, vocab)
+
+    def forward(self, x):
+        return self.out(self.emb(x))
+
+
+def test_square_sequence_logits_warn_that_the_classes_are_read_on_axis_1():
+    # (m, T, V) logits with T == V fit torch's (m, C, d) convention too, so the shape check cannot tell a
+    # language model's logits (classes on the last axis) from a (m, C, d) model's: it says how it reads them
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 7, (20, 7), generator=g)
+    with pytest.warns(UserWarning, match=r"classes on axis 1 .*evaluate=causal_lm_loss"):
+        from_module(_TokenLM(7), (ids, ids), loss="cross_entropy")
+    with pytest.raises(ValueError, match="evaluate=causal_lm_loss"):  # T != V: refused by the shape
+        from_module(_TokenLM(7), (ids[:, :5], ids[:, :5]), loss="cross_entropy")
