@@ -61,12 +61,10 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
@@ -74,6 +72,14 @@ from torch.func import functional_call, grad_and_value, vmap
 from slt_tms.potentials.base import FunctionalPotential, RestrictedPotential, check_float_dtype, restrict
 from slt_tms.potentials.data import DataSource
 from slt_tms.potentials.linear import linear_full_batch, linear_layers
+from slt_tms.potentials.named_losses import (
+    _check_finite_rows,
+    _check_named_rows,
+    _check_targets,
+    _named_loss_fn,
+    _prediction,
+    causal_lm_loss,
+)
 from slt_tms.potentials.sequential import mlp_batched, mlp_layers, mlp_value_and_grad
 from slt_tms.validation import LOSSES, check_choice, check_device
 
@@ -84,55 +90,6 @@ __all__ = [
     "from_torchscript",
     "select_parameters",
 ]
-
-
-
-def causal_lm_loss(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
-    r"""Per-token next-token cross-entropy of a HuggingFace-style causal LM (an ``evaluate`` hook).
-
-    ``batch["input_ids"]`` has shape ``(m, T)``; optional ``attention_mask`` ``(m, T)``, ``labels``
-    (default: the inputs, with the positions where ``attention_mask`` is 0 ignored; ``-100`` marks ignored
-    positions) and any other model inputs (``token_type_ids``, ``position_ids``, ...), passed on as
-    keywords. The model is called as ``model(input_ids=..., attention_mask=..., ...)`` (never with
-    ``labels``) and must return logits ``(m, T, V)`` (a tensor, an object with ``.logits``, or a tuple
-    whose first element they are).
-
-    .. math:: L = \frac{1}{|\{(k, t)\}|}\sum_{k,\,t < T} -\log p_w(y_{k,t+1} \mid y_{k,\le t})
-
-    (the mean over the predicted positions that are not ignored, devinterp's convention for language
-    models).
-    """
-    if not isinstance(batch, Mapping) or "input_ids" not in batch:
-        raise ValueError(
-            "a causal-LM batch must be a dict with 'input_ids' (and optionally 'attention_mask', 'labels')"
-        )
-    ids = batch["input_ids"]
-    out = model(**{k: v for k, v in batch.items() if k != "labels"})
-    logits = _prediction(out)
-    labels = batch.get("labels")
-    if labels is None:
-        labels = ids
-        if "attention_mask" in batch:
-            labels = labels.masked_fill(batch["attention_mask"] == 0, -100)
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-    )
-
-
-def _prediction(out: Any) -> Any:
-    """A model's prediction tensor: the output itself, its ``.logits`` (HuggingFace ``ModelOutput`` and
-    similar objects) or the first element of a tuple/list output."""
-    if isinstance(out, Tensor):
-        return out
-    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise ValueError(
-        f"the model returned {type(out).__name__}, not a tensor of predictions (nor an object with a "
-        "'.logits' tensor); pass evaluate=fn(model, batch) -> loss to say how to get the loss from it"
-    )
 
 
 def select_parameters(module: nn.Module, params: Sequence[str] | None) -> list[str]:
@@ -187,96 +144,6 @@ class _Evaluate(nn.Module):
                 f"element is one; got {getattr(out, 'shape', type(out).__name__)}"
             )
         return out
-
-
-def _named_loss_fn(loss: str | Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
-    """Per-row losses ``(m,)`` of a named loss, or a callable's batch-mean loss (scalar)."""
-    if callable(loss):
-        return loss
-    check_choice("loss", loss, LOSSES)
-    if loss == "mse":
-        return lambda pred, y: (pred - y).square().reshape(pred.shape[0], -1).mean(1)
-    return lambda pred, y: F.cross_entropy(pred, y, reduction="none").reshape(pred.shape[0], -1).mean(1)
-
-
-def _check_named_rows(rows: Any, loss: Any) -> None:
-    if not isinstance(rows, tuple) or not 1 <= len(rows) <= 3:
-        kind = type(rows).__name__ if not isinstance(rows, tuple) else f"{len(rows)} tensors"
-        raise ValueError(
-            f"with loss={loss!r} the data must be (X,), (X, Y) or (X, Y, sample_weights); got {kind}. "
-            "For other batch structures (dicts, several inputs) pass evaluate=fn(model, batch) -> loss"
-        )
-
-
-def _check_finite_rows(rows: tuple[Tensor, ...]) -> None:
-    """Refuse NaN or infinite values in in-memory data, naming the tensor and the first bad row, before the
-    loss at :math:`w^*` is blamed for them."""
-    for name, t in zip(("inputs (X)", "targets (Y)", "sample weights"), rows, strict=False):
-        if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
-            continue
-        bad = ~torch.isfinite(t).reshape(t.shape[0], -1).all(dim=1) if t.ndim else ~torch.isfinite(t)
-        if bool(bad.any()):
-            where = bad.nonzero().reshape(-1)
-            kind = "NaN" if bool(torch.isnan(t).any()) else "infinite values"
-            raise ValueError(
-                f"the data's {name} contain {kind} in {where.numel()} of {t.shape[0]} rows (the first: row "
-                f"{int(where[0])}); remove or impute those rows"
-            )
-
-
-def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | None) -> None:
-    """Refuse shape broadcasting and out-of-range labels before any sampling."""
-    if loss == "mse":
-        if pred.shape != y.shape:
-            whole = "" if all_targets is None else f"; the data's targets: {tuple(all_targets.shape)}"
-            raise ValueError(
-                f"loss='mse': the model's prediction has shape {tuple(pred.shape)} but the target has "
-                f"{tuple(y.shape)} (for the same {y.shape[0] if y.ndim else 1} rows{whole}); they would "
-                "broadcast. Reshape the targets (e.g. Y.unsqueeze(-1) or Y.reshape(pred.shape)) so that they "
-                "match"
-            )
-        if not y.is_floating_point():
-            raise ValueError("loss='mse' needs floating targets; convert them with Y.float()")
-    elif loss == "cross_entropy":
-        if pred.ndim < 2 or pred.shape[1] < 2:
-            raise ValueError(
-                f"loss='cross_entropy' needs logits with a class axis of size >= 2 (axis 1); the model "
-                f"returns shape {tuple(pred.shape)}. For a single logit use evaluate= with "
-                "binary_cross_entropy_with_logits, or output two logits"
-            )
-        if y.is_floating_point():
-            if y.shape != pred.shape:
-                raise ValueError(
-                    f"loss='cross_entropy' with floating targets needs class probabilities of the logits' "
-                    f"shape {tuple(pred.shape)}; got {tuple(y.shape)}. Integer class labels go as int64"
-                )
-        else:
-            want = (pred.shape[0], *pred.shape[2:])
-            if tuple(y.shape) != want:
-                hint = (
-                    "; for a language model's (m, T, V) logits with (m, T) token targets use "
-                    "evaluate=causal_lm_loss (next-token cross-entropy)"
-                    if pred.ndim == 3 and y.ndim == 2
-                    else ""
-                )
-                raise ValueError(
-                    f"loss='cross_entropy': integer labels for logits of shape {tuple(pred.shape)} "
-                    f"(classes on axis 1) must have shape {want}; got {tuple(y.shape)}{hint}"
-                )
-            if pred.ndim == 3 and pred.shape[1] == pred.shape[2]:  # (m, K, K): axis 1 or 2 the classes?
-                warnings.warn(
-                    f"loss='cross_entropy': logits of shape {tuple(pred.shape)} are read with the classes on "
-                    "axis 1 (torch's convention); if they are a language model's (m, T, V) logits, use "
-                    "evaluate=causal_lm_loss or permute them to (m, V, T)", UserWarning, stacklevel=4,
-                )
-            labels = y if all_targets is None else all_targets
-            lo, hi = int(labels.min()), int(labels.max())
-            k = pred.shape[1]
-            if lo < 0 or hi >= k:
-                raise ValueError(
-                    f"loss='cross_entropy': labels must lie in [0, {k - 1}] for {k} classes; found labels in "
-                    f"[{lo}, {hi}]"
-                )
 
 
 def from_module(
