@@ -35,7 +35,7 @@ __all__ = [
 
 #: The named losses of a module potential (``loss=`` of the API, ``--loss`` of the CLI); defined here, at
 #: the bottom layer, because both the potentials and the file loaders check against it.
-LOSSES: tuple[str, ...] = ("mse", "cross_entropy")
+LOSSES: tuple[str, ...] = ("mse", "cross_entropy", "causal_lm")
 
 #: How the gradients of all chains of a model are taken (``grad_mode=``, ``--grad-mode``): the potential's
 #: own choice, ``torch.func.vmap`` over the chains, or a loop over them.

@@ -4,6 +4,7 @@ file that is not tensors gets data advice, and a series whose names carry no ste
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -312,3 +313,27 @@ def test_checkpoints_saved_through_a_wrapper_load_with_one_warning(files, tmp_pa
     err = capsys.readouterr().err
     assert err.count("every key carries the prefix 'module.'") == 1, err
     assert "2 checkpoints (dp_ckpt_100.safetensors ... dp_ckpt_200.safetensors)" in err
+
+
+def test_a_language_model_from_the_shell_with_loss_causal_lm(tmp_path, capsys):
+    """--loss causal_lm: token ids under x, the labels under y (here the ids themselves), a factory whose
+    model maps ids (n, T) to logits (n, T, V); the result records the loss."""
+    (tmp_path / "lm.py").write_text(
+        "import torch\nfrom torch import nn\n\nclass LM(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.emb = nn.Embedding(6, 4)\n        self.out = nn.Linear(4, 6)\n\n"
+        "    def forward(self, input_ids):\n"
+        "        return self.out(torch.tanh(self.emb(input_ids).cumsum(1)))\n\n"
+        "def make():\n    torch.manual_seed(0)\n    return LM()\n"
+    )
+    ids = torch.randint(0, 6, (40, 5), generator=torch.Generator().manual_seed(0))
+    np.savez(tmp_path / "tokens.npz", x=ids.numpy(), y=ids.numpy())
+    ns: dict = {}
+    exec((tmp_path / "lm.py").read_text(), ns)
+    save_file(ns["make"]().state_dict(), str(tmp_path / "lm.safetensors"))
+    argv = ["llc", str(tmp_path / "lm.safetensors"), "--model", f"{tmp_path / 'lm.py'}:make", "--data",
+            str(tmp_path / "tokens.npz"), "--loss", "causal_lm", *TINY, "--quiet",
+            "--out", str(tmp_path / "o")]
+    assert main(argv) == 0, capsys.readouterr().err
+    rec = json.loads((tmp_path / "o" / "llc.json").read_text())
+    assert rec["config"]["potential"]["loss"] == "causal_lm" and math.isfinite(rec["llc"])

@@ -492,7 +492,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--x-key", default=None, help="name of the inputs in the data file (default: x)")
     p.add_argument("--y-key", default=None, help="name of the targets in the data file (default: y)")
     p.add_argument(
-        "--loss", default=None, metavar="{mse,cross_entropy}", help="loss, mean over rows (default: mse)"
+        "--loss", default=None, metavar="{mse,cross_entropy,causal_lm}",
+        help="loss, mean over rows (default: mse); causal_lm: next-token cross-entropy of a model that maps "
+        "token ids x (n, T) to logits (n, T, V), with the labels y (n, T) (usually x itself; -100 ignored)"
     )
     p.add_argument(
         "--no-reuse-calibration",

@@ -103,7 +103,8 @@ def series_tasks(
         Data file with inputs under ``x_key`` and targets under ``y_key``
         (:func:`slt_tms.io.user_models.load_data`).
     config, steps, loss, params, n, batch, seed, reuse_calibration, device, dtype, grad_mode, overrides
-        As in :func:`estimate_llc_series` (``loss`` is a named loss: ``"mse"`` or ``"cross_entropy"``).
+        As in :func:`estimate_llc_series` (``loss`` is a named loss: ``"mse"``, ``"cross_entropy"`` or
+        ``"causal_lm"``).
         A ``grad_mode`` other than ``"auto"`` is a task entry (``"auto"`` is not, so the tasks of
         earlier versions keep their keys).
         With ``reuse_calibration`` the first task is the last checkpoint alone; the other tasks need its

@@ -55,7 +55,8 @@ __all__ = [
 ]
 
 # LOSSES (the names of ``--loss``, defined with the potentials that compute them): :func:`load_data`
-# turns integer targets into class indices for ``"cross_entropy"`` and floats for ``"mse"``.
+# turns integer targets into class indices (token ids) for ``"cross_entropy"`` and ``"causal_lm"`` and floats
+# for ``"mse"``.
 
 _TRUST_HINT = (
     "its code runs when it is loaded and when the model is evaluated; load only archives you trust and "
@@ -382,9 +383,9 @@ def load_data(
         (no pickles), read by :func:`slt_tms.io.load_tensors`.
     x_key, y_key : str
         Names of the inputs ``(n, ...)`` and targets ``(n, ...)``.
-    loss : {"mse", "cross_entropy"}, optional
-        Integer targets become int64 class indices for cross-entropy and floats (the default dtype) for
-        MSE (also when neither ``loss`` nor ``labels`` is given).
+    loss : {"mse", "cross_entropy", "causal_lm"}, optional
+        Integer targets become int64 class indices (token ids) for cross-entropy and ``"causal_lm"`` and
+        floats (the default dtype) for MSE (also when neither ``loss`` nor ``labels`` is given).
     labels : bool, optional
         The same choice as a flag: ``True`` keeps integer targets as int64 class labels (cross-entropy),
         ``False`` makes them floats. Give ``loss`` or ``labels``; both must agree if both are given.
@@ -402,9 +403,9 @@ def load_data(
     """
     if loss is not None:
         check_choice("loss", loss, LOSSES)
-        if labels is not None and bool(labels) != (loss == "cross_entropy"):
+        if labels is not None and bool(labels) != (loss != "mse"):
             raise ValueError(f"loss={loss!r} and labels={labels!r} disagree; give one of them")
-        as_labels = loss == "cross_entropy"
+        as_labels = loss != "mse"
     else:
         as_labels = bool(labels)
     p = _existing(path, "data file")

@@ -547,6 +547,8 @@ def with_grad_mode(potential: Any, mode: str) -> Any:
         try:
             with torch.enable_grad():
                 vmap(gv, in_dims=(0, None))(w2, probe)
+            with torch.no_grad():  # values alone take other kernels (a fused GRU/LSTM has no batching rule)
+                vmap(potential.single, in_dims=(0, None))(w2, probe)
         except Exception as exc:
             text = str(exc).strip()
             first = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

@@ -13,6 +13,9 @@ Losses
   ``torch.nn.functional.mse_loss``); prediction and target must have the same shape (no broadcasting).
 * ``loss="cross_entropy"``: mean of :math:`-\log \mathrm{softmax}(f(x_k; w))_{y_k}` over rows (class axis
   1, as ``torch.nn.functional.cross_entropy``); labels must lie in ``[0, num_classes)``.
+* ``loss="causal_lm"``: next-token cross-entropy of a model that maps token ids ``(m, T)`` to logits
+  ``(m, T, V)``, with labels ``(m, T)`` (rows ``(X,)``: the ids themselves; ``-100`` ignored), the mean
+  over each row's predicted tokens, then over rows.
 * ``loss=callable(pred, target) -> scalar`` (mean over the batch).
 * ``evaluate=callable(model, batch) -> loss`` (devinterp's convention; ``batch`` is whatever the data
   holds: tuples, dicts, several inputs). It may return a scalar tensor, an object or dict with a scalar
@@ -166,7 +169,7 @@ def from_module(
         The model at the anchor :math:`w^*` (a trained checkpoint). Not modified.
     data : tensors, tuple/dict of tensors, TensorDataset or DataLoader
         The training rows (a DataLoader is streamed batch by batch, never materialised).
-    loss : {"mse", "cross_entropy"} or callable(pred, target), optional
+    loss : {"mse", "cross_entropy", "causal_lm"} or callable(pred, target), optional
         Ignored when ``evaluate`` is given.
     evaluate : callable(model, batch) -> loss, optional
         devinterp's evaluation hook; the batch may have any structure.
@@ -317,6 +320,8 @@ def from_module(
     try:
         if not skip_probes:
             vmap(grad_and_value(single), in_dims=(0, None))(w2, probe)
+            with torch.no_grad():  # values alone take other kernels (a fused GRU/LSTM has no batching rule)
+                vmap(single, in_dims=(0, None))(w2, probe)
     except Exception as exc:  # models with data-dependent control flow: loop over chains instead
         grad_mode = "loop"
         vmap_error = _first_line(exc)

@@ -85,7 +85,18 @@ def _named_loss_fn(loss: str | Callable[[Tensor, Tensor], Tensor]) -> Callable[[
     check_choice("loss", loss, LOSSES)
     if loss == "mse":
         return lambda pred, y: (pred - y).square().reshape(pred.shape[0], -1).mean(1)
+    if loss == "causal_lm":
+        return _next_token_rows
     return lambda pred, y: F.cross_entropy(pred, y, reduction="none").reshape(pred.shape[0], -1).mean(1)
+
+
+def _next_token_rows(logits: Tensor, ids: Tensor) -> Tensor:
+    """Per-row next-token cross-entropy ``(m,)`` of logits ``(m, T, V)`` against token ids ``(m, T)``: the
+    mean over the positions ``t < T - 1`` whose next label is not ``-100``."""
+    target = ids[:, 1:]
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, reduction="none", ignore_index=-100)
+    counted = (target != -100).to(ce.dtype)
+    return (ce * counted).sum(1) / counted.sum(1).clamp(min=1)
 
 
 def _check_named_rows(rows: Any, loss: Any) -> None:
@@ -126,6 +137,21 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
             )
         if not y.is_floating_point():
             raise ValueError("loss='mse' needs floating targets; convert them with Y.float()")
+    elif loss == "causal_lm":
+        shape_ok = pred.ndim == 3 and tuple(y.shape) == tuple(pred.shape[:2]) and y.shape[1] >= 2
+        if not shape_ok or y.is_floating_point():
+            raise ValueError(
+                "loss='causal_lm' needs a model that maps token ids (m, T) to logits (m, T, V) and integer "
+                f"labels (m, T) with T >= 2 (usually the token ids themselves); got logits "
+                f"{tuple(pred.shape)} and labels {tuple(y.shape)} ({str(y.dtype).replace('torch.', '')})"
+            )
+        labels = y if all_targets is None else all_targets
+        bad = (labels != -100) & ((labels < 0) | (labels >= pred.shape[2]))
+        if bool(bad.any()):
+            raise ValueError(
+                f"loss='causal_lm': labels must lie in [0, {pred.shape[2] - 1}] for a vocabulary of "
+                f"{pred.shape[2]} (or be -100, ignored); found {int(labels[bad][0])}"
+            )
     elif loss == "cross_entropy":
         if pred.ndim < 2 or pred.shape[1] < 2:
             raise ValueError(
@@ -144,7 +170,8 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
             if tuple(y.shape) != want:
                 hint = (
                     "; for a language model's (m, T, V) logits with (m, T) token targets use "
-                    "evaluate=causal_lm_loss (next-token cross-entropy)"
+                    "loss='causal_lm' (--loss causal_lm) or evaluate=causal_lm_loss (next-token "
+                    "cross-entropy)"
                     if pred.ndim == 3 and y.ndim == 2
                     else ""
                 )
@@ -156,7 +183,9 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
                 warnings.warn(
                     f"loss='cross_entropy': logits of shape {tuple(pred.shape)} are read with the classes on "
                     "axis 1 (torch's convention); if they are a language model's (m, T, V) logits, use "
-                    "evaluate=causal_lm_loss or permute them to (m, V, T)", UserWarning, stacklevel=4,
+                    "loss='causal_lm' (--loss causal_lm) or permute them to (m, V, T)",
+                    UserWarning,
+                    stacklevel=4,
                 )
             labels = y if all_targets is None else all_targets
             lo, hi = int(labels.min()), int(labels.max())

@@ -428,7 +428,76 @@ def test_square_sequence_logits_warn_that_the_classes_are_read_on_axis_1():
     # language model's logits (classes on the last axis) from a (m, C, d) model's: it says how it reads them
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 7, (20, 7), generator=g)
-    with pytest.warns(UserWarning, match=r"classes on axis 1 .*evaluate=causal_lm_loss"):
+    with pytest.warns(UserWarning, match=r"classes on axis 1 .*loss='causal_lm'"):
         from_module(_TokenLM(7), (ids, ids), loss="cross_entropy")
     with pytest.raises(ValueError, match="evaluate=causal_lm_loss"):  # T != V: refused by the shape
         from_module(_TokenLM(7), (ids[:, :5], ids[:, :5]), loss="cross_entropy")
+
+
+class _GRU(nn.Module):
+    """A fused recurrent layer: vmap batches its gradient but not its value alone (no batching rule for
+    aten::gru.input without autograd)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.out = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.out(self.rnn(x)[0][:, -1])
+
+
+def test_a_recurrent_model_whose_values_vmap_cannot_batch_loops_over_the_chains():
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(30, 5, 3, generator=g), torch.randn(30, 1, generator=g)
+    net = _GRU()
+    pot = from_module(net, (X, Y), loss="mse")
+    assert pot.grad_mode == "loop" and "gru" in pot.info["vmap_error"]
+    with torch.no_grad():
+        want = float(nn.functional.mse_loss(net(X), Y))
+    assert pot.anchor_loss() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="vmap cannot trace this model"):
+        with_grad_mode(pot, "vmap")
+
+
+class _IdsLM(nn.Module):
+    """Token ids (m, T) -> logits (m, T, V), called as model(input_ids=...) like a HuggingFace model."""
+
+    def __init__(self, vocab: int = 6) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.emb = nn.Embedding(vocab, 4)
+        self.mix = nn.Linear(4, 4)
+        self.out = nn.Linear(4, vocab)
+
+    def forward(self, input_ids):
+        h = self.emb(input_ids)
+        return self.out(torch.tanh(self.mix(h.cumsum(1))))  # each position sees its prefix
+
+
+def test_named_causal_lm_loss_is_the_evaluate_hook_per_row():
+    from slt_tms.potentials import causal_lm_loss
+
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 6, (24, 5), generator=g)
+    net = _IdsLM()
+    named = from_module(net, (ids,), loss="causal_lm")  # (X,): the labels are the ids themselves
+    hook = from_module(net, {"input_ids": ids}, evaluate=causal_lm_loss)
+    w = named.w_star + 0.05 * torch.randn(3, named.d, generator=g)
+    for a, b in zip(named.value_and_grad(w, named.data.full()), hook.value_and_grad(w, hook.data.full()),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # labels -100 are ignored; the named loss averages each row's counted tokens, then the rows
+    labels = ids.clone()
+    labels[:12, 3:] = -100
+    pot = from_module(net, (ids, labels), loss="causal_lm")
+    with torch.no_grad():
+        ce = nn.functional.cross_entropy(net(ids)[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none",
+                                         ignore_index=-100)
+        per_row = ce.sum(1) / (labels[:, 1:] != -100).sum(1)
+    assert pot.anchor_loss() == pytest.approx(float(per_row.mean()), rel=1e-6)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\]"):
+        from_module(net, (ids, ids + 1), loss="causal_lm")
+    with pytest.raises(ValueError, match=r"needs a model that maps token ids"):
+        from_module(net, (ids, ids.float()), loss="causal_lm")
