@@ -304,7 +304,7 @@ def from_module(
     # a multilayer perceptron on rows of vectors: every chain in one batched pass (sequential.py), checked
     # against the generic path on the probe rows
     batched = manual = None
-    layers = mlp_layers(model) if evaluate is None and isinstance(loss, str) else None
+    layers = mlp_layers(model) if evaluate is None and loss in ("mse", "cross_entropy") else None
     if layers is not None and probe[0].ndim == 2:
         candidate = mlp_batched(layers, chosen, frozen, loss, mean_weight)
         with torch.no_grad():
