@@ -542,30 +542,50 @@ def with_grad_mode(potential: Any, mode: str) -> Any:
     per_chain = None
     if mode == "vmap":
         probe = None if potential.data is None else potential.data.head(2)
-        w2 = potential.w_star.unsqueeze(0).expand(2, -1)
-        gv = grad_and_value(potential.single)
-        try:
-            with torch.enable_grad():
-                vmap(gv, in_dims=(0, None))(w2, probe)
-            with torch.no_grad():  # values alone take other kernels (a fused GRU/LSTM has no batching rule)
-                vmap(potential.single, in_dims=(0, None))(w2, probe)
-        except Exception as exc:
-            text = str(exc).strip()
-            first = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+        rows_too = probe is not None and not potential.data.streaming
+        shared, per_chain_error = _vmap_errors(potential.single, potential.w_star, probe, rows_too)
+        if shared is not None:
             raise ValueError(
-                f"grad_mode='vmap': torch.func.vmap cannot trace this model over the chains ({first}); "
+                f"grad_mode='vmap': torch.func.vmap cannot trace this model over the chains ({shared}); "
                 "use grad_mode='loop' (--grad-mode loop), or 'auto', which falls back to the loop by itself"
-            ) from None
-        if probe is not None and not potential.data.streaming:  # per-chain minibatches: rows vmapped too
-            rows2 = pytree.tree_map(lambda t: t.unsqueeze(0).expand(2, *t.shape), probe)
-            try:
-                with torch.enable_grad():
-                    vmap(gv, in_dims=(0, 0))(w2, rows2)
-            except Exception:  # control flow on the input data (e.g. HuggingFace models): chain by chain
-                per_chain = "loop"
+            )
+        per_chain = None if per_chain_error is None else "loop"
     info = {**potential.info, "grad_mode_requested": mode, "grad_mode": mode}
     info.update({k: False for k in ("batched_perceptron", "manual_gradient") if k in info})
     return dataclasses.replace(
         potential, grad_mode=mode, grad_mode_per_chain=per_chain, batched=None, batched_per_chain=False,
         closed_form=None, info=info,
     )
+
+
+def _vmap_errors(
+    single: Callable[[Tensor, Any], Tensor], w_star: Tensor, probe: Any, per_chain_rows: bool
+) -> tuple[str | None, str | None]:
+    """Whether ``torch.func.vmap`` can evaluate the single-chain loss ``single`` for two chains on the
+    ``probe`` rows: the first line of the error of the shared-rows path (the gradient, and the value alone,
+    which takes other kernels: a fused GRU/LSTM has no batching rule for it), and, where that works and
+    ``per_chain_rows``, of the per-chain path that vmaps over the rows too (models whose control flow reads
+    their input, as HuggingFace models do); None where a path works."""
+    w2 = w_star.unsqueeze(0).expand(2, -1)
+    gv = grad_and_value(single)
+    try:
+        with torch.enable_grad():
+            vmap(gv, in_dims=(0, None))(w2, probe)
+        with torch.no_grad():
+            vmap(single, in_dims=(0, None))(w2, probe)
+    except Exception as exc:
+        return _first_line(exc), None
+    if not per_chain_rows:
+        return None, None
+    rows2 = pytree.tree_map(lambda t: t.unsqueeze(0).expand(2, *t.shape), probe)
+    try:
+        with torch.enable_grad():
+            vmap(gv, in_dims=(0, 0))(w2, rows2)
+    except Exception as exc:
+        return None, _first_line(exc)
+    return None, None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

@@ -68,11 +68,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call
 
-from slt_tms.potentials.base import FunctionalPotential, RestrictedPotential, check_float_dtype, restrict
+from slt_tms.potentials.base import (
+    FunctionalPotential,
+    RestrictedPotential,
+    _vmap_errors,
+    check_float_dtype,
+    restrict,
+)
 from slt_tms.potentials.data import DataSource
 from slt_tms.potentials.linear import linear_full_batch, linear_layers
 from slt_tms.potentials.named_losses import (
@@ -316,25 +321,15 @@ def from_module(
             )
     grad_mode, grad_mode_per_chain = ("vmap" if batched is None else "autograd"), None
     vmap_error = ""
-    w2 = w_star.unsqueeze(0).expand(2, -1)
-    try:
-        if not skip_probes:
-            vmap(grad_and_value(single), in_dims=(0, None))(w2, probe)
-            with torch.no_grad():  # values alone take other kernels (a fused GRU/LSTM has no batching rule)
-                vmap(single, in_dims=(0, None))(w2, probe)
-    except Exception as exc:  # models with data-dependent control flow: loop over chains instead
-        grad_mode = "loop"
-        vmap_error = _first_line(exc)
-    if grad_mode == "vmap" and not src.streaming and not skip_probes:
-        # per-chain minibatches vmap over the rows as well: models whose control flow looks at the input
-        # data (HuggingFace models check input_ids for padding, build masks from attention_mask) cannot be
-        # traced that way; those batches then go chain by chain
-        try:
-            per_chain = pytree.tree_map(lambda t: t.unsqueeze(0).expand(2, *t.shape), probe)
-            vmap(grad_and_value(single), in_dims=(0, 0))(w2, per_chain)
-        except Exception as exc:
-            grad_mode_per_chain = "loop"
-            vmap_error = "per-chain batches: " + _first_line(exc)
+    if not skip_probes:  # models with data-dependent control flow: loop over chains instead
+        shared, per_chain = _vmap_errors(single, w_star, probe, not src.streaming)
+        if shared is not None:
+            grad_mode, vmap_error = "loop", shared
+        elif per_chain is not None:
+            # per-chain minibatches vmap over the rows as well: models whose control flow looks at the input
+            # data (HuggingFace models check input_ids for padding, build masks from attention_mask) cannot
+            # be traced that way; those batches then go chain by chain
+            grad_mode_per_chain, vmap_error = "loop", "per-chain batches: " + per_chain
     what = (
         "evaluate hook" if evaluate is not None else f"loss={loss if isinstance(loss, str) else 'callable'}"
     )
@@ -403,11 +398,6 @@ def _checked_manual_gradient(
         ((grad - ref_grad).abs() <= 1e-4 * scale).all()
     )
     return manual if ok else None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _weights_mean(src: DataSource) -> float:
