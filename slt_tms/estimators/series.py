@@ -193,16 +193,18 @@ def _state(ckpt: Any) -> Mapping[str, Tensor]:
     raise ValueError(f"a checkpoint must be a file path or a state dict, got {type(ckpt).__name__}")
 
 
-def _load_into(model: Any, ckpt: Any, name: str) -> nn.Module:
-    """``model`` (a fresh instance from the factory) with the checkpoint's weights, strictly."""
+def _load_into(model: Any, ckpt: Any, name: str) -> tuple[nn.Module, str | None]:
+    """``model`` (a fresh instance from the factory) with the checkpoint's weights, strictly, and the key
+    prefix of a training wrapper that was removed (:func:`~slt_tms.io.user_models.match_state_dict`; the
+    series warns once, in :func:`_check_inputs`)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"make_model() must return an nn.Module, got {type(model).__name__}")
-    state, _ = match_state_dict(model, dict(_state(ckpt)))  # the series warns once (_check_inputs)
+    state, prefix = match_state_dict(model, dict(_state(ckpt)))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # torch's message spans several lines: one line for the user
         raise ValueError(f"checkpoint {name} does not fit the model: {' '.join(str(exc).split())}") from None
-    return model
+    return model, prefix
 
 
 def _check_inputs(
@@ -216,10 +218,9 @@ def _check_inputs(
     model = copy.deepcopy(template)
     prefixed: dict[str, list[str]] = {}
     for ckpt, name in zip(checkpoints, names, strict=True):
-        state, prefix = match_state_dict(model, dict(_state(ckpt)))
+        _, prefix = _load_into(model, ckpt, name)  # strict: every parameter and buffer replaced
         if prefix is not None:
             prefixed.setdefault(prefix, []).append(name)
-        _load_into(model, state, name)  # strict: every parameter and buffer replaced
         label = name if name.startswith("checkpoint ") else f"checkpoint {name}"
         bad = [k for k, p in model.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
         if bad:
@@ -416,7 +417,7 @@ def estimate_llc_series(
                   masks=masks, n=n, device=device, dtype=dtype)
 
     def potential(i: int) -> Any:
-        model = _load_into(make_model(), checkpoints[i], names[i])
+        model, _ = _load_into(make_model(), checkpoints[i], names[i])
         pot = from_module(
             model, data, loss=loss, evaluate=evaluate, params=params, masks=masks, n=n, device=device,
             dtype=dtype,

@@ -203,7 +203,7 @@ def run_series_task(task: Mapping[str, Any]) -> dict[str, Any]:
     pots = []
     for c in task["checkpoints"]:
         _same_file(c["path"], c["sha256"], "checkpoint")
-        net = _load_into(factory(), c["path"], c["name"])
+        net, _ = _load_into(factory(), c["path"], c["name"])
         pot = from_module(net, (X, Y), loss=task["loss"], params=task["params"], n=task["n"],
                           device=task["device"], dtype=dtype)
         pots.append(with_grad_mode(pot, task.get("grad_mode", "auto")))

@@ -226,14 +226,12 @@ def _fill_tied(want: dict[str, Tensor], state: dict[str, Tensor]) -> dict[str, T
     for k, t in want.items():
         if t.numel():
             twins.setdefault((t.data_ptr(), tuple(t.shape)), []).append(k)
-    out = state
+    fill: dict[str, Tensor] = {}
     for names in twins.values():
         present = [k for k in names if k in state]
-        if len(names) > 1 and present and len(present) < len(names):
-            out = dict(out) if out is state else out
-            for k in names:
-                out.setdefault(k, state[present[0]])
-    return out
+        if present:
+            fill.update({k: state[present[0]] for k in names if k not in state})
+    return {**state, **fill} if fill else state
 
 
 def wrapper_note(name: str, prefix: str) -> str:
