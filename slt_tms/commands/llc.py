@@ -493,8 +493,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--y-key", default=None, help="name of the targets in the data file (default: y)")
     p.add_argument(
         "--loss", default=None, metavar="{mse,cross_entropy,causal_lm}",
-        help="loss, mean over rows (default: mse); causal_lm: next-token cross-entropy of a model that maps "
-        "token ids x (n, T) to logits (n, T, V), with the labels y (n, T) (usually x itself; -100 ignored)"
+        help="loss, mean over rows (default: mse); causal_lm: next-token cross-entropy, mean over the "
+        "predicted tokens, of a model that maps token ids x (n, T) to logits (n, T, V), with the labels "
+        "y (n, T) (usually x itself; -100 marks positions not to predict, e.g. padding)"
     )
     p.add_argument(
         "--no-reuse-calibration",

@@ -14,8 +14,9 @@ Losses
 * ``loss="cross_entropy"``: mean of :math:`-\log \mathrm{softmax}(f(x_k; w))_{y_k}` over rows (class axis
   1, as ``torch.nn.functional.cross_entropy``); labels must lie in ``[0, num_classes)``.
 * ``loss="causal_lm"``: next-token cross-entropy of a model that maps token ids ``(m, T)`` to logits
-  ``(m, T, V)``, with labels ``(m, T)`` (rows ``(X,)``: the ids themselves; ``-100`` ignored), the mean
-  over each row's predicted tokens, then over rows.
+  ``(m, T, V)``, with labels ``(m, T)`` (rows ``(X,)``: the ids themselves; ``-100`` ignored): the mean
+  over all predicted tokens, as per-row terms (a row's summed token loss over the data's mean number of
+  predicted tokens per row), so that minibatches estimate it without bias.
 * ``loss=callable(pred, target) -> scalar`` (mean over the batch).
 * ``evaluate=callable(model, batch) -> loss`` (devinterp's convention; ``batch`` is whatever the data
   holds: tuples, dicts, several inputs). It may return a scalar tensor, an object or dict with a scalar
@@ -241,7 +242,9 @@ def from_module(
             _check_finite_rows(tuple(src.rows))
             if len(probe) >= 2:
                 all_targets = src.rows[1]
-    per_row = _named_loss_fn(loss) if evaluate is None else None
+    per_row = None
+    if evaluate is None:
+        per_row = _named_loss_fn(loss, None if src.streaming else src.rows[1 if len(probe) >= 2 else 0])
     mean_weight = None if weights_mean is None else torch.tensor(weights_mean, dtype=dt, device=dev)
 
     def params(w: Tensor) -> dict[str, Tensor]:
@@ -479,7 +482,7 @@ def from_torchscript(
     _check_named_rows(probe, loss)
     if len(probe) == 3:
         raise ValueError("sample weights are not supported for TorchScript potentials")
-    per_row = _named_loss_fn(loss)
+    per_row = _named_loss_fn(loss, None if src.streaming else src.rows[1 if len(probe) >= 2 else 0])
 
     def single(w: Tensor, rows: Any) -> Tensor:
         x = rows[0]

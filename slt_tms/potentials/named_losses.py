@@ -6,13 +6,17 @@ mean over a batch's rows is the batch loss :math:`L_B(w) = \frac1{|B|}\sum_{k\in
 * ``"mse"``: :math:`r_k = \frac1p \lVert f_w(x_k) - y_k\rVert^2` (the mean over the output's entries);
 * ``"cross_entropy"``: :math:`r_k = -\log \mathrm{softmax}(f_w(x_k))_{y_k}` (classes on axis 1, as in
   torch; several positions per row are averaged);
-* ``"causal_lm"``: next-token cross-entropy of a sequence, :math:`r_k = \frac1{|V_k|}\sum_{t \in V_k}
-  -\log p_w(y_{k,t+1} \mid x_{k,\le t})` over the predicted positions :math:`V_k` whose label is not
-  ``-100``, for a model that maps token ids ``(m, T)`` to logits ``(m, T, V)``.
+* ``"causal_lm"``: next-token cross-entropy, for a model that maps token ids ``(m, T)`` to logits
+  ``(m, T, V)``. Row :math:`k` predicts the positions :math:`V_k` whose label is not ``-100``; its term is
+  its summed token loss over the mean number of predicted positions per row of the whole data,
+  :math:`r_k = \frac{n}{N}\sum_{t \in V_k} -\log p_w(y_{k,t+1} \mid x_{k,\le t})` with
+  :math:`N = \sum_k |V_k|`. The mean of the terms over all n rows is then the mean over all N predicted
+  tokens (the language-model convention, and :func:`causal_lm_loss`'s on the full batch), and a
+  minibatch's mean of terms estimates it without bias. For streamed data (a DataLoader) :math:`N` is not
+  known in advance, and a batch's terms use the batch's own mean number of predicted positions per row.
 
-:func:`causal_lm_loss` is the ``evaluate(model, batch)`` hook for dict batches (HuggingFace style); its
-mean runs over the tokens of the batch, the named ``"causal_lm"`` over rows (the same where every row
-has as many predicted tokens).
+:func:`causal_lm_loss` is the ``evaluate(model, batch)`` hook for dict batches (HuggingFace style, with an
+``attention_mask``); its mean runs over the tokens of each batch.
 """
 
 from __future__ import annotations
@@ -78,25 +82,43 @@ def _prediction(out: Any) -> Any:
     )
 
 
-def _named_loss_fn(loss: str | Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
-    """Per-row losses ``(m,)`` of a named loss, or a callable's batch-mean loss (scalar)."""
+def _named_loss_fn(
+    loss: str | Callable[[Tensor, Tensor], Tensor], all_targets: Tensor | None = None
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """Per-row losses ``(m,)`` of a named loss, or a callable's batch-mean loss (scalar).
+
+    ``all_targets`` (the targets of all rows, ``None`` for streamed data) fixes ``"causal_lm"``'s mean
+    number of predicted positions per row; an integer ``(n, T)`` tensor whose labels after the first
+    position are all ``-100`` is refused (nothing to predict)."""
     if callable(loss):
         return loss
     check_choice("loss", loss, LOSSES)
     if loss == "mse":
         return lambda pred, y: (pred - y).square().reshape(pred.shape[0], -1).mean(1)
     if loss == "causal_lm":
-        return _next_token_rows
+        per_row = None
+        if all_targets is not None and all_targets.ndim == 2 and not all_targets.is_floating_point():
+            per_row = float((all_targets[:, 1:] != -100).sum()) / all_targets.shape[0]
+            if per_row == 0:
+                raise ValueError(
+                    "loss='causal_lm': every label after the first position is -100, so there is no "
+                    "token to predict; mark only the positions to skip (padding) with -100"
+                )
+        return lambda logits, ids: _next_token_rows(logits, ids, per_row)
     return lambda pred, y: F.cross_entropy(pred, y, reduction="none").reshape(pred.shape[0], -1).mean(1)
 
 
-def _next_token_rows(logits: Tensor, ids: Tensor) -> Tensor:
-    """Per-row next-token cross-entropy ``(m,)`` of logits ``(m, T, V)`` against token ids ``(m, T)``: the
-    mean over the positions ``t < T - 1`` whose next label is not ``-100``."""
+def _next_token_rows(logits: Tensor, ids: Tensor, per_row: float | None = None) -> Tensor:
+    """Per-row next-token terms ``(m,)`` of logits ``(m, T, V)`` against token ids ``(m, T)``: each row's
+    summed cross-entropy over the positions ``t < T - 1`` whose next label is not ``-100``, divided by
+    ``per_row``, the data's mean number of such positions per row (``None``: this batch's mean)."""
     target = ids[:, 1:]
     ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, reduction="none", ignore_index=-100)
     counted = (target != -100).to(ce.dtype)
-    return (ce * counted).sum(1) / counted.sum(1).clamp(min=1)
+    if per_row is None:
+        per_row_t = counted.sum(1).mean().clamp(min=1)
+        return (ce * counted).sum(1) / per_row_t
+    return (ce * counted).sum(1) / per_row
 
 
 def _check_named_rows(rows: Any, loss: Any) -> None:

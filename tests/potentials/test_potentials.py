@@ -476,7 +476,7 @@ class _IdsLM(nn.Module):
         return self.out(torch.tanh(self.mix(h.cumsum(1))))  # each position sees its prefix
 
 
-def test_named_causal_lm_loss_is_the_evaluate_hook_per_row():
+def test_named_causal_lm_loss_is_the_token_mean_of_the_evaluate_hook():
     from slt_tms.potentials import causal_lm_loss
 
     g = torch.Generator().manual_seed(3)
@@ -488,15 +488,29 @@ def test_named_causal_lm_loss_is_the_evaluate_hook_per_row():
     for a, b in zip(named.value_and_grad(w, named.data.full()), hook.value_and_grad(w, hook.data.full()),
                     strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    # labels -100 are ignored; the named loss averages each row's counted tokens, then the rows
+    # labels -100 are ignored; rows predicting different numbers of tokens: the named loss is the mean over
+    # all predicted tokens (torch's ignore_index mean), the hook's value on the full batch with the same
+    # labels, and its per-row terms average to it over every partition of the rows
     labels = ids.clone()
     labels[:12, 3:] = -100
+    labels[20, 1:] = -100  # a row that predicts nothing
     pot = from_module(net, (ids, labels), loss="causal_lm")
+    masked = from_module(net, {"input_ids": ids, "labels": labels}, evaluate=causal_lm_loss)
     with torch.no_grad():
-        ce = nn.functional.cross_entropy(net(ids)[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none",
-                                         ignore_index=-100)
-        per_row = ce.sum(1) / (labels[:, 1:] != -100).sum(1)
-    assert pot.anchor_loss() == pytest.approx(float(per_row.mean()), rel=1e-6)
+        want = nn.functional.cross_entropy(net(ids)[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100)
+    assert pot.anchor_loss() == pytest.approx(float(want), rel=1e-6)
+    assert masked.anchor_loss() == pytest.approx(float(want), rel=1e-6)
+    w1 = pot.w_star + 0.05 * torch.randn(2, pot.d, generator=g)
+    v_named, g_named = pot.value_and_grad(w1, pot.data.full())
+    v_hook, g_hook = masked.value_and_grad(w1, masked.data.full())
+    torch.testing.assert_close(v_named, v_hook, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_named, g_hook, rtol=1e-5, atol=1e-6)
+    halves = [pot.value_and_grad(w1, pot.data.take(torch.arange(i, i + 12).expand(2, 12)))[0]
+              for i in (0, 12)]
+    torch.testing.assert_close((halves[0] + halves[1]) / 2, v_named, rtol=1e-5, atol=1e-6)
+    assert float(halves[0][0]) != pytest.approx(float(v_named[0]), rel=1e-3)  # the halves differ
+    with pytest.raises(ValueError, match="no token to predict"):
+        from_module(net, (ids, torch.full_like(ids, -100)), loss="causal_lm")
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\]"):
         from_module(net, (ids, ids + 1), loss="causal_lm")
     with pytest.raises(ValueError, match=r"needs a model that maps token ids"):
