@@ -64,7 +64,7 @@ from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import Calibration, LLCResult
 from slt_tms.io.checkpoints import load_state_dict_file
-from slt_tms.io.user_models import match_state_dict, wrapper_note
+from slt_tms.io.user_models import match_state_dict, state_dict_mismatch, wrapper_note
 from slt_tms.potentials import from_module, with_grad_mode
 from slt_tms.validation import check_device, check_int, check_seed
 
@@ -200,6 +200,9 @@ def _load_into(model: Any, ckpt: Any, name: str) -> tuple[nn.Module, str | None]
     if not isinstance(model, nn.Module):
         raise ValueError(f"make_model() must return an nn.Module, got {type(model).__name__}")
     state, prefix = match_state_dict(model, dict(_state(ckpt)))
+    problem = state_dict_mismatch(model, state)
+    if problem is not None:  # the same wording as a single checkpoint's (load_model)
+        raise ValueError(f"checkpoint {name} does not fit the model: {problem}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # torch's message spans several lines: one line for the user

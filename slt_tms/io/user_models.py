@@ -51,6 +51,7 @@ __all__ = [
     "load_torchscript",
     "match_state_dict",
     "sha256",
+    "state_dict_mismatch",
     "wrapper_note",
 ]
 
@@ -143,8 +144,9 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     return factory
 
 
-def _state_dict_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | None:
-    """What keeps ``state`` from loading into ``model`` strictly (None if it fits)."""
+def state_dict_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | None:
+    """What keeps ``state`` from loading into ``model`` strictly, in one line (None if it fits): the keys
+    missing from the checkpoint, those the model does not have, and shapes that differ (a few of each)."""
     want = model.state_dict()
     missing = [k for k in want if k not in state]
     unexpected = [k for k in state if k not in want]
@@ -356,7 +358,7 @@ def load_model(
     state, prefix = match_state_dict(net, load_state_dict_file(path))
     if prefix is not None:
         warnings.warn(wrapper_note(f"checkpoint {path.name}", prefix), UserWarning, stacklevel=2)
-    problem = _state_dict_mismatch(net, state)
+    problem = state_dict_mismatch(net, state)
     if problem is not None:
         raise ValueError(f"checkpoint {path.name} does not fit the model from {name}: {problem}")
     net.load_state_dict(state, strict=True)
