@@ -590,3 +590,20 @@ def test_tied_weights_saved_once_are_filled_from_their_twin(tmp_path, prefix):
     torch.save(partial, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match=r"missing in checkpoint: 2\.bias"):
         user_models.load_model(tmp_path / "partial.pt", model=_mlp)
+
+
+def test_a_factory_that_needs_arguments_is_refused_with_the_wrapper_to_write(tmp_path):
+    torch.save(_mlp().state_dict(), tmp_path / "w.pt")
+
+    def make_with_args(width):
+        return _mlp()
+
+    with pytest.raises(ValueError, match=r"missing 1 required positional argument.*called without arguments: "
+                                         r"wrap it, e\.g\. def make\(\): return make_with_args\("):
+        user_models.load_model(tmp_path / "w.pt", model=make_with_args)
+
+    def broken():
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    with pytest.raises(ValueError, match=r"'int' and 'str'$"):  # another TypeError: no such hint
+        user_models.load_model(tmp_path / "w.pt", model=broken)

@@ -352,7 +352,13 @@ def load_model(
     try:
         net = factory()
     except Exception as exc:
-        raise ValueError(f"calling {name}() failed: {type(exc).__name__}: {exc}") from exc
+        hint = (
+            "; the factory is called without arguments: wrap it, e.g. def make(): return "
+            f"{getattr(factory, '__name__', 'factory')}(width=16), and name the wrapper"
+            if isinstance(exc, TypeError) and "argument" in str(exc)
+            else ""
+        )
+        raise ValueError(f"calling {name}() failed: {type(exc).__name__}: {exc}{hint}") from exc
     if not isinstance(net, nn.Module):
         raise ValueError(f"{name}() must return a torch.nn.Module, got {type(net).__name__}")
     state, prefix = match_state_dict(net, load_state_dict_file(path))

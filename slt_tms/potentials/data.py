@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = ["Batch", "DataSource"]
 
@@ -135,6 +135,12 @@ class DataSource:
                 raise ValueError(
                     "data must be a Tensor (n, ...), a tuple/list/dict of tensors sharing the leading axis n "
                     f"(e.g. (X, Y)), a TensorDataset or a DataLoader; got {type(data).__name__}"
+                    + (
+                        "; wrap a Dataset in a DataLoader (DataLoader(ds, batch_size=...)), and pass "
+                        "evaluate=fn(model, batch) -> loss when its items are not (x, y) tuples"
+                        if isinstance(data, Dataset)
+                        else ""
+                    )
                 )
             self.num_rows = _check_rows(data, "data")
             self._rows = _to(data, device, dtype)

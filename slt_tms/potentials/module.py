@@ -283,8 +283,10 @@ def from_module(
                 shape = tuple(probe[0].shape[1:]) if src.streaming else tuple(src.rows[0].shape)
                 hint = (
                     f" (the inputs are {str(probe[0].dtype).replace('torch.', '')}: a model with floating "
-                    "weights needs floating inputs, e.g. X.float(); integer token ids go to an embedding)"
-                    if not probe[0].is_floating_point() and "dtype" in first_line
+                    "weights needs floating inputs, e.g. X.float()"
+                    + (" or X.float() / 255 for 8-bit images" if probe[0].dtype == torch.uint8 else "")
+                    + "; integer token ids go to an embedding)"
+                    if not probe[0].is_floating_point() and "type" in first_line.lower()
                     else ""
                 )
                 raise ValueError(

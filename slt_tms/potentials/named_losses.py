@@ -146,16 +146,38 @@ def _check_finite_rows(rows: tuple[Tensor, ...]) -> None:
             )
 
 
+def _rows(t: Tensor | tuple[int, ...], n: int | None) -> str:
+    """The shape of ``t`` with its row axis written as the data's ``n`` rows (``"n"`` when unknown), not
+    the probe batch's few rows: ``(600, 3)``, ``(n,)``."""
+    shape = tuple(t.shape) if isinstance(t, Tensor) else tuple(t)
+    rest = ", ".join(map(str, shape[1:])) if len(shape) > 1 else ""
+    return f"({'n' if n is None else n},{' ' + rest if rest else ''})"
+
+
+def _looks_like_labels(pred: Tensor, targets: Tensor) -> bool:
+    """Targets ``(m,)`` of whole numbers in ``[0, K)`` for predictions ``(m, K)``, K >= 2: class labels."""
+    if pred.ndim != 2 or pred.shape[1] < 2 or targets.ndim != 1:
+        return False
+    t = targets.double()
+    return bool(((t == t.round()) & (t >= 0) & (t < pred.shape[1])).all())
+
+
 def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | None) -> None:
-    """Refuse shape broadcasting and out-of-range labels before any sampling."""
+    """Refuse shape broadcasting and out-of-range labels before any sampling (shapes are named with the
+    data's number of rows)."""
+    n = None if all_targets is None else int(all_targets.shape[0])
     if loss == "mse":
         if pred.shape != y.shape:
-            whole = "" if all_targets is None else f"; the data's targets: {tuple(all_targets.shape)}"
+            if _looks_like_labels(pred, y if all_targets is None else all_targets):
+                raise ValueError(
+                    f"loss='mse': the model returns {_rows(pred, n)} but the targets {_rows(y, n)} are whole "
+                    f"numbers in [0, {pred.shape[1] - 1}], class labels: use loss='cross_entropy' "
+                    "(--loss cross_entropy)"
+                )
             raise ValueError(
-                f"loss='mse': the model's prediction has shape {tuple(pred.shape)} but the target has "
-                f"{tuple(y.shape)} (for the same {y.shape[0] if y.ndim else 1} rows{whole}); they would "
-                "broadcast. Reshape the targets (e.g. Y.unsqueeze(-1) or Y.reshape(pred.shape)) so that they "
-                "match"
+                f"loss='mse': the model's prediction has shape {_rows(pred, n)} but the targets have "
+                f"{_rows(y, n)}; they would broadcast. Reshape the targets (e.g. Y.unsqueeze(-1) or "
+                "Y.reshape(pred.shape)) so that they match"
             )
         if not y.is_floating_point():
             raise ValueError("loss='mse' needs floating targets; convert them with Y.float()")
@@ -185,7 +207,8 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
             if y.shape != pred.shape:
                 raise ValueError(
                     f"loss='cross_entropy' with floating targets needs class probabilities of the logits' "
-                    f"shape {tuple(pred.shape)}; got {tuple(y.shape)}. Integer class labels go as int64"
+                    f"shape {_rows(pred, n)}; got {_rows(y, n)}. Integer class labels go as int64 "
+                    "(Y.long(); a data file's integer y is read as labels)"
                 )
         else:
             want = (pred.shape[0], *pred.shape[2:])
@@ -194,12 +217,15 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
                     "; for a language model's (m, T, V) logits with (m, T) token targets use "
                     "loss='causal_lm' (--loss causal_lm) or evaluate=causal_lm_loss (next-token "
                     "cross-entropy)"
-                    if pred.ndim == 3 and y.ndim == 2
+                    if pred.ndim == 3 and y.ndim == 2 and tuple(y.shape) != (*want, 1)
+                    else "; drop the last axis (Y.squeeze(-1), or store y with shape (n,))"
+                    if tuple(y.shape) == (*want, 1)
                     else ""
                 )
                 raise ValueError(
-                    f"loss='cross_entropy': integer labels for logits of shape {tuple(pred.shape)} "
-                    f"(classes on axis 1) must have shape {want}; got {tuple(y.shape)}{hint}"
+                    f"loss='cross_entropy': integer labels for logits of shape {_rows(pred, n)} "
+                    f"(classes on axis 1) must have shape {_rows(want, n)}; got "
+                    f"{_rows(y, n)}{hint}"
                 )
             if pred.ndim == 3 and pred.shape[1] == pred.shape[2]:  # (m, K, K): axis 1 or 2 the classes?
                 warnings.warn(

@@ -109,10 +109,30 @@ def test_bad_inputs_fail_before_sampling_with_a_fix():
         from_module(_net(), (X, Y), loss="hinge")
     with pytest.raises(ValueError, match="cannot be applied to the inputs"):
         from_module(_net(), (torch.randn(40, 4, dtype=torch.float64), Y), loss="mse")
-    with pytest.raises(ValueError, match=r"the data's targets: \(40, 3\)"):  # not just the probe's rows
-        from_module(_net(), (X, torch.randn(40, 3, dtype=torch.float64)), loss="mse")
+    with pytest.raises(ValueError, match=r"\(40, 2\) but the targets have \(40, 3\)"):  # the data's rows,
+        from_module(_net(), (X, torch.randn(40, 3, dtype=torch.float64)), loss="mse")  # not the probe's 2
     with pytest.raises(ValueError, match=r"inputs are int64.*X\.float\(\)"):
         from_module(_net(), (torch.ones(40, 3, dtype=torch.long), Y), loss="mse")
+    with pytest.raises(ValueError, match=r"inputs are uint8.*X\.float\(\) / 255"):
+        from_module(_net(), (torch.ones(40, 3, dtype=torch.uint8), Y), loss="mse")
+    labels = torch.tensor([0, 1] * 20)
+    # class labels under the default loss (integers made floats, as a data file's are for mse): the fix named
+    with pytest.raises(ValueError, match=r"numbers in \[0, 1\], class labels: use loss='cross_entropy'"):
+        from_module(_net(), (X, labels.double()), loss="mse")
+    with pytest.raises(ValueError, match=r"must have shape \(40,\); got \(40, 1\); drop the last axis"):
+        from_module(_net(), (X, labels[:, None]), loss="cross_entropy")
+    with pytest.raises(ValueError, match=r"probabilities of the logits' shape \(40, 2\); got \(40,\)"):
+        from_module(_net(), (X, labels.double()), loss="cross_entropy")
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return {"x": X[i], "y": Y[i]}
+
+    with pytest.raises(ValueError, match=r"got Items; wrap a Dataset in a DataLoader.*evaluate="):
+        from_module(_net(), Items(), loss="mse")
     # non-finite data beyond the probe's first rows: named, not blamed on the loss at w*
     Xn, Yi = X.clone(), Y.clone()
     Xn[5, 1], Xn[30, 0], Yi[9, 1] = math.nan, math.nan, math.inf
