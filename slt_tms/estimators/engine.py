@@ -27,7 +27,8 @@ from torch import Tensor
 from slt_tms._progress import progress_bar
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, exact_localization
-from slt_tms.estimators.result import Calibration, LLCResult, lower_region_note
+from slt_tms.estimators.gradient_term import anchor_gradient, gradient_term
+from slt_tms.estimators.result import Calibration, LLCResult, gradient_term_note, lower_region_note
 from slt_tms.estimators.sgld_bias import (
     CURVATURE_ITERS,
     bias_flag,
@@ -37,6 +38,7 @@ from slt_tms.estimators.sgld_bias import (
     top_curvature,
     tune_step,
 )
+from slt_tms.estimators.steps import curvature_step, initial_step_size, rein_in
 from slt_tms.estimators.tracks import (
     Group,
     Track,
@@ -132,69 +134,12 @@ def _reused(groups: list[Group], cfg: LLCConfig, kernel: Any, d: int) -> bool:
     return True
 
 
-#: After the warmup a chain's step size is kept within this factor of the median of its estimate's chains.
-STEP_SPREAD = 2.0
-
-
-def _rein_in(eps: Tensor, G: int, C: int) -> Tensor:
-    """Each chain's adapted step size, clamped to within :data:`STEP_SPREAD` of the median over its
-    estimate's chains.
-
-    Per-chain step sizes are kept (on a multi-scale posterior such as the normal crossing
-    :math:`w_1^2 w_2^4`, chains adapted in different regions explore it better together than one shared
-    step), but a chain whose dual averaging drifted far from its siblings is reined in: on the
-    reduced-rank regression RRR(3, 3, 2, 1) one chain of four once adapted a step three times the others'
-    and explored the narrow directions less (split R-hat 1.021 after 20 000 draws, ESS 3 649); clamped to
-    twice the median, six seeds of that ladder and ten of the normal crossing converged.
-    """
-    med = eps.reshape(G, C).median(1, keepdim=True).values
-    return torch.minimum(torch.maximum(eps.reshape(G, C), med / STEP_SPREAD), med * STEP_SPREAD).reshape(-1)
-
-
-def _curvature_step(a_max: Tensor, eps: Tensor, G: int, C: int, *, floor: bool) -> Tensor:
-    r"""Per estimate (``C`` chains each), :math:`1/a_{\max}` of the median chain: the new step, or with
-    ``floor`` the least step (a larger ``eps`` is kept); ``eps`` where that is not finite and positive."""
-    eps = eps.clone()
-    for i in range(G):
-        rows = slice(i * C, (i + 1) * C)
-        start = float(1.0 / a_max[rows].median())
-        if math.isfinite(start) and start > 0:
-            eps[rows] = torch.clamp(eps[rows], min=start) if floor else start
-    return eps
-
-
 def _calibration_of(tr: Track, kernel: Any, g: Group) -> Calibration | None:
     """The adapted settings of a finished group, pooled over its chains (exact kernels only)."""
     if not kernel.exact or tr.final_eps is None:
         return None
     metric = None if tr.final_metric is None else tr.final_metric.double().mean(0).cpu().numpy()
     return Calibration(kernel.name, float(tr.final_eps.double().median()), metric, dict(g.label))
-
-
-def _initial_step_size(target: Tempered, w: Tensor, batches: BatchSupply, streams: ChainStreams) -> Tensor:
-    r"""Per-chain first step size: from :math:`1/n\beta`, halve (or double) until the acceptance of one
-    Langevin proposal from the start crosses 0.5 (Hoffman & Gelman 2014, Algorithm 4)."""
-    probe = MALA()
-    C = w.shape[0]
-    nb = target.nbeta
-    if not isinstance(nb, Tensor):
-        nb = torch.full((C,), float(nb), device=w.device, dtype=w.dtype)
-    eps = (1.0 / nb.clamp_min(1e-12)).to(device=w.device, dtype=w.dtype)
-    draws = streams.next()
-    batch = batches(draws)
-    state = probe.init(w, target, batch)
-    _, info = probe.step(state, target, eps, batch, draws)
-    direction = torch.where(info.accept_prob > 0.5, 2.0, 0.5).to(w.dtype)
-    done = torch.zeros(C, dtype=torch.bool, device=w.device)
-    for _ in range(60):
-        trial = torch.where(done, eps, eps * direction)
-        _, info = probe.step(state, target, trial, batch, draws)
-        crossed = torch.where(direction > 1, info.accept_prob < 0.5, info.accept_prob >= 0.5)
-        eps = torch.where(done | (crossed & (direction > 1)), eps, trial)
-        done = done | crossed
-        if bool(done.all()):
-            break
-    return eps
 
 
 def run_groups(
@@ -236,6 +181,9 @@ def run_groups(
     label = f"LLC ({kernel.name}" + (f", {G} estimates)" if G > 1 else ")")
     bar = progress_bar(total=cfg.num_burnin + budget, desc=label, enabled=progress)
     tracks = [Track(chains=list(range(i * C, (i + 1) * C))) for i in range(G)]
+    anchor_grads = [anchor_gradient(pot, g.center) for g in groups]  # the first-order term's directions
+    for tr, v in zip(tracks, anchor_grads, strict=True):
+        tr.grad_norm = math.nan if v is None else float(v.norm())
     biases: list[dict[str, Any] | None] = []  # the SGLD bias check of each group (None: not run)
     # minibatch traces: L_B(w*) per step for the control variate, looked up from per-row losses at w*
     # where the loss allows it (no forward pass per step)
@@ -245,7 +193,7 @@ def run_groups(
         if cfg.step_size is not None:
             eps = torch.full((G * C,), float(cfg.step_size), dtype=dt, device=dev)
         else:
-            eps = _initial_step_size(target, w0, batches, streams)
+            eps = initial_step_size(target, w0, batches, streams)
         state = kernel.init(w0, target, batches(None) if batches.exact else None)
         metric: Tensor | None = None
         grads = 0
@@ -294,7 +242,7 @@ def run_groups(
         plain = lm and full_warmup and cfg.step_size is None and not cfg.preconditioner and not reused
         if plain:
             kernel = dataclasses.replace(kernel, diagnose=False, integrator="lm")
-            eps = _curvature_step(top_curvature(target, w0, batches, streams), eps, G, C, floor=False)
+            eps = curvature_step(top_curvature(target, w0, batches, streams), eps, G, C, floor=False)
             grads += 2 * CURVATURE_ITERS
         if full_warmup:
             warm = Warmup(
@@ -336,7 +284,7 @@ def run_groups(
                     rows = slice(i * C, (i + 1) * C)
                     tracks[i].search_start = {"top_curvature": float(a_max[rows].median()),
                                               "warmup_step": float(eps[rows].median())}
-                eps = _curvature_step(a_max, eps, G, C, floor=not plain)
+                eps = curvature_step(a_max, eps, G, C, floor=not plain)
                 grads += 2 * CURVATURE_ITERS
             w, eps, spent, searched = tune_step(
                 kernel, target, state.w, eps, metric, batches, streams,
@@ -348,7 +296,7 @@ def run_groups(
             for tr, hist in zip(tracks, searched, strict=True):
                 tr.step_search = hist
         if kernel.exact and cfg.step_size is None:
-            eps = _rein_in(eps, G, C)
+            eps = rein_in(eps, G, C)
             kernel = _fit_trajectory(kernel, eps, cfg)
         for tr in tracks:
             tr.grads = grads
@@ -358,7 +306,8 @@ def run_groups(
             steps = min(block, budget - tracks[active[0]].draws)
             block = cfg.num_draws if cfg.num_draws is not None else cfg.draws_per_block
             t_block = time.perf_counter()
-            res = _draws(kernel, target, state, steps, streams, batches, eps, metric, bar, centers_now)
+            res = _draws(kernel, target, state, steps, streams, batches, eps, metric, bar, centers_now,
+                         _directions(anchor_grads, active, C))
             t_block = time.perf_counter() - t_block
             state = res.state
             retire: list[int] = []
@@ -425,7 +374,7 @@ def run_groups(
                 absorb(tr, g, continued, slice(None), batches.exact, threshold)
                 sampler_end = tr.draws
                 _continue(tr, g, own_target, kernel, coarse, batches, streams.num_rows, cfg, budget,
-                          threshold, bar, label, own)
+                          threshold, bar, label, own, _directions(anchor_grads, [gi], C))
                 bias["draws_after_check"] = tr.draws - sampler_end
             biases.append(bias)
     finally:
@@ -450,9 +399,11 @@ def _draws(
     metric: Tensor | None,
     bar: Any,
     center_loss: CenterLoss | None,
+    directions: Tensor | None,
 ) -> Any:
-    """``steps`` recorded draws of every chain (the loss, the acceptance diagnostic and, on minibatches,
-    the loss at the anchor on the same rows)."""
+    """``steps`` recorded draws of every chain (the loss, the acceptance diagnostic, on minibatches the
+    loss at the anchor on the same rows, and with ``directions`` the projections of gradient_term)."""
+    stein = () if directions is None else ("stein",)
     return run_chains(
         kernel,
         target,
@@ -462,11 +413,18 @@ def _draws(
         batches=batches,
         step_size=eps,
         metric=metric,
-        record=("loss", "accept_prob", *(("rejected_min_loss",) if kernel.exact else ()))
-        if batches.exact else ("loss", "accept_prob", "center_loss"),
+        record=("loss", "accept_prob", *stein, *(("rejected_min_loss",) if kernel.exact else ()))
+        if batches.exact else ("loss", "accept_prob", *stein, "center_loss"),
         bar=bar,
         center_loss=center_loss,
+        directions=directions,
     )
+
+
+def _directions(grads: list[Tensor | None], which: list[int], C: int) -> Tensor | None:
+    """The anchor gradients of the groups ``which``, one row per chain (None when one is missing)."""
+    chosen = [v for v in (grads[gi] for gi in which) if v is not None and bool(v.isfinite().all())]
+    return torch.stack(chosen).repeat_interleave(C, 0) if len(chosen) == len(which) else None
 
 
 def _continue(
@@ -483,6 +441,7 @@ def _continue(
     bar: Any,
     label: str,
     center_loss: CenterLoss | None,
+    directions: Tensor | None,
 ) -> None:
     """More draws of one group's chains (``target``) from ``state`` (the bias check's coarse chains) at
     their step, in blocks of what the ESS target still needs, until R-hat and ESS meet their targets or the
@@ -505,7 +464,7 @@ def _continue(
         steps = min(next_block(draws_needed(tr, cfg), cfg), budget - tr.draws)
         bar.total += steps
         res = _draws(kernel, target, state, steps, streams, batches, tr.final_eps, tr.final_metric, bar,
-                     center_loss)
+                     center_loss, directions)
         state = res.state
         absorb(tr, g, res, slice(None), batches.exact, threshold)  # (SGLD: never rejects, so never halved)
         tr.grads += res.num_grads
@@ -582,9 +541,12 @@ def _result(
             RuntimeWarning,
             stacklevel=4,
         )
-    lower = lower_region(tr, g, good, loss_kept)  # not a flag: the number is right where the chains sampled
-    if warn and lower is not None:
-        warnings.warn(f"LLC estimate {llc_hat:.4g}: {lower_region_note(lower)}", RuntimeWarning, stacklevel=4)
+    lower = lower_region(tr, g, good, loss_kept)  # notes, not flags: the number is right where the chains
+    grad_term = gradient_term(tr, good, g.nbeta, llc_hat)  # sampled
+    notes = [lower_region_note(lower)] if lower is not None else []
+    notes += [gradient_term_note(grad_term)] if grad_term is not None and grad_term["notable"] else []
+    for note in notes if warn else []:
+        warnings.warn(f"LLC estimate {llc_hat:.4g}: {note}", RuntimeWarning, stacklevel=4)
     eps_np = tr.final_eps.detach().cpu().double().numpy()
     record = {
         **cfg.to_dict(),
@@ -604,14 +566,14 @@ def _result(
         "step_size_per_chain": eps_np.tolist(),
         "step_size_mean": float(eps_np.mean()),
         "target_accept_used": cfg.target_accept or KERNEL_DEFAULT_ACCEPT[kernel.name],
-        "chain_seeds": chain_seeds,
+        "seed": g.seed, "chain_seeds": chain_seeds,
         "dtype": str(pot.w_star.dtype), "device": str(pot.w_star.device),
         "se_mcse": se_mcse, "se_chains": se_chains,
         "block": block,
         "calibration_used": tr.calibration_used,
         "step_search": tr.step_search,
         "step_search_start": tr.search_start,
-        "lower_region": lower,
+        "lower_region": lower, "gradient_term": grad_term,
     }
     idata = diag.inference_data({"llc": draws, "loss": loss_kept}, {"accept_prob": acc_kept})
     return LLCResult(

@@ -64,7 +64,13 @@ from torch import Tensor
 
 from slt_tms.estimators.config import LLCConfig, default_nbeta
 from slt_tms.estimators.engine import Group, run_groups
-from slt_tms.estimators.result import AsymptoticFit, Calibration, LLCResult, lower_region_note
+from slt_tms.estimators.result import (
+    AsymptoticFit,
+    Calibration,
+    LLCResult,
+    gradient_term_note,
+    lower_region_note,
+)
 from slt_tms.estimators.sgld_bias import STEP_TARGET, bias_flag
 from slt_tms.potentials import as_potential
 from slt_tms.validation import GRAD_MODES, check_choice, check_device, check_seed
@@ -309,7 +315,7 @@ def estimate_llc(
                 RuntimeWarning,
                 stacklevel=2,
             )
-        _warn_lower_regions([("", res)])
+        _warn_notes([("", res)])
         return res
     rungs = _run(
         pot,
@@ -345,24 +351,27 @@ def estimate_llc(
             RuntimeWarning,
             stacklevel=2,
         )
-    _warn_lower_regions([(f"rung {m:g} x nbeta", r) for r, m in zip(rungs, cfg.ladder, strict=True)])
+    _warn_notes([(f"rung {m:g} x nbeta", r) for r, m in zip(rungs, cfg.ladder, strict=True)])
     cfg_rec = {**main.config, "rungs": [r.to_dict(traces=False) for r in rungs]}
     return dataclasses.replace(
         main, asymptotic=fit, flags=flags, config=cfg_rec, num_grads=max(r.num_grads for r in rungs)
     )
 
 
-def _warn_lower_regions(labelled: list[tuple[str, LLCResult]]) -> None:
-    """One warning for the estimates whose rejected proposals reached below every kept draw (not a flag: the
-    number is right for the region the chains sampled, and says so)."""
-    found = [(label, r) for label, r in labelled if r.config.get("lower_region")]
-    if found:
-        warnings.warn(
-            "; ".join(f"LLC estimate {r.llc:.4g}{' (' + label + ')' if label else ''}: "
-                      + lower_region_note(r.config["lower_region"]) for label, r in found),
-            RuntimeWarning,
-            stacklevel=3,
-        )
+def _warn_notes(labelled: list[tuple[str, LLCResult]]) -> None:
+    """One warning for the estimates whose rejected proposals reached below every kept draw, and one for
+    those whose w* has a notable gradient (notes, not flags: the number is right for the region the chains
+    sampled, and says what it is)."""
+    for key, note in (("lower_region", lower_region_note), ("gradient_term", gradient_term_note)):
+        found = [(label, r) for label, r in labelled
+                 if r.config.get(key) and (key != "gradient_term" or r.config[key]["notable"])]
+        if found:
+            warnings.warn(
+                "; ".join(f"LLC estimate {r.llc:.4g}{' (' + label + ')' if label else ''}: "
+                          + note(r.config[key]) for label, r in found),
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 #: Re-runs of an SGLD estimate whose step search settled on a step the final bias check finds too large.

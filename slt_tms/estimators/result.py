@@ -21,12 +21,41 @@ from slt_tms.io.atomic import atomic_path, atomic_write_text
 from slt_tms.io.serialize import as_float, read_json, to_jsonable
 from slt_tms.samplers.diagnostics import inference_data, read_netcdf
 
-__all__ = ["MISFIT_PVALUE", "AsymptoticFit", "Calibration", "LLCResult", "lower_region_note"]
+__all__ = [
+    "MISFIT_PVALUE", "AsymptoticFit", "Calibration", "LLCResult", "gradient_term_note", "lower_region_note",
+]
 
 #: An asymptotic fit whose chi-square p-value falls below this has rungs scattered beyond their standard
 #: errors (a wrong form at these n beta, or understated rung errors); its summary says so, and its
 #: standard error is already inflated by sqrt(chi2 / dof). A correct fit gets there once in a hundred.
 MISFIT_PVALUE = 1e-2
+
+
+def gradient_term_note(t: dict[str, Any]) -> str:
+    """One line on a first-order term of the gradient at w* that is notable or too uncertain to rule out,
+    for a warning and the summary (:mod:`slt_tms.estimators.gradient_term`)."""
+    se = f" +/- {t['se']:.2g}" if math.isfinite(t["se"]) else ""
+    head = (
+        f"w* is not a critical point (|grad L_n(w*)| = {t['grad_norm']:.3g}): the first-order term "
+        f"nbeta grad L_n(w*).(E[w] - w*) = {t['term']:.4g}{se}"
+    )
+    tail = (
+        "The number is the estimand's at a point that is not a minimum (train closer to one to read it as a "
+        "learning coefficient)"
+    )
+    if t.get("status", "notable") == "uncertain":
+        return (
+            f"{head} is too uncertain to rule out a share of 5% or more of the estimate (the chains move "
+            f"slowly along the gradient). {tail}"
+        )
+    frac = f"{t['fraction']:.0%} of the estimate" if math.isfinite(t["fraction"]) else "the whole estimate"
+    effect = (
+        f"for a loss quadratic around w* the gradient lowers the estimate by {abs(t['term']) / 2:.3g} to "
+        f"{abs(t['term']):.3g}"
+        if t["term"] < 0
+        else "the chains' mean lies uphill of w*, so the loss is far from quadratic there"
+    )
+    return f"{head} is {frac}; {effect}. {tail}"
 
 
 def lower_region_note(lower: dict[str, Any]) -> str:
@@ -258,6 +287,23 @@ class LLCResult:
             for nb, x in found if x
         ]
 
+    def _gradient_term_lines(self) -> list[str]:
+        """The summary's lines for the first-order term of the gradient at w* (each rung's)."""
+        rungs = self.config.get("rungs")
+        found = [(r.get("nbeta"), (r.get("config") or {}).get("gradient_term")) for r in rungs] if rungs \
+            else [(None, self.config.get("gradient_term"))]
+        lines = []
+        for nb, t in found:
+            if not t:
+                continue
+            se = f" +/- {t['se']:.2g}" if math.isfinite(t["se"]) else ""
+            lines.append(
+                "  gradient at w*  " + (f"at nbeta {nb:.6g}: " if nb is not None else "")
+                + (gradient_term_note(t) if t["notable"] else
+                   f"|grad L_n| {t['grad_norm']:.3g}, first-order term {t['term']:.4g}{se} (negligible)")
+            )
+        return lines
+
     def summary(self) -> str:
         """A readable table of the estimate, its estimand and its diagnostics."""
         c = self.config
@@ -308,6 +354,7 @@ class LLCResult:
             f"{c.get('target_ess', '?')})",
             f"  below L(w*)     {self.frac_below_anchor:.3f} of draws",
             *self._lower_region_lines(),
+            *self._gradient_term_lines(),
             f"  excluded        {int(np.sum(self.diverged))} of {len(self.diverged)} chains (diverged or "
             "stopped moving)",
             f"  cost            {self.num_grads} gradient evaluations, {self.seconds:.1f} s wall, "
@@ -379,9 +426,16 @@ class LLCResult:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
 
     def to_netcdf(self, path: str | Path) -> Path:
-        """Write the trace (InferenceData) with the result fields in the posterior attrs, atomically."""
+        """Write the trace (InferenceData) with the result fields in the posterior attrs, atomically: all of
+        them as JSON under ``llc_result`` (read back by :meth:`from_netcdf`), and the estimate, its standard
+        error, whether it converged and the seed as plain attributes for readers of the file alone
+        (``arviz.from_netcdf(path).posterior.attrs``)."""
         idata = self.trace.copy()
         idata.posterior.attrs["llc_result"] = json.dumps(self._fields(), allow_nan=False)
+        idata.posterior.attrs.update(
+            llc=float(self.llc), se=float(self.se), converged=int(self.converged), ok=int(self.ok),
+            seed=int(self.seed),
+        )
         with atomic_path(path) as tmp:
             idata.to_netcdf(str(tmp), engine="h5netcdf")
         return Path(path)

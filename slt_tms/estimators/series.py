@@ -89,6 +89,8 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "anchor_loss",
     "nbeta",
     "num_draws",
+    "grad_norm",
+    "first_order_term",
     "flags",
 )
 
@@ -145,7 +147,10 @@ class LLCSeries:
         return all(r.ok for r in self.results)
 
     def rows(self) -> list[dict[str, Any]]:
-        """The tidy table: one dict per checkpoint with the keys of :data:`SERIES_COLUMNS`."""
+        r"""The tidy table: one dict per checkpoint with the keys of :data:`SERIES_COLUMNS`
+        (``grad_norm``: :math:`\lVert\nabla L_n(w^*)\rVert`; ``first_order_term``: the part
+        :math:`n\beta\,\nabla L_n(w^*)\cdot(\bar w - w^*)` of the estimate, NaN where not computed)."""
+        terms = [r.config.get("gradient_term") or {} for r in self.results]
         return [
             {
                 "step": s,
@@ -159,9 +164,11 @@ class LLCSeries:
                 "anchor_loss": r.anchor_loss,
                 "nbeta": r.nbeta,
                 "num_draws": r.num_draws,
+                "grad_norm": t.get("grad_norm", math.nan),
+                "first_order_term": t.get("term", math.nan),
                 "flags": "; ".join(r.flags),
             }
-            for s, nm, r in zip(self.steps, self.names, self.results, strict=True)
+            for s, nm, r, t in zip(self.steps, self.names, self.results, terms, strict=True)
         ]
 
     def to_csv(self) -> str:
@@ -174,10 +181,14 @@ class LLCSeries:
         return buf.getvalue()
 
     def summary(self) -> str:
-        """One line per checkpoint, flags marked."""
+        """One line per checkpoint, flags marked, and a note where w* is not a critical point (a first-order
+        term of the gradient at w* of at least 5% of the estimate)."""
         lines = [f"{'step':>8} {'lambda_hat':>11} {'se':>7} {'R-hat':>6} {'ESS':>6}  status"]
-        for row in self.rows():
+        for row, r in zip(self.rows(), self.results, strict=True):
             status = "ok" if row["ok"] else "NOT TRUSTWORTHY: " + row["flags"]
+            t = r.config.get("gradient_term")
+            if t and t["notable"]:
+                status += f" (w* not critical: first-order term {t['term']:.3g} +/- {t['se']:.2g})"
             lines.append(
                 f"{row['step']:>8} {row['lambda_hat']:11.4f} {row['se']:7.4f} {row['rhat']:6.3f} "
                 f"{row['ess']:6.0f}  {status}"

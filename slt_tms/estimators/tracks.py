@@ -93,6 +93,11 @@ class Track:
     block_seconds: float = 0.0
     block_draws: int = 0
     projection_warned: bool = False  # the early warning that the ESS target lies beyond the budget
+    #: |grad L_n(w*)| and, per block, run_chains's "stein" projections on it (every 10th draw of the
+    #: sampler's blocks; the draws the bias check pools carry none): gradient_term
+    grad_norm: float = math.nan
+    dir_u: list[np.ndarray] = field(default_factory=list)
+    dir_grad: list[np.ndarray] = field(default_factory=list)
 
     def met(self, cfg: LLCConfig) -> bool:
         """Whether the trace so far meets the R-hat and ESS targets."""
@@ -119,6 +124,9 @@ def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold:
         loss, accept = block.records["loss"][rows], block.records["accept_prob"][rows]
         if not exact:  # control variate: L_B(w) - L_B(w*) + L_n(w*), unbiased for L_n(w)
             loss = loss - block.records["center_loss"][rows] + g.anchor_loss
+        if "dir_u" in block.records:
+            tr.dir_u.append(block.records["dir_u"][rows])
+            tr.dir_grad.append(block.records["dir_grad"][rows])
         if "rejected_min_loss" in block.records:  # only what lower_region can count: paths below L(w*)
             low = g.nbeta * (block.records["rejected_min_loss"][rows] - g.anchor_loss)
             chain, step = np.nonzero(low < -LOWER_FLOOR)

@@ -114,6 +114,10 @@ class RunResult:
 #: Records that describe the current position: taken from the state when a hook may have moved it.
 _STATE_FIELDS = ("loss", "potential")
 
+#: The ``"stein"`` record projects every this-many-th step (the first included): two dot products of
+#: (C, d) tensors per step would be a noticeable part of a minibatch step on a model of many parameters.
+STEIN_EVERY = 10
+
 
 def run_chains(
     kernel: Any,
@@ -132,8 +136,9 @@ def run_chains(
     check_every: int = 100,
     bar: Any = None,
     center_loss: CenterLoss | None = None,
+    directions: Tensor | None = None,
 ) -> RunResult:
-    """Advance every chain by ``num_steps`` kernel transitions (module docstring).
+    r"""Advance every chain by ``num_steps`` kernel transitions (module docstring).
 
     Parameters
     ----------
@@ -150,7 +155,12 @@ def run_chains(
         Adapt step size / metric during these steps.
     record : sequence of str
         Info fields to keep per step (``loss``, ``potential``, ``accept_prob``, ``divergent``, ``num_steps``)
-        and/or ``"w"`` (positions after the step) and/or ``"center_loss"``: the loss at the target's
+        and/or ``"w"`` (positions after the step) and/or ``"stein"``: at the steps ``0, k, 2k, ...``
+        (``k =`` :data:`STEIN_EVERY`) the projections on ``directions`` of the displacement from the
+        target's center, ``"dir_u"`` :math:`v_c\cdot(w - w_0)`, and of :math:`\nabla U` there,
+        ``"dir_grad"`` :math:`v_c\cdot\nabla U(w)` (whose mean under the target is zero), both
+        ``(C, ceil(T / k))``, at the point the kernel's ``info`` describes (the new point of MALA and HMC,
+        the step's start for SGLD), and/or ``"center_loss"``: the loss at the target's
         center :math:`w_0` on the step's batch (a forward pass more per step, or a lookup: ``center_loss``;
         with the center at :math:`w^*` it is a control variate for minibatch traces, see
         :mod:`slt_tms.estimators.llc`).
@@ -163,6 +173,8 @@ def run_chains(
     center_loss : CenterLoss, optional
         Supplies the ``"center_loss"`` record (e.g. from a table of per-row losses at the center); default:
         a forward pass at the center per step.
+    directions : Tensor ``(C, d)``, optional
+        One vector per chain for the ``"stein"`` record (required by it).
 
     Returns
     -------
@@ -176,6 +188,11 @@ def run_chains(
     for name in record:
         if name == "w":
             bufs[name] = torch.empty(C, num_steps, d, dtype=w.dtype, device=dev)
+        elif name == "stein":
+            if directions is None or tuple(directions.shape) != (C, d) or hook is not None:
+                raise ValueError("the 'stein' record needs directions of shape (C, d) and no hook")
+            for key in ("dir_u", "dir_grad"):
+                bufs[key] = torch.empty(C, -(-num_steps // STEIN_EVERY), dtype=torch.float64, device=dev)
         elif name == "divergent":
             bufs[name] = torch.empty(C, num_steps, dtype=torch.bool, device=dev)
         elif name == "num_steps":
@@ -198,6 +215,7 @@ def run_chains(
         for it in range(num_steps):
             draws = streams.next()
             batch = batches(draws)
+            start = state.w
             state, info = kernel.step(state, target, step_size, batch, draws, metric, same_batch=same_batch)
             grads += info.num_grads
             if hook is not None:
@@ -205,6 +223,12 @@ def run_chains(
             for name, buf in bufs.items():
                 if name == "w":
                     buf[:, it].copy_(state.w)
+                elif name in ("dir_u", "dir_grad"):
+                    if it % STEIN_EVERY == 0:
+                        assert directions is not None
+                        at = start if kernel.name == "sgld" else state.w  # where info.grad was taken
+                        v = at - target.center if name == "dir_u" else info.grad
+                        buf[:, it // STEIN_EVERY].copy_(torch.linalg.vecdot(v, directions))
                 elif name == "center_loss":
                     assert center_loss is not None
                     buf[:, it].copy_(center_loss(batch, draws))
@@ -217,13 +241,14 @@ def run_chains(
             if bar is not None:
                 bar.update(1)
             if stop_if is not None and (it + 1) % check_every == 0:
-                recent = {k: b[:, it + 1 - check_every : it + 1] for k, b in bufs.items()}
+                recent = {k: b[:, it + 1 - check_every : it + 1] for k, b in bufs.items() if k[:4] != "dir_"}
                 if stop_if(recent, it + 1):
                     taken = it + 1
                     break
     if warmup is not None:
         step_size = warmup.final_step_size(step_size)
-    records = {k: b[:, :taken].cpu().numpy() for k, b in bufs.items()}
+    thinned = -(-taken // STEIN_EVERY)
+    records = {k: b[:, : thinned if k.startswith("dir_") else taken].cpu().numpy() for k, b in bufs.items()}
     return RunResult(state, records, taken, grads, step_size, metric)
 
 
