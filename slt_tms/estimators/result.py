@@ -292,10 +292,13 @@ class LLCResult:
         rungs = self.config.get("rungs")
         found = [(r.get("nbeta"), (r.get("config") or {}).get("gradient_term")) for r in rungs] if rungs \
             else [(None, self.config.get("gradient_term"))]
+        found = [(nb, t) for nb, t in found if t]
+        if len(found) > 1 and not any(t["notable"] for _, t in found):  # one line for a ladder's rungs
+            big = max(found, key=lambda x: abs(x[1]["term"]))[1]
+            return [f"  gradient at w*  |grad L_n| {big['grad_norm']:.3g}, first-order term negligible at "
+                    f"every rung (largest {big['term']:.4g} +/- {big['se']:.2g})"]
         lines = []
         for nb, t in found:
-            if not t:
-                continue
             se = f" +/- {t['se']:.2g}" if math.isfinite(t["se"]) else ""
             lines.append(
                 "  gradient at w*  " + (f"at nbeta {nb:.6g}: " if nb is not None else "")

@@ -166,3 +166,14 @@ def test_the_three_states_of_the_term_and_their_words():
     assert "is -10% of the estimate; for a loss quadratic around w* the gradient lowers" in words
     assert "too uncertain to rule out a share of 5% or more" in gradient_term_note(uncertain)
     assert gradient_term(Track(chains=[0]), good[:1], 10.0, 20.0) is None  # nothing recorded (streamed data)
+
+
+def test_a_ladder_shows_one_line_when_every_rung_is_negligible_and_each_rung_otherwise():
+    for offset, want in ((0.0, 1), (0.015, 2)):
+        model, X, y, _ = _regression(offset)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = estimate_llc(model, (X, y), loss="mse", ladder=(1, 2), seed=0, progress=False)
+        lines = [ln for ln in res.summary().splitlines() if ln.startswith("  gradient at w*")]
+        assert len(lines) == want, res.summary()
+        assert ("negligible at every rung" in lines[0]) is (offset == 0.0)
