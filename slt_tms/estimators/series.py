@@ -188,7 +188,8 @@ class LLCSeries:
             status = "ok" if row["ok"] else "NOT TRUSTWORTHY: " + row["flags"]
             t = r.config.get("gradient_term")
             if t and t["notable"]:
-                status += f" (w* not critical: first-order term {t['term']:.3g} +/- {t['se']:.2g})"
+                unsure = ", too uncertain to rule out 5% of it" if t.get("status") == "uncertain" else ""
+                status += f" (w* not critical: first-order term {t['term']:.3g} +/- {t['se']:.2g}{unsure})"
             lines.append(
                 f"{row['step']:>8} {row['lambda_hat']:11.4f} {row['se']:7.4f} {row['rhat']:6.3f} "
                 f"{row['ess']:6.0f}  {status}"

@@ -177,3 +177,17 @@ def test_a_ladder_shows_one_line_when_every_rung_is_negligible_and_each_rung_oth
         lines = [ln for ln in res.summary().splitlines() if ln.startswith("  gradient at w*")]
         assert len(lines) == want, res.summary()
         assert ("negligible at every rung" in lines[0]) is (offset == 0.0)
+
+
+def test_a_series_has_the_gradient_columns_and_marks_the_points_that_are_not_critical():
+    from slt_tms.estimators.series import SERIES_COLUMNS, estimate_llc_series
+
+    (at_min, X, y, _), (off, _, _, exact) = _regression(0.0), _regression(0.015)
+    series = estimate_llc_series([at_min.state_dict(), off.state_dict()], lambda: nn.Linear(D, 1, bias=False),
+                                 (X, y), loss="mse", seed=0, progress=False)
+    rows = series.rows()
+    assert list(rows[0]) == list(SERIES_COLUMNS)
+    assert rows[0]["grad_norm"] < 1e-6 and rows[1]["grad_norm"] == pytest.approx(exact["grad_norm"], rel=1e-3)
+    lines = series.summary().splitlines()[1:]
+    assert "not critical" not in lines[0] and "w* not critical: first-order term -0.14" in lines[1]
+    assert "first_order_term" in series.to_csv().splitlines()[0]
