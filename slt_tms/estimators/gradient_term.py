@@ -9,7 +9,8 @@ the rest,
 .. math:: \hat\lambda = \underbrace{n\beta\, g \cdot (\bar w - w^*)}_{T}
    + \overline{n\beta\,\bigl(L_n(w) - L_n(w^*) - g\cdot u\bigr)},
 
-where :math:`\bar w` is the mean position of the draws. :math:`T \le 0` where the chains drift downhill.
+where :math:`\bar w` is the mean position of the draws; :math:`T` estimates :math:`n\beta\, g\cdot\mu` with
+:math:`\mu = \mathbb E_\pi[w] - w^*`, and is negative where the chains drift downhill.
 For a loss that is quadratic around :math:`w^*` with Hessian :math:`H \succeq 0` the law is Gaussian
 with precision :math:`A = n\beta H + \gamma I` and mean :math:`\mu = -n\beta A^{-1} g`, and
 
