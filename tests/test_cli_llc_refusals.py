@@ -337,3 +337,23 @@ def test_a_language_model_from_the_shell_with_loss_causal_lm(tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     rec = json.loads((tmp_path / "o" / "llc.json").read_text())
     assert rec["config"]["potential"]["loss"] == "causal_lm" and math.isfinite(rec["llc"])
+
+
+def test_a_series_runs_in_step_order_whatever_the_shell_gives(files, tmp_path, capsys):
+    """ckpt_50 sorts after ckpt_200 in a shell glob: the series (its rows, figure and the calibration from
+    the latest checkpoint) follows the steps in the names instead."""
+    import shutil
+
+    shutil.copy(files["ckpt"], tmp_path / "ckpt_50.safetensors")
+    glob = str(tmp_path / "ckpt_*.safetensors")  # ckpt_100, ckpt_200, ckpt_50 in the shell's order
+    out = tmp_path / "s"
+    assert main(["llc", glob, "--model", f"{files['factory']}:make", "--data", str(files["data"]), *TINY,
+                 "--quiet", "--out", str(out)]) == 0
+    rec = json.loads((out / "llc_series.json").read_text())
+    assert [r["step"] for r in rec["rows"]] == [50, 100, 200]
+    csv_steps = [ln.split(",")[0] for ln in (out / "llc_series.csv").read_text().splitlines()[1:]]
+    assert csv_steps == ["50", "100", "200"]
+    from slt_tms.estimators import LLCResult
+
+    first = LLCResult.from_netcdf(out / "checkpoints" / "ckpt_50.nc")
+    assert first.config["calibration_used"]["source"]["step"] == 200

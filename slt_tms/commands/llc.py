@@ -48,7 +48,7 @@ from slt_tms.commands._llc_checks import (
 )
 from slt_tms.commands._tms_wells import lower_wells_of, wells_line
 from slt_tms.estimators import FIELD_HELP, LLCConfig, estimate_llc
-from slt_tms.estimators.series import estimate_llc_series
+from slt_tms.estimators.series import estimate_llc_series, step_from_name
 from slt_tms.estimators.series_sweep import estimate_llc_series_resumable
 from slt_tms.io import save_figure, write_json
 from slt_tms.io.atomic import atomic_write_text, remove_stale_temporaries
@@ -356,6 +356,8 @@ def _checkpoint_run(
             "several checkpoints need --model MODULE:FACTORY (TorchScript archives one at a time)"
         )
     steps, steps_from = series_steps(paths)
+    if steps_from == "names":  # in step order, not the shell's (which puts ckpt_50 after ckpt_200)
+        paths = sorted(paths, key=lambda p: step_from_name(p.name) or 0)
     if ns.loss not in LOSSES:
         raise ValueError(f"unknown --loss {ns.loss!r}; allowed: {', '.join(LOSSES)}")
     if ns.grad_mode is not None and ns.grad_mode not in GRAD_MODES:

@@ -277,6 +277,18 @@ def _names_and_steps(checkpoints: Sequence[Any], steps: Sequence[int] | None) ->
     return names, [int(s) for s in steps]
 
 
+def _warn_out_of_order(names: Sequence[str], steps: Sequence[int], reuse: bool) -> None:
+    """Warn where a calibration would come from a checkpoint that is not the latest in training."""
+    if reuse and len(steps) > 1 and steps[-1] != max(steps):
+        warnings.warn(
+            f"the checkpoints are not in training order: the calibration every other estimate starts from "
+            f"comes from the last one given ({names[-1]}, step {steps[-1]}), not from the latest (step "
+            f"{max(steps)}); pass them sorted by step (e.g. sorted(paths, key=step_from_name))",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _batches(num: int, batch: int, shared: bool, reuse: bool = False) -> list[list[int]]:
     """Checkpoint indices of each batched run: ``batch`` at a time when the checkpoints sample the same
     coordinates, one at a time under a restriction (the frozen parameters then differ). With ``reuse`` the
@@ -439,6 +451,7 @@ def estimate_llc_series(
         )
         return with_grad_mode(pot, grad_mode)
 
+    _warn_out_of_order(names, steps, reuse_calibration)
     results: dict[int, LLCResult] = {}
     cal: Calibration | None = None
     for idx in _batches(len(checkpoints), batch, params is None and not masks, reuse_calibration):

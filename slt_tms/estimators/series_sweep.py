@@ -34,6 +34,7 @@ from slt_tms.estimators.series import (
     _names_and_steps,
     _series_config,
     _start,
+    _warn_out_of_order,
 )
 from slt_tms.io.user_models import load_data, load_factory, sha256
 from slt_tms.potentials import from_module, with_grad_mode
@@ -130,6 +131,7 @@ def series_tasks(
         n = check_int("n", n, minimum=2)
     paths = [_file(c, "checkpoint") for c in checkpoints]
     names, steps = _names_and_steps([Path(c) for c in checkpoints], steps)
+    _warn_out_of_order(names, steps, reuse_calibration)
     seeds = spawn_seeds(seed, len(paths))
     data_path = _file(data, "data file")
     common = {

@@ -29,7 +29,7 @@ def plot_llc_series(series: LLCSeries, *, title: str = "") -> Figure:
     >>> len(plot_llc_series(s).axes)
     2
     """
-    rows = series.rows()
+    rows = sorted(series.rows(), key=lambda r: r["step"])  # lines join the checkpoints in training order
     steps = np.array([r["step"] for r in rows], dtype=float)
     lam = np.array([r["lambda_hat"] for r in rows])
     se = np.array([r["se"] for r in rows])

@@ -191,3 +191,13 @@ def test_a_series_has_the_gradient_columns_and_marks_the_points_that_are_not_cri
     lines = series.summary().splitlines()[1:]
     assert "not critical" not in lines[0] and "w* not critical: first-order term -0.14" in lines[1]
     assert "first_order_term" in series.to_csv().splitlines()[0]
+
+
+def test_a_series_out_of_training_order_says_where_its_calibration_comes_from():
+    from slt_tms.estimators.series import estimate_llc_series
+
+    model, X, y, _ = _regression(0.0)
+    with pytest.warns(UserWarning, match=r"not in training order.*\(checkpoint 1, step 100\), not from the "
+                                         r"latest \(step 200\)"):
+        estimate_llc_series([model.state_dict()] * 2, lambda: nn.Linear(D, 1, bias=False), (X, y),
+                            steps=[200, 100], loss="mse", seed=0, progress=False, num_draws=40, num_burnin=20)
