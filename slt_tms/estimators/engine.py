@@ -544,7 +544,7 @@ def _result(
     lower = lower_region(tr, g, good, loss_kept)  # notes, not flags: the number is right where the chains
     grad_term = gradient_term(tr, good, g.nbeta, llc_hat)  # sampled
     notes = [lower_region_note(lower)] if lower is not None else []
-    notes += [gradient_term_note(grad_term)] if grad_term is not None and grad_term["notable"] else []
+    notes += [gradient_term_note(grad_term)] if grad_term and grad_term["status"] != "negligible" else []
     for note in notes if warn else []:
         warnings.warn(f"LLC estimate {llc_hat:.4g}: {note}", RuntimeWarning, stacklevel=4)
     eps_np = tr.final_eps.detach().cpu().double().numpy()

@@ -100,11 +100,11 @@ def gradient_term(tr: Any, good: np.ndarray, nbeta: float, llc: float) -> dict[s
         ``grad_norm`` :math:`\lVert\nabla L_n(w^*)\rVert`, ``term`` :math:`\hat T` (with the control
         variate), ``se``, ``term_plain`` (the draws' mean of :math:`n\beta\, g\cdot(w - w^*)` alone),
         ``fraction`` :math:`\hat T / \hat\lambda`, ``shift_range`` (the shift of a quadratic loss, between
-        :math:`T` and :math:`T/2`), ``status`` and ``notable`` (a note is due: ``status`` is not
-        ``"negligible"``); ``None`` without recorded projections. ``status`` is ``"notable"`` where
+        :math:`T` and :math:`T/2`; None where :math:`\hat T > 0`, outside that picture) and ``status``;
+        ``None`` without recorded projections. ``status`` is ``"notable"`` where
         :math:`|\hat T|` is at least :data:`NOTABLE_FRACTION` of :math:`|\hat\lambda|` and two standard
         errors, ``"negligible"`` where :math:`|\hat T|` plus two standard errors stays below that fraction,
-        and ``"uncertain"`` where neither can be said (the chains move slowly along the gradient).
+        and ``"uncertain"`` where neither can be said; a note is due unless it is ``"negligible"``.
     """
     if not tr.dir_u or not good.any():
         return None
@@ -132,7 +132,6 @@ def gradient_term(tr: Any, good: np.ndarray, nbeta: float, llc: float) -> dict[s
         "se": se,
         "term_plain": float(a.mean()),
         "fraction": float(fraction),
-        "shift_range": [term, term / 2],
+        "shift_range": [term, term / 2] if term <= 0 else None,
         "status": status,
-        "notable": status != "negligible",
     }

@@ -364,7 +364,7 @@ def _warn_notes(labelled: list[tuple[str, LLCResult]]) -> None:
     sampled, and says what it is)."""
     for key, note in (("lower_region", lower_region_note), ("gradient_term", gradient_term_note)):
         found = [(label, r) for label, r in labelled
-                 if r.config.get(key) and (key != "gradient_term" or r.config[key]["notable"])]
+                 if r.config.get(key) and (key != "gradient_term" or r.config[key]["status"] != "negligible")]
         if found:
             warnings.warn(
                 "; ".join(f"LLC estimate {r.llc:.4g}{' (' + label + ')' if label else ''}: "

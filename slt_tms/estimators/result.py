@@ -45,15 +45,16 @@ def gradient_term_note(t: dict[str, Any]) -> str:
     )
     if t.get("status", "notable") == "uncertain":
         return (
-            f"{head} is too uncertain to rule out a share of 5% or more of the estimate (the chains move "
-            f"slowly along the gradient). {tail}"
+            f"{head} is too uncertain to rule out a size of 5% or more of the estimate's. {tail}"
         )
-    frac = f"{t['fraction']:.0%} of the estimate" if math.isfinite(t["fraction"]) else "the whole estimate"
+    frac = (f"{abs(t['fraction']):.0%} of the estimate in size" if math.isfinite(t["fraction"])
+            else "all of an estimate of zero")
     effect = (
         f"for a loss quadratic around w* the gradient lowers the estimate by {abs(t['term']) / 2:.3g} to "
         f"{abs(t['term']):.3g}"
         if t["term"] < 0
-        else "the chains' mean lies uphill of w*, so the loss is far from quadratic there"
+        else "it is positive: the chains' mean lies uphill of w* along the gradient, which a loss quadratic "
+        "around w* cannot do, so the loss is far from quadratic there"
     )
     return f"{head} is {frac}; {effect}. {tail}"
 
@@ -293,7 +294,7 @@ class LLCResult:
         found = [(r.get("nbeta"), (r.get("config") or {}).get("gradient_term")) for r in rungs] if rungs \
             else [(None, self.config.get("gradient_term"))]
         found = [(nb, t) for nb, t in found if t]
-        if len(found) > 1 and not any(t["notable"] for _, t in found):  # one line for a ladder's rungs
+        if len(found) > 1 and all(t["status"] == "negligible" for _, t in found):  # a ladder: one line
             big = max(found, key=lambda x: abs(x[1]["term"]))[1]
             return [f"  gradient at w*  |grad L_n| {big['grad_norm']:.3g}, first-order term negligible at "
                     f"every rung (largest {big['term']:.4g} +/- {big['se']:.2g})"]
@@ -302,7 +303,7 @@ class LLCResult:
             se = f" +/- {t['se']:.2g}" if math.isfinite(t["se"]) else ""
             lines.append(
                 "  gradient at w*  " + (f"at nbeta {nb:.6g}: " if nb is not None else "")
-                + (gradient_term_note(t) if t["notable"] else
+                + (gradient_term_note(t) if t["status"] != "negligible" else
                    f"|grad L_n| {t['grad_norm']:.3g}, first-order term {t['term']:.4g}{se} (negligible)")
             )
         return lines

@@ -91,6 +91,8 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "num_draws",
     "grad_norm",
     "first_order_term",
+    "first_order_term_se",
+    "first_order_status",
     "flags",
 )
 
@@ -148,8 +150,10 @@ class LLCSeries:
 
     def rows(self) -> list[dict[str, Any]]:
         r"""The tidy table: one dict per checkpoint with the keys of :data:`SERIES_COLUMNS`
-        (``grad_norm``: :math:`\lVert\nabla L_n(w^*)\rVert`; ``first_order_term``: the part
-        :math:`n\beta\,\nabla L_n(w^*)\cdot(\bar w - w^*)` of the estimate, NaN where not computed)."""
+        (``grad_norm``: :math:`\lVert\nabla L_n(w^*)\rVert`; ``first_order_term`` and its ``_se``: the part
+        :math:`n\beta\,\nabla L_n(w^*)\cdot(\mathbb E[w] - w^*)` of the estimate, NaN where not computed;
+        ``first_order_status``: ``notable``, ``negligible`` or ``uncertain``, see
+        :func:`slt_tms.estimators.gradient_term.gradient_term`)."""
         terms = [r.config.get("gradient_term") or {} for r in self.results]
         return [
             {
@@ -166,6 +170,8 @@ class LLCSeries:
                 "num_draws": r.num_draws,
                 "grad_norm": t.get("grad_norm", math.nan),
                 "first_order_term": t.get("term", math.nan),
+                "first_order_term_se": t.get("se", math.nan),
+                "first_order_status": t.get("status", ""),
                 "flags": "; ".join(r.flags),
             }
             for s, nm, r, t in zip(self.steps, self.names, self.results, terms, strict=True)
@@ -187,7 +193,7 @@ class LLCSeries:
         for row, r in zip(self.rows(), self.results, strict=True):
             status = "ok" if row["ok"] else "NOT TRUSTWORTHY: " + row["flags"]
             t = r.config.get("gradient_term")
-            if t and t["notable"]:
+            if t and t["status"] != "negligible":
                 unsure = ", too uncertain to rule out 5% of it" if t.get("status") == "uncertain" else ""
                 status += f" (w* not critical: first-order term {t['term']:.3g} +/- {t['se']:.2g}{unsure})"
             lines.append(

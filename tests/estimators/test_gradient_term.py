@@ -69,7 +69,7 @@ def test_the_first_order_term_of_a_point_off_the_minimum_matches_the_gaussian_la
     assert exact["term"] <= shift <= exact["term"] / 2 < 0
     # about 10% of the estimate: no other flag sees it, the note does
     assert res.ok and res.frac_below_anchor < 0.05, res.summary()
-    assert t["notable"] and len(notes) == 1 and "first-order term" in notes[0]
+    assert t["status"] == "notable" and len(notes) == 1 and "first-order term" in notes[0]
     assert "w* is not a critical point" in res.summary()
     back = LLCResult.from_json(res.to_json(tmp_path / "r.json"))
     assert back.config["gradient_term"] == t and "w* is not a critical point" in back.summary()
@@ -87,7 +87,7 @@ def test_at_the_minimum_the_term_is_negligible():
     res, notes = _run(model, X, y)
     t = res.config["gradient_term"]
     assert exact["grad_norm"] < 1e-6 and abs(t["term"]) < 1e-4 * res.llc
-    assert not t["notable"] and notes == []
+    assert t["status"] == "negligible" and notes == []
     assert "(negligible)" in res.summary()
 
 
@@ -161,10 +161,12 @@ def test_the_three_states_of_the_term_and_their_words():
     uncertain = gradient_term(track(-0.05, 0.3), good, 10.0, 20.0)  # chains far apart: +/- about 1.5
     assert abs(notable["term"] + 2.0) < 4 * notable["se"] and notable["se"] < 0.05
     assert [t["status"] for t in (notable, negligible, uncertain)] == ["notable", "negligible", "uncertain"]
-    assert [t["notable"] for t in (notable, negligible, uncertain)] == [True, False, True]
     words = gradient_term_note(notable)
-    assert "is -10% of the estimate; for a loss quadratic around w* the gradient lowers" in words
-    assert "too uncertain to rule out a share of 5% or more" in gradient_term_note(uncertain)
+    assert "is 10% of the estimate in size; for a loss quadratic around w* the gradient lowers" in words
+    assert "too uncertain to rule out a size of 5% or more" in gradient_term_note(uncertain)
+    assert notable["shift_range"] == [notable["term"], notable["term"] / 2]
+    uphill = gradient_term(track(0.2, 0.001), good, 10.0, 20.0)
+    assert uphill["shift_range"] is None and "it is positive" in gradient_term_note(uphill)
     assert gradient_term(Track(chains=[0]), good[:1], 10.0, 20.0) is None  # nothing recorded (streamed data)
 
 
@@ -190,7 +192,9 @@ def test_a_series_has_the_gradient_columns_and_marks_the_points_that_are_not_cri
     assert rows[0]["grad_norm"] < 1e-6 and rows[1]["grad_norm"] == pytest.approx(exact["grad_norm"], rel=1e-3)
     lines = series.summary().splitlines()[1:]
     assert "not critical" not in lines[0] and "w* not critical: first-order term -0.14" in lines[1]
-    assert "first_order_term" in series.to_csv().splitlines()[0]
+    assert rows[1]["first_order_status"] == "notable" and 0 < rows[1]["first_order_term_se"] < 0.01
+    assert rows[0]["first_order_status"] == "negligible"
+    assert "first_order_term,first_order_term_se,first_order_status" in series.to_csv().splitlines()[0]
 
 
 def test_a_series_out_of_training_order_says_where_its_calibration_comes_from():
