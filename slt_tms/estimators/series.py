@@ -74,6 +74,7 @@ __all__ = [
     "estimate_llc_series",
     "step_from_name",
     "unnumbered_among_numbered",
+    "warn_gradient_notes",
 ]
 
 #: Columns of the tidy table, in order.
@@ -322,7 +323,29 @@ def _estimate_batch(
         Group(p.w_star, p.anchor_loss(), nbeta, s, None, lab, calibration)
         for p, lab, s in zip(pots, labels, seeds, strict=True)
     ]
-    return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
+    with warnings.catch_warnings():  # a series says it once, for all its checkpoints (warn_gradient_notes)
+        warnings.filterwarnings("ignore", r"LLC estimate .*: w\* is not a critical point", RuntimeWarning)
+        return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
+
+
+def warn_gradient_notes(series: LLCSeries, stacklevel: int = 3) -> None:
+    """One warning for the checkpoints of a series whose first-order term of the gradient at w* is notable
+    or uncertain (each estimate alone would warn on its own; a series over training has many such)."""
+    found: dict[str, list[str]] = {"notable": [], "uncertain": []}
+    for step, r in zip(series.steps, series.results, strict=True):
+        t = r.config.get("gradient_term")
+        if t and t["status"] in found:
+            found[t["status"]].append(f"{step} ({t['term']:.3g} +/- {t['se']:.2g} of {r.llc:.4g})")
+    parts = [f"{k} at step{'s' if len(v) > 1 else ''} {', '.join(v)}" for k, v in found.items() if v]
+    if parts:
+        warnings.warn(
+            f"{sum(map(len, found.values()))} of {len(series.results)} checkpoints are not critical points: "
+            f"the first-order term of the gradient at w* in their estimates is {'; '.join(parts)}. Their "
+            "numbers are the estimand's at points that are not minima (series.summary(), the columns "
+            "first_order_term, first_order_term_se and first_order_status)",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _start(checkpoints: Sequence[Any], seed: int, batch: int, config: LLCConfig | None,
@@ -473,9 +496,11 @@ def estimate_llc_series(
         results.update(zip(idx, out, strict=True))
         if reuse_calibration and cal is None:
             cal = out[0].calibration
-    return LLCSeries(
+    series = LLCSeries(
         tuple(steps),
         tuple(names),
         tuple(results[i] for i in range(len(checkpoints))),
         _series_config(cfg, seed, batch, seeds, reuse_calibration),
     )
+    warn_gradient_notes(series)
+    return series

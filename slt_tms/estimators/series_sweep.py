@@ -35,6 +35,7 @@ from slt_tms.estimators.series import (
     _series_config,
     _start,
     _warn_out_of_order,
+    warn_gradient_notes,
 )
 from slt_tms.io.user_models import load_data, load_factory, sha256
 from slt_tms.potentials import from_module, with_grad_mode
@@ -398,7 +399,9 @@ reuse_calibration, device, dtype, grad_mode, overrides
             )
     seeds = spawn_seeds(seed, len(rows))  # the tasks' seeds (series_tasks), in training order
     cfg = LLCConfig(**tasks[0]["config"])
-    return LLCSeries(
+    series = LLCSeries(
         tuple(steps_), tuple(names), tuple(results),
         {**_series_config(cfg, seed, batch, seeds, reuse_calibration), "work_dir": str(work_dir)},
     )
+    warn_gradient_notes(series)
+    return series

@@ -185,8 +185,14 @@ def test_a_series_has_the_gradient_columns_and_marks_the_points_that_are_not_cri
     from slt_tms.estimators.series import SERIES_COLUMNS, estimate_llc_series
 
     (at_min, X, y, _), (off, _, _, exact) = _regression(0.0), _regression(0.015)
-    series = estimate_llc_series([at_min.state_dict(), off.state_dict()], lambda: nn.Linear(D, 1, bias=False),
-                                 (X, y), loss="mse", seed=0, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        series = estimate_llc_series([at_min.state_dict(), off.state_dict()],
+                                     lambda: nn.Linear(D, 1, bias=False), (X, y), loss="mse", seed=0,
+                                     progress=False)
+    notes = [str(w.message) for w in caught if "critical point" in str(w.message)]
+    assert len(notes) == 1 and notes[0].startswith("1 of 2 checkpoints are not critical points"), notes
+    assert "notable at step 1 (-0.14" in notes[0]
     rows = series.rows()
     assert list(rows[0]) == list(SERIES_COLUMNS)
     assert rows[0]["grad_norm"] < 1e-6 and rows[1]["grad_norm"] == pytest.approx(exact["grad_norm"], rel=1e-3)
