@@ -262,6 +262,11 @@ def test_tiny_end_to_end_run_and_llc(tmp_path, capsys):
     assert summary["points"] and all(math.isfinite(p["llc"]) for p in summary["points"])
     for name in ("llc.csv", "llc_transitions.csv", "llc_summary.json", "llc_vs_step.png"):
         assert (tmp_path / name).is_file(), name
+    # SGD checkpoints are not critical points: each point says what its gradient contributes
+    header = (tmp_path / "llc.csv").read_text().splitlines()[0].split(",")
+    assert {"grad_norm", "first_order_term", "first_order_term_se", "first_order_status"} <= set(header)
+    assert all(p["diagnostics"]["first_order_status"] in ("notable", "negligible", "uncertain")
+               and p["diagnostics"]["grad_norm"] >= 0 for p in summary["points"])
 
 
 def test_cli_parser_has_dynamics_commands():

@@ -20,7 +20,7 @@ from typing import Any
 from slt_tms.analysis.plateaus import bayesian_ordering, dynamical_ordering
 from slt_tms.commands._args import nonneg_int, positive_int
 from slt_tms.experiments import sgd_dynamics as dyn
-from slt_tms.experiments.sgd_llc import llc_along_training
+from slt_tms.experiments.sgd_llc import GRADIENT_KEYS, llc_along_training
 from slt_tms.io import read_json, save_figure, write_json
 from slt_tms.io.locks import output_lock
 from slt_tms.io.results import write_csv
@@ -290,6 +290,7 @@ def llc_into(
                 "frac_below_anchor",
                 "diverged",
                 "ok",
+                *GRADIENT_KEYS,
                 "flags",
             ],
         )

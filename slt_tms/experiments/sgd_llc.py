@@ -26,12 +26,16 @@ from slt_tms.experiments.sgd_dynamics import DynamicsConfig, DynamicsRun, traini
 from slt_tms.potentials import from_tms
 from slt_tms.sweep import Executor, run_sweep
 
-__all__ = ["LLCAlongTraining", "LLCPoint", "llc_along_training", "llc_task", "plateau_index"]
+__all__ = ["GRADIENT_KEYS", "LLCAlongTraining", "LLCPoint", "llc_along_training", "llc_task", "plateau_index"]
 
 
 # --------------------------------------------------------------------------------------------------
 # LLC along training
 # --------------------------------------------------------------------------------------------------
+
+
+#: The first-order term's fields of an estimate (estimators.gradient_term) kept with each point.
+GRADIENT_KEYS = ("grad_norm", "first_order_term", "first_order_term_se", "first_order_status")
 
 
 def llc_task(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,6 +54,7 @@ def llc_task(task: Mapping[str, Any]) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the flags are kept with the result instead of printed per task
         res = estimate_llc(pot, config=LLCConfig(**task["llc"]), seed=int(task["llc_seed"]), progress=False)
+    t = res.config.get("gradient_term") or {}
     return {
         "seed": int(task["seed"]),
         "step": int(task["step"]),
@@ -63,6 +68,11 @@ def llc_task(task: Mapping[str, Any]) -> dict[str, Any]:
         "diverged": int(np.sum(res.diverged)),
         "ok": res.ok,
         "flags": list(res.flags),
+        # an SGD checkpoint is not a critical point: what its gradient contributes (estimators.gradient_term)
+        "grad_norm": t.get("grad_norm", math.nan),
+        "first_order_term": t.get("term", math.nan),
+        "first_order_term_se": t.get("se", math.nan),
+        "first_order_status": t.get("status", ""),
     }
 
 
@@ -164,7 +174,8 @@ def llc_along_training(
     for (a, i, plateau), res in zip(meta, results, strict=True):
         diag = {
             k: res[k]
-            for k in ("rhat", "ess", "acceptance", "frac_below_anchor", "diverged", "ok", "flags")
+            for k in ("rhat", "ess", "acceptance", "frac_below_anchor", "diverged", "ok", "flags",
+                      *GRADIENT_KEYS)
             if k in res
         }
         pts_out.append(
