@@ -357,3 +357,9 @@ def test_a_series_runs_in_step_order_whatever_the_shell_gives(files, tmp_path, c
 
     first = LLCResult.from_netcdf(out / "checkpoints" / "ckpt_50.nc")
     assert first.config["calibration_used"]["source"]["step"] == 200
+
+
+def test_a_polygon_larger_than_the_features_is_refused_naming_both_flags(tmp_path, capsys):
+    err = _refused(["llc", "--tms-critical", "7", "--c", "6", "--out", str(tmp_path / "o")], capsys)
+    assert "--tms-critical 7: a 7-gon needs 2 <= 7 <= --c" in err and "got --c 6" in err
+    assert not (tmp_path / "o").exists()

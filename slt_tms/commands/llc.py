@@ -275,6 +275,11 @@ def _critical(
     ns: argparse.Namespace, overrides: dict[str, Any], progress: bool | None, held: contextlib.ExitStack
 ) -> int:
     k, sigma, phi = parse_critical_name(ns.tms_critical)
+    if ns.c is not None and not 2 <= k <= ns.c:
+        raise ValueError(
+            f"--tms-critical {ns.tms_critical}: a {k}-gon needs 2 <= {k} <= --c (the number of features), "
+            f"got --c {ns.c}; the polygons at c = {ns.c} have 2 to {ns.c} vertices"
+        )
     potential = ns.potential or "population"
     if potential not in ("population", "empirical"):
         raise ValueError(f"unknown --potential {potential!r}; allowed: population, empirical")

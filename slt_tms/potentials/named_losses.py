@@ -200,8 +200,9 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
         if pred.ndim < 2 or pred.shape[1] < 2:
             raise ValueError(
                 f"loss='cross_entropy' needs logits with a class axis of size >= 2 (axis 1); the model "
-                f"returns shape {tuple(pred.shape)}. For a single logit use evaluate= with "
-                "binary_cross_entropy_with_logits, or output two logits"
+                f"returns shape {_rows(pred, n)}. For a single logit: in Python, evaluate= with "
+                "binary_cross_entropy_with_logits; from the shell, a factory whose model outputs two logits "
+                "(logit and 0, e.g. torch.cat([z, torch.zeros_like(z)], 1))"
             )
         if y.is_floating_point():
             if y.shape != pred.shape:
