@@ -60,6 +60,23 @@ def _default(problem, **kw) -> LLCResult:
     return res
 
 
+def _default_allowing_halved_steps(problem, **kw) -> LLCResult:
+    """:func:`_default`, except that a chain may have stopped moving and gone on at a halved step: a
+    reused calibration's short warmup (a fifth of the full one) sees less of a multi-scale target such as
+    the normal crossing, whose arms are stiff across; on w1^2 w2^2 at nbeta = 1e4, 3 of 10 seeds (6-15) and
+    0 of 15 others (100-114) had one chain halve its step once, and none of 30 fresh runs (seeds 0-29).
+    The flag is the truth about such a run; the estimate must still be right and converged."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.filterwarnings("ignore", "LLC estimate .*: w\\* is not a critical point", RuntimeWarning)
+        warnings.filterwarnings("ignore", "LLC estimate .* went on at a smaller step size", RuntimeWarning)
+        res = estimate_llc(problem, progress=False, **kw)
+    halved_only = all("went on at a smaller step size" in f and "diverged" not in f for f in res.flags)
+    assert halved_only, res.summary()
+    assert res.converged and res.rhat <= 1.01 and res.ess >= 400, res.summary()
+    return res
+
+
 def _agrees(res: LLCResult, ref: float, ref_se: float = 0.0) -> bool:
     return abs(res.llc - ref) <= K * math.hypot(res.se, ref_se)
 
@@ -144,13 +161,13 @@ def test_a_reused_calibration_keeps_the_estimate_cuts_the_warmup_and_is_rechecke
     first = _default(problem, nbeta=1e4, seed=5)
     cal = first.calibration
     assert cal is not None and cal.sampler == "hmc" and cal.metric.shape == (2,)
-    reused = _default(problem, nbeta=1e4, seed=6, calibration=cal)
+    reused = _default_allowing_halved_steps(problem, nbeta=1e4, seed=6, calibration=cal)
     used = reused.config["calibration_used"]
     assert not used["refreshed"] and used["warmup"] == 100 and 1 / 3 <= used["step_size_ratio"] <= 3
     assert _agrees(reused, exact), (exact, reused.summary())
     assert "calibration     reused" in reused.summary()
     bad = Calibration("hmc", cal.step_size / 100, cal.metric)
-    refreshed = _default(problem, nbeta=1e4, seed=6, calibration=bad)
+    refreshed = _default_allowing_halved_steps(problem, nbeta=1e4, seed=6, calibration=bad)
     assert refreshed.config["calibration_used"]["refreshed"]
     assert refreshed.config["calibration_used"]["warmup"] == 600
     assert _agrees(refreshed, exact), (exact, refreshed.summary())

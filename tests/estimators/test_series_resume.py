@@ -304,7 +304,10 @@ def test_flagged_checkpoints_warn_when_computed_and_when_loaded(files, tmp_path)
         messages.append(sorted(str(w.message) for w in caught if w.category is RuntimeWarning))
     flagged = [r["checkpoint"] for r in series.rows() if not r["ok"]]
     assert flagged  # 40 draws cannot reach ESS 400
-    assert len(messages[0]) == len(flagged) and messages[1] == messages[0]
+    assert messages[1] == messages[0]
+    # (checkpoints of a training run are not minima: one more warning sums up their first-order terms)
+    messages = [[m for m in ms if "not critical points" not in m] for ms in messages]
+    assert len(messages[0]) == len(flagged)
     assert all(m.startswith(f"LLC estimate at {nm} (step ") and "not trustworthy" in m
                for nm, m in zip(flagged, messages[0], strict=True))
 
