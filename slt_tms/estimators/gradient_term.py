@@ -99,6 +99,8 @@ def gradient_term(tr: Any, good: np.ndarray, nbeta: float, llc: float) -> dict[s
     dict or None
         ``grad_norm`` :math:`\lVert\nabla L_n(w^*)\rVert`, ``term`` :math:`\hat T` (with the control
         variate), ``se``, ``term_plain`` (the draws' mean of :math:`n\beta\, g\cdot(w - w^*)` alone),
+        ``rhat`` (split R-hat of those projections: how well the chains mixed along the gradient, which
+        the loss trace may not show; NaN for one chain),
         ``fraction`` :math:`\hat T / \hat\lambda`, ``shift_range`` (the shift of a quadratic loss, between
         :math:`T` and :math:`T/2`; None where :math:`\hat T > 0`, outside that picture) and ``status``;
         ``None`` without recorded projections. ``status`` is ``"notable"`` where
@@ -131,6 +133,7 @@ def gradient_term(tr: Any, good: np.ndarray, nbeta: float, llc: float) -> dict[s
         "term": term,
         "se": se,
         "term_plain": float(a.mean()),
+        "rhat": float(diag.rhat(a)) if a.shape[0] > 1 else math.nan,
         "fraction": float(fraction),
         "shift_range": [term, term / 2] if term <= 0 else None,
         "status": status,

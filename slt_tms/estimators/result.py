@@ -22,13 +22,21 @@ from slt_tms.io.serialize import as_float, read_json, to_jsonable
 from slt_tms.samplers.diagnostics import inference_data, read_netcdf
 
 __all__ = [
-    "MISFIT_PVALUE", "AsymptoticFit", "Calibration", "LLCResult", "gradient_term_note", "lower_region_note",
+    "MISFIT_PVALUE", "SLOW_PROJECTION_RHAT", "AsymptoticFit", "Calibration", "LLCResult",
+    "gradient_term_note", "lower_region_note",
 ]
 
 #: An asymptotic fit whose chi-square p-value falls below this has rungs scattered beyond their standard
 #: errors (a wrong form at these n beta, or understated rung errors); its summary says so, and its
 #: standard error is already inflated by sqrt(chi2 / dof). A correct fit gets there once in a hundred.
 MISFIT_PVALUE = 1e-2
+
+
+#: Split R-hat of the chains' projections on the gradient at w* above which the note on a first-order term
+#: adds that the chains mixed slowly along the gradient. The loss trace, whose R-hat decides convergence,
+#: can look mixed while the chains still drift along that one direction; the estimate then scatters across
+#: seeds by more than its standard error says.
+SLOW_PROJECTION_RHAT = 1.05
 
 
 def gradient_term_note(t: dict[str, Any]) -> str:
@@ -43,6 +51,12 @@ def gradient_term_note(t: dict[str, Any]) -> str:
         "The number is the estimand's at a point that is not a minimum (train closer to one to read it as a "
         "learning coefficient)"
     )
+    rhat = t.get("rhat", math.nan)
+    if math.isfinite(rhat) and rhat > SLOW_PROJECTION_RHAT:
+        tail = (
+            f"The chains mixed slowly along the gradient (split R-hat {rhat:.3f} of the projection): the "
+            f"estimate's standard error may be too small. {tail}"
+        )
     if t.get("status", "notable") == "uncertain":
         return (
             f"{head} is too uncertain to rule out a size of 5% or more of the estimate's. {tail}"
