@@ -499,6 +499,21 @@ def test_cli_sample_quick(hand_points, tmp_path, capsys):
             "observed_population_n_switch", "predicted_n_c_point", "predicted_n_c_paper"} <= set(header)
     for name in ("occupancy_population.csv", "occupancy_population.png", "switch_comparison.png"):
         assert (tmp_path / name).exists()
+    # each rung shows R-hat across the sets (their own datasets) and the worst chain's own split R-hat;
+    # a rung whose chain disagrees with itself beyond 1.05 is starred, noted and warned about
+    out, err = capsys.readouterr()
+    assert "R-hat sets R-hat chain" in out
+    rows = {int(ln.split()[0]): ln for ln in out.splitlines() if ln.split() and ln.split()[0].isdigit()}
+    slow = []
+    for n, dg in zip(res["occupancy"]["n_grid"], res["occupancy"]["diagnostics"], strict=True):
+        within = dg["rhat_within"]["loss"]
+        assert len(within) == 2
+        worst = max(within)
+        assert rows[n].split()[-2 if worst > 1.05 else -1] == f"{worst:.3f}"
+        if worst > 1.05:
+            slow.append(str(n))
+    assert ("NOT CONVERGED at n = " + ", ".join(slow) in out) is bool(slow)
+    assert ("warning: not converged" in err) is bool(slow)
 
 
 def test_cli_bad_input(hand_points, tmp_path, capsys):

@@ -47,6 +47,8 @@ from slt_tms.theory.critical_points import critical_points
 __all__ = ["options", "predict", "register", "sample", "switch_points_csv"]
 
 #: Grid used by ``sample`` when ``--n`` is not given.
+#: A chain whose own split R-hat of L_n exceeds this (its two halves disagree) is marked as not mixed.
+SLOW_CHAIN_RHAT = 1.05
 DEFAULT_GRID = (30, 50, 75, 100, 150, 200, 300, 400, 500, 700, 1000, 1500, 2000)
 
 
@@ -325,10 +327,32 @@ def _sample_run(args: argparse.Namespace) -> int:
         f"replica exchange {'on' if not args.no_exchange else 'off'}; {elapsed:.0f} s in all)"
     ]
     shown = [i for i, nm in enumerate(occ.phase_names) if prop[:, i].max() >= 0.02]
-    lines.append(f"{'n':>6} " + " ".join(f"{occ.phase_names[i]:>12}" for i in shown) + f" {'R-hat(L_n)':>10}")
+    lines.append(f"{'n':>6} " + " ".join(f"{occ.phase_names[i]:>12}" for i in shown)
+                 + f" {'R-hat sets':>10} {'R-hat chain':>11}")
+    slow = []
     for g, nv in enumerate(occ.n_grid):
-        rh = occ.diagnostics[g]["rhat"].get("loss", float("nan"))
-        lines.append(f"{nv:>6} " + " ".join(f"{prop[g, i]:>12.3f}" for i in shown) + f" {rh:>10.3f}")
+        dg = occ.diagnostics[g]
+        rh = dg["rhat"].get("loss", float("nan"))
+        within = max((r for r in dg.get("rhat_within", {}).get("loss", []) if r == r), default=float("nan"))
+        mark = " *" if within > SLOW_CHAIN_RHAT else ""
+        if mark:
+            slow.append(nv)
+        lines.append(f"{nv:>6} " + " ".join(f"{prop[g, i]:>12.3f}" for i in shown)
+                     + f" {rh:>10.3f} {within:>11.3f}{mark}")
+    lines.append(
+        "R-hat of L_n: 'sets' across replica sets (each has its own dataset, whose loss differs: above 1 "
+        "even for chains that mixed); 'chain' the largest of each chain's own split R-hat (its two halves)"
+    )
+    if slow:
+        at = ", ".join(str(v) for v in slow)
+        notes.append(f"not converged at n = {at}: a chain's split R-hat of L_n exceeds {SLOW_CHAIN_RHAT}")
+        lines.append(
+            f"* NOT CONVERGED at n = {at}: a chain's two halves disagree (its split R-hat of L_n > "
+            f"{SLOW_CHAIN_RHAT}); the occupancies there rest on few independent draws (more --num-draws and "
+            "--num-warmup)"
+        )
+        sys.stderr.write(f"warning: not converged at n = {at} (a chain's own split R-hat of L_n > "
+                         f"{SLOW_CHAIN_RHAT}); see the table\n")
     lines.append("")
     lines.append(f"{'switch':<12} {'observed':>10} {'bootstrap 95%':>20} {'frac':>6} "
                  f"{'per-dataset median':>19} {'sd':>6}")

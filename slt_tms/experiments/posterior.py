@@ -38,7 +38,7 @@ from slt_tms._rng import spawn_seeds
 from slt_tms.analysis.free_energy import check_n_values
 from slt_tms.potentials import FunctionalPotential
 from slt_tms.samplers import HMC, Tempered, exchange, sample, swap_rungs
-from slt_tms.samplers.diagnostics import inference_data, summary_stats
+from slt_tms.samplers.diagnostics import inference_data, summary_stats, within_chain_rhat
 from slt_tms.theory.symbolic import population_loss_flat, population_value_and_grad_flat
 from slt_tms.tms import OneHotSums, OneHotUniform, num_params, unpack, validate_shape
 from slt_tms.validation import check_float, check_int, check_seed
@@ -149,8 +149,13 @@ def _diagnostics(
     step_size: np.ndarray,
 ) -> dict[str, Any]:
     """R-hat / ESS (ArviZ) of the potential and of symmetry-invariant scalars (raw coordinates are not
-    identified: rotations and feature permutations leave the posterior unchanged); acceptance, divergences."""
+    identified: rotations and feature permutations leave the posterior unchanged); acceptance, divergences.
+
+    ``rhat`` compares the chains; where each chain samples its own dataset (the replica sets), the datasets'
+    own losses differ and that R-hat exceeds 1 however well each chain mixed. ``rhat_within`` is each
+    chain's own split R-hat (its two halves compared), a convergence check that holds either way."""
     out = summary_stats(inference_data({"potential": potential, **invariants}))
+    out["rhat_within"] = {k: within_chain_rhat(v) for k, v in (("potential", potential), *invariants.items())}
     out["mean_accept"] = accept.mean(axis=1).tolist()
     out["num_divergent"] = divergent.sum(axis=1).astype(int).tolist()
     out["step_size"] = np.asarray(step_size).tolist()
