@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -20,6 +21,18 @@ from tqdm.auto import tqdm
 __all__ = ["progress", "progress_bar", "progress_disabled", "progress_group"]
 
 T = TypeVar("T")
+
+
+def _placement() -> dict[str, Any]:
+    """tqdm's placement: on a terminal, bars open together stack (tqdm moves the cursor between their lines);
+    where stderr is a file or a pipe (a log, CI) every bar writes on its own line's carriage return
+    (``position=0``), so no cursor-movement escape codes end up in the log."""
+    stream = sys.stderr
+    try:
+        tty = bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):
+        tty = False
+    return {} if tty else {"position": 0}
 
 
 def progress_disabled(progress: bool | None) -> bool:
@@ -55,7 +68,7 @@ class _Group:
             return
         if self.bar is None:
             self.bar = tqdm(total=self.total, initial=self.n, desc=self._label(desc), leave=False,
-                            dynamic_ncols=True, mininterval=0.5)
+                            dynamic_ncols=True, mininterval=0.5, **_placement())
             return
         self.bar.total = self.total
         self.bar.set_description(self._label(desc), refresh=False)
@@ -157,7 +170,7 @@ def progress(
     group = _active_group(enabled)
     if group is None:
         return iter(tqdm(iterable, total=total, desc=desc, disable=progress_disabled(enabled),
-                         leave=False, dynamic_ncols=True))
+                         leave=False, dynamic_ncols=True, **_placement()))
     if total is None:
         try:
             total = len(iterable)  # type: ignore[arg-type]
@@ -182,7 +195,7 @@ def progress_bar(*, total: int, desc: str = "", enabled: bool | None = None) -> 
     if group is not None:
         return _Piece(group, total, desc)
     return tqdm(total=total, desc=desc, disable=progress_disabled(enabled), leave=False, dynamic_ncols=True,
-                mininterval=0.5)
+                mininterval=0.5, **_placement())
 
 
 @contextmanager

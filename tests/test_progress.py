@@ -126,3 +126,21 @@ def test_a_sweep_inside_a_group_joins_its_bar(bars, tmp_path):
     shown = [b for b in bars.created if not b.disable]
     assert bars.most_open == 1 and all(b.desc.startswith("dynamics: ") for b in shown)
     assert shown[-1].n == shown[-1].total == 3 + 2
+
+
+def test_bars_open_together_write_no_cursor_codes_into_a_log():
+    """Where stderr is a file or pipe (a log, CI), a bar opened inside another writes on the same line
+    (carriage returns only): tqdm's stacking moves the cursor up with escape codes that litter a log."""
+    import subprocess
+    import sys
+
+    code = (
+        "from slt_tms._progress import progress_bar\n"
+        "a = progress_bar(total=3, desc='outer', enabled=True)\n"
+        "for _ in range(3):\n"
+        "    b = progress_bar(total=2, desc='inner', enabled=True); b.update(2); b.close(); a.update(1)\n"
+        "a.close()\n"
+    )
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "inner" in err and "outer" in err  # the bars are shown
+    assert "\x1b[" not in err, repr(err)
