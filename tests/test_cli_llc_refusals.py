@@ -363,3 +363,17 @@ def test_a_polygon_larger_than_the_features_is_refused_naming_both_flags(tmp_pat
     err = _refused(["llc", "--tms-critical", "7", "--c", "6", "--out", str(tmp_path / "o")], capsys)
     assert "--tms-critical 7: a 7-gon needs 2 <= 7 <= --c" in err and "got --c 6" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_single_estimate_into_a_series_directory_says_it_goes_beside_it(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = [*_base(files), *TINY, "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    assert "already holds" not in capsys.readouterr().err
+    assert main([*_base(files, files["ckpt"], files["ckpt2"]), *TINY, "--quiet", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {out} already holds llc.json, llc.nc of an earlier single estimate" in err
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "already holds llc_series.csv, llc_series.json of an earlier series of checkpoints" in err
+    assert {"llc.json", "llc.nc", "llc_series.csv", "llc_series.json"} <= {p.name for p in out.iterdir()}

@@ -221,6 +221,21 @@ def _lock_out(ns: argparse.Namespace, held: contextlib.ExitStack) -> Path | None
     return out
 
 
+def _note_other_results(out: Path | None, single: bool) -> None:
+    """Say so on stderr when ``--out`` already holds the other kind's results (a series' beside a single
+    estimate's, or the reverse): this run's files go beside them, and the directory then mixes two runs."""
+    if out is None:
+        return
+    other = ("llc_series.csv", "llc_series.json") if single else ("llc.json", "llc.nc")
+    found = [nm for nm in other if (out / nm).exists()]
+    if found:
+        kind = "series of checkpoints" if single else "single estimate"
+        sys.stderr.write(
+            f"note: {out} already holds {', '.join(found)} of an earlier {kind}; this run's files go beside "
+            "them (give another --out to keep the runs apart)\n"
+        )
+
+
 def _run(ns: argparse.Namespace, held: contextlib.ExitStack) -> int:
     check_seed(ns.seed, "--seed")
     if ns.out is not None and not str(ns.out).strip():
@@ -330,6 +345,7 @@ def _critical(
     if wells is not None:
         cli["lower_wells"] = wells
     res = dataclasses.replace(res, config={**res.config, "cli": cli})
+    _note_other_results(out, single=True)
     if out is not None:
         res.to_netcdf(out / "llc.nc")
         res.to_json(out / "llc.json")
@@ -404,6 +420,7 @@ def _checkpoint_run(
                 "cli": {**cli, "checkpoint": str(paths[0]), "checkpoint_sha256": sha256(paths[0])},
             },
         )
+        _note_other_results(out, single=True)
         if out is not None:
             res.to_netcdf(out / "llc.nc")
             res.to_json(out / "llc.json")
@@ -428,6 +445,7 @@ def _checkpoint_run(
         series = _estimate(estimate_llc_series, paths, load_factory(ns.model), (X, Y),
                            reuse_calibration=not ns.no_reuse_calibration, **common)
     series = dataclasses.replace(series, config={**series.config, "steps_from": STEPS_FROM[steps_from]})
+    _note_other_results(out, single=False)
     if out is not None:
         atomic_write_text(out / "llc_series.csv", series.to_csv())
         write_json(
