@@ -374,10 +374,11 @@ def _drifting(lam: np.ndarray) -> bool:
     h = lam.shape[1] // 2
     if lam.shape[0] < 2 or h < 2:
         return False
-    first, second = lam[:, :h].mean(axis=1), lam[:, h:].mean(axis=1)
-    d = second - first
-    se = float(np.std(d, ddof=1)) / math.sqrt(len(d))
-    return bool(d.mean() > 3 * se and d.mean() > 0.1 * max(float(second.mean()), 1e-12))
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging chain's huge draws: no verdict (NaN)
+        first, second = lam[:, :h].mean(axis=1), lam[:, h:].mean(axis=1)
+        d = second - first
+        se = float(np.std(d, ddof=1)) / math.sqrt(len(d))
+        return bool(d.mean() > 3 * se and d.mean() > 0.1 * max(float(second.mean()), 1e-12))
 
 
 def _coupled(

@@ -127,3 +127,19 @@ def test_coupled_check_burns_in_for_two_autocorrelation_times(ess, burn):
                                             0, 1000, 0.0, 10.0, None, **kw)
     assert bias["continued_draws"] == burn + 250 and continued.shape == (2, burn + 250)
     assert bias["coupled_steps"] == 250 and bias["gradients"] == 3 * (burn + 250)
+
+
+def test_the_drift_check_reads_growing_chains_and_stays_quiet_on_diverging_ones():
+    import warnings
+
+    from slt_tms.estimators.sgld_bias import _drifting
+
+    rng = np.random.default_rng(0)
+    flat = 5.0 + 0.1 * rng.normal(size=(4, 40))
+    growing = flat + np.linspace(0.0, 3.0, 40)  # the second half's mean about 1.5 (30%) above the first's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings from a chain at 1e308
+        assert not _drifting(flat) and _drifting(growing)
+        huge = flat.copy()
+        huge[0, 20:] = 1e308
+        assert not _drifting(huge)
