@@ -290,3 +290,25 @@ def test_cli_parser_has_dynamics_commands():
     assert args.quick and args.seeds == 2 and args.executor == "dask" and args.dask_address == "tcp://h:8786"
     args = build_parser().parse_args(["dynamics", "llc", "x", "--extra", "3"])
     assert args.dir == "x" and args.extra == 3
+
+
+def test_a_checkpoint_on_its_way_down_is_unclassified_until_it_reaches_a_level(points):
+    """The descent from a random start is not named after the basin it will reach: SGD checkpoints are
+    classified by the short flow only (the second, accelerated stage, meant for thermal draws, carried a
+    random initialisation at L = 0.247 to the 4++ level 0.097)."""
+    from slt_tms.analysis.plateaus import SGD_TOLERANCES, analyze_run
+    from slt_tms.theory.symbolic import population_loss_flat
+
+    start = torch.stack([initial_point(DynamicsConfig(init="random"), s) for s in range(4)])
+    loss = population_loss_flat(start.double(), C, 2)
+    levels = [p.loss for p in points]
+    assert float(loss.min()) > max(levels) + 0.04  # above every level: nothing to name yet
+    on_level = torch.stack([p.flat() for p in points[:2]])  # two checkpoints at a critical point
+    ck = torch.cat([start, on_level.to(start.dtype)])
+    record = {"seed": 0, "checkpoint_steps": list(range(6)), "steps": list(range(6)),
+              "losses": [float(x) for x in population_loss_flat(ck.double(), C, 2)],
+              "tensors": {"checkpoints": ck}}
+    names = analyze_run(record, points).classifications.names
+    assert list(names[:4]) == [UNCLASSIFIED] * 4
+    assert [str(n) for n in names[4:]] == [points[0].name, points[1].name]
+    assert SGD_TOLERANCES.refine_steps == 0

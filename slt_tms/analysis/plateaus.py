@@ -21,6 +21,7 @@ from slt_tms.analysis.kgon_classify import UNCLASSIFIED, Classification, Classif
 from slt_tms.theory.critical_point import CriticalPoint
 
 __all__ = [
+    "SGD_TOLERANCES",
     "Plateau",
     "RunAnalysis",
     "Segment",
@@ -277,6 +278,13 @@ class RunAnalysis:
         }
 
 
+#: The classifier's settings for SGD checkpoints: the short flow only. Its second, accelerated stage is
+#: for thermal posterior draws that sit far above their level; on a training run it carried every
+#: checkpoint of the descent from the random start to the basin the run later reaches (a random
+#: initialisation at L = 0.247 was named 4++, level 0.097), so a family's first step read 0.
+SGD_TOLERANCES = ClassifyTolerances(refine_steps=0)
+
+
 def analyze_run(
     record: Mapping[str, Any],
     points: Sequence[CriticalPoint],
@@ -288,10 +296,11 @@ def analyze_run(
     """Classify every checkpoint of a run (a training record with ``config``, ``seed``, ``steps``,
     ``losses``, ``checkpoint_steps`` and ``tensors["checkpoints"]``) with the one classifier, find the
     segments, transitions and plateaus (on the logged training-loss curve; each labelled by the majority
-    family of the checkpoints inside it)."""
+    family of the checkpoints inside it). ``tolerances`` defaults to :data:`SGD_TOLERANCES` (the short
+    flow only: a checkpoint on its way down is unclassified until it reaches a level)."""
     ck = record["tensors"]["checkpoints"]
     steps = np.asarray(record["checkpoint_steps"], dtype=np.int64)
-    cls = classify(ck, points, tolerances=tolerances)
+    cls = classify(ck, points, tolerances=tolerances if tolerances is not None else SGD_TOLERANCES)
     pop = np.asarray(cls.loss_start, dtype=float)
     labels = [None if nm == UNCLASSIFIED else str(nm) for nm in cls.names]
     segs = segments(steps, labels, pop, min_checkpoints=min_checkpoints)
