@@ -41,3 +41,18 @@ def test_ctrl_c_ends_with_one_line_and_status_130(capsys, monkeypatch):
     assert main(["llc", "--tms-critical", "6", "--c", "6"]) == 130
     err = capsys.readouterr().err
     assert err == "slt-tms: interrupted\n"
+
+
+def test_theory_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    import slt_tms.commands.theory as theory
+
+    def no_work(*a, **k):
+        raise AssertionError("the critical points were computed before the --output check")
+
+    monkeypatch.setattr(theory, "critical_point_rows", no_work)
+    for target, words in ((tmp_path, "is a directory; give a file name"),
+                          (tmp_path / "missing" / "x.csv", "does not exist; create it")):
+        assert main(["theory", "critical-points", "--c", "3", "--format", "csv", "--output",
+                     str(target)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -524,6 +524,63 @@ def test_cli_bad_input(hand_points, tmp_path, capsys):
     assert ">= 2" in capsys.readouterr().err
     assert main(["phases", "predict", "--c", "4", "--phases", "9", "--quiet"]) == 2
     assert "unknown phase" in capsys.readouterr().err
+    for flag, value, words in (("--n", "30,inf", "whole numbers"), ("--n", "30.7,100", "whole numbers"),
+                               ("--num-chains", "1", "integer >= 2"), ("--pop-chains", "1", "integer >= 2"),
+                               ("--basin-chains", "1", "integer >= 2")):
+        with pytest.raises(SystemExit):
+            main(["phases", "sample", "--c", "4", flag, value, "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert flag in err and words in err and "Traceback" not in err, err
+
+
+def test_cli_predict_leaves_out_estimates_that_are_not_trustworthy(hand_points, monkeypatch, tmp_path, capsys):
+    """--lambda estimate: an estimate flagged NOT TRUSTWORTHY, or negative, does not enter the prediction
+    (a 4-gon estimated at -4.7 with escaped chains made a confident wrong phase sequence)."""
+    import json
+    from types import SimpleNamespace
+
+    import slt_tms.commands.phases as cmd
+    from slt_tms.cli import main
+
+    fake = {
+        "4": SimpleNamespace(llc=6.1, se=0.2, ok=True, flags=(), rhat=1.004, ess=500.0),
+        "3+": SimpleNamespace(llc=-4.7, se=0.3, ok=False, flags=("chains escaped",), rhat=1.3, ess=40.0),
+        "2++": SimpleNamespace(llc=3.0, se=0.2, ok=True, flags=(), rhat=1.002, ess=600.0),
+    }
+    monkeypatch.setattr(cmd, "estimate_llc", lambda p, **kw: fake[p.name])
+    args = ["phases", "predict", "--c", "4", "--lambda", "estimate", "--constant", "point", "--quiet",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    pred = json.loads((tmp_path / "prediction.json").read_text())
+    assert [p["name"] for p in pred["phases"]] == ["4", "2++"]
+    assert any("3+" in n and "LEFT OUT" in n and "NOT TRUSTWORTHY" in n for n in pred["notes"])
+    # every estimate untrusted: no prediction, one line saying why
+    for r in fake.values():
+        r.ok = False
+    assert main(args) == 2
+    assert "no phase has a trustworthy, non-negative estimated learning coefficient" in capsys.readouterr().err
+    # names holding a comma are matched whole; negative or NaN --num-se is refused
+    assert cmd.split_phase_names("4+,1-,5 6", {"4+,1-": 0, "5": 0, "6": 0}) == ["4+,1-", "5", "6"]
+    for bad in ("-2", "nan"):
+        with pytest.raises(SystemExit):
+            main(["phases", "predict", "--c", "4", "--num-se", bad, "--quiet"])
+        assert "--num-se" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="num_se"):
+        crossover(("a", 0.1, 2.0), ("b", 0.05, 5.0), num_se=-1.96)
+    with pytest.raises(ValueError, match="lambda -3 < 0"):
+        PhaseRecord(name="a", loss=0.07, lambda_=-3.0)
+
+
+def test_cli_predict_at_c4_says_there_is_no_theoretical_lambda(monkeypatch, capsys):
+    import slt_tms.commands.phases as cmd
+    from slt_tms.cli import main
+
+    pts = [_hand_point(4, 0, c=4, length=1.0, bias=0.0, lam=None)]
+    monkeypatch.setattr(cmd, "_critical_points", lambda c, progress: pts)
+    assert main(["phases", "predict", "--c", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no chosen phase has a theoretical learning coefficient at c = 4; use --lambda estimate" in err
+    assert "--phases" not in err  # no phase to choose instead
 
 
 def test_cli_sample_without_any_lambda(monkeypatch, tmp_path, capsys):

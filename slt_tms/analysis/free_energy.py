@@ -83,7 +83,7 @@ class PhaseRecord:
     loss : float
         Population loss :math:`L(w^*)` of the critical point.
     lambda_ : float
-        Learning coefficient :math:`\lambda` (theory, or an estimate).
+        Learning coefficient :math:`\lambda` (theory, or an estimate), at least 0.
     lambda_se : float
         Standard error of ``lambda_`` (0 for theory values).
     log_prior : float
@@ -121,6 +121,12 @@ class PhaseRecord:
                     "learning coefficient (theory or estimate) before computing free energies"
                 )
             object.__setattr__(self, attr, float(v))
+        if self.lambda_ < 0:
+            raise ValueError(
+                f"phase {self.name!r} has lambda {self.lambda_:g} < 0: a learning coefficient is at least 0 "
+                "(a negative estimate is no learning coefficient: its chains left the basin of the point or "
+                "it is not a minimum); leave the phase out or estimate it again"
+            )
         for attr in ("lambda_se", "log_prior_se"):
             se = getattr(self, attr)
             if se is None or not math.isfinite(float(se)) or float(se) < 0:
@@ -485,6 +491,7 @@ def crossover(
     pa, pb = as_phases([a, b])
     if not (n_min >= 2 and n_max > n_min):
         raise ValueError(f"need 2 <= n_min < n_max, got n_min={n_min}, n_max={n_max}")
+    _check_num_se(num_se)
     if pb.loss > pa.loss or (pb.loss == pa.loss and pb.lambda_ > pa.lambda_):
         pa, pb = pb, pa
     A = pb.loss - pa.loss
@@ -575,6 +582,15 @@ def phase_sequence(
     return seq
 
 
+def _check_num_se(num_se: float) -> None:
+    """The interval's half-width in standard errors: a finite number >= 0 (a negative one reversed the
+    interval, a NaN gave (inf, inf))."""
+    if isinstance(num_se, bool) or not isinstance(num_se, int | float | np.floating | np.integer) or not (
+        math.isfinite(num_se) and num_se >= 0
+    ):
+        raise ValueError(f"num_se must be a finite number >= 0 (1.96 for a 95% interval), got {num_se!r}")
+
+
 def _prediction_block(ps: list[PhaseRecord], num_se: float, n_min: float, n_max: float) -> dict[str, Any]:
     xs = crossovers(ps, num_se=num_se)
     seq = phase_sequence(ps, n_min=n_min, n_max=n_max)
@@ -599,6 +615,7 @@ def prediction(phases: Iterable[PhaseLike], *, num_se: float = 1.96, n_min: floa
     the terms of the constant, crossovers, sequence). ``constant`` names the variant of ``phases``
     itself (the top-level entries).
     """
+    _check_num_se(num_se)
     ps = as_phases(phases)
     out = _prediction_block(ps, num_se, n_min, n_max)
     out["num_se"] = num_se

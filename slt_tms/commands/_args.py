@@ -49,6 +49,12 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1, "a positive integer")
 
 
+def replica_count(text: str) -> int:
+    """An integer >= 2 (argparse type): replica sets whose spread makes an interval (a bootstrap over one
+    dataset gives a zero-width '95%' interval)."""
+    return _int_at_least(text, 2, "an integer >= 2 (intervals come from the spread between replicas)")
+
+
 def nonneg_int(text: str) -> int:
     """An integer >= 0 (argparse type)."""
     return _int_at_least(text, 0, "a non-negative integer")

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from slt_tms.analysis.free_energy import PhaseRecord, prediction
 from slt_tms.analysis.phase_constant import VARIANTS
 from slt_tms.commands._args import add_command
+from slt_tms.commands._args import nonneg_float as _nonneg_float
 from slt_tms.commands._args import nonneg_int as _nonneg_int
 from slt_tms.commands._args import positive_int as _positive_int
+from slt_tms.commands._args import replica_count as _replica_count
 from slt_tms.commands._phases_tables import (
     comparison_rows,
     comparison_table,
@@ -54,14 +58,47 @@ DEFAULT_GRID = (30, 50, 75, 100, 150, 200, 300, 400, 500, 700, 1000, 1500, 2000)
 
 def _int_list(text: str) -> list[int]:
     try:
-        values = [int(float(v)) for v in text.split(",") if v.strip()]
+        raw = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    odd = [v for v in raw if not math.isfinite(v) or v != int(v)]
+    if odd:
+        raise argparse.ArgumentTypeError(f"sample sizes must be whole numbers, got {odd} in {text!r}")
+    values = [int(v) for v in raw]
     if not values:
         raise argparse.ArgumentTypeError("the list of sample sizes is empty; give e.g. --n 100,200,400")
     if any(v < 2 for v in values):
         raise argparse.ArgumentTypeError(f"sample sizes must be >= 2, got {values}")
     return values
+
+
+class NoLearningCoefficient(ValueError):
+    """No chosen phase has a learning coefficient the prediction can use (``phases sample`` then samples
+    without a prediction)."""
+
+
+def split_phase_names(text: str, known: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """The phase names in ``text``, separated by commas or spaces. Names that hold a comma themselves
+    (``4+,1-``: a 4-gon with one dead column of positive bias and one switched-off vertex) are matched
+    against ``known`` first, the longest that fits.
+
+    Examples
+    --------
+    >>> split_phase_names("6,4+,1-, 5", ["6", "5", "4+", "4+,1-"])
+    ['6', '4+,1-', '5']
+    """
+    parts = [t for t in text.replace(" ", ",").split(",") if t.strip()]
+    names, i = [], 0
+    while i < len(parts):
+        for j in range(len(parts), i, -1):  # the longest run of parts that names a known phase
+            if ",".join(parts[i:j]) in known:
+                names.append(",".join(parts[i:j]))
+                i = j
+                break
+        else:
+            names.append(parts[i])
+            i += 1
+    return names
 
 
 def _critical_points(c: int, progress: bool | None):
@@ -72,14 +109,17 @@ def _phase_records(args: argparse.Namespace, points) -> tuple[list, dict[str, li
     """PhaseRecords of the chosen points in the primary variant (``--constant``), the records of every
     variant of the O(1) term (:data:`VARIANTS`), and notes on what was left out."""
     notes = []
+    points_all = list(points)
     if args.phases:
-        wanted = [s.strip() for s in args.phases.split(",") if s.strip()]
         known = {p.name: p for p in points}
+        wanted = split_phase_names(args.phases, known)
         missing = [w for w in wanted if w not in known]
         if missing:
-            raise ValueError(f"unknown phase(s) {missing} for c = {args.c}; known: {', '.join(known)}")
+            raise ValueError(f"unknown phase(s) {missing} for c = {args.c}; known: {' '.join(known)} "
+                             "(separate names by commas or spaces)")
         points = [known[w] for w in wanted]
     lambdas: dict[str, tuple[float | None, float]] = {}
+    untrusted = []
     if args.lambda_source == "theory":
         left_out = []
         for p in points:
@@ -97,19 +137,36 @@ def _phase_records(args: argparse.Namespace, points) -> tuple[list, dict[str, li
             points = points[: args.num_estimate]
         for p in points:
             res = estimate_llc(p, n=args.estimate_n, seed=args.seed, progress=args.progress)
-            lambdas[p.name] = (float(res.llc), float(res.se))
+            usable = res.ok and res.llc >= 0
+            if usable:
+                lambdas[p.name] = (float(res.llc), float(res.se))
+            else:
+                untrusted.append(p.name)
             notes.append(
                 f"{p.name}: lambda estimated {res.llc:.3f} +- {res.se:.3f} (n = {args.estimate_n}, "
                 f"R-hat {res.rhat:.3f}, ESS {res.ess:.0f}"
                 + ("" if res.ok else ", NOT TRUSTWORTHY: " + "; ".join(res.flags))
+                + ("" if res.ok or res.llc >= 0 else "; negative: no learning coefficient")
                 + f"); theory {p.lambda_theory}"
+                + ("" if usable else "; LEFT OUT of the prediction")
             )
         notes.append(
             "full constant with estimated lambda: K_a is the Laplace constant of exponent d_nz/2 (defined "
             "only for minimally singular points); pairing it with an estimated lambda mixes conventions"
         )
+    if untrusted:
+        notes.append("left out, estimate not trustworthy or negative (see above): " + ", ".join(untrusted))
+    if not lambdas and args.lambda_source == "theory":
+        have = [p.name for p in points_all if p.lambda_theory is not None]
+        raise NoLearningCoefficient(
+            f"no chosen phase has a theoretical learning coefficient at c = {args.c}; use --lambda estimate"
+            + (f" or choose among {' '.join(have)} with --phases" if have and args.phases else "")
+        )
     if not lambdas:
-        raise ValueError("no phase has a learning coefficient; use --lambda estimate or choose --phases")
+        raise NoLearningCoefficient(
+            "no phase has a trustworthy, non-negative estimated learning coefficient (the notes of each "
+            "estimate say why); raise --estimate-n or choose other --phases"
+        )
     variants: dict[str, list] = {}
     for key in VARIANTS:
         recs, skipped = [], []
@@ -197,7 +254,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "at each critical point (default: theory)",
     )
     p.add_argument(
-        "--phases", default=None, help="comma-separated phase names to use (default: all with lambda)"
+        "--phases", default=None,
+        help="phase names to use, separated by commas or spaces, e.g. '6,5,4+,1-' (names holding a comma "
+        "are matched whole; default: all with lambda)"
     )
     p.add_argument(
         "--constant",
@@ -208,7 +267,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "+ copies + flat-region mass), point (log phi at dead bias -1); every variant is reported side by "
         "side, and none of them is right at the n of the TMS switches (default: paper)",
     )
-    p.add_argument("--num-se", type=float, default=1.96, help="interval half-width in standard errors")
+    p.add_argument("--num-se", type=_nonneg_float, default=1.96,
+                   help="interval half-width in standard errors (a finite number >= 0)")
     p.add_argument(
         "--estimate-n",
         type=_positive_int,
@@ -276,9 +336,7 @@ def _sample_run(args: argparse.Namespace) -> int:
     try:  # the prediction first: bad --phases fail before the sampling
         records, variants, notes = _phase_records(args, points)
         pred = _prediction(records, args, variants)
-    except ValueError as exc:
-        if "no phase has a learning coefficient" not in str(exc):
-            raise
+    except NoLearningCoefficient as exc:
         records, notes = [], [f"no prediction: {exc}"]
         pred = {"phases": [], "crossovers": [], "sequence": [], "lambda_source": args.lambda_source}
     basin_draws = args.basin_draws or d["basin_draws"]
@@ -447,7 +505,7 @@ def _register_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="short run: 8 datasets x 200 draws, 200 warmup")
     p.add_argument(
         "--num-chains",
-        type=_positive_int,
+        type=_replica_count,
         default=None,
         help="datasets: independent replica sets, each with its own dataset and starts (default 16; 8 with "
         "--quick)",
@@ -475,11 +533,11 @@ def _register_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--pop-chains",
-        type=_positive_int,
+        type=_replica_count,
         default=None,
         help="replicas of the population-loss occupancy that anchors the finite-n prediction (default 8)",
     )
-    p.add_argument("--basin-chains", type=_positive_int, default=4,
+    p.add_argument("--basin-chains", type=_replica_count, default=4,
                    help="basin-restricted chains per phase and n (default 4)")
     p.add_argument("--basin-draws", type=_positive_int, default=None,
                    help="basin-restricted draws per chain (default 200 with --quick, else 600)")

@@ -99,6 +99,10 @@ def _critical_points_handler(args: argparse.Namespace) -> int:
     import io
     import json
 
+    if args.output:
+        from slt_tms.io.atomic import prepare_output_file
+
+        prepare_output_file(args.output)  # before the work: a bad path is one line, not a late traceback
     rows = critical_point_rows(args.c, False if args.quiet else None)
     if args.format == "json":
         text = json.dumps({"c": args.c, "r": 2, "points": rows}, indent=2) + "\n"

@@ -22,6 +22,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "prepare_output_dir",
+    "prepare_output_file",
     "remove_stale_temporaries",
     "save_figure",
     "sha256",
@@ -179,4 +180,26 @@ def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"--out {p}: {probe} is a file, not a directory; choose another --out")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write into --out {p}: {probe} is not writable; choose a writable directory")
+    return p
+
+
+def prepare_output_file(path: str | os.PathLike[str], flag: str = "--output") -> Path:
+    """Check, BEFORE any work is done, that the file ``path`` can be written (atomically: a temporary
+    file beside it, then a rename): it is not a directory, and its directory exists and is writable.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``flag``, what is wrong and what to do.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {p} is a directory; give a file name, e.g. {p / 'points.csv'}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(
+            f"{flag} {p}: the directory {parent} does not exist; create it or choose another path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {flag} {p}: {parent} is not writable; choose a writable directory")
     return p
