@@ -312,3 +312,14 @@ def test_a_checkpoint_on_its_way_down_is_unclassified_until_it_reaches_a_level(p
     assert list(names[:4]) == [UNCLASSIFIED] * 4
     assert [str(n) for n in names[4:]] == [points[0].name, points[1].name]
     assert SGD_TOLERANCES.refine_steps == 0
+
+
+def test_a_run_whose_sgd_diverged_says_so(tmp_path, capsys):
+    args = _tiny_run(tmp_path, 1)
+    args[args.index("--lr") + 1] = "1e6"
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "DIVERGED from step" in out and "warning: seed 0: SGD diverged" in err and "lower --lr" in err
+    analysis = json.loads((tmp_path / "analysis.json").read_text())
+    reasons = [c["reason"] for c in analysis["runs"][0]["classifications"]]
+    assert any("at the point itself" in r for r in reasons), reasons

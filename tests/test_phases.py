@@ -533,7 +533,7 @@ def test_cli_bad_input(hand_points, tmp_path, capsys):
         assert flag in err and words in err and "Traceback" not in err, err
 
 
-def test_cli_predict_leaves_out_estimates_that_are_not_trustworthy(hand_points, monkeypatch, tmp_path, capsys):
+def test_cli_predict_leaves_out_untrusted_estimates(hand_points, monkeypatch, tmp_path, capsys):
     """--lambda estimate: an estimate flagged NOT TRUSTWORTHY, or negative, does not enter the prediction
     (a 4-gon estimated at -4.7 with escaped chains made a confident wrong phase sequence)."""
     import json
@@ -558,7 +558,8 @@ def test_cli_predict_leaves_out_estimates_that_are_not_trustworthy(hand_points, 
     for r in fake.values():
         r.ok = False
     assert main(args) == 2
-    assert "no phase has a trustworthy, non-negative estimated learning coefficient" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no phase has a trustworthy, non-negative estimated learning coefficient" in err
     # names holding a comma are matched whole; negative or NaN --num-se is refused
     assert cmd.split_phase_names("4+,1-,5 6", {"4+,1-": 0, "5": 0, "6": 0}) == ["4+,1-", "5", "6"]
     for bad in ("-2", "nan"):

@@ -299,7 +299,9 @@ def _name(
     for s in range(loss.size):
         key = (int(k[s]), int(sigma[s]), int(phi[s]))
         cands = by_key.get(key, [])
-        if not math.isfinite(loss[s]):
+        if not math.isfinite(loss_start[s]):
+            reason[s] = "non-finite loss at the point itself (the training or sampling that made it diverged)"
+        elif not math.isfinite(loss[s]):
             reason[s] = "non-finite loss: the gradient flow diverged (a start far from every critical point)"
         elif not cands:
             reason[s] = (

@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from slt_tms.analysis.plateaus import bayesian_ordering, dynamical_ordering
 from slt_tms.commands._args import nonneg_int, positive_int
@@ -41,6 +44,14 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
         "--max-workers", type=positive_int, default=None, help="worker processes (default: all cores)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def diverged_at(analysis: Any) -> int | None:
+    """The first checkpoint step whose population loss is non-finite or above 1e6 (SGD blew up: the
+    TMS loss of a trained or random start is below 1), or None."""
+    pop = np.asarray(analysis.population_losses, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(pop) | (pop > 1e6))
+    return int(analysis.checkpoint_steps[bad[0]]) if bad.size else None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -231,10 +242,17 @@ def _run(args: argparse.Namespace) -> int:
         f"{sum(secs) / len(secs):.1f} s per seed (mean){cpu}; total wall {wall:.1f} s"
     )
     for a in run.analyses:
+        blown = diverged_at(a)
         print(
             f"  seed {a.seed}: {' -> '.join(a.path) or '(nothing classified)'}"
             f"  [{len(a.transitions)} transitions, {len(a.unclassified)} unclassified stretches]"
+            + (f"  DIVERGED from step {blown}" if blown is not None else "")
         )
+        if blown is not None:
+            sys.stderr.write(
+                f"warning: seed {a.seed}: SGD diverged (population loss non-finite or above 1e6 from step "
+                f"{blown}); lower --lr (now {config.lr:g})\n"
+            )
     print("transition counts:")
     print(run.counts_table())
     print(f"outputs in {out}")

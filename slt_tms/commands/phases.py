@@ -416,7 +416,9 @@ def _sample_run(args: argparse.Namespace) -> int:
                  f"{'per-dataset median':>19} {'sd':>6}")
     for sw, pd in zip(switches, per_dataset, strict=True):
         obs = fmt_n(sw.n_switch) if sw.n_switch is not None else f"({sw.position} grid)"
-        ci = "-" if sw.interval is None else f"[{fmt_n(sw.interval[0])}, {fmt_n(sw.interval[1])}]"
+        ci = ("-" if sw.interval is None
+              else f"(only {sw.frac_crossing:.1%} cross)" if sw.frac_crossing < 0.5  # no interval to speak of
+              else f"[{fmt_n(sw.interval[0])}, {fmt_n(sw.interval[1])}]")
         lines.append(f"{sw.low_n + '->' + sw.high_n:<12} {obs:>10} {ci:>20} {sw.frac_crossing:>6.2f} "
                      f"{fmt_n(pd['median']):>19} {fmt_n(pd['sd']):>6}")
     if sensitivity:
