@@ -376,4 +376,24 @@ def test_a_single_estimate_into_a_series_directory_says_it_goes_beside_it(files,
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "already holds llc_series.csv, llc_series.json of an earlier series of checkpoints" in err
+    assert "already holds llc.json and llc.nc of an earlier estimate; this run replaces them" in err
     assert {"llc.json", "llc.nc", "llc_series.csv", "llc_series.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_steps_are_read_after_step_words_and_repeated_steps_are_refused(files, tmp_path, capsys, monkeypatch):
+    """step20_lr1e-3.pt is step 20, not the 3 of its learning rate; two names that read as one step are
+    refused before any work (every row read step 3 and the calibration came from the untrained one)."""
+    import shutil
+
+    from slt_tms.estimators.series import step_from_name
+
+    names = ("step5_lr1e-3.pt", "step300_lr1e-3.pt", "epoch-7_loss0.31.pt", "ckpt_step000120.safetensors",
+             "model_500.pt")
+    assert [step_from_name(n) for n in names] == [5, 300, 7, 120, 500]
+    d = tmp_path / "twice"
+    d.mkdir()
+    for nm in ("run1_lr3.safetensors", "run2_lr3.safetensors"):
+        shutil.copy(files["ckpt"], d / nm)
+    _nothing_runs(monkeypatch)
+    err = _refused([*_base(files, *sorted(d.iterdir())), *TINY, "--out", str(tmp_path / "o")], capsys)
+    assert "both read as training step 3" in err and "name each checkpoint with its own step" in err

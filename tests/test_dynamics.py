@@ -165,6 +165,9 @@ def test_transition_counts_and_orderings(points):
     assert by_loss["order"] == ["4++", "5", "5+"]  # no lambda for the 4-gon (not C^2): order by loss
     with_lam = bayesian_ordering(points, ["5+", "4++"], lambdas={"4++": 4.5, "5+": 6.5, "5": 5.6})
     assert with_lam["order"][0] == "4++" and "free energy" in with_lam["method"]
+    # a negative plateau estimate is no learning coefficient: not used (the order falls back to the loss)
+    negative = bayesian_ordering(points, ["5+", "4++"], lambdas={"4++": -10.8})
+    assert negative["method"] == "loss (decreasing)" and "4++" not in negative["lambdas"]
 
 
 def test_config_validation_and_initial_point():

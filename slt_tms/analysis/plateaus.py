@@ -396,8 +396,8 @@ def bayesian_ordering(
     for p in sel:
         if p.lambda_theory is not None and math.isfinite(p.lambda_theory):
             lam[p.name] = float(p.lambda_theory)
-        elif lambdas and p.name in lambdas and math.isfinite(lambdas[p.name]):
-            lam[p.name] = float(lambdas[p.name])
+        elif lambdas and p.name in lambdas and math.isfinite(lambdas[p.name]) and lambdas[p.name] >= 0:
+            lam[p.name] = float(lambdas[p.name])  # (a negative estimate is no learning coefficient)
     by_loss = [p.name for p in sorted(sel, key=lambda p: -p.loss)]
     if len(lam) == len(sel) and len(sel) >= 2:
         seq = phase_sequence([(p.name, float(p.loss), lam[p.name]) for p in sel], n_max=n_max,

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from slt_tms.estimators.series import step_from_name, unnumbered_among_numbered
+from slt_tms.estimators.series import refuse_repeated_steps, step_from_name, unnumbered_among_numbered
 
 __all__ = [
     "FLAG_FIELDS",
@@ -167,7 +167,8 @@ def refuse_full_batch(batch_size: int | None, rows: int, what: str) -> None:
 
 
 #: How the steps of a series were found (recorded as ``steps_from`` in ``llc_series.json``).
-STEPS_FROM = {"names": "the last number in each file name", "order": "the files' order as given (0, 1, ...)"}
+STEPS_FROM = {"names": "the step number in each file name (after 'step', 'iter', 'epoch' or 'ckpt', else the "
+                       "last number)", "order": "the files' order as given (0, 1, ...)"}
 
 
 def series_steps(paths: list[Path]) -> tuple[list[int] | None, str]:
@@ -177,6 +178,7 @@ def series_steps(paths: list[Path]) -> tuple[list[int] | None, str]:
     if len(paths) < 2:
         return None, "names"
     if all(step_from_name(p.name) is not None for p in paths):
+        refuse_repeated_steps([p.name for p in paths], [step_from_name(p.name) or 0 for p in paths])
         return None, "names"
     bare = unnumbered_among_numbered([p.name for p in paths])
     if bare:

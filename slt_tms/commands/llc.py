@@ -222,10 +222,15 @@ def _lock_out(ns: argparse.Namespace, held: contextlib.ExitStack) -> Path | None
 
 
 def _note_other_results(out: Path | None, single: bool) -> None:
-    """Say so on stderr when ``--out`` already holds the other kind's results (a series' beside a single
-    estimate's, or the reverse): this run's files go beside them, and the directory then mixes two runs."""
+    """Say so on stderr when ``--out`` already holds an earlier single estimate's files (a single estimate
+    replaces them) or the other kind's results (a series' beside a single estimate's, or the reverse:
+    this run's files go beside them, and the directory then mixes two runs). A series run into its own
+    earlier --out resumes it, so its own files are expected there."""
     if out is None:
         return
+    if single and (out / "llc.json").exists():
+        sys.stderr.write(f"note: {out} already holds llc.json and llc.nc of an earlier estimate; this run "
+                         "replaces them (give another --out to keep both)\n")
     other = ("llc_series.csv", "llc_series.json") if single else ("llc.json", "llc.nc")
     found = [nm for nm in other if (out / nm).exists()]
     if found:

@@ -328,6 +328,10 @@ def run_groups(
                 elif cfg.num_draws is None and not tr.projection_warned:  # (whatever `warn`: it is live)
                     which = f" (nbeta {groups[gi].nbeta:g})" if G > 1 else ""
                     warn_if_out_of_budget(tr, cfg, which, groups[gi].nbeta, batches.kind == "minibatch")
+            shown = [tracks[gi] for gi in active]  # the bar shows where convergence stands after each block
+            rh = max((t.rhat for t in shown if math.isfinite(t.rhat)), default=math.nan)
+            es = min((t.ess for t in shown if math.isfinite(t.ess)), default=math.nan)
+            bar.set_postfix({"R-hat": f"{rh:.3f}", "ESS": f"{es:.0f}/{cfg.target_ess:g}"})
             if cfg.num_draws is None:  # the next block: what the slowest group still needs, +10%, capped
                 need = [draws_needed(tracks[gi], cfg) for pos, gi in enumerate(active) if pos not in retire]
                 if need:
@@ -489,7 +493,8 @@ def _result(
 ) -> LLCResult:
     C = cfg.num_chains
     bad = tr.bad if tr.bad is not None else np.zeros(C, dtype=bool)
-    error, excluded_flag = excluded(tr, threshold, float(tr.final_eps.mean()))
+    error, excluded_flag = excluded(tr, threshold, float(tr.final_eps.mean()), adapted=cfg.step_size is None,
+                                    anchor_loss=float(g.anchor_loss))
     if error is not None:
         raise ValueError(error)
     loss_kept = np.concatenate(tr.losses, axis=1)

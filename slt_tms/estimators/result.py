@@ -428,8 +428,10 @@ class LLCResult:
         return to_jsonable(out)
 
     def to_dict(self, traces: bool = True) -> dict[str, Any]:
-        """JSON-ready dictionary (with the ``(chain, draw)`` traces as nested lists if ``traces``)."""
-        out = self._fields()
+        """JSON-ready dictionary (with the ``(chain, draw)`` traces as nested lists if ``traces``), with
+        ``ok`` (no flag raised) for readers of the file alone; ``from_json`` ignores it (it follows from
+        ``flags``)."""
+        out = {**self._fields(), "ok": self.ok}
         if traces and self.trace is not None:
             out["traces"] = {
                 grp + "/" + k: to_jsonable(np.asarray(v.values))

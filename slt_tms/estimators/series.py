@@ -72,6 +72,7 @@ __all__ = [
     "SERIES_COLUMNS",
     "LLCSeries",
     "estimate_llc_series",
+    "refuse_repeated_steps",
     "step_from_name",
     "unnumbered_among_numbered",
     "warn_gradient_notes",
@@ -98,16 +99,42 @@ SERIES_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: A number right after one of these words in a checkpoint name is its training step (``step20_lr1e-3``:
+#: 20, not the 3 of the learning rate).
+_STEP_WORD = re.compile(r"(?:step|steps|iter|iteration|epoch|ckpt|checkpoint)[_\-=]?(\d+)", re.IGNORECASE)
+
+
 def step_from_name(name: str) -> int | None:
-    """The training step encoded in a checkpoint name: the last integer in it (None if there is none).
+    """The training step encoded in a checkpoint name (None if there is none): the number after the
+    last of the words step, iter, iteration, epoch, ckpt or checkpoint (``_``, ``-`` or ``=``
+    between them allowed), else the last integer in the name.
 
     Examples
     --------
     >>> step_from_name("ckpt_step000120.safetensors"), step_from_name("final.pt")
     (120, None)
+    >>> step_from_name("step20_lr1e-3.pt"), step_from_name("model_500.pt")
+    (20, 500)
     """
-    found = re.findall(r"\d+", Path(str(name)).stem)
+    stem = Path(str(name)).stem
+    keyed = _STEP_WORD.findall(stem)
+    if keyed:
+        return int(keyed[-1])
+    found = re.findall(r"\d+", stem)
     return int(found[-1]) if found else None
+
+
+def refuse_repeated_steps(names: Sequence[str], steps: Sequence[int]) -> None:
+    """Refuse a series whose names give two checkpoints the same step (its rows, order and calibration
+    would be wrong): one line naming them and the fix."""
+    seen: dict[int, str] = {}
+    for nm, st in zip(names, steps, strict=True):
+        if st in seen:
+            raise ValueError(
+                f"{seen[st]} and {nm} both read as training step {st} from their names: name each checkpoint "
+                "with its own step (e.g. step_200.pt), or give the steps (steps=[...] from Python)"
+            )
+        seen[st] = nm
 
 
 def unnumbered_among_numbered(names: Sequence[str]) -> list[str]:
@@ -279,6 +306,7 @@ def _names_and_steps(checkpoints: Sequence[Any], steps: Sequence[int] | None) ->
             step_from_name(nm) if isinstance(c, str | Path) and step_from_name(nm) is not None else i
             for i, (c, nm) in enumerate(zip(checkpoints, names, strict=True))
         ]
+        refuse_repeated_steps(names, steps)
     if len(steps) != len(checkpoints):
         raise ValueError(f"steps has {len(steps)} entries for {len(checkpoints)} checkpoints")
     return names, [int(s) for s in steps]

@@ -162,14 +162,25 @@ def absorb(tr: Track, g: Group, block: Any, rows: slice, exact: bool, threshold:
     return np.where(halve, 0.5, 1.0)
 
 
-def excluded(tr: Track, threshold: float, step_size: float) -> tuple[str | None, str | None]:
+def excluded(
+    tr: Track, threshold: float, step_size: float, adapted: bool = False, anchor_loss: float = math.nan
+) -> tuple[str | None, str | None]:
     """What a result says of the chains it excluded: the error when every chain is out (none sampled),
-    else the flag naming the diverged and the stuck ones (None where there are none)."""
+    else the flag naming the diverged and the stuck ones (None where there are none). ``adapted``: the
+    step size came from the warmup's adaptation (a smaller one is then no remedy the user can give)."""
     bad = tr.bad if tr.bad is not None else np.zeros(0, dtype=bool)
     stuck = tr.stuck if tr.stuck is not None else np.zeros_like(bad)
     C = bad.shape[0]
     fix = f"at step size {step_size:.3g}; use a smaller step_size (or step_size=None to adapt it)"
     if C and bad.all() and stuck.all():
+        if adapted:
+            at = f" (L(w*) = {anchor_loss:.3g})" if math.isfinite(anchor_loss) else ""
+            fix = (
+                f"at the step size the warmup adapted ({step_size:.3g}): the loss changes too abruptly "
+                f"around w*{at} for any step, e.g. a classifier so confident that its loss at w* rounds to "
+                "0 and jumps at the smallest move; check the model at w* (its logits), or compute in "
+                "float64 (dtype=torch.float64)"
+            )
         return f"none of the {C} chains moved: every proposal of a block of draws was rejected {fix}", None
     if C and bad.all():
         why = f"non-finite loss or nbeta*(L - L*) > {threshold:g}" + (", or every proposal rejected"

@@ -217,8 +217,8 @@ def llc_along_training(
                 }
             )
     fam: dict[str, list[float]] = {}
-    for p in pts_out:
-        if p.plateau and p.name is not None:
+    for p in pts_out:  # a family's lambda from its trustworthy, non-negative plateau estimates only
+        if p.plateau and p.name is not None and p.diagnostics.get("ok", True) and p.llc >= 0:
             fam.setdefault(p.name, []).append(p.llc)
     return LLCAlongTraining(
         tuple(pts_out),
@@ -230,7 +230,9 @@ def llc_along_training(
 
 @dataclass(frozen=True)
 class LLCAlongTraining:
-    """Estimates along training: every point, the transition comparisons, the mean per family."""
+    """Estimates along training: every point, the transition comparisons, and per family the mean of its
+    plateau estimates that are trustworthy and non-negative (a flagged or negative estimate is no learning
+    coefficient; a family without such an estimate is absent)."""
 
     points: tuple[LLCPoint, ...]
     transitions: tuple[dict[str, Any], ...]

@@ -304,6 +304,13 @@ def from_module(
             "with .mean())"
         )
     if not bool(torch.isfinite(value)):
+        bad = [k for k, p in module.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
+        if bad:
+            more = " ..." if len(bad) > 5 else ""
+            raise ValueError(
+                f"the model's parameters hold NaN or inf ({', '.join(bad[:5])}{more}): w* must be finite; "
+                "load a checkpoint from before the training diverged"
+            )
         raise ValueError(f"the loss at w* is not finite ({float(value)}) on the first rows of the data")
     # linear layers under MSE (the whole model, or a linear tail holding every sampled parameter): the full
     # batch from sufficient statistics; a purely linear model always vmaps, so it needs no probe below

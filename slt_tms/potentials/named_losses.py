@@ -236,6 +236,11 @@ def _check_targets(pred: Tensor, y: Tensor, loss: Any, all_targets: Tensor | Non
                     UserWarning,
                     stacklevel=4,
                 )
+            if y.dtype not in (torch.int64, torch.uint8):
+                raise ValueError(
+                    f"loss='cross_entropy': integer labels must be int64 (torch's cross-entropy takes no "
+                    f"{str(y.dtype).replace('torch.', '')}); pass Y.long()"
+                )
             labels = y if all_targets is None else all_targets
             lo, hi = int(labels.min()), int(labels.max())
             k = pred.shape[1]

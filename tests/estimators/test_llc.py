@@ -380,6 +380,22 @@ def test_chains_that_reject_every_proposal_stop_the_run_at_once(sampler):
         estimate_llc(pot, sampler=sampler, step_size=100.0, num_chains=2, max_draws=100_000, progress=False)
 
 
+def test_an_adapted_step_that_cannot_move_names_the_loss_not_the_step_size():
+    """A classifier so confident that its float32 loss at w* is 0 (weights x 1e4): every proposal is
+    rejected at the step size the warmup adapted; the error names the loss at w*, not a step size the user
+    never gave."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 2, generator=g)
+    y = (X[:, 0] > 0).long()
+    m = nn.Linear(2, 2)
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]) * 1e4)
+        m.bias.zero_()
+    with pytest.raises(ValueError, match=r"chains moved.*warmup adapted.*L\(w\*\) = 0\).*float64") as err:
+        estimate_llc(m, (X, y), loss="cross_entropy", num_chains=2, progress=False)
+    assert "smaller step_size" not in str(err.value)
+
+
 def test_a_stuck_chain_is_excluded_and_named_beside_a_diverged_one():
     """The flag of a result with excluded chains says which diverged and which stopped moving."""
     loss = np.array([[0.1, 0.2] * 30, [0.3] * 60, [np.inf] * 60, [0.1, 0.3] * 30])
@@ -561,6 +577,9 @@ def test_sgld_cost_and_progress_include_the_step_search_and_the_bias_check(monke
         def set_description(self, desc: str, refresh: bool = True) -> None:
             self.descriptions.append(desc)
 
+        def set_postfix(self, values: dict, refresh: bool = True) -> None:
+            self.postfixes = [*getattr(self, "postfixes", []), values]
+
         def close(self) -> None:
             pass
 
@@ -576,6 +595,9 @@ def test_sgld_cost_and_progress_include_the_step_search_and_the_bias_check(monke
     # warmup + draws + the check's coupled steps + the step search's (at least one round of 50 + 150)
     assert b.n == b.total >= 100 + 400 + coupled + 200, (b.n, b.total)
     assert any("step search" in t for t in b.descriptions) and any("bias check" in t for t in b.descriptions)
+    # after each block of draws the bar shows where convergence stands
+    last = b.postfixes[-1]
+    assert set(last) == {"R-hat", "ESS"} and last["ESS"].endswith("/400")
 
 
 @pytest.mark.filterwarnings("ignore:LLC estimate")

@@ -95,6 +95,13 @@ def test_bad_inputs_fail_before_sampling_with_a_fix():
         from_module(net, (X, Y[:, 0]), loss="mse")  # target (n,) against a prediction (n, 2)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\]"):
         from_module(net, (X, torch.tensor([0, 1, 2] * 13 + [0])), loss="cross_entropy")
+    broken = _net()
+    with torch.no_grad():
+        next(broken.parameters())[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"parameters hold NaN or inf \(.*weight\).*before the training"):
+        from_module(broken, (X, Y), loss="mse")
+    with pytest.raises(ValueError, match=r"labels must be int64 .*int32\); pass Y.long\(\)"):
+        from_module(net, (X, torch.tensor([0, 1] * 20, dtype=torch.int32)), loss="cross_entropy")
     one_logit = nn.Sequential(nn.Linear(3, 1)).double()
     with pytest.raises(ValueError, match=r"class axis of size >= 2.*shape \(40, 1\).*outputs two logits"):
         from_module(one_logit, (X, torch.zeros(40, dtype=torch.long)), loss="cross_entropy")
