@@ -397,3 +397,7 @@ def test_steps_are_read_after_step_words_and_repeated_steps_are_refused(files, t
     _nothing_runs(monkeypatch)
     err = _refused([*_base(files, *sorted(d.iterdir())), *TINY, "--out", str(tmp_path / "o")], capsys)
     assert "both read as training step 3" in err and "name each checkpoint with its own step" in err
+    from slt_tms.estimators.series import estimate_llc_series
+
+    with pytest.raises(ValueError, match="both read as training step 3"):  # the Python API alike
+        estimate_llc_series(sorted(d.iterdir()), lambda: torch.nn.Linear(3, 1), (files["x"], files["y"]))

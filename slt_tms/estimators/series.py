@@ -306,7 +306,8 @@ def _names_and_steps(checkpoints: Sequence[Any], steps: Sequence[int] | None) ->
             step_from_name(nm) if isinstance(c, str | Path) and step_from_name(nm) is not None else i
             for i, (c, nm) in enumerate(zip(checkpoints, names, strict=True))
         ]
-        refuse_repeated_steps(names, steps)
+        files_at = [i for i, c in enumerate(checkpoints) if isinstance(c, str | Path)]  # their steps only
+        refuse_repeated_steps([names[i] for i in files_at], [steps[i] for i in files_at])
     if len(steps) != len(checkpoints):
         raise ValueError(f"steps has {len(steps)} entries for {len(checkpoints)} checkpoints")
     return names, [int(s) for s in steps]
