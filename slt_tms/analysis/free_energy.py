@@ -34,6 +34,7 @@ from scipy.special import lambertw
 
 from slt_tms.analysis.phase_constant import VARIANTS, phase_constant, variant_log_constant
 from slt_tms.theory.critical_point import CriticalPoint
+from slt_tms.validation import check_float
 
 __all__ = [
     "Crossover",
@@ -491,7 +492,7 @@ def crossover(
     pa, pb = as_phases([a, b])
     if not (n_min >= 2 and n_max > n_min):
         raise ValueError(f"need 2 <= n_min < n_max, got n_min={n_min}, n_max={n_max}")
-    _check_num_se(num_se)
+    check_float("num_se", num_se, nonnegative=True)  # (negative: a reversed interval; NaN: (inf, inf))
     if pb.loss > pa.loss or (pb.loss == pa.loss and pb.lambda_ > pa.lambda_):
         pa, pb = pb, pa
     A = pb.loss - pa.loss
@@ -582,15 +583,6 @@ def phase_sequence(
     return seq
 
 
-def _check_num_se(num_se: float) -> None:
-    """The interval's half-width in standard errors: a finite number >= 0 (a negative one reversed the
-    interval, a NaN gave (inf, inf))."""
-    if isinstance(num_se, bool) or not isinstance(num_se, int | float | np.floating | np.integer) or not (
-        math.isfinite(num_se) and num_se >= 0
-    ):
-        raise ValueError(f"num_se must be a finite number >= 0 (1.96 for a 95% interval), got {num_se!r}")
-
-
 def _prediction_block(ps: list[PhaseRecord], num_se: float, n_min: float, n_max: float) -> dict[str, Any]:
     xs = crossovers(ps, num_se=num_se)
     seq = phase_sequence(ps, n_min=n_min, n_max=n_max)
@@ -615,7 +607,7 @@ def prediction(phases: Iterable[PhaseLike], *, num_se: float = 1.96, n_min: floa
     the terms of the constant, crossovers, sequence). ``constant`` names the variant of ``phases``
     itself (the top-level entries).
     """
-    _check_num_se(num_se)
+    check_float("num_se", num_se, nonnegative=True)  # (negative: a reversed interval; NaN: (inf, inf))
     ps = as_phases(phases)
     out = _prediction_block(ps, num_se, n_min, n_max)
     out["num_se"] = num_se

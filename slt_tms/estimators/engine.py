@@ -28,7 +28,13 @@ from slt_tms._progress import progress_bar
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, exact_localization
 from slt_tms.estimators.gradient_term import anchor_gradient, gradient_term
-from slt_tms.estimators.result import Calibration, LLCResult, gradient_term_note, lower_region_note
+from slt_tms.estimators.result import (
+    Calibration,
+    LLCResult,
+    gradient_note_due,
+    gradient_term_note,
+    lower_region_note,
+)
 from slt_tms.estimators.sgld_bias import (
     CURVATURE_ITERS,
     bias_flag,
@@ -549,7 +555,7 @@ def _result(
     lower = lower_region(tr, g, good, loss_kept)  # notes, not flags: the number is right where the chains
     grad_term = gradient_term(tr, good, g.nbeta, llc_hat)  # sampled
     notes = [lower_region_note(lower)] if lower is not None else []
-    notes += [gradient_term_note(grad_term)] if grad_term and grad_term["status"] != "negligible" else []
+    notes += [gradient_term_note(grad_term)] if gradient_note_due(grad_term) else []
     for note in notes if warn else []:
         warnings.warn(f"LLC estimate {llc_hat:.4g}: {note}", RuntimeWarning, stacklevel=4)
     eps_np = tr.final_eps.detach().cpu().double().numpy()

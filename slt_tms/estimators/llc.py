@@ -68,6 +68,7 @@ from slt_tms.estimators.result import (
     AsymptoticFit,
     Calibration,
     LLCResult,
+    gradient_note_due,
     gradient_term_note,
     lower_region_note,
 )
@@ -362,9 +363,9 @@ def _warn_notes(labelled: list[tuple[str, LLCResult]]) -> None:
     """One warning for the estimates whose rejected proposals reached below every kept draw, and one for
     those whose w* has a notable gradient (notes, not flags: the number is right for the region the chains
     sampled, and says what it is)."""
-    for key, note in (("lower_region", lower_region_note), ("gradient_term", gradient_term_note)):
-        found = [(label, r) for label, r in labelled
-                 if r.config.get(key) and (key != "gradient_term" or r.config[key]["status"] != "negligible")]
+    for key, note, due in (("lower_region", lower_region_note, bool),
+                           ("gradient_term", gradient_term_note, gradient_note_due)):
+        found = [(label, r) for label, r in labelled if due(r.config.get(key))]
         if found:
             warnings.warn(
                 "; ".join(f"LLC estimate {r.llc:.4g}{' (' + label + ')' if label else ''}: "

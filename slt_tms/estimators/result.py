@@ -23,7 +23,7 @@ from slt_tms.samplers.diagnostics import inference_data, read_netcdf
 
 __all__ = [
     "MISFIT_PVALUE", "SLOW_PROJECTION_RHAT", "AsymptoticFit", "Calibration", "LLCResult",
-    "gradient_term_note", "lower_region_note",
+    "gradient_note_due", "gradient_term_note", "lower_region_note",
 ]
 
 #: An asymptotic fit whose chi-square p-value falls below this has rungs scattered beyond their standard
@@ -37,6 +37,12 @@ MISFIT_PVALUE = 1e-2
 #: can look mixed while the chains still drift along that one direction; the estimate then scatters across
 #: seeds by more than its standard error says.
 SLOW_PROJECTION_RHAT = 1.05
+
+
+def gradient_note_due(t: dict[str, Any] | None) -> bool:
+    """Whether an estimate's first-order term (``config["gradient_term"]``) calls for a note: it was
+    computed and is notable or uncertain, not negligible."""
+    return bool(t) and t["status"] != "negligible"  # type: ignore[index]
 
 
 def gradient_term_note(t: dict[str, Any]) -> str:
@@ -308,7 +314,7 @@ class LLCResult:
         found = [(r.get("nbeta"), (r.get("config") or {}).get("gradient_term")) for r in rungs] if rungs \
             else [(None, self.config.get("gradient_term"))]
         found = [(nb, t) for nb, t in found if t]
-        if len(found) > 1 and all(t["status"] == "negligible" for _, t in found):  # a ladder: one line
+        if len(found) > 1 and not any(gradient_note_due(t) for _, t in found):  # a ladder: one line
             big = max(found, key=lambda x: abs(x[1]["term"]))[1]
             return [f"  gradient at w*  |grad L_n| {big['grad_norm']:.3g}, first-order term negligible at "
                     f"every rung (largest {big['term']:.4g} +/- {big['se']:.2g})"]
@@ -317,7 +323,7 @@ class LLCResult:
             se = f" +/- {t['se']:.2g}" if math.isfinite(t["se"]) else ""
             lines.append(
                 "  gradient at w*  " + (f"at nbeta {nb:.6g}: " if nb is not None else "")
-                + (gradient_term_note(t) if t["status"] != "negligible" else
+                + (gradient_term_note(t) if gradient_note_due(t) else
                    f"|grad L_n| {t['grad_norm']:.3g}, first-order term {t['term']:.4g}{se} (negligible)")
             )
         return lines

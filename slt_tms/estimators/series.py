@@ -62,10 +62,10 @@ from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import LLCConfig, default_nbeta
 from slt_tms.estimators.engine import Group, run_groups
 from slt_tms.estimators.llc import _resolve_config
-from slt_tms.estimators.result import Calibration, LLCResult
+from slt_tms.estimators.result import Calibration, LLCResult, gradient_note_due
 from slt_tms.io.checkpoints import load_state_dict_file
 from slt_tms.io.user_models import match_state_dict, state_dict_mismatch, wrapper_note
-from slt_tms.potentials import from_module, with_grad_mode
+from slt_tms.potentials import from_module, nonfinite_parameters, with_grad_mode
 from slt_tms.validation import check_device, check_int, check_seed
 
 __all__ = [
@@ -221,7 +221,7 @@ class LLCSeries:
         for row, r in zip(self.rows(), self.results, strict=True):
             status = "ok" if row["ok"] else "NOT TRUSTWORTHY: " + row["flags"]
             t = r.config.get("gradient_term")
-            if t and t["status"] != "negligible":
+            if gradient_note_due(t):
                 unsure = ", too uncertain to rule out 5% of it" if t.get("status") == "uncertain" else ""
                 status += f" (w* not critical: first-order term {t['term']:.3g} +/- {t['se']:.2g}{unsure})"
             lines.append(
@@ -271,7 +271,7 @@ def _check_inputs(
         if prefix is not None:
             prefixed.setdefault(prefix, []).append(name)
         label = name if name.startswith("checkpoint ") else f"checkpoint {name}"
-        bad = [k for k, p in model.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
+        bad = nonfinite_parameters(model)
         if bad:
             raise ValueError(f"{label}: parameters holding NaN or inf: {', '.join(bad)}")
         try:

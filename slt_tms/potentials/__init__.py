@@ -34,7 +34,14 @@ from slt_tms.potentials.base import (
     with_grad_mode,
 )
 from slt_tms.potentials.data import Batch, DataSource
-from slt_tms.potentials.module import LOSSES, causal_lm_loss, from_module, from_torchscript, select_parameters
+from slt_tms.potentials.module import (
+    LOSSES,
+    causal_lm_loss,
+    from_module,
+    from_torchscript,
+    nonfinite_parameters,
+    select_parameters,
+)
 from slt_tms.potentials.tms import from_critical_point, from_tms
 from slt_tms.theory.critical_point import CriticalPoint
 from slt_tms.validation import check_device
@@ -56,6 +63,7 @@ __all__ = [
     "from_tms",
     "from_torchscript",
     "is_potential",
+    "nonfinite_parameters",
     "restrict",
     "select_parameters",
     "with_grad_mode",

@@ -97,8 +97,26 @@ __all__ = [
     "causal_lm_loss",
     "from_module",
     "from_torchscript",
+    "nonfinite_parameters",
     "select_parameters",
 ]
+
+
+def nonfinite_parameters(module: nn.Module) -> list[str]:
+    """The names of the module's floating parameters that hold NaN or inf (a checkpoint saved after the
+    training diverged).
+
+    Examples
+    --------
+    >>> net = nn.Linear(2, 1)
+    >>> with torch.no_grad():
+    ...     net.bias.fill_(float("nan"))
+    Parameter containing:
+    tensor([nan], requires_grad=True)
+    >>> nonfinite_parameters(net)
+    ['bias']
+    """
+    return [k for k, p in module.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
 
 
 def select_parameters(module: nn.Module, params: Sequence[str] | None) -> list[str]:
@@ -304,7 +322,7 @@ def from_module(
             "with .mean())"
         )
     if not bool(torch.isfinite(value)):
-        bad = [k for k, p in module.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
+        bad = nonfinite_parameters(module)
         if bad:
             more = " ..." if len(bad) > 5 else ""
             raise ValueError(

@@ -241,7 +241,8 @@ def run_chains(
             if bar is not None:
                 bar.update(1)
             if stop_if is not None and (it + 1) % check_every == 0:
-                recent = {k: b[:, it + 1 - check_every : it + 1] for k, b in bufs.items() if k[:4] != "dir_"}
+                recent = {k: b[:, it + 1 - check_every : it + 1]
+                          for k, b in bufs.items() if not k.startswith("dir_")}
                 if stop_if(recent, it + 1):
                     taken = it + 1
                     break
