@@ -68,6 +68,9 @@ def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     [
         (["--multiplicity", "2"], "--multiplicity does nothing without a ladder"),
         (["--correction-exponent", "0.5"], "--correction-exponent does nothing without a ladder"),
+        (["--asymptotic-rse", "0.01"], "--asymptotic-rse does nothing without a ladder"),
+        (["--ladder", "1", "2", "--multiplicity", "2", "--asymptotic-rse", "0.01"],
+         "--asymptotic-rse does nothing with --multiplicity 2"),
         (["--ladder", "1", "2", "--multiplicity", "2", "--correction-exponent", "0.5"],
          "--correction-exponent does nothing with --multiplicity 2"),
         (["--preconditioner", "rmsprop"], "--preconditioner does nothing with HMC (--sampler auto on"),

@@ -105,7 +105,7 @@ def refuse_idle_options(ns: argparse.Namespace, overrides: dict[str, Any], *, cr
             raise ValueError("--ladder fits one checkpoint at a time, not a series: give one CHECKPOINT with "
                              "--ladder, or drop --ladder")
         ladder = overrides.get("ladder")
-    fit = given("multiplicity", "correction_exponent")
+    fit = given("multiplicity", "correction_exponent", "asymptotic_rse")
     if ladder is None and fit:
         they = " and ".join(fit)
         raise _idle(fit, f"without a ladder ({'it shapes' if len(fit) == 1 else 'they shape'} the asymptotic "
@@ -116,7 +116,11 @@ def refuse_idle_options(ns: argparse.Namespace, overrides: dict[str, Any], *, cr
         raise _idle(given("correction_exponent"), f"with --multiplicity {m} (m > 1 fits the "
                     "-(m-1)/log(nbeta) term, not a/(nbeta)^p)",
                     "drop --correction-exponent or --multiplicity")
-    budget = given("max_draws", "draws_per_block")
+    if "asymptotic_rse" in overrides and m > 1:
+        raise _idle(given("asymptotic_rse"), f"with --multiplicity {m} (the rungs run longer only for "
+                    "m = 1: the log-term fit's model error does not shrink with more draws)",
+                    "drop --asymptotic-rse or --multiplicity")
+    budget = given("max_draws", "draws_per_block", "asymptotic_rse")
     if "num_draws" in overrides and budget:
         raise _idle(budget, "with --num-draws (a fixed number of draws, taken in one block; they shape a run "
                     "until converged)", f"give --num-draws or {' and '.join(budget)}, not both")

@@ -76,6 +76,9 @@ FIELD_HELP: dict[str, str] = {
     "multiplicity": "ladder fit: the multiplicity m of lambda if known (m > 1 adds the -(m-1)/log(nbeta) "
     "term)",
     "correction_exponent": "ladder fit (m = 1): the exponent p of the finite-temperature term a/(nbeta)^p",
+    "asymptotic_rse": "ladder fit (m = 1): the relative standard error the asymptotic lambda aims at; while "
+    "its SE is above this fraction of it, the rungs run again with more draws (at most max_draws per "
+    "chain); None (or 1): one pass to the ESS target",
 }
 
 
@@ -109,6 +112,7 @@ class LLCConfig:
     escape_fraction : float
     multiplicity : int
     correction_exponent : float
+    asymptotic_rse : float, optional
         Each field's meaning is in :data:`FIELD_HELP` (and in :func:`defaults_table`).
 
     Examples
@@ -143,6 +147,7 @@ class LLCConfig:
     escape_fraction: float = 0.2
     multiplicity: int = 1
     correction_exponent: float = 1.0
+    asymptotic_rse: float | None = 0.02
 
     def __post_init__(self) -> None:
         check_choice("sampler", self.sampler, SAMPLERS)
@@ -186,6 +191,8 @@ class LLCConfig:
         check_probability("escape_fraction", self.escape_fraction)
         check_int("multiplicity", self.multiplicity, minimum=1)
         check_float("correction_exponent", self.correction_exponent, positive=True)
+        if self.asymptotic_rse is not None:
+            check_float("asymptotic_rse", self.asymptotic_rse, positive=True)
         if self.sampler in ("mala", "hmc") and self.batch_size is not None:
             raise ValueError(
                 f"sampler={self.sampler!r} needs the full loss at every step; it cannot use "

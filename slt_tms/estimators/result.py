@@ -39,6 +39,30 @@ MISFIT_PVALUE = 1e-2
 SLOW_PROJECTION_RHAT = 1.05
 
 
+def _nan_for_null(d: dict[str, Any]) -> dict[str, Any]:
+    """A dict of numbers read back from JSON, whose NaNs were written as null (its entries are never None
+    when it is made: bias_check, gradient_term)."""
+    return {k: math.nan if v is None else v for k, v in d.items()}
+
+
+def precision_note(prec: dict[str, Any], max_draws: int | None = None) -> str:
+    """What the ladder did for its fit's precision (``config["asymptotic_precision"]``, see
+    ``asymptotic_rse``), in one clause for the summary's asymptotic line and the warning."""
+    target = f"a relative SE of {prec['target']:.0%}"
+    if prec["rounds"]:
+        text = f"rungs ran again with {prec['draws']} draws per chain for {target}"
+        if not prec["reached"]:
+            text += (f"; not reached: raise max_draws ({max_draws})" if max_draws is not None
+                     and prec["draws"] >= max_draws else f"; not reached in {prec['rounds']} longer runs")
+    else:
+        text = f"the rungs ran once, short of {target}"
+    bad = prec.get("flagged")
+    if bad:
+        text += (f"; a longer run ({bad['draws']} draws per chain) raised flags this one did not, so it is "
+                 f"not kept: {'; '.join(bad['flags'][:2])}" + (" ..." if len(bad["flags"]) > 2 else ""))
+    return text
+
+
 def gradient_note_due(t: dict[str, Any] | None) -> bool:
     """Whether an estimate's first-order term (``config["gradient_term"]``) calls for a note: it was
     computed and is notable or uncertain, not negligible."""
@@ -342,6 +366,9 @@ class LLCResult:
                     f"{a.pvalue:.1g} (a wrong form at these n beta, or understated rung errors); the "
                     f"error is inflated x{math.sqrt(a.chi2 / dof):.2g} for it]"
                 )
+            prec = c.get("asymptotic_precision")
+            if prec:
+                ok += f"  [{precision_note(prec, c.get('max_draws'))}]"
             lines.append(
                 f"  asymptotic lambda (fit lambda + a/(n beta) over n beta = "
                 f"{', '.join(f'{v:.4g}' for v in a.nbeta)}): {a.llc:.4f} +/- {a.se:.4f}{ok}"
@@ -487,6 +514,14 @@ class LLCResult:
         kw["llc_per_chain"] = np.array([as_float(v) for v in f["llc_per_chain"]])
         kw["diverged"] = np.array(f["diverged"], dtype=bool)
         kw["asymptotic"] = None if f.get("asymptotic") is None else AsymptoticFit.from_dict(f["asymptotic"])
+        # JSON has no NaN (written as null): the number dicts the summary formats get their NaNs back
+        if kw.get("bias_check") is not None:
+            kw["bias_check"] = _nan_for_null(kw["bias_check"])
+        config = dict(kw.get("config") or {})
+        for c in [config, *(r.get("config") or {} for r in config.get("rungs") or [])]:
+            if c.get("gradient_term") is not None:
+                c["gradient_term"] = _nan_for_null(c["gradient_term"])
+        kw["config"] = config
         kw["calibration"] = None if f.get("calibration") is None else Calibration.from_dict(f["calibration"])
         return cls(trace=trace, **kw)
 

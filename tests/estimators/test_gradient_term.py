@@ -81,6 +81,14 @@ def test_the_first_order_term_of_a_point_off_the_minimum_matches_the_gaussian_la
     assert res.config["seed"] == 0 and attrs["seed"] == 0 and attrs["converged"] == 1
     assert attrs["llc"] == res.llc and attrs["se"] == res.se
     assert LLCResult.from_netcdf(tmp_path / "r.nc").config["gradient_term"] == t
+    # a NaN (one chain has no R-hat) is written as null and comes back as NaN: the loaded summary reads
+    nan_t = {**t, "rhat": math.nan, "se": math.nan}
+    odd = dataclasses.replace(res, config={**res.config, "gradient_term": nan_t})
+    for back in (LLCResult.from_json(odd.to_json(tmp_path / "odd.json")),
+                 LLCResult.from_netcdf(odd.to_netcdf(tmp_path / "odd.nc"))):
+        g = back.config["gradient_term"]
+        assert math.isnan(g["rhat"]) and math.isnan(g["se"]) and g["term"] == t["term"]
+        assert "w* is not a critical point" in back.summary()
 
 
 def test_at_the_minimum_the_term_is_negligible():

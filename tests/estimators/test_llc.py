@@ -16,6 +16,7 @@ Negative controls must fail the same checks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -249,6 +250,30 @@ def test_tms_polygons_asymptotic_lambda_within_5_percent(c, name):
     assert bool(noted) is (name == "5" and c == 6), res.summary()
     lines = [ln for ln in res.summary().splitlines() if ln.startswith("  lower region    at nbeta ")]
     assert len(lines) == len(noted) and res.frac_below_anchor == 0.0
+
+
+def test_the_ladder_runs_longer_until_the_asymptotic_fit_reaches_its_precision():
+    problem = gt.regular_quadratic(4, 10_000)
+    one = estimate_llc(problem, ladder=LADDER, asymptotic_rse=None, seed=0, progress=False)
+    res = estimate_llc(problem, ladder=LADDER, asymptotic_rse=0.015, seed=0, progress=False)
+    first, fit, prec = one.asymptotic, res.asymptotic, res.config["asymptotic_precision"]
+    assert "asymptotic_precision" not in one.config and first.se > 0.015 * abs(first.llc)
+    assert prec["first_pass"]["se"] == first.se  # the same seeds: the first pass is the one-pass run
+    assert prec["reached"] and fit.se <= 0.015 * abs(fit.llc), res.summary()
+    assert all(r["num_draws"] == prec["draws"] > prec["first_pass"]["draws"] for r in res.config["rungs"])
+    assert res.num_grads > one.num_grads + prec["earlier_runs"]["num_grads"] >= 2 * one.num_grads
+    assert res.cpu_seconds > prec["earlier_runs"]["cpu_seconds"] > 0
+    assert abs(fit.llc - problem.lambda_true) <= K * fit.se + 0.05 * problem.lambda_true, res.summary()
+    assert "rungs ran again with" in res.summary() and "not reached" not in res.summary()
+    # the budget caps the longer run, and the summary says the target was not reached
+    capped = estimate_llc(problem, ladder=LADDER, asymptotic_rse=0.001, max_draws=1500, seed=0,
+                          progress=False)
+    assert capped.config["asymptotic_precision"]["draws"] == 1500
+    assert "not reached: raise max_draws (1500)" in capped.summary(), capped.summary()
+    # m > 1: one pass (the log-term fit's model error does not shrink with more draws)
+    nc = estimate_llc(gt.normal_crossing((1, 1), None, 10_000), ladder=LADDER, multiplicity=2, seed=0,
+                      progress=False)
+    assert nc.asymptotic.se > 0.02 * nc.asymptotic.llc and "asymptotic_precision" not in nc.config
 
 
 def test_fit_asymptotic_forms():
@@ -501,6 +526,12 @@ def test_minibatch_sgld_agrees_with_full_batch_or_warns(tmp_path):
     # step's error, and the summary and the saved result say the acceptance was not computed
     assert math.isnan(mb.acceptance) and "acceptance not computed" in mb.summary(), mb.summary()
     assert math.isnan(LLCResult.from_json(mb.to_json(tmp_path / "mb.json")).acceptance)
+    # the bias check's numbers come back as written, NaN (null in JSON) included, and the summary reads
+    odd = dataclasses.replace(mb, bias_check={**mb.bias_check, "llc_extrapolated": math.nan})
+    back = LLCResult.from_json(odd.to_json(tmp_path / "odd.json"))
+    assert math.isnan(back.bias_check["llc_extrapolated"]) and back.bias_check["difference"] == mb.bias_check[
+        "difference"]
+    assert back.summary().splitlines()[0] == odd.summary().splitlines()[0]
     assert 0.5 < full.acceptance <= 1.0 and "acceptance not computed" not in full.summary()
 
 
