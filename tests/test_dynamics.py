@@ -265,6 +265,12 @@ def test_tiny_end_to_end_run_and_llc(tmp_path, capsys):
     assert summary["points"] and all(math.isfinite(p["llc"]) for p in summary["points"])
     for name in ("llc.csv", "llc_transitions.csv", "llc_summary.json", "llc_vs_step.png"):
         assert (tmp_path / name).is_file(), name
+    # a transition from or to a flagged or negative estimate is listed but not counted as an increase
+    trans = summary["transitions"]
+    assert all(not c["trusted"] for c in trans if min(c["llc_source"], c["llc_target"]) < 0)
+    assert summary["num_increase"] == sum(c["increase"] for c in trans if c["trusted"])
+    if not any(p["diagnostics"]["ok"] for p in summary["points"]):  # (100 draws: none converges)
+        assert summary["num_trusted_transitions"] == 0 and summary["num_increase"] == 0
     # SGD checkpoints are not critical points: each point says what its gradient contributes
     header = (tmp_path / "llc.csv").read_text().splitlines()[0].split(",")
     assert {"grad_norm", "first_order_term", "first_order_term_se", "first_order_status"} <= set(header)

@@ -325,6 +325,7 @@ def llc_into(
                 "llc_target",
                 "se_target",
                 "difference",
+                "trusted",
                 "increase",
                 "significant",
             ],
@@ -357,14 +358,18 @@ def _llc(args: argparse.Namespace) -> int:
     )
     for c in res.transitions:
         flag = ("increase" if c["increase"] else "DECREASE") + (" (> 2 SE)" if c["significant"] else "")
+        if not c["trusted"]:
+            flag = "not counted: a flagged or negative estimate is no learning coefficient (llc.csv)"
         print(
             f"  seed {c['seed']}: {c['source']} -> {c['target']} at step {c['step']}: lambda_hat "
             f"{c['llc_source']:.2f} ± {c['se_source']:.2f} -> {c['llc_target']:.2f} ± "
             f"{c['se_target']:.2f}  {flag}"
         )
+    left = summary["num_transitions"] - summary["num_trusted_transitions"]
     print(
-        f"{summary['num_increase']}/{summary['num_transitions']} transitions with lambda_hat increasing "
-        f"({summary['num_significant_increase']} by more than 2 SE)"
+        f"{summary['num_increase']}/{summary['num_trusted_transitions']} transitions with lambda_hat "
+        f"increasing ({summary['num_significant_increase']} by more than 2 SE)"
+        + (f"; {left} more between estimates that are flagged or negative, not counted" if left else "")
     )
     order = summary.get("ordering") or {}
     if order:

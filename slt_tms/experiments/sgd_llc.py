@@ -201,6 +201,8 @@ def llc_along_training(
             ps, pt = by_key[(a.seed, plateau_index(a, s))], by_key[(a.seed, plateau_index(a, t))]
             diff = pt.llc - ps.llc
             se = math.hypot(ps.se, pt.se)
+            # a flagged or negative estimate is no learning coefficient: its transition is listed, not counted
+            trusted = all(q.diagnostics.get("ok", True) and q.llc >= 0 for q in (ps, pt))
             comparisons.append(
                 {
                     "seed": a.seed,
@@ -212,6 +214,7 @@ def llc_along_training(
                     "llc_target": pt.llc,
                     "se_target": pt.se,
                     "difference": diff,
+                    "trusted": trusted,
                     "increase": bool(diff > 0),
                     "significant": bool(diff > 2 * se),
                 }
@@ -247,7 +250,8 @@ class LLCAlongTraining:
             "transitions": list(self.transitions),
             "lambda_by_family": self.lambda_by_family,
             "num_transitions": len(self.transitions),
-            "num_increase": sum(c["increase"] for c in self.transitions),
-            "num_significant_increase": sum(c["significant"] for c in self.transitions),
+            "num_trusted_transitions": sum(c["trusted"] for c in self.transitions),
+            "num_increase": sum(c["increase"] and c["trusted"] for c in self.transitions),
+            "num_significant_increase": sum(c["significant"] and c["trusted"] for c in self.transitions),
             "num_not_trustworthy": sum(not p.diagnostics.get("ok", True) for p in self.points),
         }
