@@ -1,5 +1,6 @@
 """The local learning coefficient of your own ``nn.Module`` (run: ``python examples/llc_custom_model.py``;
-``--tiny`` for the few-second version CI runs). Default settings: the chains run until converged (R-hat
+``--tiny`` for the few-second version CI runs: a smoke test whose budget is too short to converge, so it
+says NOT TRUSTWORTHY). Default settings: the chains run until converged (R-hat
 <= 1.01, ESS >= 400) or say that they are not."""
 import sys
 
