@@ -325,10 +325,10 @@ def estimate_llc(
                                                  n_eff, progress)
     main = next((r for r, m in zip(rungs, cfg.ladder, strict=True) if m == 1.0), rungs[0])
     if precision is not None:
-        first = precision["earlier_runs"]
+        earlier = precision["earlier_runs"]  # the runs a longer one replaced: their cost is the result's too
         main = dataclasses.replace(
             main, config={**main.config, "asymptotic_precision": precision},
-            seconds=main.seconds + first["seconds"], cpu_seconds=main.cpu_seconds + first["cpu_seconds"],
+            seconds=main.seconds + earlier["seconds"], cpu_seconds=main.cpu_seconds + earlier["cpu_seconds"],
         )
     # each rung's flags, labelled by its nbeta (a flag shared by every rung is listed once)
     shared = set.intersection(*(set(r.flags) for r in rungs))
@@ -392,16 +392,16 @@ def _ladder_to_precision(
         "first_pass": {"se": fit.se, "llc": fit.llc, "draws": drawn},
         "earlier_runs": {"seconds": 0.0, "cpu_seconds": 0.0, "num_grads": 0},
     }
-    first = record["earlier_runs"]
+    earlier = record["earlier_runs"]
     while record["rounds"] < PRECISION_ROUNDS and drawn < cfg.max_draws and fit.se > target * abs(fit.llc):
         want = math.ceil(drawn * (fit.se / (target * abs(fit.llc))) ** 2 * 1.2) if fit.llc else cfg.max_draws
         draws = min(max(want, drawn + 1), cfg.max_draws)
         longer = _run(pot, groups, cfg.replace(num_draws=draws), n, progress)
         ok = all(r.ok for r in longer)  # (a longer run that flags what the shorter did not: keep the shorter)
         dropped = rungs if ok else longer  # its cost is the record's (the rungs run as one batch: one clock)
-        first["seconds"] += dropped[0].seconds
-        first["cpu_seconds"] += dropped[0].cpu_seconds
-        first["num_grads"] += max(r.num_grads for r in dropped)
+        earlier["seconds"] += dropped[0].seconds
+        earlier["cpu_seconds"] += dropped[0].cpu_seconds
+        earlier["num_grads"] += max(r.num_grads for r in dropped)
         if not ok:  # said in the summary and a warning: the kept run's own diagnostics were clean
             record["flagged"] = {"draws": draws, "flags": [  # (num_draws was set here, not by the user)
                 f"rung {m:g} x nbeta: " + f.replace(" (raise num_draws or unset it)", "")
@@ -410,7 +410,7 @@ def _ladder_to_precision(
         rungs, fit, drawn = longer, _fit_rungs(longer, cfg), draws
         record["rounds"] += 1
         record["draws"] = draws
-    if record["rounds"] == 0 and first["num_grads"] == 0:
+    if record["rounds"] == 0 and earlier["num_grads"] == 0:
         return rungs, fit, None
     record["reached"] = bool(fit.se <= target * abs(fit.llc))
     return rungs, fit, record
