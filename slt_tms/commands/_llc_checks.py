@@ -181,8 +181,9 @@ def series_steps(paths: list[Path]) -> tuple[list[int] | None, str]:
     number is refused (their steps would be on two scales)."""
     if len(paths) < 2:
         return None, "names"
-    if all(step_from_name(p.name) is not None for p in paths):
-        refuse_repeated_steps([p.name for p in paths], [step_from_name(p.name) or 0 for p in paths])
+    steps = [step_from_name(p.name) for p in paths]
+    if all(st is not None for st in steps):
+        refuse_repeated_steps([p.name for p in paths], steps)  # type: ignore[arg-type]
         return None, "names"
     bare = unnumbered_among_numbered([p.name for p in paths])
     if bare:

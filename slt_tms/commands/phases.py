@@ -146,7 +146,7 @@ def _phase_records(args: argparse.Namespace, points) -> tuple[list, dict[str, li
                 f"{p.name}: lambda estimated {res.llc:.3f} +- {res.se:.3f} (n = {args.estimate_n}, "
                 f"R-hat {res.rhat:.3f}, ESS {res.ess:.0f}"
                 + ("" if res.ok else ", NOT TRUSTWORTHY: " + "; ".join(res.flags))
-                + ("" if res.ok or res.llc >= 0 else "; negative: no learning coefficient")
+                + ("" if res.llc >= 0 else "; negative: no learning coefficient")
                 + f"); theory {p.lambda_theory}"
                 + ("" if usable else "; LEFT OUT of the prediction")
             )

@@ -383,10 +383,11 @@ def _ladder_to_precision(
     them), the draws of the kept run, the longer runs kept and whether the target was reached."""
     fit = _fit_rungs(rungs, cfg)
     target = cfg.asymptotic_rse
-    if (target is None or cfg.num_draws is not None or cfg.multiplicity > 1 or not all(r.ok for r in rungs)
-            or not (math.isfinite(fit.llc) and math.isfinite(fit.se)) or fit.se <= target * abs(fit.llc)):
-        return rungs, fit, None
     drawn = max(r.num_draws for r in rungs)
+    if (target is None or cfg.num_draws is not None or cfg.multiplicity > 1 or not all(r.ok for r in rungs)
+            or not (math.isfinite(fit.llc) and math.isfinite(fit.se)) or fit.se <= target * abs(fit.llc)
+            or drawn >= cfg.max_draws):
+        return rungs, fit, None
     record: dict[str, Any] = {
         "target": target, "draws": drawn, "reached": False, "rounds": 0,
         "first_pass": {"se": fit.se, "llc": fit.llc, "draws": drawn},
@@ -405,13 +406,11 @@ def _ladder_to_precision(
         if not ok:  # said in the summary and a warning: the kept run's own diagnostics were clean
             record["flagged"] = {"draws": draws, "flags": [  # (num_draws was set here, not by the user)
                 f"rung {m:g} x nbeta: " + f.replace(" (raise num_draws or unset it)", "")
-                for r, m in zip(longer, cfg.ladder or (), strict=True) for f in r.flags]}
+                for r, m in zip(longer, cfg.ladder, strict=True) for f in r.flags]}
             break
         rungs, fit, drawn = longer, _fit_rungs(longer, cfg), draws
         record["rounds"] += 1
         record["draws"] = draws
-    if record["rounds"] == 0 and earlier["num_grads"] == 0:
-        return rungs, fit, None
     record["reached"] = bool(fit.se <= target * abs(fit.llc))
     return rungs, fit, record
 

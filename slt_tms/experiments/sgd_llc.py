@@ -93,6 +93,12 @@ class LLCPoint:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def usable(self) -> bool:
+        """Trustworthy (no flag) and non-negative: a flagged or negative estimate is no learning
+        coefficient."""
+        return bool(self.diagnostics.get("ok", True)) and self.llc >= 0
+
 
 def plateau_index(a: RunAnalysis, seg: Segment) -> int:
     """The checkpoint that stands for a named segment: its last checkpoint when the run ends in it (the
@@ -201,8 +207,7 @@ def llc_along_training(
             ps, pt = by_key[(a.seed, plateau_index(a, s))], by_key[(a.seed, plateau_index(a, t))]
             diff = pt.llc - ps.llc
             se = math.hypot(ps.se, pt.se)
-            # a flagged or negative estimate is no learning coefficient: its transition is listed, not counted
-            trusted = all(q.diagnostics.get("ok", True) and q.llc >= 0 for q in (ps, pt))
+            trusted = ps.usable and pt.usable  # (otherwise the transition is listed, not counted)
             comparisons.append(
                 {
                     "seed": a.seed,
@@ -221,7 +226,7 @@ def llc_along_training(
             )
     fam: dict[str, list[float]] = {}
     for p in pts_out:  # a family's lambda from its trustworthy, non-negative plateau estimates only
-        if p.plateau and p.name is not None and p.diagnostics.get("ok", True) and p.llc >= 0:
+        if p.plateau and p.name is not None and p.usable:
             fam.setdefault(p.name, []).append(p.llc)
     return LLCAlongTraining(
         tuple(pts_out),
