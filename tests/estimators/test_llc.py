@@ -113,6 +113,28 @@ def test_regular_quadratic_matches_its_closed_form_and_negative_control():
     assert res.sampler == "hmc" and res.config["kind"] == "population"
 
 
+def test_the_standard_error_matches_the_spread_over_seeds():
+    """The SE of one run is honest: over 16 seeds of the default run on the regular quadratic, the spread
+    of the estimates over the rms of their SEs lies within the 99.9% range of that ratio for an exact SE
+    (chi-square, 15 degrees of freedom: 0.46-1.63), and the mean lies within 4 of its SEs of the closed
+    form. SEs half the true ones would fail the range. benchmarks/seed_study.py does this with 80
+    seeds on every problem with a reference (docs: estimators, "Over many seeds")."""
+    from scipy import stats
+
+    problem = gt.regular_quadratic(4, 10_000)
+    c = torch.linspace(1.0, 2.0, 4, dtype=torch.float64)
+    exact = float((NBETA_1E4 * c / (2 * (NBETA_1E4 * c + 1.0))).sum())
+    runs = [_default(problem, seed=100 + s) for s in range(16)]
+    est = np.array([r.llc for r in runs])
+    rms_se = float(np.sqrt(np.mean([r.se**2 for r in runs])))
+    k = len(est)
+    lo, hi = (math.sqrt(stats.chi2.ppf(q, k - 1) / (k - 1)) for q in (0.0005, 0.9995))
+    ratio = float(est.std(ddof=1)) / rms_se
+    assert hi < 2  # the power of the check: SEs half the true ones (ratio about 2) would fail it
+    assert lo < ratio < hi, (ratio, lo, hi, est.tolist())
+    assert abs(est.mean() - exact) <= 4 * est.std(ddof=1) / math.sqrt(k), (est.mean(), exact)
+
+
 def test_exact_localization_switches_on_where_gamma_is_at_least_a_quarter_of_nbeta():
     from slt_tms.estimators.config import exact_localization
 
