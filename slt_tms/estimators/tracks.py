@@ -92,7 +92,7 @@ class Track:
     #: wall seconds of the draw blocks and the draws per chain they produced (the rate of a projection)
     block_seconds: float = 0.0
     block_draws: int = 0
-    projection_warned: bool = False  # the early warning that the ESS target lies beyond the budget
+    projection_warned: bool = False  # the early warning that the budget will not reach the targets
     #: |grad L_n(w*)| and, per block, run_chains's "stein" projections on it (every 10th draw of the
     #: sampler's blocks; the draws the bias check pools carry none): gradient_term
     grad_norm: float = math.nan
@@ -279,12 +279,29 @@ def _duration(seconds: float) -> str:
 
 def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, which: str, nbeta: float, minibatch: bool) -> None:
     """Warn once, while an adaptive run (``num_draws`` None) goes on, when the ESS target projected at the
-    run's rate lies beyond its budget ``max_draws`` (draws per chain), with the time left to it at the
+    run's rate lies beyond its budget ``max_draws`` (draws per chain), or, with the ESS on course, when
+    R-hat is still above its target at half the budget or later; with the time left to the budget at the
     seconds per draw of the run's draw blocks: the user can stop early and change the settings instead
     of waiting for a flagged result (:func:`localization_hint` of ``nbeta`` and ``minibatch`` names one)."""
     budget = cfg.max_draws
     total = projected_draws(tr.ess, tr.draws, cfg.target_ess)
-    if total is None or total <= budget:
+    if total is None:
+        # the ESS is on course (or not measured): R-hat has no rate to project, so warn once the run is
+        # past half its budget with R-hat still above its target (chains that disagree and stay apart)
+        if 2 * tr.draws >= budget and math.isfinite(tr.rhat) and tr.rhat > cfg.target_rhat:
+            tr.projection_warned = True
+            more = _duration(tr.block_seconds / max(tr.block_draws, 1) * (budget - tr.draws))
+            warnings.warn(
+                f"LLC run{which}: after {tr.draws} draws per chain, half or more of the budget "
+                f"max_draws={budget}, R-hat is still {tr.rhat:.3f} (target <= {cfg.target_rhat}; ESS "
+                f"{tr.ess:.0f}): the chains disagree. The run goes on to the budget (about {more} more) and "
+                "ends flagged not converged unless they mix; stop it and raise max_draws"
+                + (localization_hint(cfg, nbeta, minibatch, 2 * budget) or ", or change the settings"),
+                RuntimeWarning,
+                stacklevel=5,
+            )
+        return
+    if total <= budget:
         return
     hint = localization_hint(cfg, nbeta, minibatch, total)
     tr.projection_warned = True

@@ -351,6 +351,31 @@ def test_a_target_beyond_the_budget_is_announced_while_the_run_goes_on():
     assert needed < 20_000 and "raise localization" not in early[0], early[0]
 
 
+def test_chains_that_still_disagree_at_half_the_budget_are_announced_once():
+    # the ESS is on course but R-hat is above its target: no rate to project, so the warning comes once the
+    # run is past half its budget; before that, or once R-hat is met, nothing
+    from slt_tms.estimators.tracks import warn_if_out_of_budget
+
+    cfg = LLCConfig(max_draws=1000)
+    tr = Track(chains=[0, 1, 2, 3], draws=400, rhat=1.03, ess=900.0, block_seconds=4.0, block_draws=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_out_of_budget(tr, cfg, "", 1085.7, False)  # 400 of 1000: too early
+        warn_if_out_of_budget(dataclasses.replace(tr, draws=600, rhat=1.009), cfg, "", 1085.7, False)
+    assert not tr.projection_warned
+    tr.draws = 500
+    with pytest.warns(RuntimeWarning, match=r"after 500 draws per chain, half or more of the budget "
+                                            r"max_draws=1000, R-hat is still 1\.030") as rec:
+        warn_if_out_of_budget(tr, cfg, "", 1085.7, False)
+    msg = str(rec[0].message)
+    assert tr.projection_warned and "about 5 s more" in msg and "raise max_draws" in msg
+    assert "raise localization" not in msg  # 2 x 1 000 draws are within the default budget
+    # at the default budget, chains that still disagree at half of it: a stronger localization is named
+    big = Track(chains=[0, 1], draws=10_000, rhat=1.05, ess=900.0, block_seconds=100.0, block_draws=10_000)
+    with pytest.warns(RuntimeWarning, match="raise localization"):
+        warn_if_out_of_budget(big, LLCConfig(), "", 1085.7, False)
+
+
 def test_a_budget_too_small_is_flagged_everywhere():
     problem = gt.deep_linear_network((3, 2, 2, 3), 1, 10_000, 0)
     with pytest.warns(RuntimeWarning, match="not converged"):
