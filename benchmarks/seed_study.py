@@ -12,6 +12,8 @@ set, and reports:
 * ``sd / rms SE``: the spread of the estimates over seeds against the SEs the runs reported. An honest SE
   gives 1; the interval printed beside it is the 95% range of that ratio for an honest SE with this many
   seeds (chi-square);
+* ``rms error / rms SE``: the root-mean-square distance of the estimates from the reference (offset and
+  spread together) against the SEs the runs reported: what a reader of one run's SE should expect;
 * the fraction of runs with :math:`|z| > 2` and :math:`|z| > 3` against the reference (4.6% and 0.3% for
   an honest, unbiased run), the fraction converged, the mean draws per chain and CPU seconds.
 
@@ -19,7 +21,8 @@ Run (one thread per worker; about 5 minutes for 40 seeds on two cores)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seed_study.py --seeds 40 --jobs 2
 
-Writes ``benchmarks/results/seed_study.{json,md}`` (or ``--out`` without the suffix).
+Writes ``benchmarks/results/seed_study.{json,md}`` (or ``--out`` without the suffix). ``--resummarize
+JSON`` recomputes the summaries and the table from the runs of an earlier record, without running.
 """
 
 from __future__ import annotations
@@ -75,16 +78,34 @@ def summarize(runs: list[dict[str, Any]], ref: float, ref_se: float) -> dict[str
     se_mean = sd / math.sqrt(k)
     rms = float(np.sqrt(np.mean(se**2)))
     z = (est - ref) / np.hypot(se, ref_se)
+    rms_err = float(np.sqrt(np.mean((est - ref) ** 2)))  # offset and spread together
     lo, hi = (math.sqrt(stats.chi2.ppf(q, k - 1) / (k - 1)) for q in (0.025, 0.975))
     return {"seeds": k, "reference": ref, "reference_se": ref_se, "mean": mean, "se_of_mean": se_mean,
             "bias": mean - ref, "bias_rel": (mean - ref) / ref,
             "bias_z": (mean - ref) / math.hypot(se_mean, ref_se),
             "sd": sd, "rms_se": rms, "sd_over_rms_se": sd / rms, "honest_range": [lo, hi],
+            "rms_error": rms_err, "rms_error_over_rms_se": rms_err / rms,
             "frac_abs_z_gt_2": float(np.mean(np.abs(z) > 2)),
             "frac_abs_z_gt_3": float(np.mean(np.abs(z) > 3)), "max_abs_z": float(np.abs(z).max()),
             "frac_converged": float(np.mean([r["converged"] for r in runs])),
             "mean_draws": float(np.mean([r["draws"] for r in runs])),
             "mean_cpu_s": float(np.mean([r["cpu_s"] for r in runs]))}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of the summaries ``rows``."""
+    md = ["| problem | reference | mean of estimates +/- SE | bias | bias / SE "
+          "| sd / rms SE (honest 95% range) | rms error / rms SE | abs(z) > 2 | abs(z) > 3 | converged "
+          "| draws per chain | CPU s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["honest_range"]
+        md.append(f"| {r['problem']} | {r['reference']:.4f} | {r['mean']:.4f} +/- {r['se_of_mean']:.4f} | "
+                  f"{100 * r['bias_rel']:+.1f}% | {r['bias_z']:+.1f} | {r['sd_over_rms_se']:.2f} "
+                  f"({lo:.2f}-{hi:.2f}) | {r['rms_error_over_rms_se']:.2f} | "
+                  f"{100 * r['frac_abs_z_gt_2']:.1f}% | {100 * r['frac_abs_z_gt_3']:.1f}% | "
+                  f"{100 * r['frac_converged']:.0f}% | {r['mean_draws']:.0f} | {r['mean_cpu_s']:.1f} |")
+    return "\n".join(md)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,43 +115,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="substring filter on problem names")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
     ap.add_argument("--out", type=Path, default=OUT, help="output path without suffix (.json and .md)")
+    ap.add_argument("--resummarize", type=Path, metavar="JSON",
+                    help="no runs: recompute the summaries and the table from the runs of an earlier record")
     args = ap.parse_args(argv)
     if args.seeds < 3:
         ap.error("--seeds must be at least 3 (the spread over seeds needs them)")
-    items = [(name, ref, ref_se) for _, name, ref, ref_se, *_ in problems(10_000)
-             if ref is not None and args.only in name]
-    if not items:
-        ap.error(f"no problem with a reference matches --only {args.only!r}")
-    jobs = [(name, s) for name, _, _ in items for s in range(args.first, args.first + args.seeds)]
-    t0 = time.time()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        runs = list(pool.map(_one, jobs))
+    refs = {name: (ref, ref_se) for _, name, ref, ref_se, *_ in problems(10_000) if ref is not None}
+    if args.resummarize is not None:
+        try:
+            meta = json.loads(args.resummarize.read_text())
+            runs = meta["runs"]
+        except (OSError, ValueError, KeyError) as exc:
+            ap.error(f"--resummarize needs a record written by this script: {exc}")
+        names = [n for n in refs if any(r["problem"] == n for r in runs)]
+        meta["resummarized"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    else:
+        names = [n for n in refs if args.only in n]
+        if not names:
+            ap.error(f"no problem with a reference matches --only {args.only!r}")
+        jobs = [(name, s) for name in names for s in range(args.first, args.first + args.seeds)]
+        t0 = time.time()
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            runs = list(pool.map(_one, jobs))
+        meta = {"command": " ".join([f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", "python",
+                                     *sys.argv]),
+                "torch": torch.__version__, "machine": platform.platform(),
+                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": time.time() - t0}
     rows = []
-    for name, ref, ref_se in items:
-        row = {"problem": name, **summarize([r for r in runs if r["problem"] == name], ref, ref_se)}
+    for name in names:
+        row = {"problem": name, **summarize([r for r in runs if r["problem"] == name], *refs[name])}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    md = ["| problem | reference | mean of estimates +/- SE | bias | bias / SE "
-          "| sd / rms SE (honest 95% range) | abs(z) > 2 | abs(z) > 3 | converged | draws per chain "
-          "| CPU s |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lo, hi = r["honest_range"]
-        md.append(f"| {r['problem']} | {r['reference']:.4f} | {r['mean']:.4f} +/- {r['se_of_mean']:.4f} | "
-                  f"{100 * r['bias_rel']:+.1f}% | {r['bias_z']:+.1f} | {r['sd_over_rms_se']:.2f} "
-                  f"({lo:.2f}-{hi:.2f}) | {100 * r['frac_abs_z_gt_2']:.1f}% | "
-                  f"{100 * r['frac_abs_z_gt_3']:.1f}% | "
-                  f"{100 * r['frac_converged']:.0f}% | {r['mean_draws']:.0f} | {r['mean_cpu_s']:.1f} |")
-    table = "\n".join(md)
-    print(table)
+    text = table(rows)
+    print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join([f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", "python",
-                                 *sys.argv]),
-            "torch": torch.__version__, "machine": platform.platform(),
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": time.time() - t0,
-            "rows": rows, "runs": runs}
+    meta.update(rows=rows, runs=runs)
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=float))
-    args.out.with_suffix(".md").write_text(table + "\n")
+    args.out.with_suffix(".md").write_text(text + "\n")
     return 0
 
 

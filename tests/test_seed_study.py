@@ -59,9 +59,20 @@ def test_short_run_writes_its_record(tmp_path):
     assert row["problem"] == "regular_quadratic(d=4)" and row["seeds"] == 3
     assert all(math.isfinite(r["llc"]) and r["se"] > 0 for r in rec["runs"])
     assert "| regular_quadratic(d=4) |" in out.with_suffix(".md").read_text()
+    # the summaries again from the stored runs, without running: the same numbers
+    again = tmp_path / "again"
+    assert seed_study.main(["--resummarize", str(out.with_suffix(".json")), "--out", str(again)]) == 0
+    rec2 = json.loads(again.with_suffix(".json").read_text())
+    assert rec2["rows"] == rec["rows"] and rec2["runs"] == rec["runs"] and "resummarized" in rec2
+    assert row["rms_error"] >= abs(row["bias"]) and row["rms_error_over_rms_se"] > 0
 
 
-def test_too_few_seeds_is_refused(capsys):
+def test_too_few_seeds_and_a_foreign_record_are_refused(capsys, tmp_path):
     with pytest.raises(SystemExit):
         seed_study.main(["--seeds", "2"])
     assert "at least 3" in capsys.readouterr().err
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"rows": []}))
+    with pytest.raises(SystemExit):
+        seed_study.main(["--resummarize", str(bad), "--out", str(tmp_path / "x")])
+    assert "a record written by this script" in capsys.readouterr().err
