@@ -279,14 +279,15 @@ def _duration(seconds: float) -> str:
 
 def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, which: str, nbeta: float, minibatch: bool) -> None:
     """Warn once, while an adaptive run (``num_draws`` None) goes on, when the ESS target projected at the
-    run's rate lies beyond its budget ``max_draws`` (draws per chain), or, with the ESS on course, when
-    R-hat is still above its target at half the budget or later; with the time left to the budget at the
-    seconds per draw of the run's draw blocks: the user can stop early and change the settings instead
-    of waiting for a flagged result (:func:`localization_hint` of ``nbeta`` and ``minibatch`` names one)."""
+    run's rate lies beyond its budget ``max_draws`` (draws per chain), or, with the ESS on course for the
+    budget, when R-hat is still above its target at half the budget or later. The warning gives the time
+    left to the budget at the seconds per draw of the run's draw blocks: the user can stop early and
+    change the settings instead of waiting for a flagged result (:func:`localization_hint` of ``nbeta`` and
+    ``minibatch`` names one)."""
     budget = cfg.max_draws
     total = projected_draws(tr.ess, tr.draws, cfg.target_ess)
-    if total is None:
-        # the ESS is on course (or not measured): R-hat has no rate to project, so warn once the run is
+    if total is None or total <= budget:
+        # the ESS is on course for the budget: R-hat has no rate to project, so warn once the run is
         # past half its budget with R-hat still above its target (chains that disagree and stay apart)
         if 2 * tr.draws >= budget and math.isfinite(tr.rhat) and tr.rhat > cfg.target_rhat:
             tr.projection_warned = True
@@ -300,8 +301,6 @@ def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, which: str, nbeta: float, m
                 RuntimeWarning,
                 stacklevel=5,
             )
-        return
-    if total <= budget:
         return
     hint = localization_hint(cfg, nbeta, minibatch, total)
     tr.projection_warned = True

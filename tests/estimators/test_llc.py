@@ -374,6 +374,14 @@ def test_chains_that_still_disagree_at_half_the_budget_are_announced_once():
     big = Track(chains=[0, 1], draws=10_000, rhat=1.05, ess=900.0, block_seconds=100.0, block_draws=10_000)
     with pytest.warns(RuntimeWarning, match="raise localization"):
         warn_if_out_of_budget(big, LLCConfig(), "", 1085.7, False)
+    # an ESS below its target but on course for the budget (300 at 600 draws: about 800 needed) with R-hat
+    # above its target: the R-hat warning; an ESS off course: the ESS warning, naming the draws it needs
+    slow = Track(chains=[0, 1, 2, 3], draws=600, rhat=1.02, ess=300.0, block_seconds=6.0, block_draws=600)
+    with pytest.warns(RuntimeWarning, match="R-hat is still 1.020"):
+        warn_if_out_of_budget(slow, cfg, "", 1085.7, False)
+    off = Track(chains=[0, 1, 2, 3], draws=600, rhat=1.02, ess=100.0, block_seconds=6.0, block_draws=600)
+    with pytest.warns(RuntimeWarning, match="needs about 2400 draws per chain, more than the budget"):
+        warn_if_out_of_budget(off, cfg, "", 1085.7, False)
 
 
 def test_a_budget_too_small_is_flagged_everywhere():
