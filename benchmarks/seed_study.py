@@ -21,7 +21,8 @@ Run (one thread per worker; about 5 minutes for 40 seeds on two cores)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seed_study.py --seeds 40 --jobs 2
 
-Writes ``benchmarks/results/seed_study.{json,md}`` (or ``--out`` without the suffix). ``--resummarize
+``--set FIELD=VALUE`` (repeatable) changes one ``LLCConfig`` field for every run. Writes
+``benchmarks/results/seed_study.{json,md}`` (or ``--out`` without the suffix). ``--resummarize
 JSON`` recomputes the summaries and the table from the runs of an earlier record, without running.
 """
 
@@ -53,19 +54,20 @@ __all__: list[str] = []
 OUT = Path(__file__).resolve().parent / "results" / "seed_study"
 
 
-def _one(job: tuple[str, int]) -> dict[str, Any]:
-    """Run the problem ``name`` at ``seed`` with default settings (in a worker process)."""
+def _one(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
+    """Run the problem ``name`` at ``seed`` with default settings but ``overrides`` (in a worker process)."""
     from slt_tms.estimators import estimate_llc
 
-    name, seed = job
+    name, seed, overrides = job
     torch.set_num_threads(1)
     src = next(p for p, nm, *_ in problems(10_000) if nm == name)
     c0 = time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a run that is not converged says so in its result
-        res = estimate_llc(src, seed=seed, progress=False)
+        res = estimate_llc(src, seed=seed, progress=False, **overrides)
     return {"problem": name, "seed": seed, "llc": res.llc, "se": res.se, "rhat": res.rhat, "ess": res.ess,
             "converged": bool(res.converged), "draws": int(res.trace.posterior.sizes["draw"]),
+            "chains": int(res.trace.posterior.sizes["chain"]),
             "cpu_s": time.process_time() - c0}
 
 
@@ -115,11 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="substring filter on problem names")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
     ap.add_argument("--out", type=Path, default=OUT, help="output path without suffix (.json and .md)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override an LLCConfig field (e.g. adapt_metric=false); repeatable")
     ap.add_argument("--resummarize", type=Path, metavar="JSON",
                     help="no runs: recompute the summaries and the table from the runs of an earlier record")
     args = ap.parse_args(argv)
     if args.seeds < 3:
         ap.error("--seeds must be at least 3 (the spread over seeds needs them)")
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set takes FIELD=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = json.loads(value)  # numbers, true/false, null
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value  # a bare string, e.g. sampler=mala
     refs = {name: (ref, ref_se) for _, name, ref, ref_se, *_ in problems(10_000) if ref is not None}
     if args.resummarize is not None:
         try:
@@ -133,14 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n in refs if args.only in n]
         if not names:
             ap.error(f"no problem with a reference matches --only {args.only!r}")
-        jobs = [(name, s) for name in names for s in range(args.first, args.first + args.seeds)]
+        jobs = [(name, s, overrides) for name in names for s in range(args.first, args.first + args.seeds)]
         t0 = time.time()
         with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             runs = list(pool.map(_one, jobs))
         meta = {"command": " ".join([f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", "python",
                                      *sys.argv]),
                 "torch": torch.__version__, "machine": platform.platform(),
-                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": time.time() - t0}
+                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": time.time() - t0,
+                "overrides": overrides}
     rows = []
     for name in names:
         row = {"problem": name, **summarize([r for r in runs if r["problem"] == name], *refs[name])}

@@ -48,13 +48,14 @@ def test_short_run_writes_its_record(tmp_path):
     out = tmp_path / "study"
     proc = subprocess.run(
         [sys.executable, str(BENCH / "seed_study.py"), "--seeds", "3", "--only", "regular_quadratic",
-         "--out", str(out)],
+         "--set", "num_chains=2", "--out", str(out)],
         env={**os.environ, "OMP_NUM_THREADS": "1", "SLT_TMS_NO_PROGRESS": "1"}, capture_output=True,
         text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = json.loads(out.with_suffix(".json").read_text())
-    assert [r["seed"] for r in rec["runs"]] == [0, 1, 2]
+    assert [r["seed"] for r in rec["runs"]] == [0, 1, 2] and rec["overrides"] == {"num_chains": 2}
+    assert all(r["chains"] == 2 for r in rec["runs"])
     (row,) = rec["rows"]
     assert row["problem"] == "regular_quadratic(d=4)" and row["seeds"] == 3
     assert all(math.isfinite(r["llc"]) and r["se"] > 0 for r in rec["runs"])
@@ -71,6 +72,9 @@ def test_too_few_seeds_and_a_foreign_record_are_refused(capsys, tmp_path):
     with pytest.raises(SystemExit):
         seed_study.main(["--seeds", "2"])
     assert "at least 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        seed_study.main(["--set", "adapt_metric", "--out", str(tmp_path / "x")])
+    assert "--set takes FIELD=VALUE" in capsys.readouterr().err
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps({"rows": []}))
     with pytest.raises(SystemExit):
