@@ -93,6 +93,21 @@ def problems(n: int) -> list[tuple[Any, str, float | None, float, float, int]]:
     return out
 
 
+def parse_overrides(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` items as ``LLCConfig`` overrides: JSON values (numbers, true/false, null,
+    lists), else the bare string (e.g. ``sampler=mala``); an item without ``=`` is a usage error."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set takes FIELD=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return overrides
+
+
 def run_one(source: Any, kw: dict[str, Any]) -> tuple[Any, float, list[str]]:
     t0 = time.process_time()
     with warnings.catch_warnings(record=True) as caught:
@@ -109,15 +124,7 @@ def main() -> None:
                     help="override an LLCConfig field (e.g. num_leapfrog=4 or sampler=mala); repeatable")
     ap.add_argument("--no-ladder", action="store_true", help="skip the asymptotic (ladder) estimate")
     args = ap.parse_args()
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set takes FIELD=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = json.loads(value)  # numbers, true/false, null, lists
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value  # a bare string, e.g. sampler=mala
+    overrides = parse_overrides(ap, args.set)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows: list[dict[str, Any]] = []
     items = problems(10_000)

@@ -47,7 +47,7 @@ import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ground_truth_table import problems
+from ground_truth_table import parse_overrides, problems
 
 __all__: list[str] = []
 
@@ -124,15 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.seeds < 3:
         ap.error("--seeds must be at least 3 (the spread over seeds needs them)")
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set takes FIELD=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = json.loads(value)  # numbers, true/false, null
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value  # a bare string, e.g. sampler=mala
+    overrides = parse_overrides(ap, args.set)
     refs = {name: (ref, ref_se) for _, name, ref, ref_se, *_ in problems(10_000) if ref is not None}
     if args.resummarize is not None:
         try:

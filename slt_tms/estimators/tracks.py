@@ -286,31 +286,25 @@ def warn_if_out_of_budget(tr: Track, cfg: LLCConfig, which: str, nbeta: float, m
     ``minibatch`` names one)."""
     budget = cfg.max_draws
     total = projected_draws(tr.ess, tr.draws, cfg.target_ess)
-    if total is None or total <= budget:
-        # the ESS is on course for the budget: R-hat has no rate to project, so warn once the run is
-        # past half its budget with R-hat still above its target (chains that disagree and stay apart)
-        if 2 * tr.draws >= budget and math.isfinite(tr.rhat) and tr.rhat > cfg.target_rhat:
-            tr.projection_warned = True
-            more = _duration(tr.block_seconds / max(tr.block_draws, 1) * (budget - tr.draws))
-            warnings.warn(
-                f"LLC run{which}: after {tr.draws} draws per chain, half or more of the budget "
-                f"max_draws={budget}, R-hat is still {tr.rhat:.3f} (target <= {cfg.target_rhat}; ESS "
-                f"{tr.ess:.0f}): the chains disagree. The run goes on to the budget (about {more} more) and "
-                "ends flagged not converged unless they mix; stop it and raise max_draws"
-                + (localization_hint(cfg, nbeta, minibatch, 2 * budget) or ", or change the settings"),
-                RuntimeWarning,
-                stacklevel=5,
-            )
+    if total is not None and total > budget:
+        state = (f" the ESS is {tr.ess:.0f} (R-hat {tr.rhat:.3f}); at this rate the ESS target "
+                 f"{cfg.target_ess:.0f} needs about {total} draws per chain, more than the budget "
+                 f"max_draws={budget}.")
+        unless, needed = "the mixing improves", total
+    elif 2 * tr.draws >= budget and math.isfinite(tr.rhat) and tr.rhat > cfg.target_rhat:
+        # the ESS is on course for the budget: R-hat has no rate to project, so warn once the run is past
+        # half its budget with R-hat still above its target (chains that disagree and stay apart)
+        state = (f", half or more of the budget max_draws={budget}, R-hat is still {tr.rhat:.3f} (target <= "
+                 f"{cfg.target_rhat}; ESS {tr.ess:.0f}): the chains disagree.")
+        unless, needed = "they mix", 2 * budget
+    else:
         return
-    hint = localization_hint(cfg, nbeta, minibatch, total)
     tr.projection_warned = True
     more = _duration(tr.block_seconds / max(tr.block_draws, 1) * (budget - tr.draws))
     warnings.warn(
-        f"LLC run{which}: after {tr.draws} draws per chain the ESS is {tr.ess:.0f} (R-hat {tr.rhat:.3f}); at "
-        f"this rate the ESS target {cfg.target_ess:.0f} needs about {total} draws per chain, more than the "
-        f"budget max_draws={budget}. The run goes on to the budget (about {more} more)"
-        " and ends flagged not converged unless the mixing improves; stop it and raise max_draws"
-        + (hint or ", or change the settings"),
+        f"LLC run{which}: after {tr.draws} draws per chain{state} The run goes on to the budget (about "
+        f"{more} more) and ends flagged not converged unless {unless}; stop it and raise max_draws"
+        + (localization_hint(cfg, nbeta, minibatch, needed) or ", or change the settings"),
         RuntimeWarning,
         stacklevel=5,
     )
