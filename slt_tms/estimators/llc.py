@@ -324,8 +324,10 @@ def estimate_llc(
     rungs, fit, precision = _ladder_to_precision(pot, groups, _run(pot, groups, cfg, n_eff, progress), cfg,
                                                  n_eff, progress)
     main = next((r for r, m in zip(rungs, cfg.ladder, strict=True) if m == 1.0), rungs[0])
+    spent = 0  # gradients of the runs a longer one replaced: their cost is the result's too
     if precision is not None:
-        earlier = precision["earlier_runs"]  # the runs a longer one replaced: their cost is the result's too
+        earlier = precision["earlier_runs"]
+        spent = earlier["num_grads"]
         main = dataclasses.replace(
             main, config={**main.config, "asymptotic_precision": precision},
             seconds=main.seconds + earlier["seconds"], cpu_seconds=main.cpu_seconds + earlier["cpu_seconds"],
@@ -349,7 +351,6 @@ def estimate_llc(
     if precision is not None and precision.get("flagged"):
         warnings.warn(f"LLC ladder: {precision_note(precision, cfg.max_draws)}", RuntimeWarning, stacklevel=2)
     cfg_rec = {**main.config, "rungs": [r.to_dict(traces=False) for r in rungs]}
-    spent = 0 if precision is None else precision["earlier_runs"]["num_grads"]
     return dataclasses.replace(
         main, asymptotic=fit, flags=flags, config=cfg_rec, num_grads=max(r.num_grads for r in rungs) + spent
     )
