@@ -18,6 +18,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,7 @@ from slt_tms.samplers import (
 from slt_tms.samplers import diagnostics as diag
 from slt_tms.samplers.hmc import leapfrog_steps
 
-__all__ = ["Group", "run_groups"]
+__all__ = ["Group", "announce", "run_groups"]
 
 
 def _kernel(cfg: LLCConfig, batches: BatchSupply, exact_localization: bool = False) -> Any:
@@ -398,6 +399,28 @@ def run_groups(
     return results
 
 
+def announce(
+    llc_hat: float,
+    se: float,
+    flags: Sequence[str],
+    lower: dict[str, Any] | None,
+    grad_term: dict[str, Any] | None,
+    stacklevel: int = 2,
+) -> None:
+    """Warn what a result says: its flags in one warning (the number is not trustworthy), then its notes
+    (a lower region the rejected paths reached; a first-order term that is not negligible)."""
+    if flags:
+        warnings.warn(
+            f"LLC estimate {llc_hat:.4g} +/- {se:.2g} is not trustworthy: " + "; ".join(flags),
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+    notes = [lower_region_note(lower)] if lower is not None else []
+    notes += [gradient_term_note(grad_term)] if gradient_note_due(grad_term) else []
+    for note in notes:
+        warnings.warn(f"LLC estimate {llc_hat:.4g}: {note}", RuntimeWarning, stacklevel=stacklevel)
+
+
 def _draws(
     kernel: Any,
     target: Tempered,
@@ -546,18 +569,10 @@ def _result(
     bias_text = bias_flag(bias, se)
     if bias_text:
         flags.append(bias_text)
-    if warn and flags:
-        warnings.warn(
-            f"LLC estimate {llc_hat:.4g} +/- {se:.2g} is not trustworthy: " + "; ".join(flags),
-            RuntimeWarning,
-            stacklevel=4,
-        )
     lower = lower_region(tr, g, good, loss_kept)  # notes, not flags: the number is right where the chains
     grad_term = gradient_term(tr, good, g.nbeta, llc_hat)  # sampled
-    notes = [lower_region_note(lower)] if lower is not None else []
-    notes += [gradient_term_note(grad_term)] if gradient_note_due(grad_term) else []
-    for note in notes if warn else []:
-        warnings.warn(f"LLC estimate {llc_hat:.4g}: {note}", RuntimeWarning, stacklevel=4)
+    if warn:
+        announce(llc_hat, se, flags, lower, grad_term, stacklevel=5)
     eps_np = tr.final_eps.detach().cpu().double().numpy()
     record = {
         **cfg.to_dict(),

@@ -421,7 +421,17 @@ class LLCResult:
                 if cal["refreshed"]
                 else f"re-tuned step size x{cal['step_size_ratio']:.3g}"
             )
-            lines.append(f"  calibration     reused from {src}, {cal['warmup']} warmup transitions; {how}")
+            first = cal.get("retried")
+            head = "  calibration     reused from "
+            if first:
+                lines.append(
+                    f"{head}{src} ({first['warmup']} warmup transitions): that run ended flagged "
+                    f"({first['llc']:.4f} +/- {first['se']:.4f}, R-hat {first['rhat']:.3f}, ESS "
+                    f"{first['ess']:.0f}), so this checkpoint was estimated again with its own full warmup "
+                    f"({cal['warmup']} transitions): these numbers; the cost line counts both runs"
+                )
+            else:
+                lines.append(f"{head}{src}, {cal['warmup']} warmup transitions; {how}")
         if self.bias_check is not None:
             b = self.bias_check
             diff, sd = abs(b["difference"]), b["se_difference"]

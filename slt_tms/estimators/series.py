@@ -7,7 +7,7 @@ chains are stacked on one chain axis and share every gradient evaluation and the
 still adapts its own step size and metric, each checkpoint stops when it has converged), so a batch costs
 little more than one estimate for small models; every checkpoint's numbers equal those of
 ``estimate_llc`` on that checkpoint alone with the same seed and the same reused calibration (below; up to
-floating-point summation order). With
+floating-point summation order), or, where that run was redone, without it. With
 a restriction (``params`` / ``masks``) the frozen parameters differ between checkpoints, so checkpoints
 are then estimated one after the other.
 
@@ -23,8 +23,13 @@ than a factor 3 (its geometry changed) runs the full warmup after all. A reused 
 the estimate (the kernel's stationary law is the checkpoint's posterior at any step size and metric); it
 only changes the cost, and the convergence check still decides when each checkpoint stops. Measured on
 the 20 checkpoints of a tiny GPT-2 (3952 parameters): the same ESS per draw as with a full warmup, at
-60% of the gradient evaluations per checkpoint. ``reuse_calibration=False`` gives every batch its full
-warmup; each row's ``config["calibration_used"]`` records what was reused.
+60% of the gradient evaluations per checkpoint. The short warmup sees less of a target whose curvature
+varies from place to place, so a run from a reused calibration that ends with a chain that stopped moving
+or diverged, or not converged within the budget (unless ``num_draws`` fixes the length), is redone once
+with the checkpoint's own full warmup and the same seed: the row is that run (exactly
+``estimate_llc(..., seed=seeds[i])``), its cost counts both, and ``config["calibration_used"]["retried"]``
+keeps the first run's estimate, diagnostics and flags. ``reuse_calibration=False`` gives every batch its
+full warmup; each row's ``config["calibration_used"]`` records what was reused.
 
 Resumable runs
 --------------
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import math
 import re
@@ -55,12 +61,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import LLCConfig, default_nbeta
-from slt_tms.estimators.engine import Group, run_groups
+from slt_tms.estimators.engine import Group, announce, run_groups
 from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import Calibration, LLCResult, gradient_note_due
 from slt_tms.io.checkpoints import load_state_dict_file
@@ -345,7 +352,13 @@ def _estimate_batch(
     warn: bool = True,
     calibration: Calibration | None = None,
 ) -> list[LLCResult]:
-    """One batched run: the checkpoints' chains stacked on one chain axis (engine), one result each."""
+    """One batched run: the checkpoints' chains stacked on one chain axis (engine), one result each.
+
+    With a reused ``calibration``, a checkpoint whose run ends with a chain that stopped moving or diverged,
+    or not converged within the budget (unless ``num_draws`` fixed the length), although its calibration
+    was not refreshed, is estimated once more, with its own full warmup and the same seed; its row is that
+    second run, and ``config["calibration_used"]["retried"]`` keeps what the first one gave (module
+    docstring)."""
     n_eff = int(pots[0].n if n is None else n)
     nbeta = cfg.nbeta if cfg.nbeta is not None else default_nbeta(n_eff)
     groups = [
@@ -354,7 +367,47 @@ def _estimate_batch(
     ]
     with warnings.catch_warnings():  # a series says it once, for all its checkpoints (warn_gradient_notes)
         warnings.filterwarnings("ignore", r"LLC estimate .*: w\* is not a critical point", RuntimeWarning)
-        return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
+        if calibration is None:
+            return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
+        out = run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=False)
+        redo = [i for i, r in enumerate(out) if _retry_due(r, cfg)]
+        if redo:
+            again = run_groups(pots[0], [dataclasses.replace(groups[i], calibration=None) for i in redo],
+                               cfg, n=n_eff, progress=progress, warn=False)
+            for i, r in zip(redo, again, strict=True):
+                out[i] = _retried(r, out[i])
+        for r in out if warn else []:
+            announce(r.llc, r.se, r.flags, r.config.get("lower_region"), r.config.get("gradient_term"),
+                     stacklevel=4)
+        return out
+
+
+def _retry_due(r: LLCResult, cfg: LLCConfig) -> bool:
+    """Whether a run from a reused (not refreshed) calibration is redone with its own warmup: a chain
+    stopped moving or diverged, or the run did not converge although it could run on (no fixed
+    ``num_draws``). Flags that describe w* itself (escapes, a negative estimate) are not reasons."""
+    if r.config["calibration_used"]["refreshed"]:
+        return False
+    chains = bool(np.any(r.diverged)) or any("stopped moving" in f for f in r.flags)
+    return chains or (not r.converged and cfg.num_draws is None)
+
+
+def _retried(again: LLCResult, first: LLCResult) -> LLCResult:
+    """The row of a checkpoint estimated again with its own warmup: the second run's numbers, the first
+    run's summary in ``config["calibration_used"]["retried"]`` and its cost added to the row's."""
+    used = dict(first.config["calibration_used"])
+    used["retried"] = {
+        "llc": first.llc, "se": first.se, "rhat": first.rhat, "ess": first.ess, "flags": list(first.flags),
+        "num_draws": first.num_draws, "num_grads": first.num_grads, "warmup": used["warmup"],
+    }
+    used["warmup"] = int(again.config["num_burnin"])
+    return dataclasses.replace(
+        again,
+        config={**again.config, "calibration_used": used},
+        num_grads=again.num_grads + first.num_grads,
+        seconds=again.seconds + first.seconds,
+        cpu_seconds=again.cpu_seconds + first.cpu_seconds,
+    )
 
 
 def warn_gradient_notes(series: LLCSeries, stacklevel: int = 3) -> None:

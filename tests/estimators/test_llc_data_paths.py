@@ -130,6 +130,47 @@ def test_the_series_equals_one_by_one_estimates_with_the_same_seeds():
     assert all(r.config["calibration_used"] is None for r in plain.results)
 
 
+def test_a_series_row_that_ends_flagged_after_a_reused_calibration_is_estimated_again_with_its_own_warmup():
+    X, Y = _regression(300, seed=1)
+    make = lambda: nn.Linear(3, 1).double()  # noqa: E731
+    best = _fitted(X, Y)
+    ckpts = [best.state_dict(), best.state_dict()]  # a minimum (chains that escape are no reason to redo)
+    # an ESS target out of reach of the budget: every run ends "not converged", so the reused run of the
+    # first checkpoint is redone with a full warmup (the runs are short; flags are expected)
+    kw = {"loss": "mse", "sampler": "mala", "localization": 10.0, "num_burnin": 60, "max_draws": 100,
+          "target_ess": 10_000, "progress": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        series = estimate_llc_series(ckpts, make, (X, Y), seed=3, steps=[1, 2], **kw)
+        seeds = spawn_seeds(3, 2)
+        alone = []
+        for state, s in zip(ckpts, seeds, strict=True):
+            m = make()
+            m.load_state_dict(state)
+            alone.append(estimate_llc(m, (X, Y), seed=s, **kw))  # each with its own full warmup
+        m = make()
+        m.load_state_dict(ckpts[0])
+        reused = estimate_llc(m, (X, Y), seed=seeds[0], calibration=series.results[1].calibration, **kw)
+    first, last = series.results
+    assert last.config["calibration_used"] is None and last.llc == pytest.approx(alone[1].llc, rel=1e-9)
+    used = first.config["calibration_used"]
+    assert used["source"] == {"checkpoint": "checkpoint 1", "step": 2} and not used["refreshed"]
+    retried = used["retried"]  # the first run, from the reused calibration, is kept in the record
+    assert retried["llc"] == pytest.approx(reused.llc, rel=1e-9) and retried["flags"] == list(reused.flags)
+    assert retried["warmup"] == 20 and used["warmup"] == 60
+    # the row is the checkpoint's own full-warmup estimate; its cost counts both runs
+    assert first.llc == pytest.approx(alone[0].llc, rel=1e-9) and first.se == pytest.approx(alone[0].se)
+    assert first.flags == alone[0].flags and not first.converged
+    assert first.num_grads == alone[0].num_grads + reused.num_grads
+    assert "estimated again with its own full warmup" in first.summary()
+    # with a fixed length (num_draws) "not converged" is expected and no run is redone
+    fixed = {k: v for k, v in kw.items() if k != "max_draws"} | {"num_draws": 100}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        once = estimate_llc_series(ckpts, make, (X, Y), seed=3, steps=[1, 2], **fixed)
+    assert "retried" not in once.results[0].config["calibration_used"]
+
+
 # ------------------------------------------------------------------------------------- sample weights
 def test_a_zero_sample_weight_is_a_dropped_row():
     X, Y = _regression(400, seed=3)
