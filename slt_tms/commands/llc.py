@@ -533,7 +533,8 @@ def register(subparsers: Any) -> None:
         help="several checkpoints: give every batch its own full warmup (default: the last checkpoint is "
         "estimated first and its adapted step size and metric start the others, with a fifth of the warmup; "
         "re-checked, and exact for HMC and MALA; a checkpoint whose run then ends with a stuck or diverged "
-        "chain, or not converged, is estimated again with its own full warmup)",
+        "chain, or not converged where the last checkpoint converged, is estimated again with its own full "
+        "warmup)",
     )
     p.add_argument(
         "--params",

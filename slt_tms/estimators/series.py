@@ -25,11 +25,12 @@ only changes the cost, and the convergence check still decides when each checkpo
 the 20 checkpoints of a tiny GPT-2 (3952 parameters): the same ESS per draw as with a full warmup, at
 60% of the gradient evaluations per checkpoint. The short warmup sees less of a target whose curvature
 varies from place to place, so a run from a reused calibration that ends with a chain that stopped moving
-or diverged, or not converged within the budget (unless ``num_draws`` fixes the length), is redone once
-with the checkpoint's own full warmup and the same seed: the row is that run (exactly
-``estimate_llc(..., seed=seeds[i])``), its cost counts both, and ``config["calibration_used"]["retried"]``
-keeps the first run's estimate, diagnostics and flags. ``reuse_calibration=False`` gives every batch its
-full warmup; each row's ``config["calibration_used"]`` records what was reused.
+or diverged, or not converged within the budget (unless ``num_draws`` fixes the length, or the checkpoint
+the calibration came from did not converge either), is redone once with the checkpoint's own full warmup
+and the same seed: the row is that run (exactly ``estimate_llc(..., seed=seeds[i])``), its cost counts
+both, and ``config["calibration_used"]["retried"]`` keeps the first run's estimate, diagnostics and flags.
+``reuse_calibration=False`` gives every batch its full warmup; each row's ``config["calibration_used"]``
+records what was reused.
 
 Resumable runs
 --------------
@@ -351,14 +352,15 @@ def _estimate_batch(
     progress: bool | None,
     warn: bool = True,
     calibration: Calibration | None = None,
+    source_converged: bool = True,
 ) -> list[LLCResult]:
     """One batched run: the checkpoints' chains stacked on one chain axis (engine), one result each.
 
     With a reused ``calibration``, a checkpoint whose run ends with a chain that stopped moving or diverged,
-    or not converged within the budget (unless ``num_draws`` fixed the length), although its calibration
-    was not refreshed, is estimated once more, with its own full warmup and the same seed; its row is that
-    second run, and ``config["calibration_used"]["retried"]`` keeps what the first one gave (module
-    docstring)."""
+    or not converged within the budget (unless ``num_draws`` fixed the length, or the calibration's own
+    run did not converge either: ``source_converged``), although its calibration was not refreshed, is
+    estimated once more, with its own full warmup and the same seed; its row is that second run, and
+    ``config["calibration_used"]["retried"]`` keeps what the first one gave (module docstring)."""
     n_eff = int(pots[0].n if n is None else n)
     nbeta = cfg.nbeta if cfg.nbeta is not None else default_nbeta(n_eff)
     groups = [
@@ -370,7 +372,7 @@ def _estimate_batch(
         if calibration is None:
             return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
         out = run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=False)
-        redo = [i for i, r in enumerate(out) if _retry_due(r, cfg)]
+        redo = [i for i, r in enumerate(out) if _retry_due(r, cfg, source_converged)]
         if redo:
             again = run_groups(pots[0], [dataclasses.replace(groups[i], calibration=None) for i in redo],
                                cfg, n=n_eff, progress=progress, warn=False)
@@ -382,14 +384,16 @@ def _estimate_batch(
         return out
 
 
-def _retry_due(r: LLCResult, cfg: LLCConfig) -> bool:
+def _retry_due(r: LLCResult, cfg: LLCConfig, source_converged: bool) -> bool:
     """Whether a run from a reused (not refreshed) calibration is redone with its own warmup: a chain
     stopped moving or diverged, or the run did not converge although it could run on (no fixed
-    ``num_draws``). Flags that describe w* itself (escapes, a negative estimate) are not reasons."""
+    ``num_draws``) and the run the calibration came from did converge (where it did not, the model is
+    hard to sample anyway, and a second run would double the cost for nothing). Flags that describe w*
+    itself (escapes, a negative estimate) are not reasons."""
     if r.config["calibration_used"]["refreshed"]:
         return False
     chains = bool(np.any(r.diverged)) or any("stopped moving" in f for f in r.flags)
-    return chains or (not r.converged and cfg.num_draws is None)
+    return chains or (not r.converged and cfg.num_draws is None and source_converged)
 
 
 def _retried(again: LLCResult, first: LLCResult) -> LLCResult:
@@ -565,6 +569,7 @@ def estimate_llc_series(
     _warn_out_of_order(names, steps, reuse_calibration)
     results: dict[int, LLCResult] = {}
     cal: Calibration | None = None
+    cal_converged = True
     for idx in _batches(len(checkpoints), batch, params is None and not masks, reuse_calibration):
         out = _estimate_batch(
             [potential(i) for i in idx],
@@ -574,10 +579,11 @@ def estimate_llc_series(
             n,
             progress,
             calibration=cal,
+            source_converged=cal_converged,
         )
         results.update(zip(idx, out, strict=True))
         if reuse_calibration and cal is None:
-            cal = out[0].calibration
+            cal, cal_converged = out[0].calibration, out[0].converged
     series = LLCSeries(
         tuple(steps),
         tuple(names),

@@ -110,8 +110,9 @@ def series_tasks(
         A ``grad_mode`` other than ``"auto"`` is a task entry (``"auto"`` is not, so the tasks of
         earlier versions keep their keys).
         With ``reuse_calibration`` the first task is the last checkpoint alone; the other tasks need its
-        calibration, added by :func:`estimate_llc_series_resumable` as the task entry ``"calibration"``
-        once that task has finished (so they are keyed by it too).
+        calibration, added by :func:`estimate_llc_series_resumable` as the task entries ``"calibration"``
+        and ``"calibration_converged"`` (whether that run converged) once that task has finished (so they
+        are keyed by them too).
     x_key, y_key : str
         Names of the inputs and targets in the data file.
 
@@ -216,6 +217,7 @@ def run_series_task(task: Mapping[str, Any]) -> dict[str, Any]:
         pots, [{"checkpoint": c["name"], "step": c["step"]} for c in ckpts], [c["seed"] for c in ckpts], cfg,
         task["n"], progress=None, warn=False,  # the series warns once per flagged checkpoint, resumed or not
         calibration=None if cal is None else Calibration.from_dict(cal),
+        source_converged=bool(task.get("calibration_converged", True)),
     )
     tensors = {
         f"{i}/{grp}/{name}": torch.from_numpy(np.ascontiguousarray(var.values))
@@ -375,9 +377,12 @@ reuse_calibration, device, dtype, grad_mode, overrides
              "dask_address": dask_address, "progress": progress}
     with _bars(progress):
         if reuse_calibration and len(tasks) > 1:  # round 1: the last checkpoint alone, its calibration
-            cal = run_sweep(run_series_task, tasks[:1], **sweep)[0]["checkpoints"][0]["result"]["calibration"]
+            first = run_sweep(run_series_task, tasks[:1], **sweep)[0]["checkpoints"][0]["result"]
+            cal = first["calibration"]
             if cal is not None:  # its JSON form, as the result record holds it
-                tasks = tasks[:1] + [{**t, "calibration": cal} for t in tasks[1:]]
+                done = bool(first["converged"])
+                tasks = tasks[:1] + [{**t, "calibration": cal, "calibration_converged": done}
+                                     for t in tasks[1:]]
         records = run_sweep(run_series_task, tasks, **sweep)
     rows = []  # (name, step, result) in task order; back to training order below
     for rec in records:

@@ -131,44 +131,50 @@ def test_the_series_equals_one_by_one_estimates_with_the_same_seeds():
 
 
 def test_a_series_row_that_ends_flagged_after_a_reused_calibration_is_estimated_again_with_its_own_warmup():
+    from slt_tms.estimators.llc import _resolve_config
+    from slt_tms.estimators.series import _estimate_batch
+    from slt_tms.potentials import from_module
+
     X, Y = _regression(300, seed=1)
     make = lambda: nn.Linear(3, 1).double()  # noqa: E731
     best = _fitted(X, Y)
     ckpts = [best.state_dict(), best.state_dict()]  # a minimum (chains that escape are no reason to redo)
-    # an ESS target out of reach of the budget: every run ends "not converged", so the reused run of the
-    # first checkpoint is redone with a full warmup (the runs are short; flags are expected)
+    # an ESS target out of reach of the budget: every run ends "not converged" (the runs are short)
     kw = {"loss": "mse", "sampler": "mala", "localization": 10.0, "num_burnin": 60, "max_draws": 100,
           "target_ess": 10_000, "progress": False}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         series = estimate_llc_series(ckpts, make, (X, Y), seed=3, steps=[1, 2], **kw)
-        seeds = spawn_seeds(3, 2)
-        alone = []
-        for state, s in zip(ckpts, seeds, strict=True):
-            m = make()
-            m.load_state_dict(state)
-            alone.append(estimate_llc(m, (X, Y), seed=s, **kw))  # each with its own full warmup
-        m = make()
-        m.load_state_dict(ckpts[0])
-        reused = estimate_llc(m, (X, Y), seed=seeds[0], calibration=series.results[1].calibration, **kw)
-    first, last = series.results
-    assert last.config["calibration_used"] is None and last.llc == pytest.approx(alone[1].llc, rel=1e-9)
-    used = first.config["calibration_used"]
-    assert used["source"] == {"checkpoint": "checkpoint 1", "step": 2} and not used["refreshed"]
+        cal = series.results[1].calibration  # from the last checkpoint, which did not converge either
+        seed = spawn_seeds(3, 2)[0]
+        own = estimate_llc(best, (X, Y), seed=seed, **kw)  # the checkpoint alone, its own full warmup
+        reused = estimate_llc(best, (X, Y), seed=seed, calibration=cal, **kw)
+        # as a series whose calibration came from a converged run: the reused run is redone
+        cfg = _resolve_config(None, {k: v for k, v in kw.items() if k not in ("loss", "progress")})
+        pot = from_module(best, (X, Y), loss="mse")
+        (redone,) = _estimate_batch([pot], [{"checkpoint": "c", "step": 1}], [seed], cfg, None, False,
+                                    calibration=cal, source_converged=True)
+    # the calibration's own run did not converge: a second run would double the cost for nothing
+    assert "retried" not in series.results[0].config["calibration_used"]
+    assert series.results[0].llc == pytest.approx(reused.llc, rel=1e-9)
+    used = redone.config["calibration_used"]
+    assert used["source"] == cal.source and not used["refreshed"]
     retried = used["retried"]  # the first run, from the reused calibration, is kept in the record
     assert retried["llc"] == pytest.approx(reused.llc, rel=1e-9) and retried["flags"] == list(reused.flags)
     assert retried["warmup"] == 20 and used["warmup"] == 60
     # the row is the checkpoint's own full-warmup estimate; its cost counts both runs
-    assert first.llc == pytest.approx(alone[0].llc, rel=1e-9) and first.se == pytest.approx(alone[0].se)
-    assert first.flags == alone[0].flags and not first.converged
-    assert first.num_grads == alone[0].num_grads + reused.num_grads
-    assert "estimated again with its own full warmup" in first.summary()
+    assert redone.llc == pytest.approx(own.llc, rel=1e-9) and redone.se == pytest.approx(own.se)
+    assert redone.flags == own.flags and not redone.converged
+    assert redone.num_grads == own.num_grads + reused.num_grads
+    assert "estimated again with its own full warmup" in redone.summary()
     # with a fixed length (num_draws) "not converged" is expected and no run is redone
-    fixed = {k: v for k, v in kw.items() if k != "max_draws"} | {"num_draws": 100}
+    fixed = _resolve_config(None, {"sampler": "mala", "localization": 10.0, "num_burnin": 60,
+                                   "num_draws": 100})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        once = estimate_llc_series(ckpts, make, (X, Y), seed=3, steps=[1, 2], **fixed)
-    assert "retried" not in once.results[0].config["calibration_used"]
+        (once,) = _estimate_batch([pot], [{"checkpoint": "c", "step": 1}], [seed], fixed, None, False,
+                                  calibration=cal, source_converged=True)
+    assert "retried" not in once.config["calibration_used"] and not once.converged
 
 
 # ------------------------------------------------------------------------------------- sample weights
