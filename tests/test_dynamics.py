@@ -332,3 +332,28 @@ def test_a_run_whose_sgd_diverged_says_so(tmp_path, capsys):
     analysis = json.loads((tmp_path / "analysis.json").read_text())
     reasons = [c["reason"] for c in analysis["runs"][0]["classifications"]]
     assert any("at the point itself" in r for r in reasons), reasons
+
+
+def test_a_checkpoint_far_above_the_level_its_flow_reaches_is_on_its_way_down(points):
+    """The short flow reaches a family's level and geometry from a point far above it (its polygon shrunk):
+    the default classifier names the basin, the SGD settings only a point within one level spacing
+    1/(4c^2) of the level; the threshold is on the point's own loss."""
+    from slt_tms.analysis.plateaus import SGD_TOLERANCES
+    from slt_tms.theory.symbolic import population_loss_flat
+
+    spacing = 1 / (4 * C * C)
+    for p in points[:4]:
+        W, b = unpack(p.flat().double(), C, 2)
+        for scale, far in ((0.8, True), (0.995, False)):
+            w = pack(scale * W, b)[None]
+            above = float(population_loss_flat(w, C, 2)[0]) - p.loss
+            assert (above > spacing) is far, (p.name, scale, above)
+            assert str(classify(w, points).names[0]) == p.name  # the basin: where the flow leads
+            sgd = classify(w, points, tolerances=SGD_TOLERANCES)
+            if far:
+                assert sgd.names[0] == UNCLASSIFIED
+                assert sgd.reason[0].startswith(f"on its way down to {p.name}")
+            else:
+                assert str(sgd.names[0]) == p.name
+    with pytest.raises(ValueError, match="start_gap"):
+        ClassifyTolerances(start_gap=0.0)

@@ -35,6 +35,13 @@ sits far above its level along flat and quartic directions, where the short flow
 
 A sample that fits no family after both stages is ``"unclassified"`` with the reason. ``flow_steps=0``
 (no flow at all, neither stage) gives the old tolerance-window classification (for comparisons).
+
+5. **start** (optional, ``start_gap``; SGD checkpoints): the point itself, before the flow, lies at most
+   ``start_gap`` level spacings :math:`1/(4c^2)` above the level, :math:`L(w_0) - L_a \le
+   \texttt{start\_gap}/(4c^2)`. The flow says where the loss leads from a point, not whether the point is
+   there yet: on the steep descent of a training run the short flow reaches a family's level from
+   checkpoints far above it (at c = 6 from L = 0.26 to the 4+ level 0.104). A thermal posterior draw
+   sits far above its level by nature, so posterior draws are classified without this rule.
 """
 
 from __future__ import annotations
@@ -83,6 +90,9 @@ class ClassifyTolerances:
         Shortest vertex / longest vertex at least this (0.5).
     energy_tol : float, optional
         Largest :math:`|L(w_T) - L_a|` (default :math:`1/(10c^2)`).
+    start_gap : float, optional
+        Largest :math:`L(w_0) - L_a` of the point before the flow, in level spacings :math:`1/(4c^2)`
+        (default None: no limit; :data:`slt_tms.analysis.plateaus.SGD_TOLERANCES` uses 1).
     """
 
     flow_steps: int = 100
@@ -95,6 +105,7 @@ class ClassifyTolerances:
     angle_tol: float = 0.35
     length_ratio: float = 0.5
     energy_tol: float | None = None
+    start_gap: float | None = None
 
     def __post_init__(self) -> None:
         check_int("flow_steps", self.flow_steps, minimum=0)
@@ -111,6 +122,8 @@ class ClassifyTolerances:
         check_float("min_length", self.min_length, nonnegative=True)
         if self.energy_tol is not None:
             check_float("energy_tol", self.energy_tol, positive=True)
+        if self.start_gap is not None:
+            check_float("start_gap", self.start_gap, positive=True)
 
 
 @dataclass(frozen=True)
@@ -312,14 +325,21 @@ def _name(
             reason[s] = f"the {key[0]} vertices do not form a regular {key[0]}-gon"
         else:
             best = min(cands, key=lambda p, L=loss[s]: abs(p.loss - L))
-            if abs(best.loss - loss[s]) <= energy_tol:
-                names[s] = best.name
-                reason[s] = f"basin of {best.name}: energy level and geometry match"
-            else:
+            above = loss_start[s] - best.loss
+            if abs(best.loss - loss[s]) > energy_tol:
                 reason[s] = (
                     f"geometry of {best.name} but the energy after the flow is off its level by "
                     f"{loss[s] - best.loss:+.2e} (tolerance {energy_tol:.1e})"
                 )
+            elif tol.start_gap is not None and above > tol.start_gap / (4 * c * c):
+                reason[s] = (
+                    f"on its way down to {best.name}: the flow reaches its level and geometry, but the point "
+                    f"itself lies {above:.2e} above that level (limit {tol.start_gap / (4 * c * c):.1e}, "
+                    f"{tol.start_gap:g} level spacing 1/(4c^2))"
+                )
+            else:
+                names[s] = best.name
+                reason[s] = f"basin of {best.name}: energy level and geometry match"
     return Classification(
         names, reason, loss, loss_start, nearest, loss_gap, k, sigma, phi, regular, grad_norm
     )

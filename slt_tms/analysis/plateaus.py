@@ -278,11 +278,14 @@ class RunAnalysis:
         }
 
 
-#: The classifier's settings for SGD checkpoints: the short flow only. Its second, accelerated stage is
-#: for thermal posterior draws that sit far above their level; on a training run it carried every
-#: checkpoint of the descent from the random start to the basin the run later reaches (a random
-#: initialisation at L = 0.247 was named 4++, level 0.097), so a family's first step read 0.
-SGD_TOLERANCES = ClassifyTolerances(refine_steps=0)
+#: The classifier's settings for SGD checkpoints: the short flow only, and a checkpoint is named only
+#: where its own loss lies within one level spacing 1/(4c^2) of the family's level (``start_gap=1``).
+#: The second, accelerated stage is for thermal posterior draws that sit far above their level; on a
+#: training run it carried every checkpoint of the descent from the random start to the basin the run
+#: later reaches (a random initialisation at L = 0.247 was named 4++, level 0.097), so a family's first
+#: step read 0. The short flow alone still reached a level from the steep part of a descent (c = 6:
+#: checkpoints at L = 0.26 named 4+, level 0.104); the start rule leaves those unclassified.
+SGD_TOLERANCES = ClassifyTolerances(refine_steps=0, start_gap=1.0)
 
 
 def analyze_run(
