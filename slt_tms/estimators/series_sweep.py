@@ -110,9 +110,10 @@ def series_tasks(
         A ``grad_mode`` other than ``"auto"`` is a task entry (``"auto"`` is not, so the tasks of
         earlier versions keep their keys).
         With ``reuse_calibration`` the first task is the last checkpoint alone; the other tasks need its
-        calibration, added by :func:`estimate_llc_series_resumable` as the task entries ``"calibration"``
-        and ``"calibration_converged"`` (whether that run converged) once that task has finished (so they
-        are keyed by them too).
+        calibration, added by :func:`estimate_llc_series_resumable` as the task entry ``"calibration"``
+        once that task has finished (so they are keyed by it too), with ``"calibration_converged":
+        False`` where that run did not converge (absent, it counts as True: the tasks of earlier versions
+        keep their keys).
     x_key, y_key : str
         Names of the inputs and targets in the data file.
 
@@ -380,9 +381,10 @@ reuse_calibration, device, dtype, grad_mode, overrides
             first = run_sweep(run_series_task, tasks[:1], **sweep)[0]["checkpoints"][0]["result"]
             cal = first["calibration"]
             if cal is not None:  # its JSON form, as the result record holds it
-                done = bool(first["converged"])
-                tasks = tasks[:1] + [{**t, "calibration": cal, "calibration_converged": done}
-                                     for t in tasks[1:]]
+                # "calibration_converged" only where it is False, so that the tasks of earlier versions
+                # (whose calibration's run converged) keep their keys
+                extra = {} if first["converged"] else {"calibration_converged": False}
+                tasks = tasks[:1] + [{**t, "calibration": cal, **extra} for t in tasks[1:]]
         records = run_sweep(run_series_task, tasks, **sweep)
     rows = []  # (name, step, result) in task order; back to training order below
     for rec in records:
