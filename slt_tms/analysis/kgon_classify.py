@@ -299,6 +299,7 @@ def _name(
         sigma = (~live & (b > 1.0 / (4 * c))).sum(axis=1)
         regular = _regular_polygon(W, live, tol)
         energy_tol = tol.energy_tol if tol.energy_tol is not None else 1.0 / (10 * c * c)
+        start_limit = math.inf if tol.start_gap is None else tol.start_gap / (4 * c * c)
         levels = np.array([p.loss for p in pts])
         gaps = loss[:, None] - levels[None, :]
         j = np.abs(gaps).argmin(axis=1)
@@ -331,11 +332,11 @@ def _name(
                     f"geometry of {best.name} but the energy after the flow is off its level by "
                     f"{loss[s] - best.loss:+.2e} (tolerance {energy_tol:.1e})"
                 )
-            elif tol.start_gap is not None and above > tol.start_gap / (4 * c * c):
+            elif above > start_limit:
                 reason[s] = (
                     f"on its way down to {best.name}: the flow reaches its level and geometry, but the point "
-                    f"itself lies {above:.2e} above that level (limit {tol.start_gap / (4 * c * c):.1e}, "
-                    f"{tol.start_gap:g} level spacing 1/(4c^2))"
+                    f"itself lies {above:.2e} above that level (limit {start_limit:.1e}, {tol.start_gap:g} "
+                    "level spacing 1/(4c^2))"
                 )
             else:
                 names[s] = best.name

@@ -18,7 +18,6 @@ import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -399,26 +398,21 @@ def run_groups(
     return results
 
 
-def announce(
-    llc_hat: float,
-    se: float,
-    flags: Sequence[str],
-    lower: dict[str, Any] | None,
-    grad_term: dict[str, Any] | None,
-    stacklevel: int = 2,
-) -> None:
+def announce(res: LLCResult, stacklevel: int = 2) -> None:
     """Warn what a result says: its flags in one warning (the number is not trustworthy), then its notes
-    (a lower region the rejected paths reached; a first-order term that is not negligible)."""
-    if flags:
+    (``config["lower_region"]``: a lower region the rejected paths reached; ``config["gradient_term"]``: a
+    first-order term that is not negligible)."""
+    if res.flags:
         warnings.warn(
-            f"LLC estimate {llc_hat:.4g} +/- {se:.2g} is not trustworthy: " + "; ".join(flags),
+            f"LLC estimate {res.llc:.4g} +/- {res.se:.2g} is not trustworthy: " + "; ".join(res.flags),
             RuntimeWarning,
             stacklevel=stacklevel,
         )
+    lower, grad_term = res.config.get("lower_region"), res.config.get("gradient_term")
     notes = [lower_region_note(lower)] if lower is not None else []
     notes += [gradient_term_note(grad_term)] if gradient_note_due(grad_term) else []
     for note in notes:
-        warnings.warn(f"LLC estimate {llc_hat:.4g}: {note}", RuntimeWarning, stacklevel=stacklevel)
+        warnings.warn(f"LLC estimate {res.llc:.4g}: {note}", RuntimeWarning, stacklevel=stacklevel)
 
 
 def _draws(
@@ -571,8 +565,6 @@ def _result(
         flags.append(bias_text)
     lower = lower_region(tr, g, good, loss_kept)  # notes, not flags: the number is right where the chains
     grad_term = gradient_term(tr, good, g.nbeta, llc_hat)  # sampled
-    if warn:
-        announce(llc_hat, se, flags, lower, grad_term, stacklevel=5)
     eps_np = tr.final_eps.detach().cpu().double().numpy()
     record = {
         **cfg.to_dict(),
@@ -602,7 +594,7 @@ def _result(
         "lower_region": lower, "gradient_term": grad_term,
     }
     idata = diag.inference_data({"llc": draws, "loss": loss_kept}, {"accept_prob": acc_kept})
-    return LLCResult(
+    res = LLCResult(
         llc=llc_hat,
         se=se,
         rhat=float(rhat),
@@ -632,3 +624,6 @@ def _result(
         config=record,
         seed=g.seed,
     )
+    if warn:
+        announce(res, stacklevel=5)
+    return res

@@ -379,8 +379,7 @@ def _estimate_batch(
             for i, r in zip(redo, again, strict=True):
                 out[i] = _retried(r, out[i])
         for r in out if warn else []:
-            announce(r.llc, r.se, r.flags, r.config.get("lower_region"), r.config.get("gradient_term"),
-                     stacklevel=4)
+            announce(r, stacklevel=4)
         return out
 
 
