@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,159 @@ def _check_batch(x: Any, c: int, B: int | None, size: int, what: str) -> Tensor:
     return x
 
 
+def _check_optimizer(optimizer: Any, lr: Any, weight_decay: Any) -> tuple[str, float, float]:
+    """The optimizer's name (lower case, one of ``OPTIMIZERS``), learning rate (> 0) and weight decay
+    (>= 0), validated."""
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+    lr = _check_float("lr (learning rate)", lr, positive=True)
+    return optimizer.lower(), lr, _check_float("weight_decay", weight_decay, positive=False)
+
+
+def _check_w0(w0: Any, c: int, r: int) -> int | None:
+    """Validate the initial parameters; return the number of instances B (None for a single ``(d,)``)."""
+    d = num_params(c, r)
+    if not isinstance(w0, Tensor):
+        raise ValueError(f"w0 must be a torch.Tensor of shape (d,) or (B, d), got {type(w0).__name__}")
+    if w0.ndim not in (1, 2) or w0.shape[-1] != d or w0.numel() == 0:
+        raise ValueError(
+            f"w0 must have shape (d,) or (B, d) with d = r*c + c = {d} for c={c}, r={r}; "
+            f"got {tuple(w0.shape)}"
+        )
+    if not w0.is_floating_point():
+        raise ValueError(f"w0 must be a floating-point tensor, got dtype {w0.dtype}")
+    if not bool(torch.isfinite(w0).all()):
+        raise ValueError("w0 contains NaN or infinite values")
+    return int(w0.shape[0]) if w0.ndim == 2 else None
+
+
+def _check_data(data: Any, kind: str, c: int, B: int | None, batch_size: int) -> int | None:
+    """Validate the data against the model; return the rows of a fixed dataset (None otherwise)."""
+    if kind == "dataset":
+        ok = data.ndim == 2 or (data.ndim == 3 and B is not None and data.shape[0] == B)
+        if not ok or data.shape[-1] != c or data.shape[-2] < 1:
+            allowed = f"(n, {c})" + (f" or ({B}, n, {c})" if B is not None else "")
+            raise ValueError(f"a fixed dataset must have shape {allowed}; got {tuple(data.shape)}")
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError("the dataset contains NaN or infinite values")
+        n_data = int(data.shape[-2])
+        if batch_size > n_data:
+            raise ValueError(f"batch_size must be <= n = {n_data} (the dataset size), got {batch_size}")
+        return n_data
+    if kind == "distribution":
+        dc = getattr(data, "c", c)
+        if dc != c:
+            raise ValueError(f"the distribution has c = {dc} features but the model has c = {c}")
+    return None
+
+
+def _importance(
+    importance: Tensor | None, data: Any, kind: str, c: int, B: int | None, dtype: torch.dtype,
+    dev: torch.device,
+) -> Tensor:
+    """The importance weights ``(c,)`` or ``(B, c)``: given, else the distribution's, else ones."""
+    if importance is None:
+        importance = getattr(data, "importance", None) if kind != "dataset" else None
+    if importance is None:
+        return torch.ones(c, dtype=dtype, device=dev)
+    imp = torch.as_tensor(importance).to(device=dev, dtype=dtype)
+    if not (imp.shape == (c,) or (B is not None and imp.shape == (B, c))):
+        allowed = f"({c},)" + (f" or ({B}, {c})" if B is not None else "")
+        raise ValueError(f"importance must have shape {allowed}; got {tuple(imp.shape)}")
+    if not bool(torch.isfinite(imp).all()) or bool((imp < 0).any()):
+        raise ValueError("importance weights must be finite and non-negative")
+    return imp
+
+
+def _root_seed(seed: int | torch.Generator) -> int:
+    """The recorded integer root seed: ``seed`` itself, or one integer drawn from a generator."""
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, 2**62, (1,), generator=seed, device=seed.device).item())
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or a torch.Generator, got {seed!r}")
+    return int(seed)
+
+
+def _epoch_batches(
+    X: Tensor, batch_size: int, n_streams: int, g: torch.Generator, c: int
+) -> Callable[[], Tensor]:
+    """``next_batch()`` over a fixed dataset ``X`` (``(n, c)`` or ``(B, n, c)``): epochs of a fresh
+    permutation (one per stream), ``n // batch_size`` batches each (the remainder is skipped)."""
+    n_data = int(X.shape[-2])
+    dev = X.device
+    per_epoch = n_data // batch_size
+    perm: Tensor | None = None
+    pos = per_epoch  # forces a new permutation at the first step
+
+    def next_batch() -> Tensor:
+        nonlocal perm, pos
+        if pos == per_epoch:
+            if n_streams == 1:
+                perm = torch.randperm(n_data, generator=g).to(dev)
+            else:
+                perm = torch.rand(n_streams, n_data, generator=g).argsort(-1).to(dev)
+            pos = 0
+        assert perm is not None
+        sl = slice(pos * batch_size, (pos + 1) * batch_size)
+        pos += 1
+        if n_streams == 1:
+            return X[..., perm[sl], :]
+        idx = perm[:, sl]  # (B, m)
+        if X.ndim == 2:
+            return X[idx]
+        return torch.gather(X, 1, idx.unsqueeze(-1).expand(-1, -1, c))
+
+    return next_batch
+
+
+def _fresh_batches(
+    data: Any, kind: str, c: int, B: int | None, batch_size: int, n_streams: int, eval_size: int,
+    g_train: torch.Generator, g_eval: torch.Generator, dev: torch.device, dtype: torch.dtype,
+) -> tuple[Callable[[], Tensor], Tensor]:
+    """``next_batch()`` of fresh rows from a distribution or a data callable (``g_train``), and the
+    evaluation rows of the logged losses (``eval_size`` of them from ``g_eval``, checked)."""
+    draw = _sampler(data, kind)
+    what = "data.sample" if kind == "distribution" else "the data callable"
+
+    def next_batch() -> Tensor:
+        return draw(batch_size, g_train, n_streams).to(device=dev, dtype=dtype)
+
+    eval_x = _check_batch(draw(eval_size, g_eval, 1), c, B, eval_size, what).to(device=dev, dtype=dtype)
+    return next_batch, eval_x
+
+
+@torch.no_grad()
+def _eval_loss(w: Tensor, x: Tensor, imp_b: Tensor, c: int, r: int, activation: str, gamma: float) -> Tensor:
+    """The weighted squared error of every instance on the rows ``x``, in chunks of at most
+    ``_EVAL_CHUNK_ELEMENTS`` elements (a large evaluation set never needs one huge tensor)."""
+    n = x.shape[-2]
+    instances = w.shape[0] if w.ndim == 2 else 1
+    chunk = max(1, _EVAL_CHUNK_ELEMENTS // (instances * c))
+    total = torch.zeros(w.shape[:-1], dtype=w.dtype, device=w.device)
+    for start in range(0, n, chunk):
+        xs = x[..., start : start + chunk, :]
+        pred = forward(w, xs, c, r, activation, gamma)
+        total += weighted_sq_error(pred, xs, imp_b) * xs.shape[-2]
+    return total / n
+
+
+def _sampler(data: Any, kind: str) -> Callable[[int, torch.Generator, int], Tensor]:
+    """``draw(size, generator, streams)``: fresh rows from a distribution (``data.sample``) or a data
+    callable, ``(size, c)`` for one stream, ``(streams, size, c)`` for several."""
+    if kind == "distribution":
+        def draw(size: int, g: torch.Generator, streams: int) -> Tensor:
+            x = data.sample(size * streams, g)
+            return x if streams == 1 else x.reshape(streams, size, -1)
+    else:
+        def draw(size: int, g: torch.Generator, streams: int) -> Tensor:
+            x = data(size, g)
+            if streams > 1 and x.ndim == 2:
+                xs = [x] + [data(size, g) for _ in range(streams - 1)]
+                return torch.stack(xs)
+            return x
+    return draw
+
+
 def train(
     w0: Tensor,
     *,
@@ -314,80 +468,28 @@ def train(
     """
     # ---------------------------------------------------------------- validation
     validate_shape(c, r)
-    act = activation_fn(activation, gamma)  # validates activation / gamma
-    del act
+    activation_fn(activation, gamma)  # validates activation / gamma
     gamma = float(gamma)
-    d = num_params(c, r)
-    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-    optimizer = optimizer.lower()
-    lr = _check_float("lr (learning rate)", lr, positive=True)
-    weight_decay = _check_float("weight_decay", weight_decay, positive=False)
+    optimizer, lr, weight_decay = _check_optimizer(optimizer, lr, weight_decay)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     num_steps = check_int("num_steps", num_steps, minimum=1)
     num_checkpoints = check_int("num_checkpoints", num_checkpoints, minimum=2)
     eval_size = check_int("eval_size", eval_size, minimum=1)
-    if log_every is not None:
-        log_every = check_int("log_every", log_every, minimum=1)
-
-    if not isinstance(w0, Tensor):
-        raise ValueError(f"w0 must be a torch.Tensor of shape (d,) or (B, d), got {type(w0).__name__}")
-    if w0.ndim not in (1, 2) or w0.shape[-1] != d or w0.numel() == 0:
-        raise ValueError(
-            f"w0 must have shape (d,) or (B, d) with d = r*c + c = {d} for c={c}, r={r}; "
-            f"got {tuple(w0.shape)}"
-        )
-    if not w0.is_floating_point():
-        raise ValueError(f"w0 must be a floating-point tensor, got dtype {w0.dtype}")
-    if not bool(torch.isfinite(w0).all()):
-        raise ValueError("w0 contains NaN or infinite values")
-    B = int(w0.shape[0]) if w0.ndim == 2 else None
+    log_every = None if log_every is None else check_int("log_every", log_every, minimum=1)
+    B = _check_w0(w0, c, r)
     dev = torch.device(device) if device is not None else w0.device
     dtype = w0.dtype
-
     kind = _data_kind(data)
-    n_data = None
-    if kind == "dataset":
-        ok = data.ndim == 2 or (data.ndim == 3 and B is not None and data.shape[0] == B)
-        if not ok or data.shape[-1] != c or data.shape[-2] < 1:
-            allowed = f"(n, {c})" + (f" or ({B}, n, {c})" if B is not None else "")
-            raise ValueError(f"a fixed dataset must have shape {allowed}; got {tuple(data.shape)}")
-        if not bool(torch.isfinite(data).all()):
-            raise ValueError("the dataset contains NaN or infinite values")
-        n_data = int(data.shape[-2])
-        if batch_size > n_data:
-            raise ValueError(f"batch_size must be <= n = {n_data} (the dataset size), got {batch_size}")
-    elif kind == "distribution":
-        dc = getattr(data, "c", c)
-        if dc != c:
-            raise ValueError(f"the distribution has c = {dc} features but the model has c = {c}")
-
-    if importance is None:
-        importance = getattr(data, "importance", None) if kind != "dataset" else None
-    if importance is None:
-        imp = torch.ones(c, dtype=dtype, device=dev)
-    else:
-        imp = torch.as_tensor(importance).to(device=dev, dtype=dtype)
-        if not (imp.shape == (c,) or (B is not None and imp.shape == (B, c))):
-            allowed = f"({c},)" + (f" or ({B}, {c})" if B is not None else "")
-            raise ValueError(f"importance must have shape {allowed}; got {tuple(imp.shape)}")
-        if not bool(torch.isfinite(imp).all()) or bool((imp < 0).any()):
-            raise ValueError("importance weights must be finite and non-negative")
+    _check_data(data, kind, c, B, batch_size)
+    imp = _importance(importance, data, kind, c, B, dtype, dev)
     imp_b = imp.unsqueeze(-2)  # (c,) -> (1, c); (B, c) -> (B, 1, c): broadcasts over the minibatch
 
-    # ---------------------------------------------------------------- randomness
-    if isinstance(seed, torch.Generator):
-        root_seed = int(torch.randint(0, 2**62, (1,), generator=seed, device=seed.device).item())
-    else:
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer or a torch.Generator, got {seed!r}")
-        root_seed = int(seed)
+    # ---------------------------------------------------------------- randomness, schedules, data
+    root_seed = _root_seed(seed)
     train_seed, eval_seed = spawn_seeds(root_seed, 2)
     g_train = torch.Generator().manual_seed(train_seed)
     g_eval = torch.Generator().manual_seed(eval_seed)
     n_streams = 1 if (shared_batches or B is None) else B
-
-    # ---------------------------------------------------------------- schedules
     ckpt_steps = log_checkpoint_schedule(num_steps, num_checkpoints)
     if log_every is None:
         log_steps = np.union1d(log_schedule(num_steps, _DEFAULT_NUM_LOGGED), ckpt_steps)
@@ -395,78 +497,24 @@ def train(
         log_steps = np.union1d(np.arange(0, num_steps + 1, log_every), [num_steps])
     log_set = set(log_steps.tolist())
     ckpt_set = set(ckpt_steps.tolist())
-
-    # ---------------------------------------------------------------- data access
     if kind == "dataset":
         X = data.to(device=dev, dtype=dtype)
-        per_epoch = n_data // batch_size
-        perm: Tensor | None = None
-        pos = per_epoch  # forces a new permutation at the first step
-
-        def next_batch() -> Tensor:
-            nonlocal perm, pos
-            if pos == per_epoch:
-                if n_streams == 1:
-                    perm = torch.randperm(n_data, generator=g_train).to(dev)
-                else:
-                    perm = torch.rand(n_streams, n_data, generator=g_train).argsort(-1).to(dev)
-                pos = 0
-            sl = slice(pos * batch_size, (pos + 1) * batch_size)
-            pos += 1
-            if n_streams == 1:
-                return X[..., perm[sl], :]
-            idx = perm[:, sl]  # (B, m)
-            if X.ndim == 2:
-                return X[idx]
-            return torch.gather(X, 1, idx.unsqueeze(-1).expand(-1, -1, c))
-
-        eval_x = X
+        next_batch, eval_x = _epoch_batches(X, batch_size, n_streams, g_train, c), X
     else:
-        if kind == "distribution":
-            def draw(size: int, g: torch.Generator, streams: int) -> Tensor:
-                x = data.sample(size * streams, g)
-                return x if streams == 1 else x.reshape(streams, size, -1)
-        else:
-            def draw(size: int, g: torch.Generator, streams: int) -> Tensor:
-                x = data(size, g)
-                if streams > 1 and x.ndim == 2:
-                    xs = [x] + [data(size, g) for _ in range(streams - 1)]
-                    return torch.stack(xs)
-                return x
-
-        what = "data.sample" if kind == "distribution" else "the data callable"
-
-        def next_batch() -> Tensor:
-            x = draw(batch_size, g_train, n_streams)
-            return x.to(device=dev, dtype=dtype)
-
-        eval_x = _check_batch(draw(eval_size, g_eval, 1), c, B, eval_size, what).to(device=dev, dtype=dtype)
+        next_batch, eval_x = _fresh_batches(data, kind, c, B, batch_size, n_streams, eval_size, g_train,
+                                            g_eval, dev, dtype)
 
     # ---------------------------------------------------------------- optimisation
     w = w0.detach().to(device=dev, dtype=dtype).clone().requires_grad_(True)
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD([w], lr=lr, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.AdamW([w], lr=lr, weight_decay=weight_decay)
-
-    @torch.no_grad()
-    def eval_loss() -> Tensor:
-        x = eval_x
-        n = x.shape[-2]
-        chunk = max(1, _EVAL_CHUNK_ELEMENTS // ((B or 1) * c))
-        total = torch.zeros(w.shape[:-1], dtype=dtype, device=dev)
-        for start in range(0, n, chunk):
-            xs = x[..., start : start + chunk, :]
-            pred = forward(w, xs, c, r, activation, gamma)
-            total += weighted_sq_error(pred, xs, imp_b) * xs.shape[-2]
-        return total / n
+    make_opt = torch.optim.SGD if optimizer == "sgd" else torch.optim.AdamW
+    opt = make_opt([w], lr=lr, weight_decay=weight_decay)
 
     grad_scale = imp_b * (2.0 / batch_size)  # d/dpred of (1/m) sum_k I_i (pred - x)^2
 
     logged: list[Tensor] = []
     ckpts: list[Tensor] = []
     if 0 in log_set:
-        logged.append(eval_loss())
+        logged.append(_eval_loss(w, eval_x, imp_b, c, r, activation, gamma))
     ckpts.append(w.detach().clone())
 
     checked = False
@@ -480,32 +528,19 @@ def train(
             w.grad = residual_and_grad(w, x, grad_scale, c, r, activation, gamma)[1]
         opt.step()
         if step in log_set:
-            logged.append(eval_loss())
+            logged.append(_eval_loss(w, eval_x, imp_b, c, r, activation, gamma))
         if step in ckpt_set:
             ckpts.append(w.detach().clone())
 
     losses = torch.stack(logged).to("cpu", torch.float64).numpy()
     checkpoints = torch.stack(ckpts).cpu()
     config: dict[str, Any] = {
-        "c": c,
-        "r": r,
-        "activation": activation,
-        "gamma": gamma,
-        "optimizer": optimizer,
-        "lr": lr,
-        "batch_size": batch_size,
-        "num_steps": num_steps,
-        "weight_decay": weight_decay,
-        "num_checkpoints": num_checkpoints,
-        "log_every": log_every,
-        "num_instances": B,
-        "data": _describe_data(data, kind),
-        "importance": imp.cpu().tolist(),
-        "shared_batches": bool(shared_batches),
-        "eval_size": None if kind == "dataset" else eval_size,
-        "dtype": str(dtype).removeprefix("torch."),
-        "device": str(dev),
-        "seed": root_seed,
+        "c": c, "r": r, "activation": activation, "gamma": gamma, "optimizer": optimizer, "lr": lr,
+        "batch_size": batch_size, "num_steps": num_steps, "weight_decay": weight_decay,
+        "num_checkpoints": num_checkpoints, "log_every": log_every, "num_instances": B,
+        "data": _describe_data(data, kind), "importance": imp.cpu().tolist(),
+        "shared_batches": bool(shared_batches), "eval_size": None if kind == "dataset" else eval_size,
+        "dtype": str(dtype).removeprefix("torch."), "device": str(dev), "seed": root_seed,
     }
     return Trajectory(
         steps=log_steps.astype(np.int64),
