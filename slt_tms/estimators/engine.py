@@ -29,12 +29,12 @@ from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import KERNEL_DEFAULT_ACCEPT, LLCConfig, exact_localization
 from slt_tms.estimators.gradient_term import anchor_gradient, gradient_term
 from slt_tms.estimators.result import (
-    Calibration,
     LLCResult,
     gradient_note_due,
     gradient_term_note,
     lower_region_note,
 )
+from slt_tms.estimators.reuse import REUSE_STEP_FACTOR, calibration_of, check_reuse, reuse_warmup
 from slt_tms.estimators.sgld_bias import (
     CURVATURE_ITERS,
     bias_flag,
@@ -107,47 +107,6 @@ def _uses_metric(cfg: LLCConfig, kernel: Any) -> bool:
     return bool(cfg.adapt_metric if cfg.adapt_metric is not None else kernel.name == "hmc") and kernel.exact
 
 
-#: A reused calibration is re-checked: a re-tuned step size beyond this factor of it refreshes the warmup.
-REUSE_STEP_FACTOR = 3.0
-
-
-def reuse_warmup(cfg: LLCConfig) -> int:
-    """Warmup transitions of a run that starts from a reused calibration (see :class:`Calibration`)."""
-    return max(cfg.num_burnin // 5, 20) if cfg.num_burnin > 0 else 0
-
-
-def _reused(groups: list[Group], cfg: LLCConfig, kernel: Any, d: int) -> bool:
-    """Whether the run starts from the groups' calibrations (all given, checked against this run)."""
-    cals = [g.calibration for g in groups]
-    if all(c is None for c in cals) or cfg.step_size is not None:
-        return False
-    if any(c is None for c in cals):
-        raise ValueError("either every estimate of a batched run reuses a calibration or none does")
-    for c in cals:
-        assert c is not None
-        if c.sampler != kernel.name:
-            raise ValueError(
-                f"the calibration was adapted for sampler {c.sampler!r} but this run uses {kernel.name!r}; "
-                f"pass sampler={c.sampler!r} or drop calibration="
-            )
-        if c.metric is not None and np.shape(c.metric) != (d,):
-            raise ValueError(
-                f"the calibration's metric has shape {np.shape(c.metric)} but the model has {d} sampled "
-                "parameters; a calibration is only reusable on the same architecture and parameter selection"
-            )
-        if not (math.isfinite(c.step_size) and c.step_size > 0):
-            raise ValueError(f"the calibration's step size must be positive and finite, got {c.step_size}")
-    return True
-
-
-def _calibration_of(tr: Track, kernel: Any, g: Group) -> Calibration | None:
-    """The adapted settings of a finished group, pooled over its chains (exact kernels only)."""
-    if not kernel.exact or tr.final_eps is None:
-        return None
-    metric = None if tr.final_metric is None else tr.final_metric.double().mean(0).cpu().numpy()
-    return Calibration(kernel.name, float(tr.final_eps.double().median()), metric, dict(g.label))
-
-
 def run_groups(
     pot: Any, groups: list[Group], cfg: LLCConfig, *, n: int, progress: bool | None = None, warn: bool = True
 ) -> list[LLCResult]:
@@ -204,7 +163,7 @@ def run_groups(
         metric: Tensor | None = None
         grads = 0
         full_warmup = cfg.num_burnin > 0
-        reused = _reused(groups, cfg, kernel, d)  # steps from earlier calibrations (kept unless refreshed)
+        reused = check_reuse(groups, cfg, kernel, d)  # earlier calibrations (kept unless refreshed)
         if reused:
             cals = [g.calibration for g in groups if g.calibration is not None]
             eps = torch.cat([torch.full((C,), c.step_size, dtype=dt, device=dev) for c in cals])
@@ -619,7 +578,7 @@ def _result(
         seconds=seconds,
         cpu_seconds=cpu,
         bias_check=bias,
-        calibration=_calibration_of(tr, kernel, g),
+        calibration=calibration_of(tr, kernel, g, converged),
         trace=idata,
         config=record,
         seed=g.seed,

@@ -73,6 +73,7 @@ from slt_tms.estimators.result import (
     lower_region_note,
     precision_note,
 )
+from slt_tms.estimators.reuse import retried, retry_due
 from slt_tms.estimators.sgld_bias import STEP_TARGET, bias_flag
 from slt_tms.potentials import as_potential
 from slt_tms.validation import GRAD_MODES, check_choice, check_device, check_seed
@@ -223,7 +224,11 @@ def estimate_llc(
         (``earlier.calibration``; HMC and MALA only), e.g. the neighbouring checkpoint of a training run:
         the warmup then only re-tunes the step size, in ``max(num_burnin // 5, 20)`` transitions, and falls
         back to the full warmup when the re-tuned step size moves by more than a factor 3. It changes the
-        cost, not the estimand (the kernel samples the same posterior at any step size and metric).
+        cost, not the estimand (the kernel samples the same posterior at any step size and metric). A run
+        from it that ends with a chain that stopped moving or diverged, or unconverged within the budget
+        (unless ``num_draws`` fixes the length or the calibration's own run did not converge), is run again
+        with its own full warmup and the same seed; ``config["calibration_used"]["retried"]`` keeps the
+        first run.
     seed : int
         Root seed; chain :math:`k` uses ``spawn_seeds(seed, C)[k]``.
     progress : bool, optional
@@ -448,8 +453,21 @@ def _run(pot: Any, groups: list[Group], cfg: LLCConfig, n: int, progress: bool |
     times. The search's short rounds start near :math:`w^*` and can miss a bias that only appears once
     the chains have spread (a ReLU network under localization 1: 5% in the search, 65% at equilibrium);
     the final check, taken after the draws, sees it. Earlier attempts are kept in
-    ``config["step_retry"]`` and their cost is added to the result's."""
+    ``config["step_retry"]`` and their cost is added to the result's.
+
+    An estimate started from a reused ``calibration`` (not refreshed) that ends with a chain that stopped
+    moving or diverged, or unconverged within its budget (where ``num_draws`` does not fix the length and
+    the calibration's own run converged), is run once more with its own full warmup and the same seed, as
+    a series does (:func:`~slt_tms.estimators.reuse.retry_due`); the first run is kept in
+    ``config["calibration_used"]["retried"]``."""
     results = run_groups(pot, groups, cfg, n=n, progress=progress, warn=False)
+    redo = [i for i, (g, r) in enumerate(zip(groups, results, strict=True))
+            if g.calibration is not None and retry_due(r, cfg, g.calibration.converged is not False)]
+    if redo:
+        again = run_groups(pot, [dataclasses.replace(groups[i], calibration=None) for i in redo], cfg, n=n,
+                           progress=progress, warn=False)
+        for i, r in zip(redo, again, strict=True):
+            results[i] = retried(r, results[i])
     if cfg.step_size is not None or not cfg.bias_check:
         return results
     for i, g in enumerate(groups):

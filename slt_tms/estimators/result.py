@@ -191,18 +191,24 @@ class Calibration:
         The mean over the chains of the adapted diagonal metrics (inverse mass); None without one.
     source : dict
         What it was adapted at (e.g. ``{"checkpoint": ..., "step": ...}`` in a series).
+    converged : bool or None
+        Whether the estimate it came from met its R-hat and ESS targets (None: not known). A run from a
+        reused calibration that ends unconverged is redone with its own warmup only where this is not
+        False (otherwise the model is hard to sample anyway).
     """
 
     sampler: str
     step_size: float
     metric: np.ndarray | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    converged: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (the metric as a list; float32 and float64 values round-trip exactly)."""
         return to_jsonable(
             {"sampler": self.sampler, "step_size": self.step_size, "source": self.source,
-             "metric": None if self.metric is None else np.asarray(self.metric, dtype=np.float64)}
+             "metric": None if self.metric is None else np.asarray(self.metric, dtype=np.float64),
+             "converged": self.converged}
         )
 
     @classmethod
@@ -214,6 +220,7 @@ class Calibration:
             as_float(d["step_size"]),
             None if metric is None else np.array([as_float(v) for v in metric]),
             dict(d.get("source") or {}),
+            None if d.get("converged") is None else bool(d["converged"]),
         )
 
 
@@ -427,7 +434,7 @@ class LLCResult:
                 lines.append(
                     f"{head}{src} ({first['warmup']} warmup transitions): that run ended flagged "
                     f"({first['llc']:.4f} +/- {first['se']:.4f}, R-hat {first['rhat']:.3f}, ESS "
-                    f"{first['ess']:.0f}), so this checkpoint was estimated again with its own full warmup "
+                    f"{first['ess']:.0f}), so the estimate was run again with its own full warmup "
                     f"({cal['warmup']} transitions): these numbers; the cost line counts both runs"
                 )
             else:

@@ -7,7 +7,7 @@ chains are stacked on one chain axis and share every gradient evaluation and the
 still adapts its own step size and metric, each checkpoint stops when it has converged), so a batch costs
 little more than one estimate for small models; every checkpoint's numbers equal those of
 ``estimate_llc`` on that checkpoint alone with the same seed and the same reused calibration (below; up to
-floating-point summation order), or, where that run was redone, without it. With
+floating-point summation order; both redo a run that calibration left flagged, by the same rule). With
 a restriction (``params`` / ``masks``) the frozen parameters differ between checkpoints, so checkpoints
 are then estimated one after the other.
 
@@ -62,7 +62,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -71,6 +70,7 @@ from slt_tms.estimators.config import LLCConfig, default_nbeta
 from slt_tms.estimators.engine import Group, announce, run_groups
 from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import Calibration, LLCResult, gradient_note_due
+from slt_tms.estimators.reuse import retried, retry_due
 from slt_tms.io.checkpoints import load_state_dict_file
 from slt_tms.io.user_models import match_state_dict, state_dict_mismatch, wrapper_note
 from slt_tms.potentials import from_module, nonfinite_parameters, with_grad_mode
@@ -372,45 +372,15 @@ def _estimate_batch(
         if calibration is None:
             return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
         out = run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=False)
-        redo = [i for i, r in enumerate(out) if _retry_due(r, cfg, source_converged)]
+        redo = [i for i, r in enumerate(out) if retry_due(r, cfg, source_converged)]
         if redo:
             again = run_groups(pots[0], [dataclasses.replace(groups[i], calibration=None) for i in redo],
                                cfg, n=n_eff, progress=progress, warn=False)
             for i, r in zip(redo, again, strict=True):
-                out[i] = _retried(r, out[i])
+                out[i] = retried(r, out[i])
         for r in out if warn else []:
             announce(r, stacklevel=4)
         return out
-
-
-def _retry_due(r: LLCResult, cfg: LLCConfig, source_converged: bool) -> bool:
-    """Whether a run from a reused (not refreshed) calibration is redone with its own warmup: a chain
-    stopped moving or diverged, or the run did not converge although it could run on (no fixed
-    ``num_draws``) and the run the calibration came from did converge (where it did not, the model is
-    hard to sample anyway, and a second run would double the cost for nothing). Flags that describe w*
-    itself (escapes, a negative estimate) are not reasons."""
-    if r.config["calibration_used"]["refreshed"]:
-        return False
-    chains = bool(np.any(r.diverged)) or any("stopped moving" in f for f in r.flags)
-    return chains or (not r.converged and cfg.num_draws is None and source_converged)
-
-
-def _retried(again: LLCResult, first: LLCResult) -> LLCResult:
-    """The row of a checkpoint estimated again with its own warmup: the second run's numbers, the first
-    run's summary in ``config["calibration_used"]["retried"]`` and its cost added to the row's."""
-    used = dict(first.config["calibration_used"])
-    used["retried"] = {
-        "llc": first.llc, "se": first.se, "rhat": first.rhat, "ess": first.ess, "flags": list(first.flags),
-        "num_draws": first.num_draws, "num_grads": first.num_grads, "warmup": used["warmup"],
-    }
-    used["warmup"] = int(again.config["num_burnin"])
-    return dataclasses.replace(
-        again,
-        config={**again.config, "calibration_used": used},
-        num_grads=again.num_grads + first.num_grads,
-        seconds=again.seconds + first.seconds,
-        cpu_seconds=again.cpu_seconds + first.cpu_seconds,
-    )
 
 
 def warn_gradient_notes(series: LLCSeries, stacklevel: int = 3) -> None:

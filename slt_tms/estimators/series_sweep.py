@@ -381,8 +381,10 @@ reuse_calibration, device, dtype, grad_mode, overrides
             first = run_sweep(run_series_task, tasks[:1], **sweep)[0]["checkpoints"][0]["result"]
             cal = first["calibration"]
             if cal is not None:  # its JSON form, as the result record holds it
-                # "calibration_converged" only where it is False, so that the tasks of earlier versions
-                # (whose calibration's run converged) keep their keys
+                # "calibration_converged" only where it is False, and the calibration without its own
+                # "converged", so that the tasks of earlier versions (whose calibration's run converged)
+                # keep their keys
+                cal = {k: v for k, v in cal.items() if k != "converged"}
                 extra = {} if first["converged"] else {"calibration_converged": False}
                 tasks = tasks[:1] + [{**t, "calibration": cal, **extra} for t in tasks[1:]]
         records = run_sweep(run_series_task, tasks, **sweep)

@@ -186,7 +186,15 @@ def test_a_reused_calibration_keeps_the_estimate_cuts_the_warmup_and_is_rechecke
     assert cal is not None and cal.sampler == "hmc" and cal.metric.shape == (2,)
     reused = _default_allowing_halved_steps(problem, nbeta=1e4, seed=6, calibration=cal)
     used = reused.config["calibration_used"]
-    assert not used["refreshed"] and used["warmup"] == 100 and 1 / 3 <= used["step_size_ratio"] <= 3
+    assert not used["refreshed"] and 1 / 3 <= used["step_size_ratio"] <= 3
+    # a fifth of the warmup; where a chain of that run stopped moving, the run was redone with its own
+    # full warmup (the calibration's source converged), and the result is that run's
+    first = used.get("retried")
+    if first is None:
+        assert used["warmup"] == 100
+    else:
+        assert first["warmup"] == 100 and used["warmup"] == 500, used
+        assert any("stopped moving" in f for f in first["flags"]) and not reused.flags, reused.summary()
     assert _agrees(reused, exact), (exact, reused.summary())
     assert "calibration     reused" in reused.summary()
     bad = Calibration("hmc", cal.step_size / 100, cal.metric)

@@ -4,6 +4,7 @@ row). The potential-level versions of these (shapes, one anchor loss) are in tes
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -166,7 +167,7 @@ def test_a_series_row_that_ends_flagged_after_a_reused_calibration_is_estimated_
     assert redone.llc == pytest.approx(own.llc, rel=1e-9) and redone.se == pytest.approx(own.se)
     assert redone.flags == own.flags and not redone.converged
     assert redone.num_grads == own.num_grads + reused.num_grads
-    assert "estimated again with its own full warmup" in redone.summary()
+    assert "run again with its own full warmup" in redone.summary()
     # with a fixed length (num_draws) "not converged" is expected and no run is redone
     fixed = _resolve_config(None, {"sampler": "mala", "localization": 10.0, "num_burnin": 60,
                                    "num_draws": 100})
@@ -194,3 +195,30 @@ def test_a_zero_sample_weight_is_a_dropped_row():
     assert weighted.llc == pytest.approx(dropped.llc, rel=1e-6), (weighted.headline(), dropped.headline())
     # negative control: the same rows with equal weights are another potential (another anchor loss)
     assert uniform.anchor_loss != pytest.approx(dropped.anchor_loss, rel=1e-6)
+
+
+def test_a_single_estimate_from_a_calibration_is_redone_by_the_series_rule():
+    from slt_tms.estimators import Calibration
+
+    X, Y = _regression(300, seed=1)
+    best = _fitted(X, Y)
+    kw = {"loss": "mse", "sampler": "mala", "localization": 10.0, "num_burnin": 60, "max_draws": 100,
+          "target_ess": 10_000, "progress": False}  # every run ends "not converged"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        source = estimate_llc(best, (X, Y), seed=11, **kw)
+        cal = source.calibration
+        assert cal is not None and cal.converged is False  # the source did not converge either
+        assert Calibration.from_dict(cal.to_dict()).converged is False
+        kept = estimate_llc(best, (X, Y), seed=4, calibration=cal, **kw)
+        as_converged = dataclasses.replace(cal, converged=True)
+        redone = estimate_llc(best, (X, Y), seed=4, calibration=as_converged, **kw)
+        own = estimate_llc(best, (X, Y), seed=4, **kw)
+    # a calibration from an unconverged run: the run is reported as it ends
+    first = kept.config["calibration_used"]
+    assert "retried" not in first and first["warmup"] == 20 and not first["refreshed"]
+    # from a converged one: run again with its own warmup; the result is the estimate without the calibration
+    used = redone.config["calibration_used"]
+    assert used["retried"]["llc"] == pytest.approx(kept.llc, rel=1e-9) and used["warmup"] == 60
+    assert redone.llc == pytest.approx(own.llc, rel=1e-9) and redone.flags == own.flags
+    assert redone.num_grads == own.num_grads + kept.num_grads
