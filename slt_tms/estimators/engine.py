@@ -34,7 +34,14 @@ from slt_tms.estimators.result import (
     gradient_term_note,
     lower_region_note,
 )
-from slt_tms.estimators.reuse import REUSE_STEP_FACTOR, calibration_of, check_reuse, reuse_warmup
+from slt_tms.estimators.reuse import (
+    REUSE_STEP_FACTOR,
+    calibration_of,
+    check_reuse,
+    retried,
+    retry_due,
+    reuse_warmup,
+)
 from slt_tms.estimators.sgld_bias import (
     CURVATURE_ITERS,
     bias_flag,
@@ -75,7 +82,7 @@ from slt_tms.samplers import (
 from slt_tms.samplers import diagnostics as diag
 from slt_tms.samplers.hmc import leapfrog_steps
 
-__all__ = ["Group", "announce", "run_groups"]
+__all__ = ["Group", "announce", "rerun_flagged", "run_groups"]
 
 
 def _kernel(cfg: LLCConfig, batches: BatchSupply, exact_localization: bool = False) -> Any:
@@ -355,6 +362,27 @@ def run_groups(
         results.append(_result(pot, g, tr, cfg, kernel, batches, n, threshold, bias, own_seeds, streams.block,
                                seconds, cpu, warn))
     return results
+
+
+def rerun_flagged(
+    pot: Any, groups: list[Group], results: list[LLCResult], cfg: LLCConfig, *, n: int,
+    progress: bool | None = None,
+) -> list[LLCResult]:
+    """``results`` (of ``run_groups(pot, groups, ...)``) with each estimate whose run a reused calibration
+    left flagged (:func:`~slt_tms.estimators.reuse.retry_due`; the calibration's own run counts as
+    converged unless its ``converged`` is False) run again, batched, with its own full warmup and the same
+    seed: its result is that run, the first one kept in it (:func:`~slt_tms.estimators.reuse.retried`).
+    No warnings: the caller warns."""
+    redo = [i for i, (g, r) in enumerate(zip(groups, results, strict=True))
+            if g.calibration is not None and retry_due(r, cfg, g.calibration.converged is not False)]
+    if not redo:
+        return results
+    again = run_groups(pot, [dataclasses.replace(groups[i], calibration=None) for i in redo], cfg, n=n,
+                       progress=progress, warn=False)
+    out = list(results)
+    for i, r in zip(redo, again, strict=True):
+        out[i] = retried(r, out[i])
+    return out
 
 
 def announce(res: LLCResult, stacklevel: int = 2) -> None:

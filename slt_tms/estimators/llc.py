@@ -63,7 +63,7 @@ import torch
 from torch import Tensor
 
 from slt_tms.estimators.config import LLCConfig, default_nbeta
-from slt_tms.estimators.engine import Group, run_groups
+from slt_tms.estimators.engine import Group, announce, rerun_flagged, run_groups
 from slt_tms.estimators.result import (
     AsymptoticFit,
     Calibration,
@@ -73,7 +73,6 @@ from slt_tms.estimators.result import (
     lower_region_note,
     precision_note,
 )
-from slt_tms.estimators.reuse import retried, retry_due
 from slt_tms.estimators.sgld_bias import STEP_TARGET, bias_flag
 from slt_tms.potentials import as_potential
 from slt_tms.validation import GRAD_MODES, check_choice, check_device, check_seed
@@ -316,13 +315,7 @@ def estimate_llc(
     if cfg.ladder is None:
         group = Group(pot.w_star, anchor, nbeta0, seed, init, {}, calibration)
         res = _run(pot, [group], cfg, n_eff, progress)[0]
-        if res.flags:
-            warnings.warn(
-                f"LLC estimate {res.llc:.4g} +/- {res.se:.2g} is not trustworthy: " + "; ".join(res.flags),
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        _warn_notes([("", res)])
+        announce(res, stacklevel=3)
         return res
     groups = [Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m}, calibration)
               for m in cfg.ladder]
@@ -458,16 +451,10 @@ def _run(pot: Any, groups: list[Group], cfg: LLCConfig, n: int, progress: bool |
     An estimate started from a reused ``calibration`` (not refreshed) that ends with a chain that stopped
     moving or diverged, or unconverged within its budget (where ``num_draws`` does not fix the length and
     the calibration's own run converged), is run once more with its own full warmup and the same seed, as
-    a series does (:func:`~slt_tms.estimators.reuse.retry_due`); the first run is kept in
+    a series does (:func:`~slt_tms.estimators.engine.rerun_flagged`); the first run is kept in
     ``config["calibration_used"]["retried"]``."""
     results = run_groups(pot, groups, cfg, n=n, progress=progress, warn=False)
-    redo = [i for i, (g, r) in enumerate(zip(groups, results, strict=True))
-            if g.calibration is not None and retry_due(r, cfg, g.calibration.converged is not False)]
-    if redo:
-        again = run_groups(pot, [dataclasses.replace(groups[i], calibration=None) for i in redo], cfg, n=n,
-                           progress=progress, warn=False)
-        for i, r in zip(redo, again, strict=True):
-            results[i] = retried(r, results[i])
+    results = rerun_flagged(pot, groups, results, cfg, n=n, progress=progress)
     if cfg.step_size is not None or not cfg.bias_check:
         return results
     for i, g in enumerate(groups):

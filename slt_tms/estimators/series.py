@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import io
 import math
 import re
@@ -67,10 +66,9 @@ from torch import Tensor, nn
 
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import LLCConfig, default_nbeta
-from slt_tms.estimators.engine import Group, announce, run_groups
+from slt_tms.estimators.engine import Group, announce, rerun_flagged, run_groups
 from slt_tms.estimators.llc import _resolve_config
 from slt_tms.estimators.result import Calibration, LLCResult, gradient_note_due
-from slt_tms.estimators.reuse import retried, retry_due
 from slt_tms.io.checkpoints import load_state_dict_file
 from slt_tms.io.user_models import match_state_dict, state_dict_mismatch, wrapper_note
 from slt_tms.potentials import from_module, nonfinite_parameters, with_grad_mode
@@ -352,13 +350,13 @@ def _estimate_batch(
     progress: bool | None,
     warn: bool = True,
     calibration: Calibration | None = None,
-    source_converged: bool = True,
 ) -> list[LLCResult]:
     """One batched run: the checkpoints' chains stacked on one chain axis (engine), one result each.
 
     With a reused ``calibration``, a checkpoint whose run ends with a chain that stopped moving or diverged,
     or not converged within the budget (unless ``num_draws`` fixed the length, or the calibration's own
-    run did not converge either: ``source_converged``), although its calibration was not refreshed, is
+    run did not converge either: ``calibration.converged`` False), although its calibration was not
+    refreshed, is
     estimated once more, with its own full warmup and the same seed; its row is that second run, and
     ``config["calibration_used"]["retried"]`` keeps what the first one gave (module docstring)."""
     n_eff = int(pots[0].n if n is None else n)
@@ -372,12 +370,7 @@ def _estimate_batch(
         if calibration is None:
             return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
         out = run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=False)
-        redo = [i for i, r in enumerate(out) if retry_due(r, cfg, source_converged)]
-        if redo:
-            again = run_groups(pots[0], [dataclasses.replace(groups[i], calibration=None) for i in redo],
-                               cfg, n=n_eff, progress=progress, warn=False)
-            for i, r in zip(redo, again, strict=True):
-                out[i] = retried(r, out[i])
+        out = rerun_flagged(pots[0], groups, out, cfg, n=n_eff, progress=progress)
         for r in out if warn else []:
             announce(r, stacklevel=4)
         return out
@@ -538,7 +531,6 @@ def estimate_llc_series(
     _warn_out_of_order(names, steps, reuse_calibration)
     results: dict[int, LLCResult] = {}
     cal: Calibration | None = None
-    cal_converged = True
     for idx in _batches(len(checkpoints), batch, params is None and not masks, reuse_calibration):
         out = _estimate_batch(
             [potential(i) for i in idx],
@@ -548,11 +540,10 @@ def estimate_llc_series(
             n,
             progress,
             calibration=cal,
-            source_converged=cal_converged,
         )
         results.update(zip(idx, out, strict=True))
         if reuse_calibration and cal is None:
-            cal, cal_converged = out[0].calibration, out[0].converged
+            cal = out[0].calibration  # (it records whether its run converged)
     series = LLCSeries(
         tuple(steps),
         tuple(names),

@@ -217,8 +217,10 @@ def run_series_task(task: Mapping[str, Any]) -> dict[str, Any]:
     results = _estimate_batch(
         pots, [{"checkpoint": c["name"], "step": c["step"]} for c in ckpts], [c["seed"] for c in ckpts], cfg,
         task["n"], progress=None, warn=False,  # the series warns once per flagged checkpoint, resumed or not
-        calibration=None if cal is None else Calibration.from_dict(cal),
-        source_converged=bool(task.get("calibration_converged", True)),
+        # (the task keeps the calibration's convergence apart from it: see estimate_llc_series_resumable)
+        calibration=None if cal is None else Calibration.from_dict(
+            {**cal, "converged": bool(task.get("calibration_converged", True))}
+        ),
     )
     tensors = {
         f"{i}/{grp}/{name}": torch.from_numpy(np.ascontiguousarray(var.values))

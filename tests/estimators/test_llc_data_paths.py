@@ -154,7 +154,7 @@ def test_a_series_row_that_ends_flagged_after_a_reused_calibration_is_estimated_
         cfg = _resolve_config(None, {k: v for k, v in kw.items() if k not in ("loss", "progress")})
         pot = from_module(best, (X, Y), loss="mse")
         (redone,) = _estimate_batch([pot], [{"checkpoint": "c", "step": 1}], [seed], cfg, None, False,
-                                    calibration=cal, source_converged=True)
+                                    calibration=dataclasses.replace(cal, converged=True))
     # the calibration's own run did not converge: a second run would double the cost for nothing
     assert "retried" not in series.results[0].config["calibration_used"]
     assert series.results[0].llc == pytest.approx(reused.llc, rel=1e-9)
@@ -174,7 +174,7 @@ def test_a_series_row_that_ends_flagged_after_a_reused_calibration_is_estimated_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         (once,) = _estimate_batch([pot], [{"checkpoint": "c", "step": 1}], [seed], fixed, None, False,
-                                  calibration=cal, source_converged=True)
+                                  calibration=dataclasses.replace(cal, converged=True))
     assert "retried" not in once.config["calibration_used"] and not once.converged
 
 
