@@ -234,8 +234,8 @@ def _check_w0(w0: Any, c: int, r: int) -> int | None:
     return int(w0.shape[0]) if w0.ndim == 2 else None
 
 
-def _check_data(data: Any, kind: str, c: int, B: int | None, batch_size: int) -> int | None:
-    """Validate the data against the model; return the rows of a fixed dataset (None otherwise)."""
+def _check_data(data: Any, kind: str, c: int, B: int | None, batch_size: int) -> None:
+    """Validate the data against the model (a fixed dataset also against ``batch_size``)."""
     if kind == "dataset":
         ok = data.ndim == 2 or (data.ndim == 3 and B is not None and data.shape[0] == B)
         if not ok or data.shape[-1] != c or data.shape[-2] < 1:
@@ -246,12 +246,10 @@ def _check_data(data: Any, kind: str, c: int, B: int | None, batch_size: int) ->
         n_data = int(data.shape[-2])
         if batch_size > n_data:
             raise ValueError(f"batch_size must be <= n = {n_data} (the dataset size), got {batch_size}")
-        return n_data
-    if kind == "distribution":
+    elif kind == "distribution":
         dc = getattr(data, "c", c)
         if dc != c:
             raise ValueError(f"the distribution has c = {dc} features but the model has c = {c}")
-    return None
 
 
 def _importance(
