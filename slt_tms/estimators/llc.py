@@ -438,23 +438,42 @@ STEP_RETRIES = 2
 
 
 def _run(pot: Any, groups: list[Group], cfg: LLCConfig, n: int, progress: bool | None) -> list[LLCResult]:
-    r""":func:`~slt_tms.estimators.engine.run_groups` (no warnings: the caller warns), then, for SGLD
-    with a searched step, each estimate whose final coupled check finds the correction too large to
-    extrapolate (over 15% of the estimate) is run again at its step times
-    :math:`\mathrm{clip}(r^*/r, 1/8, 1/2)` (``r`` the measured correction, :math:`r^*` =
-    :data:`~slt_tms.estimators.sgld_bias.STEP_TARGET`), at most :data:`STEP_RETRIES`
-    times. The search's short rounds start near :math:`w^*` and can miss a bias that only appears once
-    the chains have spread (a ReLU network under localization 1: 5% in the search, 65% at equilibrium);
-    the final check, taken after the draws, sees it. Earlier attempts are kept in
-    ``config["step_retry"]`` and their cost is added to the result's.
-
-    An estimate started from a reused ``calibration`` (not refreshed) that ends with a chain that stopped
-    moving or diverged, or unconverged within its budget (where ``num_draws`` does not fix the length and
-    the calibration's own run converged), is run once more with its own full warmup and the same seed, as
-    a series does (:func:`~slt_tms.estimators.engine.rerun_flagged`); the first run is kept in
-    ``config["calibration_used"]["retried"]``."""
+    """:func:`~slt_tms.estimators.engine.run_groups` (no warnings: the caller warns), then the redo of
+    estimates that a reused ``calibration`` left flagged (:func:`~slt_tms.estimators.engine.rerun_flagged`)
+    and of SGLD estimates whose searched step the final check finds too large
+    (:func:`retry_biased_steps`)."""
     results = run_groups(pot, groups, cfg, n=n, progress=progress, warn=False)
     results = rerun_flagged(pot, groups, results, cfg, n=n, progress=progress)
+    return retry_biased_steps(pot, groups, results, cfg, n=n, progress=progress)
+
+
+def retry_biased_steps(
+    pot: Any, groups: list[Group], results: list[LLCResult], cfg: LLCConfig, *, n: int, progress: bool | None
+) -> list[LLCResult]:
+    r"""For SGLD with a searched step (``step_size`` not set, the bias check on), run again each estimate
+    whose final coupled check finds the correction too large to extrapolate (over 15% of the estimate),
+    at its step times :math:`\mathrm{clip}(r^*/r, 1/8, 1/2)` (``r`` the measured correction, :math:`r^*` =
+    :data:`~slt_tms.estimators.sgld_bias.STEP_TARGET`), at most :data:`STEP_RETRIES` times. Single
+    estimates, ladder rungs and the checkpoints of a series all go through it.
+
+    The search's short rounds start near :math:`w^*` and can miss a bias that only appears once the
+    chains have spread (a ReLU network under localization 1: 5% in the search, 65% at equilibrium); the
+    final check, taken after the draws, sees it. Earlier attempts are kept in ``config["step_retry"]``
+    and their cost is added to the result's. No warnings: the caller warns.
+
+    Parameters
+    ----------
+    pot, groups, cfg, n, progress
+        What :func:`~slt_tms.estimators.engine.run_groups` was given.
+    results : list of LLCResult
+        Its results, one per group (not modified).
+
+    Returns
+    -------
+    list of LLCResult
+        The same results, each retried one replaced by its last run.
+    """
+    results = list(results)
     if cfg.step_size is not None or not cfg.bias_check:
         return results
     for i, g in enumerate(groups):

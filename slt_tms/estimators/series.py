@@ -7,7 +7,9 @@ chains are stacked on one chain axis and share every gradient evaluation and the
 still adapts its own step size and metric, each checkpoint stops when it has converged), so a batch costs
 little more than one estimate for small models; every checkpoint's numbers equal those of
 ``estimate_llc`` on that checkpoint alone with the same seed and the same reused calibration (below; up to
-floating-point summation order; both redo a run that calibration left flagged, by the same rule). With
+floating-point summation order; both redo a run that calibration left flagged, by the same rule, and both
+run an SGLD estimate again at a smaller step when its final bias check finds the searched step too large
+to extrapolate from). With
 a restriction (``params`` / ``masks``) the frozen parameters differ between checkpoints, so checkpoints
 are then estimated one after the other.
 
@@ -67,7 +69,7 @@ from torch import Tensor, nn
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import LLCConfig, default_nbeta
 from slt_tms.estimators.engine import Group, announce, rerun_flagged, run_groups
-from slt_tms.estimators.llc import _resolve_config
+from slt_tms.estimators.llc import _resolve_config, retry_biased_steps
 from slt_tms.estimators.result import Calibration, LLCResult, gradient_note_due
 from slt_tms.io.checkpoints import load_state_dict_file
 from slt_tms.io.user_models import match_state_dict, state_dict_mismatch, wrapper_note
@@ -358,7 +360,9 @@ def _estimate_batch(
     run did not converge either: ``calibration.converged`` False), although its calibration was not
     refreshed, is
     estimated once more, with its own full warmup and the same seed; its row is that second run, and
-    ``config["calibration_used"]["retried"]`` keeps what the first one gave (module docstring)."""
+    ``config["calibration_used"]["retried"]`` keeps what the first one gave (module docstring). A
+    checkpoint whose SGLD step, searched, the final bias check finds too large is run again at a smaller
+    step, as a single estimate is (:func:`~slt_tms.estimators.llc.retry_biased_steps`)."""
     n_eff = int(pots[0].n if n is None else n)
     nbeta = cfg.nbeta if cfg.nbeta is not None else default_nbeta(n_eff)
     groups = [
@@ -367,10 +371,9 @@ def _estimate_batch(
     ]
     with warnings.catch_warnings():  # a series says it once, for all its checkpoints (warn_gradient_notes)
         warnings.filterwarnings("ignore", r"LLC estimate .*: w\* is not a critical point", RuntimeWarning)
-        if calibration is None:
-            return run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=warn)
         out = run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=False)
         out = rerun_flagged(pots[0], groups, out, cfg, n=n_eff, progress=progress)
+        out = retry_biased_steps(pots[0], groups, out, cfg, n=n_eff, progress=progress)
         for r in out if warn else []:
             announce(r, stacklevel=4)
         return out

@@ -981,11 +981,14 @@ def test_next_block_is_what_the_ess_target_still_needs():
 def test_sgld_estimate_is_rerun_at_a_smaller_step_when_the_final_check_finds_the_search_wrong(monkeypatch):
     """The step search's short rounds can miss a bias that only shows once the chains have spread; the
     final coupled check sees it. Such an estimate is run again at step x clip(0.05 / r, 1/8, 1/2), at
-    most STEP_RETRIES times, and the attempts and their cost are recorded (plumbing: run_groups is
-    replaced by a stand-in that reports a too-large correction at the first step only)."""
+    most STEP_RETRIES times, and the attempts and their cost are recorded; a series checkpoint goes through
+    the same retry as a single estimate (plumbing: run_groups is replaced by a stand-in that reports a
+    too-large correction at the searched step only)."""
     import dataclasses
 
     from slt_tms.estimators import llc as llc_mod
+    from slt_tms.estimators import series as series_mod
+    from slt_tms.estimators.series import estimate_llc_series
 
     model, X, Y = _linear_model_and_data(n=1000)
     with warnings.catch_warnings():
@@ -1001,14 +1004,25 @@ def test_sgld_estimate_is_rerun_at_a_smaller_step_when_the_final_check_finds_the
                 "difference": (0.2 if big else 0.025) * base.llc, "se_difference": 0.001 * base.llc}
         flags = ("SGLD discretisation bias: ... too large to extrapolate",) if big else ()
         config = {**base.config, "step_size": cfg.step_size, "step_size_mean": 1e-3 if big else cfg.step_size}
-        return [dataclasses.replace(base, bias_check=bias, flags=flags, config=config, seconds=1.0,
-                                    num_grads=10)]
+        return [dataclasses.replace(base, bias_check=bias, flags=flags, config={**config, **g.label},
+                                    seconds=1.0, num_grads=10, seed=g.seed) for g in groups]
 
     monkeypatch.setattr(llc_mod, "run_groups", fake)
     res = estimate_llc(model, data=(X, Y), batch_size=100, progress=False)
     assert calls == [None, pytest.approx(1e-3 / 8)]  # 0.05 / 0.4 = 1/8
     assert res.ok and res.config["step_retry"][0]["relative_correction"] == 0.4
     assert res.seconds == 2.0 and res.num_grads == 20 and "re-run" in res.summary()
+    # a series: each checkpoint of the batch is retried on its own, and its row records it as above
+    monkeypatch.setattr(series_mod, "run_groups", fake)
+    calls.clear()
+    ckpts = [model.state_dict(), model.state_dict()]
+    make = lambda: nn.Linear(4, 2, bias=False).double()  # noqa: E731
+    series = estimate_llc_series(ckpts, make, (X, Y), batch_size=100, reuse_calibration=False,
+                                 progress=False)
+    assert calls == [None, pytest.approx(1e-3 / 8), pytest.approx(1e-3 / 8)]  # one batch, two retries
+    for r in series.results:
+        assert r.ok and r.config["step_retry"][0]["relative_correction"] == 0.4
+        assert r.seconds == 2.0 and r.num_grads == 20 and "re-run" in r.summary()
 
 
 def test_a_run_that_more_draws_cannot_save_names_the_localization():

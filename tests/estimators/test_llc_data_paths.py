@@ -178,6 +178,20 @@ def test_a_series_row_that_ends_flagged_after_a_reused_calibration_is_estimated_
     assert "retried" not in once.config["calibration_used"] and not once.converged
 
 
+def test_a_series_warns_its_flagged_rows_at_the_callers_line():
+    X, Y = _regression(300, seed=1)
+    make = lambda: nn.Linear(3, 1).double()  # noqa: E731
+    ckpts = [make().state_dict(), make().state_dict()]  # random weights: far from a minimum
+    for reuse in (False, True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            estimate_llc_series(ckpts, make, (X, Y), loss="mse", num_burnin=50, max_draws=100,
+                                target_ess=10_000, reuse_calibration=reuse, progress=False)
+        flagged = [w for w in caught if "is not trustworthy" in str(w.message)]
+        assert len(flagged) == 2, [str(w.message) for w in caught]
+        assert {w.filename for w in caught} == {__file__}, [(w.filename, w.lineno) for w in caught]
+
+
 # ------------------------------------------------------------------------------------- sample weights
 def test_a_zero_sample_weight_is_a_dropped_row():
     X, Y = _regression(400, seed=3)
