@@ -314,13 +314,13 @@ def estimate_llc(
         )
     if cfg.ladder is None:
         group = Group(pot.w_star, anchor, nbeta0, seed, init, {}, calibration)
-        res = _run(pot, [group], cfg, n_eff, progress)[0]
+        res = run_estimates(pot, [group], cfg, n_eff, progress)[0]
         announce(res, stacklevel=3)
         return res
     groups = [Group(pot.w_star, anchor, nbeta0 * m, seed, init, {"ladder_multiplier": m}, calibration)
               for m in cfg.ladder]
-    rungs, fit, precision = _ladder_to_precision(pot, groups, _run(pot, groups, cfg, n_eff, progress), cfg,
-                                                 n_eff, progress)
+    first = run_estimates(pot, groups, cfg, n_eff, progress)
+    rungs, fit, precision = _ladder_to_precision(pot, groups, first, cfg, n_eff, progress)
     main = next((r for r, m in zip(rungs, cfg.ladder, strict=True) if m == 1.0), rungs[0])
     spent = 0  # gradients of the runs a longer one replaced: their cost is the result's too
     if precision is not None:
@@ -396,7 +396,7 @@ def _ladder_to_precision(
     while record["rounds"] < PRECISION_ROUNDS and drawn < cfg.max_draws and fit.se > target * abs(fit.llc):
         want = math.ceil(drawn * (fit.se / (target * abs(fit.llc))) ** 2 * 1.2) if fit.llc else cfg.max_draws
         draws = min(max(want, drawn + 1), cfg.max_draws)
-        longer = _run(pot, groups, cfg.replace(num_draws=draws), n, progress)
+        longer = run_estimates(pot, groups, cfg.replace(num_draws=draws), n, progress)
         ok = all(r.ok for r in longer)  # (a longer run that flags what the shorter did not: keep the shorter)
         dropped = rungs if ok else longer  # its cost is the record's (the rungs run as one batch: one clock)
         earlier["seconds"] += dropped[0].seconds
@@ -437,24 +437,44 @@ PRECISION_ROUNDS = 3
 STEP_RETRIES = 2
 
 
-def _run(pot: Any, groups: list[Group], cfg: LLCConfig, n: int, progress: bool | None) -> list[LLCResult]:
-    """:func:`~slt_tms.estimators.engine.run_groups` (no warnings: the caller warns), then the redo of
-    estimates that a reused ``calibration`` left flagged (:func:`~slt_tms.estimators.engine.rerun_flagged`)
-    and of SGLD estimates whose searched step the final check finds too large
-    (:func:`retry_biased_steps`)."""
+def run_estimates(
+    pot: Any, groups: list[Group], cfg: LLCConfig, n: int, progress: bool | None
+) -> list[LLCResult]:
+    r"""The estimates of ``groups``, one batched run, as single estimates, ladder rungs and the checkpoints
+    of a series all get them: :func:`~slt_tms.estimators.engine.run_groups`, then the redo of estimates that
+    a reused ``calibration`` left flagged (:func:`~slt_tms.estimators.engine.rerun_flagged`) and of SGLD
+    estimates whose searched step the final check finds too large (:func:`_retry_biased_steps`). No
+    warnings: the caller warns (:func:`~slt_tms.estimators.engine.announce`).
+
+    Parameters
+    ----------
+    pot : Potential
+        The potential every group's chains sample (their anchors in the groups).
+    groups : list of Group
+        One per estimate.
+    cfg : LLCConfig
+    n : int
+        Rows of the data (for :math:`n\beta` and the records).
+    progress : bool, optional
+        Show progress bars (None: the package default).
+
+    Returns
+    -------
+    list of LLCResult
+        One per group, in order.
+    """
     results = run_groups(pot, groups, cfg, n=n, progress=progress, warn=False)
     results = rerun_flagged(pot, groups, results, cfg, n=n, progress=progress)
-    return retry_biased_steps(pot, groups, results, cfg, n=n, progress=progress)
+    return _retry_biased_steps(pot, groups, results, cfg, n=n, progress=progress)
 
 
-def retry_biased_steps(
+def _retry_biased_steps(
     pot: Any, groups: list[Group], results: list[LLCResult], cfg: LLCConfig, *, n: int, progress: bool | None
 ) -> list[LLCResult]:
     r"""For SGLD with a searched step (``step_size`` not set, the bias check on), run again each estimate
     whose final coupled check finds the correction too large to extrapolate (over 15% of the estimate),
     at its step times :math:`\mathrm{clip}(r^*/r, 1/8, 1/2)` (``r`` the measured correction, :math:`r^*` =
-    :data:`~slt_tms.estimators.sgld_bias.STEP_TARGET`), at most :data:`STEP_RETRIES` times. Single
-    estimates, ladder rungs and the checkpoints of a series all go through it.
+    :data:`~slt_tms.estimators.sgld_bias.STEP_TARGET`), at most :data:`STEP_RETRIES` times.
 
     The search's short rounds start near :math:`w^*` and can miss a bias that only appears once the
     chains have spread (a ReLU network under localization 1: 5% in the search, 65% at equilibrium); the

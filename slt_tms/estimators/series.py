@@ -68,8 +68,8 @@ from torch import Tensor, nn
 
 from slt_tms._rng import spawn_seeds
 from slt_tms.estimators.config import LLCConfig, default_nbeta
-from slt_tms.estimators.engine import Group, announce, rerun_flagged, run_groups
-from slt_tms.estimators.llc import _resolve_config, retry_biased_steps
+from slt_tms.estimators.engine import Group, announce
+from slt_tms.estimators.llc import _resolve_config, run_estimates
 from slt_tms.estimators.result import Calibration, LLCResult, gradient_note_due
 from slt_tms.io.checkpoints import load_state_dict_file
 from slt_tms.io.user_models import match_state_dict, state_dict_mismatch, wrapper_note
@@ -362,7 +362,7 @@ def _estimate_batch(
     estimated once more, with its own full warmup and the same seed; its row is that second run, and
     ``config["calibration_used"]["retried"]`` keeps what the first one gave (module docstring). A
     checkpoint whose SGLD step, searched, the final bias check finds too large is run again at a smaller
-    step, as a single estimate is (:func:`~slt_tms.estimators.llc.retry_biased_steps`)."""
+    step. Both are those of a single estimate (:func:`~slt_tms.estimators.llc.run_estimates`)."""
     n_eff = int(pots[0].n if n is None else n)
     nbeta = cfg.nbeta if cfg.nbeta is not None else default_nbeta(n_eff)
     groups = [
@@ -371,9 +371,7 @@ def _estimate_batch(
     ]
     with warnings.catch_warnings():  # a series says it once, for all its checkpoints (warn_gradient_notes)
         warnings.filterwarnings("ignore", r"LLC estimate .*: w\* is not a critical point", RuntimeWarning)
-        out = run_groups(pots[0], groups, cfg, n=n_eff, progress=progress, warn=False)
-        out = rerun_flagged(pots[0], groups, out, cfg, n=n_eff, progress=progress)
-        out = retry_biased_steps(pots[0], groups, out, cfg, n=n_eff, progress=progress)
+        out = run_estimates(pots[0], groups, cfg, n_eff, progress)
         for r in out if warn else []:
             announce(r, stacklevel=4)
         return out

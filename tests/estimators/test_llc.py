@@ -987,7 +987,6 @@ def test_sgld_estimate_is_rerun_at_a_smaller_step_when_the_final_check_finds_the
     import dataclasses
 
     from slt_tms.estimators import llc as llc_mod
-    from slt_tms.estimators import series as series_mod
     from slt_tms.estimators.series import estimate_llc_series
 
     model, X, Y = _linear_model_and_data(n=1000)
@@ -1012,8 +1011,8 @@ def test_sgld_estimate_is_rerun_at_a_smaller_step_when_the_final_check_finds_the
     assert calls == [None, pytest.approx(1e-3 / 8)]  # 0.05 / 0.4 = 1/8
     assert res.ok and res.config["step_retry"][0]["relative_correction"] == 0.4
     assert res.seconds == 2.0 and res.num_grads == 20 and "re-run" in res.summary()
-    # a series: each checkpoint of the batch is retried on its own, and its row records it as above
-    monkeypatch.setattr(series_mod, "run_groups", fake)
+    # a series (through the same run_estimates): each checkpoint of the batch is retried on its own, and its
+    # row records it as above
     calls.clear()
     ckpts = [model.state_dict(), model.state_dict()]
     make = lambda: nn.Linear(4, 2, bias=False).double()  # noqa: E731
