@@ -86,3 +86,42 @@ def test_one_progress_bar_per_stage(tmp_path):
     starts = re.findall(r"([^\r\n]*?):\s+0%\|[^\r\n]*?\|\s*0/\d+ \[", proc.stderr)
     assert len(starts) == 1, f"expected one progress bar, got {len(starts)}: {starts}"
     assert "lambda_hat" in proc.stdout
+
+
+#: Libraries that take most of a second each to import and that neither the command line's parser nor an
+#: LLC estimate of an ``nn.Module`` needs (sympy derives the TMS loss, scipy serves the phase analysis,
+#: matplotlib the figures; ArviZ is imported when the diagnostics are computed).
+_HEAVY = ("sympy", "matplotlib", "scipy", "arviz")
+
+
+def _imported_after(code: str) -> list[str]:
+    """The heavy libraries a fresh interpreter has imported after running ``code``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                                       if p)}
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {_HEAVY!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.split()
+
+
+def test_the_parser_imports_no_heavy_library():
+    """``slt-tms --help`` and every command's ``--help`` build the whole parser: nothing heavy is imported
+    until a command runs (the import of torch is the start-up's floor)."""
+    code = ("import contextlib, io\nfrom slt_tms.cli import main\n"
+            "for argv in (['--help'], ['llc', '--help'], ['phases', 'sample', '--help'],\n"
+            "             ['reproduce', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        main(argv)")
+    assert _imported_after(code) == []
+
+
+def test_an_llc_estimate_of_a_module_does_not_import_sympy():
+    """sympy derives the TMS's closed-form loss; an estimate on a user's model never needs it (ArviZ, which
+    imports scipy and matplotlib itself, computes the diagnostics)."""
+    code = ("import warnings, torch\nfrom torch import nn\nfrom slt_tms.estimators import estimate_llc\n"
+            "X = torch.randn(50, 2)\nwith warnings.catch_warnings():\n    warnings.simplefilter('ignore')\n"
+            "    estimate_llc(nn.Linear(2, 1), (X, X[:, :1]), loss='mse', num_chains=2, num_burnin=10,\n"
+            "                 num_draws=10, progress=False)")
+    imported = _imported_after(code)
+    assert "sympy" not in imported and "arviz" in imported

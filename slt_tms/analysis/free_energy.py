@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import lambertw
 
 from slt_tms.analysis.phase_constant import VARIANTS, phase_constant, variant_log_constant
 from slt_tms.theory.critical_point import CriticalPoint
@@ -371,6 +369,8 @@ def _lambert_root(A: float, B: float, C: float) -> tuple[float | None, int | Non
     expo = -C / B
     if expo > 700.0 or expo < -700.0:
         return None, None
+    from scipy.special import lambertw  # lazy import (start-up time)
+
     z = (A / B) * math.exp(expo)
     if z == 0.0:
         return None, None
@@ -399,6 +399,8 @@ def _difference(A: float, B: float, C: float, M: float):
 
 def _all_roots(A: float, B: float, C: float, M: float, n_min: float, n_max: float) -> list[float]:
     """Roots of ``A n + B log n + C + M log log n`` in ``[n_min, n_max]``: sign scan in log n + brentq."""
+    from scipy.optimize import brentq
+
     f = _difference(A, B, C, M)
     ts = np.linspace(math.log(n_min), math.log(n_max), 2000)
     vals = np.array([f(t) for t in ts])

@@ -54,7 +54,6 @@ import numpy as np
 import torch
 
 from slt_tms.theory.critical_point import CriticalPoint
-from slt_tms.theory.symbolic import population_grad_flat, population_loss_flat
 from slt_tms.tms import num_params, unpack
 from slt_tms.validation import check_float, check_int
 
@@ -171,6 +170,8 @@ def gradient_flow(
     r""":math:`T` steps of the (Nesterov-accelerated, ``momentum`` :math:`\mu`) gradient flow of the
     population loss (module docstring) for every row of ``w (N, d)`` (float64); :math:`\mu = 0` is
     :math:`w \leftarrow w - \eta \nabla L(w)`."""
+    from slt_tms.theory.symbolic import population_grad_flat  # lazy import (start-up time)
+
     x = w.detach().to(torch.float64).clone()
     v = torch.zeros_like(x)
     for _ in range(steps):  # the closed-form gradient: equal to autograd's, at less than half the cost
@@ -262,6 +263,8 @@ def classify(
             np.zeros(0, dtype=bool),
             e.copy(),
         )
+    from slt_tms.theory.symbolic import population_loss_flat  # lazy import (start-up time)
+
     with torch.no_grad():
         loss_start = np.asarray(population_loss_flat(wt, c, r), dtype=float).reshape(-1)
     wf = gradient_flow(wt, c, r, tol.flow_steps, tol.flow_lr)
@@ -280,6 +283,8 @@ def _name(
     wf: torch.Tensor, pts: list[CriticalPoint], tol: ClassifyTolerances, loss_start: np.ndarray
 ) -> Classification:
     """Name flowed points ``wf (N, d)`` by vertices, geometry, signs and energy (module docstring)."""
+    from slt_tms.theory.symbolic import population_loss_flat  # lazy import (start-up time)
+
     c, r = pts[0].c, pts[0].r
     with torch.enable_grad():
         wr = wf.clone().requires_grad_(True)

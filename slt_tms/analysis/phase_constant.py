@@ -101,8 +101,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import integrate
-from scipy.special import ndtr
 
 from slt_tms.theory.critical_point import CriticalPoint
 
@@ -366,6 +364,9 @@ def flat_region_mass(
         raise ValueError(f"method must be 'auto' or 'monte carlo', got {method!r}")
     if num_dead < 1:
         return 1.0, 0.0, "none"
+    from scipy import integrate  # lazy import (start-up time)
+    from scipy.special import ndtr
+
     if not np.all(b_live < 0):
         raise ValueError(
             "the flat region of a dead column has positive measure only if every live bias is < 0 "

@@ -9,7 +9,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from slt_tms.analysis.phase_constant import VARIANTS
 
@@ -208,6 +207,8 @@ def _rank_correlation(x: list[float | None], y: list[float | None]) -> tuple[flo
     pairs = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]
     if len(pairs) < 3:
         return None, len(pairs)
+    from scipy.stats import spearmanr  # lazy import (start-up time)
+
     r = float(spearmanr(*zip(*pairs, strict=True)).statistic)
     return (r if math.isfinite(r) else None), len(pairs)
 

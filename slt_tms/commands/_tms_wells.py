@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from slt_tms.theory.critical_points import DEAD_BIAS
-from slt_tms.theory.kgon_families import dead_bias_optimum
-
 __all__ = ["lower_wells", "lower_wells_of", "wells_cell", "wells_line"]
 
 
@@ -57,6 +54,9 @@ def lower_wells(
     columns = c - k - sigma
     if columns <= 0:
         return None
+    from slt_tms.theory.critical_points import DEAD_BIAS  # lazy import (start-up time)
+    from slt_tms.theory.kgon_families import dead_bias_optimum
+
     bias = float(dead_bias_optimum(c)[0])
     delta = bias**2  # E[x_j]^2: the dead output's loss share drops from E[x^2] to E[x^2] - E[x]^2
     distance = bias - DEAD_BIAS
@@ -98,6 +98,8 @@ def wells_cell(w: dict[str, Any] | None) -> str:
 
 def wells_line(w: dict[str, Any]) -> str:
     """The summary's line for :func:`lower_wells` (its dict)."""
+    from slt_tms.theory.critical_points import DEAD_BIAS  # lazy import (start-up time)
+
     depths, below = _depths(w), _below(w)
     missed = [x == 0 and d > w["localization_nats"] for x, d in zip(w["draws_below"], w["depth_nats"],
                                                                       strict=True)]

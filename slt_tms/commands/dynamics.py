@@ -27,7 +27,6 @@ from slt_tms.experiments.sgd_llc import GRADIENT_KEYS, llc_along_training
 from slt_tms.io import read_json, save_figure, write_json
 from slt_tms.io.locks import output_lock
 from slt_tms.io.results import write_csv
-from slt_tms.plotting.dynamics import plot_llc, plot_losses, plot_ordering, plot_polygons
 
 __all__ = ["llc_into", "register", "train_into"]
 
@@ -185,6 +184,8 @@ def _write_ordering(run: dyn.DynamicsRun, out: Path, lambdas: Mapping[str, float
         for i in range(len(names))
     ]
     write_csv(out / "ordering.csv", rows, ["rank", "bayesian", "dynamical", "dynamical_median_first_step"])
+    from slt_tms.plotting.dynamics import plot_ordering  # lazy import (start-up time)
+
     save_figure(plot_ordering(bayes, dynamical), out / "ordering.png", dpi=110)
     return {"bayesian": bayes, "dynamical": dynamical}
 
@@ -214,6 +215,8 @@ def train_into(
             progress=False if quiet else None,
         )
         _write_analysis(run, out)
+        from slt_tms.plotting.dynamics import plot_losses, plot_polygons  # lazy import (start-up time)
+
         save_figure(plot_losses(run), out / "loss_vs_step.png", dpi=110)
         save_figure(plot_polygons(run), out / "polygons.png", dpi=110)
         return run
@@ -332,6 +335,8 @@ def llc_into(
         )
         summary["ordering"] = _write_ordering(run, out, res.lambda_by_family)
         write_json(out / "llc_summary.json", summary)
+        from slt_tms.plotting.dynamics import plot_llc  # lazy import (start-up time)
+
         save_figure(plot_llc(run, res.points), out / "llc_vs_step.png", dpi=110)
         return run, res, summary
 

@@ -46,7 +46,6 @@ from slt_tms.commands._llc_checks import (
     series_steps,
     steps_note,
 )
-from slt_tms.commands._tms_wells import lower_wells_of, wells_line
 from slt_tms.estimators import FIELD_HELP, LLCConfig, estimate_llc
 from slt_tms.estimators.series import estimate_llc_series, step_from_name
 from slt_tms.estimators.series_sweep import estimate_llc_series_resumable
@@ -54,9 +53,7 @@ from slt_tms.io import save_figure, write_json
 from slt_tms.io.atomic import atomic_write_text, remove_stale_temporaries
 from slt_tms.io.locks import output_lock
 from slt_tms.io.user_models import load_data, load_factory, load_model, sha256
-from slt_tms.plotting.llc import plot_llc_series
 from slt_tms.potentials import from_critical_point
-from slt_tms.theory.critical_points import kgon
 from slt_tms.tms import OneHotUniform, fixed_dataset
 from slt_tms.validation import GRAD_MODES, LOSSES, check_device, check_seed
 
@@ -310,6 +307,9 @@ def _critical(
     n = ns.n if ns.n is not None else CRITICAL_N
     refuse_full_batch(cfg.batch_size, n, f"the empirical loss (n = {n} one-hot samples)")
     out = _lock_out(ns, held)
+    from slt_tms.commands._tms_wells import lower_wells_of, wells_line  # lazy import (start-up time)
+    from slt_tms.theory.critical_points import kgon
+
     cp = kgon(k, ns.c, sigma, phi)
     data = None
     cli: dict[str, Any] = {
@@ -469,6 +469,8 @@ def _checkpoint_run(
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         for nm, r in zip(series.names, series.results, strict=True):
             r.to_netcdf(out / "checkpoints" / f"{Path(nm).stem}.nc")
+        from slt_tms.plotting.llc import plot_llc_series  # lazy import (start-up time)
+
         save_figure(plot_llc_series(series), out / "llc_series.png", dpi=130)
     if not ns.quiet:
         print(cli_spelling(series.summary()))

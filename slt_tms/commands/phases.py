@@ -45,8 +45,6 @@ from slt_tms.experiments.occupancy import default_sensitivity, occupancy, switch
 from slt_tms.experiments.posterior import HMCConfig, ladder_datasets
 from slt_tms.io import atomic_write_text, save_figure, write_json
 from slt_tms.io.locks import output_lock
-from slt_tms.plotting.phases import plot_free_energy, plot_occupancy, plot_switch_comparison
-from slt_tms.theory.critical_points import critical_points
 
 __all__ = ["options", "predict", "register", "sample", "switch_points_csv"]
 
@@ -102,6 +100,8 @@ def split_phase_names(text: str, known: Mapping[str, Any] | Sequence[str]) -> li
 
 
 def _critical_points(c: int, progress: bool | None):
+    from slt_tms.theory.critical_points import critical_points  # lazy import (start-up time)
+
     return critical_points(c, progress=progress)
 
 
@@ -231,6 +231,8 @@ def _predict_run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         write_json(out / "prediction.json", pred)
         atomic_write_text(out / "crossovers.csv", crossover_csv(pred))
+        from slt_tms.plotting.phases import plot_free_energy  # lazy import (start-up time)
+
         fig = plot_free_energy(
             records,
             max(args.n_min, 10.0),
@@ -477,6 +479,8 @@ def _sample_run(args: argparse.Namespace) -> int:
     if pop is not None:
         atomic_write_text(out / "occupancy_population.csv", pop.to_csv())
     atomic_write_text(out / "switch_points.csv", switch_points_csv(pred, switches, rows))
+    from slt_tms.plotting.phases import plot_occupancy, plot_switch_comparison  # lazy import (start-up time)
+
     fig = plot_occupancy(occ, records or None, switches)
     save_figure(fig, out / "occupancy.png", dpi=120)
     written = ["occupancy.json", "occupancy.csv", "switch_points.csv", "occupancy.png"]

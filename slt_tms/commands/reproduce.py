@@ -33,7 +33,6 @@ from slt_tms.io.atomic import atomic_write_text, remove_stale_temporaries, sha25
 from slt_tms.io.locks import output_lock
 from slt_tms.io.report import package_versions, relative_path, write_report
 from slt_tms.io.results import write_csv
-from slt_tms.theory.critical_points import kgon
 
 __all__ = ["PROFILES", "STAGES", "Stage", "StageOutcome", "register", "run_stages"]
 
@@ -105,6 +104,8 @@ _LADDER = (1.0, 2.0, 4.0, 8.0)
 
 
 def _llc_stage(out: Path, profile: str, seed: int, quiet: bool) -> list[Path]:
+    from slt_tms.theory.critical_points import kgon  # lazy import (start-up time)
+
     folder = out / "llc"
     rows = []
     for name, c in _LLC_POINTS[profile]:

@@ -58,7 +58,6 @@ from slt_tms.io.serialize import to_jsonable
 from slt_tms.samplers import sample
 from slt_tms.samplers.diagnostics import ess, mcse_mean, rhat
 from slt_tms.theory.critical_point import CriticalPoint
-from slt_tms.theory.symbolic import population_loss_flat
 from slt_tms.tms import OneHotSums, num_params, unpack
 from slt_tms.validation import check_int, check_seed
 
@@ -233,6 +232,8 @@ def sample_basins(
         )
     finally:
         bar.close()
+    from slt_tms.theory.symbolic import population_loss_flat  # lazy import (start-up time)
+
     W = torch.as_tensor(res.records["w"])  # (P G K, D, d)
     with torch.no_grad():
         L = population_loss_flat(W.reshape(-1, d), c, r).reshape(P, G, K, D).numpy()
@@ -322,6 +323,8 @@ def dataset_effect(
     Q = check_int("num_permutations", num_permutations, minimum=1)
     gen = torch.Generator().manual_seed(int(seed))
     perms = torch.stack([torch.arange(c)] + [torch.randperm(c, generator=gen) for _ in range(Q - 1)])
+    from slt_tms.theory.symbolic import population_loss_flat  # lazy import (start-up time)
+
     Kd = X.shape[0]
     sums = OneHotSums(X.to(torch.float64), grid)
     G = len(grid)

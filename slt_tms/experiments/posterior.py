@@ -39,7 +39,6 @@ from slt_tms.analysis.free_energy import check_n_values
 from slt_tms.potentials import FunctionalPotential
 from slt_tms.samplers import HMC, Tempered, exchange, sample, swap_rungs
 from slt_tms.samplers.diagnostics import inference_data, summary_stats, within_chain_rhat
-from slt_tms.theory.symbolic import population_loss_flat, population_value_and_grad_flat
 from slt_tms.tms import OneHotSums, OneHotUniform, num_params, unpack, validate_shape
 from slt_tms.validation import check_float, check_int, check_seed
 
@@ -301,6 +300,8 @@ def population_swap_log_ratio(
 ) -> Tensor:
     r"""Log Metropolis ratio of exchanging ``w_lo`` (rung ``g``) and ``w_hi`` (rung ``g + 1``) under the
     population loss: :math:`(n_{g+1} - n_g)(L(w_{hi}) - L(w_{lo}))` (the prior cancels)."""
+    from slt_tms.theory.symbolic import population_loss_flat  # lazy import (start-up time)
+
     dn = n_ladder[g + 1] - n_ladder[g]
     return dn * (population_loss_flat(w_hi, c, r) - population_loss_flat(w_lo, c, r))
 
@@ -447,6 +448,11 @@ def population_target(c: int, r: int, n_chain: Tensor, like: Tensor) -> Tempered
     r"""The tempered target :math:`U = n_g L(w) + |w|^2/2` of the closed-form population loss :math:`L`,
     with one :math:`n_g` per chain (``n_chain``, shape ``(C,)``); ``like`` gives dtype, device and
     :math:`d`."""
+    from slt_tms.theory.symbolic import (  # lazy import (start-up time)
+        population_loss_flat,
+        population_value_and_grad_flat,
+    )
+
     zero = torch.zeros(like.shape[-1], dtype=like.dtype, device=like.device)
     pot = FunctionalPotential(
         w_star=zero,

@@ -39,8 +39,6 @@ from slt_tms.analysis.kgon_classify import ClassifyTolerances
 from slt_tms.analysis.plateaus import RunAnalysis, analyze_run, transition_counts
 from slt_tms.sweep import Executor, load_result, run_sweep, task_key
 from slt_tms.theory.critical_point import CriticalPoint
-from slt_tms.theory.critical_points import critical_points
-from slt_tms.theory.symbolic import population_loss_flat
 from slt_tms.tms import OneHotUniform, fixed_dataset, num_params, pack
 from slt_tms.train import train
 
@@ -230,6 +228,8 @@ def run_seed(task: Mapping[str, Any]) -> dict[str, Any]:
         device=device,
     )
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    from slt_tms.theory.symbolic import population_loss_flat  # lazy import (start-up time)
+
     ck = traj.checkpoints.detach().cpu()
     with torch.no_grad():
         pop = population_loss_flat(ck.to(torch.float64), config.c, config.r)
@@ -250,6 +250,8 @@ def run_seed(task: Mapping[str, Any]) -> dict[str, Any]:
 @functools.lru_cache(maxsize=16)
 def family_points(c: int) -> tuple[CriticalPoint, ...]:
     """The critical points of the TMS with ``c`` features (cached)."""
+    from slt_tms.theory.critical_points import critical_points  # lazy import (start-up time)
+
     return tuple(critical_points(c, progress=False))
 
 

@@ -24,7 +24,6 @@ from torch import Tensor
 from slt_tms.potentials.base import FunctionalPotential, check_anchor
 from slt_tms.potentials.data import DataSource
 from slt_tms.theory.critical_point import CriticalPoint
-from slt_tms.theory.symbolic import population_loss_flat, population_value_and_grad_flat
 from slt_tms.tms.losses import OneHotSums, empirical_loss, empirical_value_and_grad
 from slt_tms.tms.model import activation_fn, num_params
 from slt_tms.validation import check_device
@@ -78,6 +77,10 @@ def from_tms(
         if activation != "relu":
             raise ValueError("the closed-form population loss is derived for ReLU; give data= for "
                              f"activation {activation!r}")
+        # sympy derives the closed form: imported here, not at module level, so that estimating the LLC of
+        # an nn.Module (which imports this module) does not import sympy
+        from slt_tms.theory.symbolic import population_loss_flat, population_value_and_grad_flat
+
         return FunctionalPotential(
             w_star=w0, n=n, data=None, batched=lambda w, rows: population_loss_flat(w, c, r),
             closed_form=lambda w, rows: population_value_and_grad_flat(w, c, r),
