@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from slt_tms.theory.critical_point import DEAD_BIAS
+
 __all__ = ["lower_wells", "lower_wells_of", "wells_cell", "wells_line"]
 
 
@@ -54,8 +56,7 @@ def lower_wells(
     columns = c - k - sigma
     if columns <= 0:
         return None
-    from slt_tms.theory.critical_points import DEAD_BIAS  # lazy import (start-up time)
-    from slt_tms.theory.kgon_families import dead_bias_optimum
+    from slt_tms.theory.kgon_families import dead_bias_optimum  # lazy import (start-up time)
 
     bias = float(dead_bias_optimum(c)[0])
     delta = bias**2  # E[x_j]^2: the dead output's loss share drops from E[x^2] to E[x^2] - E[x]^2
@@ -98,8 +99,6 @@ def wells_cell(w: dict[str, Any] | None) -> str:
 
 def wells_line(w: dict[str, Any]) -> str:
     """The summary's line for :func:`lower_wells` (its dict)."""
-    from slt_tms.theory.critical_points import DEAD_BIAS  # lazy import (start-up time)
-
     depths, below = _depths(w), _below(w)
     missed = [x == 0 and d > w["localization_nats"] for x, d in zip(w["draws_below"], w["depth_nats"],
                                                                       strict=True)]

@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CriticalPoint"]
+__all__ = ["DEAD_BIAS", "CriticalPoint"]
+
+#: Default bias of dead columns without positive bias (flat direction: any b < 0 gives the same loss).
+DEAD_BIAS = -1.0
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ import sympy as sp
 import torch
 
 from slt_tms._progress import progress as _progress
-from slt_tms.theory.critical_point import CriticalPoint
+from slt_tms.theory.critical_point import DEAD_BIAS, CriticalPoint
 from slt_tms.theory.kgon_families import (
     FamilyRoot,
     FamilySolutions,
@@ -82,8 +82,6 @@ __all__ = [
 
 #: Gradient norm below which a point counts as critical.
 GRAD_TOL = 1e-10
-#: Default bias of dead columns without positive bias (flat direction: any b < 0 gives the same loss).
-DEAD_BIAS = -1.0
 #: Switched-off polygon columns get bias OFF_BIAS_FACTOR * l**2 (< -l**2: strictly inside the flat region).
 OFF_BIAS_FACTOR = -2.0
 
