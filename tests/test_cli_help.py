@@ -66,6 +66,12 @@ def test_flag_help(name, parser, action):
     assert "(default: None)" not in text, f"{name}: an uninformative default: {text!r}"
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a child interpreter that imports this checkout's package."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                                        if p)}
+
+
 def test_help_of_every_command_prints():
     for path, parser in _parsers(build_parser()):
         text = parser.format_help()
@@ -74,8 +80,8 @@ def test_help_of_every_command_prints():
 
 def test_one_progress_bar_per_stage(tmp_path):
     """The LLC of a critical point with a ladder (several estimates): one bar, not one per estimate."""
-    env = {k: v for k, v in os.environ.items() if k != "SLT_TMS_NO_PROGRESS"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = _child_env()
+    env.pop("SLT_TMS_NO_PROGRESS", None)
     cmd = [
         sys.executable, "-m", "slt_tms", "llc", "--tms-critical", "6", "--c", "6", "--n", "10000",
         "--num-chains", "2", "--num-burnin", "20", "--num-draws", "20", "--out", str(tmp_path / "out"),
@@ -96,10 +102,8 @@ _HEAVY = ("sympy", "matplotlib", "scipy", "arviz")
 
 def _imported_after(code: str) -> list[str]:
     """The heavy libraries a fresh interpreter has imported after running ``code``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                                       if p)}
     probe = f"{code}\nimport sys\nprint(' '.join(m for m in {_HEAVY!r} if m in sys.modules))"
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_child_env(),
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.split()
