@@ -23,7 +23,7 @@ from slt_tms.samplers.diagnostics import inference_data, read_netcdf
 
 __all__ = [
     "MISFIT_PVALUE", "SLOW_PROJECTION_RHAT", "AsymptoticFit", "Calibration", "LLCResult",
-    "gradient_note_due", "gradient_term_note", "lower_region_note",
+    "fit_form", "gradient_note_due", "gradient_term_note", "lower_region_note", "slow_form_note",
 ]
 
 #: An asymptotic fit whose chi-square p-value falls below this has rungs scattered beyond their standard
@@ -101,6 +101,32 @@ def gradient_term_note(t: dict[str, Any]) -> str:
         "around w* cannot do, so the loss is far from quadratic there"
     )
     return f"{head} is {frac}; {effect}. {tail}"
+
+
+def fit_form(multiplicity: int = 1, exponent: float = 1.0) -> str:
+    """The form the asymptotic fit gives the rungs (:func:`~slt_tms.estimators.llc.fit_asymptotic`), in words.
+
+    Examples
+    --------
+    >>> fit_form(), fit_form(exponent=0.25), fit_form(multiplicity=2)
+    ('lambda + a/(n beta)', 'lambda + a/(n beta)^0.25', 'lambda - 1/log(n beta) + a/log(n beta)^2')
+    """
+    if multiplicity > 1:
+        return f"lambda - {multiplicity - 1}/log(n beta) + a/log(n beta)^2"
+    return "lambda + a/(n beta)" + ("" if exponent == 1 else f"^{exponent:g}")
+
+
+def slow_form_note(multiplicity: int, exponent: float) -> str:
+    """Why the error of a fit whose correction falls slowly (``multiplicity > 1`` or ``exponent < 1``)
+    understates its distance from lambda: the terms the form leaves out fall little slower than the one it
+    keeps, over a ladder that spans a factor of a few in n beta, and the SE carries only the rungs'
+    Monte-Carlo errors (measured on the ground truths: docs, Estimators)."""
+    left_out = "1/log(n beta)^3" if multiplicity > 1 else f"(n beta)^-{2 * exponent:g}"
+    return (
+        f"the form leaves out terms like {left_out}, which fall slowly over the ladder; the SE carries "
+        "only the rungs' Monte-Carlo errors, not theirs, so read the asymptotic lambda as within about "
+        "10-20% (seed to seed on known lambdas of this kind), whatever its SE"
+    )
 
 
 def lower_region_note(lower: dict[str, Any]) -> str:
@@ -376,8 +402,11 @@ class LLCResult:
             prec = c.get("asymptotic_precision")
             if prec:
                 ok += f"  [{precision_note(prec, c.get('max_draws'))}]"
+            m, p = int(c.get("multiplicity", 1) or 1), float(c.get("correction_exponent", 1.0) or 1.0)
+            if m > 1 or p < 1:
+                ok += f"  [{slow_form_note(m, p)}]"
             lines.append(
-                f"  asymptotic lambda (fit lambda + a/(n beta) over n beta = "
+                f"  asymptotic lambda (fit {fit_form(m, p)} over n beta = "
                 f"{', '.join(f'{v:.4g}' for v in a.nbeta)}): {a.llc:.4f} +/- {a.se:.4f}{ok}"
             )
         lines += [
