@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _child import child_env
 
 from slt_tms.cli import build_parser
 
@@ -66,12 +66,6 @@ def test_flag_help(name, parser, action):
     assert "(default: None)" not in text, f"{name}: an uninformative default: {text!r}"
 
 
-def _child_env() -> dict[str, str]:
-    """The environment of a child interpreter that imports this checkout's package."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                                        if p)}
-
-
 def test_help_of_every_command_prints():
     for path, parser in _parsers(build_parser()):
         text = parser.format_help()
@@ -80,7 +74,7 @@ def test_help_of_every_command_prints():
 
 def test_one_progress_bar_per_stage(tmp_path):
     """The LLC of a critical point with a ladder (several estimates): one bar, not one per estimate."""
-    env = _child_env()
+    env = child_env()
     env.pop("SLT_TMS_NO_PROGRESS", None)
     cmd = [
         sys.executable, "-m", "slt_tms", "llc", "--tms-critical", "6", "--c", "6", "--n", "10000",
@@ -103,7 +97,7 @@ _HEAVY = ("sympy", "matplotlib", "scipy", "arviz")
 def _imported_after(code: str) -> list[str]:
     """The heavy libraries a fresh interpreter has imported after running ``code``."""
     probe = f"{code}\nimport sys\nprint(' '.join(m for m in {_HEAVY!r} if m in sys.modules))"
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_child_env(),
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=child_env(),
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.split()

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _child import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("estimators/index.html", "api/estimators/index.html")
@@ -194,8 +195,7 @@ def _build_site(tmp: Path) -> Path:
         "nav:\n  - Estimators: estimators.md\n  - API: api/estimators.md\n"
         "validation:\n  links:\n    not_found: info\n    anchors: info\n"
     )
-    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "SLT_TMS_NO_PROGRESS": "1", "PYTHONPATH": pythonpath}
+    env = child_env(SLT_TMS_NO_PROGRESS="1")
     config, out = str(tmp / "mkdocs.yml"), str(tmp / "site")
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "-q", "-f", config, "-d", out],
@@ -256,8 +256,7 @@ def test_reproduction_report_in_the_browser(tmp_path, serve):
     """``slt-tms reproduce`` (a cheap subset of stages) writes a report whose every image decodes in a real
     browser and which has the paper-beside-ours table, the figure map and the stage tables."""
     out = tmp_path / "results"
-    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "SLT_TMS_NO_PROGRESS": "1", "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+    env = child_env(SLT_TMS_NO_PROGRESS="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "slt_tms", "reproduce", "--profile", "quick", "--out", str(out), "--quiet",
          "--only", *CHEAP_STAGES],

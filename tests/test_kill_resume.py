@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _child import child_env
 
 from slt_tms.io.locks import LOCK_NAME
 from slt_tms.sweep import load_results
@@ -107,9 +108,7 @@ DYNAMICS_ARGS = ["dynamics", "run", "--c", "5", "--init", "random", "--n", "200"
 
 
 def _env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "SLT_TMS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
-            "MPLBACKEND": "Agg"}
+    return child_env(SLT_TMS_NO_PROGRESS="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
 
 
 def _popen(cmd: list[str], log: Path) -> subprocess.Popen:
