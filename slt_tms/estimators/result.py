@@ -120,7 +120,13 @@ def slow_form_note(multiplicity: int, exponent: float) -> str:
     """Why the error of a fit whose correction falls slowly (``multiplicity > 1`` or ``exponent < 1``)
     understates its distance from lambda: the terms the form leaves out fall little slower than the one it
     keeps, over a ladder that spans a factor of a few in n beta, and the SE carries only the rungs'
-    Monte-Carlo errors (measured on the ground truths: docs, Estimators)."""
+    Monte-Carlo errors (measured on the ground truths: docs, Estimators).
+
+    Examples
+    --------
+    >>> slow_form_note(1, 0.25).split(";")[0]
+    'the form leaves out terms like (n beta)^-0.5, which fall slowly over the ladder'
+    """
     left_out = "1/log(n beta)^3" if multiplicity > 1 else f"(n beta)^-{2 * exponent:g}"
     return (
         f"the form leaves out terms like {left_out}, which fall slowly over the ladder; the SE carries "
