@@ -125,8 +125,8 @@ def fit_form(multiplicity: int = 1, exponent: float = 1.0) -> str:
 SLOW_FORM_NOTE = (
     "a slowly falling correction: the extrapolation multiplies the rungs' errors and any bias they share; "
     "at singular minima precise rungs sit 1-4% low (narrow arms of the posterior under-visited, which R-hat "
-    "cannot see), and on known lambdas of this kind such fits were off by 10-20% from seed to seed: read "
-    "the asymptotic lambda as within about 10-20%, whatever its SE"
+    "cannot see), and on known lambdas of this kind such fits were off by up to 10-20% from seed to seed: "
+    "read the asymptotic lambda as within about 10-20%, whatever its SE"
 )
 
 
