@@ -7,14 +7,11 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from _child import child_env
 
 from slt_tms.cli import build_parser
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ("slt-tms",)) -> Iterator:

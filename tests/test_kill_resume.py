@@ -27,8 +27,6 @@ from _child import child_env
 from slt_tms.io.locks import LOCK_NAME
 from slt_tms.sweep import load_results
 
-ROOT = Path(__file__).resolve().parents[1]
-
 #: Shared by both wrappers: the hang at a kill point, and an atomic write interrupted half-way.
 COMMON = '''
 import sys, time
